@@ -1,0 +1,133 @@
+//! Error types, one per failure domain.
+
+use std::io;
+
+/// Why a child process could not be started.
+///
+/// Every variant names the program; the variants that come from the OS keep
+/// the `io::Error` as their [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The program does not exist (ENOENT), on `PATH` or at the path given.
+    #[error("{program}: command not found")]
+    NotFound {
+        /// The program that was asked for.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The program exists but may not be executed (EACCES, EPERM).
+    #[error("{program}: permission denied")]
+    PermissionDenied {
+        /// The program that was asked for.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The arguments and environment together exceed the kernel's limit
+    /// (E2BIG), or one of them exceeds the per-string limit of 32 pages.
+    #[error("{program}: argument list too long (largest is {largest}, {size} bytes)")]
+    ArgumentListTooLong {
+        /// The program that was asked for.
+        program: String,
+        /// The largest single argument or environment variable, named as
+        /// `argument N` or `environment variable NAME`.
+        largest: String,
+        /// Its size in bytes, as the kernel counts it (with the `=` and the
+        /// terminating NUL for an environment variable).
+        size: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The host ran out of processes, file descriptors or memory (EAGAIN,
+    /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
+    #[error("{program}: out of resources: {source}")]
+    ResourceExhausted {
+        /// The program that was asked for.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other OS error while preparing or starting the child.
+    #[error("{program}: {source}")]
+    Io {
+        /// The program that was asked for.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The description cannot be run as given (for example stdout set to
+    /// [`Output::MergeIntoStdout`](crate::Output::MergeIntoStdout)).
+    #[error("{program}: invalid configuration: {reason}")]
+    InvalidConfig {
+        /// The program that was asked for.
+        program: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `start` was called where no actix arbiter runs on the current thread
+    /// (outside `System::run`/`block_on`, or outside a `LocalSet`).
+    #[error("{program}: no actix arbiter runs on this thread")]
+    NoArbiter {
+        /// The program that was asked for.
+        program: String,
+    },
+    /// The task was already started, or already ended (cancelled before it
+    /// started), and cannot be started again; start a `clone()` of its
+    /// [`Popen`](crate::Popen) instead.
+    #[error("{program}: the task was already started or has ended")]
+    AlreadyStarted {
+        /// The program that was asked for.
+        program: String,
+    },
+}
+
+impl SpawnError {
+    /// The program the error is about.
+    pub fn program(&self) -> &str {
+        match self {
+            SpawnError::NotFound { program, .. }
+            | SpawnError::PermissionDenied { program, .. }
+            | SpawnError::ArgumentListTooLong { program, .. }
+            | SpawnError::ResourceExhausted { program, .. }
+            | SpawnError::Io { program, .. }
+            | SpawnError::InvalidConfig { program, .. }
+            | SpawnError::NoArbiter { program }
+            | SpawnError::AlreadyStarted { program } => program,
+        }
+    }
+
+    /// The OS error behind this one, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            SpawnError::NotFound { source, .. }
+            | SpawnError::PermissionDenied { source, .. }
+            | SpawnError::ArgumentListTooLong { source, .. }
+            | SpawnError::ResourceExhausted { source, .. }
+            | SpawnError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a wait for a task's return code did not give one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// A blocking wait was asked for where blocking would deadlock: inside a
+    /// running tokio runtime or actix System, or on the thread of the
+    /// arbiter that runs the process actor (portage raises
+    /// `InvalidStateError` here). Use [`AsyncWait`](crate::AsyncWait).
+    #[error("invalid state: the return code is not known yet and blocking here would deadlock; use AsyncWait")]
+    InvalidState,
+    /// The process actor stopped before the task ended (its arbiter was
+    /// stopped).
+    #[error("the process actor stopped before the task ended")]
+    ActorGone,
+}

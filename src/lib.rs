@@ -1,0 +1,91 @@
+//! Child processes as actix actors: a port of Gentoo portage's
+//! `PopenProcess` (with `SubProcess`, `AbstractPollTask`,
+//! `AsynchronousTask` and `PipeReader`) to the actix actor model.
+//!
+//! * Each running child is a [`PopenProcess`] actor; [`Popen::start`]
+//!   spawns the child and returns a [`ProcessHandle`] to its address.
+//! * What the child writes arrives at the subscribers as [`Chunk`]
+//!   messages, in order, each from one `read()` of at most `bufsize` bytes.
+//! * Start and exit listeners are [`Recipient`](actix::Recipient)s of
+//!   [`Started`] and [`Exited`]; [`Exited`] comes only after the last chunk.
+//! * [`Cancel`] and [`AsyncWait`] are messages; the [`ProcessSupervisor`]
+//!   owns the timers: SIGTERM on cancel, SIGKILL after the cancel timeout
+//!   (1 s by default), then an orphan warning.
+//! * Every child is reaped (through its pidfd, without blocking a thread
+//!   and without a thread per child), and when an arbiter or the actix
+//!   System stops, every child it still runs is cancelled and reaped.
+//!
+//! ```
+//! use actix_popen::{AsyncWait, Collector, GetValue, Output, Popen};
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let collector = Collector::start_default();
+//!     let process = Popen::new("sh")
+//!         .args(["-c", "echo out; echo err >&2; exit 3"])
+//!         .stderr(Output::MergeIntoStdout)
+//!         .subscribe(collector.clone().recipient())
+//!         .start()?;
+//!     let code = process.send(AsyncWait).await??;
+//!     assert_eq!(code.code(), 3);
+//!     let output = collector.send(GetValue).await?;
+//!     assert_eq!(&output.stdout[..], b"out\nerr\n");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # portage ↔ actix
+//!
+//! | portage                                   | actix-popen                                        |
+//! |-------------------------------------------|----------------------------------------------------|
+//! | `PopenProcess(proc=Popen(...))`, `start()` | [`Popen`] … [`.start()`](Popen::start)            |
+//! | `copy()`                                  | `Popen::clone()`, then `start()` again             |
+//! | `cancel()`                                | [`Cancel`]                                         |
+//! | `async_wait()`                            | [`AsyncWait`]                                      |
+//! | `poll()`, `returncode`                    | [`Poll`], [`ProcessHandle::poll`]                  |
+//! | `wait()`                                  | [`ProcessHandle::wait`]                            |
+//! | `isAlive()`                               | [`IsAlive`]                                        |
+//! | `pid`                                     | [`GetPid`], [`ProcessHandle::pid`]                 |
+//! | `addExitListener` / `removeExitListener`  | [`AddExitListener`] / [`RemoveExitListener`]       |
+//! | `addStartListener` / `removeStartListener`| [`AddStartListener`] / [`RemoveStartListener`]     |
+//! | `pipe_reader`, `PipeReader`               | [`PipeReader`], chunks as [`Chunk`]                |
+//! | `PipeReader.getvalue()`                   | [`Collector`] with [`GetValue`]                    |
+//! | `PipeLogger`                              | [`PipeLogger`]                                     |
+//! | `_bufsize = 4096`                         | [`Popen::bufsize`], [`DEFAULT_BUFSIZE`]            |
+//! | `_cancel_timeout = 1`                     | [`Popen::cancel_timeout`], [`DEFAULT_CANCEL_TIMEOUT`] |
+//! | `_cancelled_returncode = -2`              | [`ReturnCode::CANCELLED`]                          |
+//! | `stderr=subprocess.STDOUT`                | [`Output::MergeIntoStdout`]                        |
+//! | `_create_pty_or_pipe`                     | [`Output::Pty`], [`Popen::pty`]                    |
+//!
+//! # Platform
+//! Linux 5.3 or later only (pidfds, ptys): the crate does not build
+//! elsewhere rather than misbehave.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.3+) and Linux ptys");
+
+mod consumers;
+mod error;
+mod messages;
+mod pipe_reader;
+mod popen;
+mod process;
+mod returncode;
+mod supervisor;
+mod sys;
+
+pub use consumers::{Collector, PipeLogger};
+pub use error::{SpawnError, WaitError};
+pub use messages::{
+    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, Collected, Exited,
+    Flush, GetPid, GetValue, IsAlive, Poll, ReaderFinished, RemoveExitListener,
+    RemoveStartListener, Start, Started, Stream, TakeValue,
+};
+pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE};
+pub use popen::{Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT};
+pub use process::{PopenProcess, ProcessHandle};
+pub use returncode::ReturnCode;
+pub use supervisor::ProcessSupervisor;

@@ -1,0 +1,206 @@
+//! Every message the actors send and handle, with its reply type.
+//!
+//! Requests are verbs ([`Cancel`], [`AsyncWait`], [`Poll`], …); events are
+//! nouns or past participles ([`Chunk`], [`Started`], [`Exited`]).
+
+use actix::{Message, Recipient};
+use bytes::Bytes;
+
+use crate::{ReturnCode, SpawnError, WaitError};
+
+/// Which of the child's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The child's stdout; also stderr merged into it, and a pty.
+    Stdout,
+    /// The child's stderr, when it has a stream of its own.
+    Stderr,
+}
+
+/// Event: bytes the child wrote, as one `read()` returned them.
+///
+/// Chunks of one stream arrive in the order they were read, each at most
+/// `bufsize` bytes long. Every subscriber gets every chunk, and gets them
+/// all before the task's [`Exited`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Chunk {
+    /// The stream it was read from.
+    pub stream: Stream,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// Event: the task started (portage's start listeners).
+///
+/// `pid` is `None` when the task ended before its child ever ran (it was
+/// cancelled first); portage notifies start listeners in that case too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct Started {
+    /// The child's pid.
+    pub pid: Option<u32>,
+}
+
+/// Event: the task ended (portage's exit listeners).
+///
+/// Sent only once the child was reaped *and* every output stream reached
+/// EOF, so a subscriber that also listens for exits has every [`Chunk`]
+/// before this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct Exited {
+    /// The child's pid; `None` if it never ran.
+    pub pid: Option<u32>,
+    /// The return code in portage's convention.
+    pub returncode: ReturnCode,
+    /// `false` when reading stopped before EOF: the task was released after
+    /// the cancel escalation ran out (see [`Cancel`]), so output written
+    /// after that is not delivered.
+    pub output_complete: bool,
+}
+
+impl Exited {
+    pub(crate) fn new(pid: Option<u32>, returncode: ReturnCode, output_complete: bool) -> Exited {
+        Exited {
+            pid,
+            returncode,
+            output_complete,
+        }
+    }
+}
+
+/// Request: start a task created with [`Popen::prepare`](crate::Popen::prepare).
+///
+/// Replies with the child's pid.
+///
+/// # Errors
+/// [`SpawnError`] if the child could not be spawned, or
+/// [`SpawnError::AlreadyStarted`] if the task was started or cancelled
+/// before. A failed start ends the task with return code 127 (not found)
+/// or 126 (any other failure) and notifies its listeners.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Result<u32, SpawnError>")]
+pub struct Start;
+
+/// Request: cancel the task (portage's `cancel()`); returns at once.
+///
+/// The first `Cancel` marks the task cancelled. A task not yet started ends
+/// with [`ReturnCode::CANCELLED`]. A running child gets SIGTERM (to its
+/// process group, by default), SIGKILL if it is still there after the
+/// cancel timeout, and if it is still not gone after another cancel
+/// timeout an orphan warning is logged and the task is released: it
+/// reports [`Exited`] with `output_complete: false`. Later `Cancel`s do
+/// nothing; so does a `Cancel` after the task ended.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct Cancel;
+
+/// Request: the return code, once it is known (portage's `async_wait()`).
+///
+/// Replies at once if the task has ended.
+///
+/// # Errors
+/// [`WaitError::ActorGone`] if the actor stopped first (its arbiter was
+/// stopped).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Result<ReturnCode, WaitError>")]
+pub struct AsyncWait;
+
+/// Request: the return code if it is known, without waiting (portage's
+/// `poll()`).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Option<ReturnCode>")]
+pub struct Poll;
+
+/// Request: whether the task has started and not yet ended (portage's
+/// `isAlive()`).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "bool")]
+pub struct IsAlive;
+
+/// Request: the child's pid, while it is running or an unreaped zombie.
+///
+/// `None` before the start and once the child was reaped, since the kernel
+/// may then give the number to another process (as tokio's `Child::id`).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Option<u32>")]
+pub struct GetPid;
+
+/// Request: notify `Recipient` once, with [`Exited`], when the task ends
+/// (portage's `addExitListener`).
+///
+/// Added after the end, it is notified at once. Adding the same recipient
+/// twice notifies it once. A recipient whose actor has stopped is skipped.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct AddExitListener(pub Recipient<Exited>);
+
+/// Request: never notify this recipient of the exit (portage's
+/// `removeExitListener`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RemoveExitListener(pub Recipient<Exited>);
+
+/// Request: notify `Recipient` once, with [`Started`], when the task starts
+/// (portage's `addStartListener`); at once if it has started already.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct AddStartListener(pub Recipient<Started>);
+
+/// Request: never notify this recipient of the start (portage's
+/// `removeStartListener`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RemoveStartListener(pub Recipient<Started>);
+
+/// Event from a [`PipeReader`](crate::PipeReader): every input reached EOF
+/// (or was closed by [`CloseReader`]); no [`Chunk`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct ReaderFinished {
+    /// `true` if every input reached EOF, `false` if reading was stopped
+    /// first.
+    pub complete: bool,
+}
+
+/// Request: stop a [`PipeReader`](crate::PipeReader) now and close its
+/// inputs. Its finish listeners hear `ReaderFinished { complete: false }`
+/// unless every input had already reached EOF.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct CloseReader;
+
+/// Request to a [`Collector`](crate::Collector): a copy of everything
+/// collected so far (portage's `PipeReader.getvalue()`).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Collected")]
+pub struct GetValue;
+
+/// Request to a [`Collector`](crate::Collector): everything collected so
+/// far, moved out without a copy; the collector starts empty again.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Collected")]
+pub struct TakeValue;
+
+/// What a [`Collector`](crate::Collector) holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, actix::MessageResponse)]
+pub struct Collected {
+    /// Every stdout chunk, in order.
+    pub stdout: Bytes,
+    /// Every stderr chunk, in order.
+    pub stderr: Bytes,
+}
+
+/// Request to a [`PipeLogger`](crate::PipeLogger): flush what was written
+/// to the log file; replies with the number of bytes logged so far.
+///
+/// # Errors
+/// The first write or flush error since the logger started; after an error
+/// the logger discards further chunks (and counts them as not logged).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "std::io::Result<u64>")]
+pub struct Flush;

@@ -1,0 +1,457 @@
+//! [`Popen`]: the description of a child process and how its output is
+//! wired (portage's `subprocess.Popen` arguments), and the spawn itself.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use actix::Recipient;
+
+use crate::messages::{Chunk, Exited, Started, Stream};
+use crate::pipe_reader::DEFAULT_BUFSIZE;
+use crate::process::{ProcessHandle, PopenProcess};
+use crate::sys::child::Child;
+use crate::sys::fd::pipe;
+use crate::sys::pty::open_pty;
+use crate::SpawnError;
+
+/// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
+/// SIGKILL, and between SIGKILL and the orphan warning.
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where one of the child's output streams goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// A pipe read by the task; what the child writes arrives as [`Chunk`]s.
+    #[default]
+    Pipe,
+    /// The host's own stdout or stderr.
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// For stderr only: the same destination as stdout (portage's
+    /// `stderr=STDOUT`, the shell's `2>&1`). With stdout a pipe, both
+    /// arrive interleaved as [`Stream::Stdout`] chunks.
+    MergeIntoStdout,
+    /// A pseudo-terminal read by the task. Streams that are both `Pty`
+    /// share one terminal, and arrive as [`Stream::Stdout`] chunks. The
+    /// terminal translates `\n` into `\r\n`, as any terminal does, and is
+    /// not the child's controlling terminal.
+    Pty,
+}
+
+/// Where the child's stdin comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Input {
+    /// The host's own stdin (portage's default).
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+}
+
+/// A description of a child process to run as a [`PopenProcess`] actor.
+///
+/// It holds what `std::process::Command` holds (program, arguments,
+/// environment, working directory), how the output is wired, the task's
+/// options, and the recipients of its messages. It is `Clone` (portage's
+/// `copy()`): the same description can be started again.
+///
+/// By default stdout and stderr are separate pipes, stdin is inherited,
+/// each `read()` asks for 4096 bytes, the cancel timeout is 1 s, and the
+/// child leads a process group of its own so that a cancel reaches every
+/// process it started.
+///
+/// ```
+/// use actix_popen::{AsyncWait, Collector, GetValue, Popen};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let collector = Collector::start_default();
+/// let process = Popen::new("echo")
+///     .arg("hello")
+///     .subscribe(collector.clone().recipient())
+///     .start()?;
+/// let code = process.send(AsyncWait).await??;
+/// assert!(code.success());
+/// assert_eq!(&collector.send(GetValue).await?.stdout[..], b"hello\n");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Popen {
+    pub(crate) program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    env_clear: bool,
+    current_dir: Option<PathBuf>,
+    stdin: Input,
+    stdout: Output,
+    stderr: Output,
+    pub(crate) bufsize: usize,
+    pub(crate) cancel_timeout: Duration,
+    pub(crate) process_group: bool,
+    pub(crate) subscribers: Vec<Recipient<Chunk>>,
+    pub(crate) exit_listeners: Vec<Recipient<Exited>>,
+    pub(crate) start_listeners: Vec<Recipient<Started>>,
+}
+
+impl Popen {
+    /// Describes a run of `program` with no arguments, looked up on `PATH`
+    /// when it has no `/` (as `std::process::Command::new`).
+    pub fn new(program: impl AsRef<OsStr>) -> Popen {
+        Popen {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_clear: false,
+            current_dir: None,
+            stdin: Input::Inherit,
+            stdout: Output::Pipe,
+            stderr: Output::Pipe,
+            bufsize: DEFAULT_BUFSIZE,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+            process_group: true,
+            subscribers: Vec::new(),
+            exit_listeners: Vec::new(),
+            start_listeners: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Popen {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Popen
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Popen {
+        self.env.push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Popen {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Starts the child with an empty environment plus what [`env`](Self::env) sets.
+    pub fn env_clear(mut self) -> Popen {
+        self.env_clear = true;
+        self.env.clear();
+        self
+    }
+
+    /// Runs the child in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Popen {
+        self.current_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Where the child's stdin comes from.
+    pub fn stdin(mut self, input: Input) -> Popen {
+        self.stdin = input;
+        self
+    }
+
+    /// Where the child's stdout goes.
+    pub fn stdout(mut self, output: Output) -> Popen {
+        self.stdout = output;
+        self
+    }
+
+    /// Where the child's stderr goes.
+    pub fn stderr(mut self, output: Output) -> Popen {
+        self.stderr = output;
+        self
+    }
+
+    /// Puts stdout and stderr on one pseudo-terminal: a shorthand for
+    /// `.stdout(Output::Pty).stderr(Output::Pty)`.
+    pub fn pty(self) -> Popen {
+        self.stdout(Output::Pty).stderr(Output::Pty)
+    }
+
+    /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
+    /// 4096 by default). It must be at least 1.
+    pub fn bufsize(mut self, bufsize: usize) -> Popen {
+        self.bufsize = bufsize;
+        self
+    }
+
+    /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
+    /// SIGKILL and the orphan warning (portage's `_cancel_timeout`, 1 s by
+    /// default).
+    pub fn cancel_timeout(mut self, timeout: Duration) -> Popen {
+        self.cancel_timeout = timeout;
+        self
+    }
+
+    /// Whether the child leads a process group of its own, with every
+    /// signal sent to the whole group (`true` by default).
+    ///
+    /// With `false` the child stays in the host's group and only the child
+    /// itself is signalled: processes it started may outlive a cancel, and
+    /// a Ctrl-C at a terminal reaches it directly.
+    pub fn process_group(mut self, enabled: bool) -> Popen {
+        self.process_group = enabled;
+        self
+    }
+
+    /// Sends every output [`Chunk`] to `recipient`, from the first byte.
+    pub fn subscribe(mut self, recipient: Recipient<Chunk>) -> Popen {
+        self.subscribers.push(recipient);
+        self
+    }
+
+    /// Notifies `recipient` of the exit (see [`AddExitListener`](crate::AddExitListener)).
+    pub fn exit_listener(mut self, recipient: Recipient<Exited>) -> Popen {
+        if !self.exit_listeners.contains(&recipient) {
+            self.exit_listeners.push(recipient);
+        }
+        self
+    }
+
+    /// Notifies `recipient` of the start (see [`AddStartListener`](crate::AddStartListener)).
+    pub fn start_listener(mut self, recipient: Recipient<Started>) -> Popen {
+        if !self.start_listeners.contains(&recipient) {
+            self.start_listeners.push(recipient);
+        }
+        self
+    }
+
+    /// The program, as given.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// Spawns the child now and starts its actor on the current arbiter,
+    /// returning at once (portage's `start()`).
+    ///
+    /// The child runs from the moment this returns; its output is read and
+    /// its exit awaited by the actor, without blocking any thread.
+    ///
+    /// # Errors
+    /// [`SpawnError`] when the child could not be spawned (the program is
+    /// named, with the OS reason), when the description is invalid (a
+    /// `bufsize` of 0, stdout set to [`Output::MergeIntoStdout`]), or when
+    /// no actix arbiter runs on this thread. Nothing is left running.
+    pub fn start(self) -> Result<ProcessHandle, SpawnError> {
+        PopenProcess::spawn_and_start(self)
+    }
+
+    /// Creates the task's actor on the current arbiter without spawning the
+    /// child: send it [`Start`](crate::Start) to run it, or
+    /// [`Cancel`](crate::Cancel) to end it with
+    /// [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED) without it
+    /// ever running.
+    ///
+    /// # Errors
+    /// [`SpawnError::NoArbiter`] when no actix arbiter runs on this thread;
+    /// [`SpawnError::InvalidConfig`] for an invalid description.
+    pub fn prepare(self) -> Result<ProcessHandle, SpawnError> {
+        PopenProcess::prepare(self)
+    }
+
+    pub(crate) fn program_name(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        let reason = if self.bufsize == 0 {
+            "bufsize must be at least 1"
+        } else if self.stdout == Output::MergeIntoStdout {
+            "stdout cannot be merged into itself"
+        } else {
+            return Ok(());
+        };
+        Err(SpawnError::InvalidConfig {
+            program: self.program_name(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Spawns the child: a std `Command` built afresh (so the description
+    /// stays reusable), with our own close-on-exec pipes and pty. Returns
+    /// the child and our read ends, non-blocking mode still unset.
+    ///
+    /// `process_group(0)` keeps std on its `posix_spawn` fast path; no
+    /// `pre_exec` closure is used.
+    pub(crate) fn spawn(&self) -> Result<(Child, Vec<(Stream, OwnedFd)>), SpawnError> {
+        self.validate()?;
+        let io_err = |source: io::Error| self.classify(source);
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        if self.env_clear {
+            command.env_clear();
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        if self.process_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        command.stdin(match self.stdin {
+            Input::Inherit => Stdio::inherit(),
+            Input::Null => Stdio::null(),
+        });
+
+        let mut reads = Vec::new();
+        let mut pty: Option<OwnedFd> = None; // the slave end, once opened
+        let mut open_pty_slave = |reads: &mut Vec<(Stream, OwnedFd)>, stream: Stream| -> io::Result<OwnedFd> {
+            if let Some(slave) = &pty {
+                return slave.try_clone();
+            }
+            let (master, slave) = open_pty()?;
+            reads.push((stream, master));
+            let copy = slave.try_clone()?;
+            pty = Some(slave);
+            Ok(copy)
+        };
+        let stdout_fd: Option<OwnedFd> = match self.stdout {
+            Output::Pipe => {
+                let (read, write) = pipe().map_err(io_err)?;
+                reads.push((Stream::Stdout, read));
+                Some(write)
+            }
+            Output::Pty => Some(open_pty_slave(&mut reads, Stream::Stdout).map_err(io_err)?),
+            Output::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
+            Output::Null | Output::MergeIntoStdout => None,
+        };
+        let stderr_stdio = match self.stderr {
+            Output::Pipe => {
+                let (read, write) = pipe().map_err(io_err)?;
+                reads.push((Stream::Stderr, read));
+                Stdio::from(write)
+            }
+            Output::Pty => Stdio::from(open_pty_slave(&mut reads, Stream::Stderr).map_err(io_err)?),
+            Output::Inherit => Stdio::inherit(),
+            Output::Null => Stdio::null(),
+            Output::MergeIntoStdout => match &stdout_fd {
+                Some(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
+                None => Stdio::null(),
+            },
+        };
+        command.stderr(stderr_stdio);
+        command.stdout(match stdout_fd {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        });
+
+        let spawned = command.spawn().map_err(io_err)?;
+        // Dropping the command closes our copies of the child's ends, so
+        // EOF arrives when the child (and its children) close theirs.
+        drop(command);
+        drop(pty);
+        let child = Child::new(spawned.id(), self.process_group).map_err(io_err)?;
+        log::debug!("spawned {:?} {:?} as pid {}", self.program, self.args, child.pid());
+        Ok((child, reads))
+    }
+
+    fn classify(&self, source: io::Error) -> SpawnError {
+        use nix::libc;
+        let program = self.program_name();
+        match source.raw_os_error() {
+            Some(libc::ENOENT) => match &self.current_dir {
+                Some(dir) if !dir.is_dir() => SpawnError::Io {
+                    program,
+                    source: io::Error::new(
+                        source.kind(),
+                        format!("working directory {}: {source}", dir.display()),
+                    ),
+                },
+                _ => SpawnError::NotFound { program, source },
+            },
+            Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, source },
+            Some(libc::E2BIG) => {
+                let (largest, size) = self.largest_string();
+                SpawnError::ArgumentListTooLong {
+                    program,
+                    largest,
+                    size,
+                    source,
+                }
+            }
+            Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM) => {
+                SpawnError::ResourceExhausted { program, source }
+            }
+            _ => SpawnError::Io { program, source },
+        }
+    }
+
+    /// The largest string the kernel copies for exec: an argument (with its
+    /// NUL) or an environment entry `NAME=VALUE` (with its NUL), of the
+    /// environment the child would get.
+    fn largest_string(&self) -> (String, usize) {
+        use std::os::unix::ffi::OsStrExt;
+        let mut env: Vec<(OsString, OsString)> = if self.env_clear {
+            Vec::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        for (key, value) in &self.env {
+            env.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        let argv = std::iter::once(&self.program).chain(&self.args);
+        let args = argv
+            .enumerate()
+            .map(|(i, arg)| (format!("argument {i}"), arg.as_bytes().len() + 1));
+        let vars = env.iter().map(|(key, value)| {
+            (
+                format!("environment variable {}", key.to_string_lossy()),
+                key.as_bytes().len() + value.as_bytes().len() + 2,
+            )
+        });
+        args.chain(vars)
+            .max_by_key(|(_, size)| *size)
+            .unwrap_or_else(|| ("argument 0".to_owned(), 1))
+    }
+}
+
+impl From<&Command> for Popen {
+    /// Copies the program, arguments, environment changes and working
+    /// directory of `command`. std does not expose `env_clear()`, stdio or
+    /// platform extensions set on a `Command`; set those on the `Popen`.
+    fn from(command: &Command) -> Popen {
+        let mut popen = Popen::new(command.get_program()).args(command.get_args());
+        for (key, value) in command.get_envs() {
+            popen = match value {
+                Some(value) => popen.env(key, value),
+                None => popen.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            popen = popen.current_dir(dir);
+        }
+        popen
+    }
+}
+
+impl From<Command> for Popen {
+    fn from(command: Command) -> Popen {
+        Popen::from(&command)
+    }
+}

@@ -1,0 +1,680 @@
+//! The [`PopenProcess`] actor (portage's `PopenProcess` with its bases
+//! `SubProcess`, `AbstractPollTask` and `AsynchronousTask`) and the
+//! [`ProcessHandle`] that [`Popen::start`] returns.
+//!
+//! # Life of a task
+//! 1. [`Popen::start`] spawns the child and starts the actor. The actor
+//!    starts a [`PipeReader`] on the child's output (if any stream is piped)
+//!    and watches the child's pidfd, then notifies its start listeners.
+//! 2. Output arrives at the subscribers as [`Chunk`]s.
+//! 3. The child exits; the actor reaps it as soon as its pidfd is readable,
+//!    so it never stays a zombie. The task ends only once the reader has
+//!    also reached EOF on every stream: output a grandchild writes after
+//!    the child exited is still delivered, and [`Exited`] always comes after
+//!    the last chunk (portage's `PopenProcess._start`).
+//! 4. The actor sets the return code, forgets the child and notifies its
+//!    exit listeners. It stops once nobody holds its address.
+//!
+//! The actor does not stop while its child runs, even if every address is
+//! dropped: the child is neither killed nor left unreaped. If its arbiter
+//! is stopped (or the actix System), the child is cancelled and reaped
+//! during the teardown; see [`ProcessSupervisor`](crate::ProcessSupervisor).
+
+use std::io;
+use std::ops::Deref;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::ThreadId;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+
+use crate::messages::{
+    AddExitListener, AddStartListener, AsyncWait, Cancel, Exited, GetPid, IsAlive, Poll,
+    ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
+};
+use crate::pipe_reader::PipeReader;
+use crate::supervisor::{self, Kill, Live, ProcessSupervisor, Release, Terminate};
+use crate::sys::child::{Child, Delivery};
+use crate::{CloseReader, Popen, ReturnCode, SpawnError, WaitError};
+
+/// What the actor shares with its [`ProcessHandle`]s and the supervisor.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<SharedState>,
+    changed: Condvar,
+    child: OnceLock<Arc<Child>>,
+    /// The thread of the arbiter that runs the actor.
+    thread: ThreadId,
+}
+
+#[derive(Debug, Default)]
+struct SharedState {
+    returncode: Option<ReturnCode>,
+    actor_gone: bool,
+}
+
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(SharedState::default()),
+            changed: Condvar::new(),
+            child: OnceLock::new(),
+            thread: std::thread::current().id(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn returncode(&self) -> Option<ReturnCode> {
+        self.lock().returncode
+    }
+
+    fn set_returncode(&self, code: ReturnCode) {
+        self.lock().returncode = Some(code);
+        self.changed.notify_all();
+    }
+
+    fn set_actor_gone(&self) {
+        self.lock().actor_gone = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The cancel escalation's view of a running task.
+struct Target {
+    child: Arc<Child>,
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl Kill for Target {
+    fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
+        // After the reap the group is signalled only while the task has not
+        // ended: something in it still holds our output open.
+        self.child.signal(signal, !self.is_finished())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.shared.returncode().is_some()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (pid {})", self.name, self.child.pid())
+    }
+}
+
+/// A handle on a task: the actor's address plus a synchronous view of its
+/// return code. It dereferences to the [`Addr`], so every message can be
+/// sent through it.
+#[derive(Debug, Clone)]
+pub struct ProcessHandle {
+    addr: Addr<PopenProcess>,
+    shared: Arc<Shared>,
+}
+
+impl Deref for ProcessHandle {
+    type Target = Addr<PopenProcess>;
+
+    fn deref(&self) -> &Addr<PopenProcess> {
+        &self.addr
+    }
+}
+
+impl ProcessHandle {
+    /// The actor's address.
+    pub fn addr(&self) -> &Addr<PopenProcess> {
+        &self.addr
+    }
+
+    /// The actor's address, consuming the handle.
+    pub fn into_addr(self) -> Addr<PopenProcess> {
+        self.addr
+    }
+
+    /// The child's pid while it runs or is an unreaped zombie; `None`
+    /// before the start and after the reap (the number may then be reused).
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.shared.child.get()?;
+        child.returncode().is_none().then(|| child.pid())
+    }
+
+    /// The return code if the task has ended (portage's `poll()`); never
+    /// blocks.
+    pub fn poll(&self) -> Option<ReturnCode> {
+        self.shared.returncode()
+    }
+
+    /// Blocks the calling thread until the task ends (portage's `wait()`).
+    ///
+    /// This is for code outside the actix System that runs the actor: the
+    /// actor must run on an arbiter of another thread (see
+    /// [`PopenProcess::start_in_arbiter`]). Returns at once if the task has
+    /// ended.
+    ///
+    /// # Errors
+    /// [`WaitError::InvalidState`] if the task has not ended and the caller
+    /// runs inside a tokio runtime or actix System, or on the thread of the
+    /// actor's arbiter: blocking there would deadlock, so it refuses, as
+    /// portage raises `InvalidStateError`. [`WaitError::ActorGone`] if the
+    /// actor stopped before the task ended.
+    pub fn wait(&self) -> Result<ReturnCode, WaitError> {
+        let mut state = self.shared.lock();
+        if let Some(code) = state.returncode {
+            return Ok(code);
+        }
+        if tokio::runtime::Handle::try_current().is_ok()
+            || std::thread::current().id() == self.shared.thread
+        {
+            return Err(WaitError::InvalidState);
+        }
+        loop {
+            if let Some(code) = state.returncode {
+                return Ok(code);
+            }
+            if state.actor_gone {
+                return Err(WaitError::ActorGone);
+            }
+            state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Created by [`Popen::prepare`]; the child has not been spawned.
+    Pending,
+    /// The child was spawned; the task has not ended.
+    Running,
+    /// The return code is known and the exit listeners were notified.
+    Ended,
+}
+
+/// A child process as an actix actor (portage's `PopenProcess`).
+///
+/// Created by [`Popen::start`] or [`Popen::prepare`]. It handles
+/// [`Start`], [`Cancel`], [`AsyncWait`], [`Poll`], [`IsAlive`], [`GetPid`]
+/// and the listener messages; it sends [`Started`] and [`Exited`] to its
+/// listeners, and its [`PipeReader`] sends [`Chunk`](crate::Chunk)s to the
+/// subscribers.
+///
+/// ```
+/// use actix_popen::{AsyncWait, Cancel, Popen, ReturnCode};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let process = Popen::new("sleep").arg("60").start()?;
+/// process.do_send(Cancel); // SIGTERM to its process group
+/// let code = process.send(AsyncWait).await??;
+/// assert_eq!(code, ReturnCode::from_raw(-15));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct PopenProcess {
+    popen: Popen,
+    name: String,
+    phase: Phase,
+    shared: Arc<Shared>,
+    child: Option<Arc<Child>>,
+    reads: Vec<(Stream, OwnedFd)>,
+    reader: Option<Addr<PipeReader>>,
+    reaped: Option<ReturnCode>,
+    output_done: bool,
+    output_complete: bool,
+    cancelled: bool,
+    released: bool,
+    registered: bool,
+    started_sent: bool,
+    start_listeners: Vec<Recipient<Started>>,
+    exit_listeners: Vec<Recipient<Exited>>,
+    waiters: Vec<oneshot::Sender<ReturnCode>>,
+}
+
+fn check_arbiter(popen: &Popen) -> Result<(), SpawnError> {
+    if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err() {
+        return Err(SpawnError::NoArbiter {
+            program: popen.program_name(),
+        });
+    }
+    Ok(())
+}
+
+impl PopenProcess {
+    fn new(mut popen: Popen, spawned: Option<(Child, Vec<(Stream, OwnedFd)>)>) -> PopenProcess {
+        let shared = Shared::new();
+        let (child, reads, phase) = match spawned {
+            Some((child, reads)) => {
+                let child = Arc::new(child);
+                let _ = shared.child.set(child.clone());
+                (Some(child), reads, Phase::Running)
+            }
+            None => (None, Vec::new(), Phase::Pending),
+        };
+        PopenProcess {
+            name: popen.program_name(),
+            start_listeners: std::mem::take(&mut popen.start_listeners),
+            exit_listeners: std::mem::take(&mut popen.exit_listeners),
+            popen,
+            phase,
+            shared,
+            child,
+            reads,
+            reader: None,
+            reaped: None,
+            output_done: false,
+            output_complete: true,
+            cancelled: false,
+            released: false,
+            registered: false,
+            started_sent: false,
+            waiters: Vec::new(),
+        }
+    }
+
+    pub(crate) fn spawn_and_start(popen: Popen) -> Result<ProcessHandle, SpawnError> {
+        check_arbiter(&popen)?;
+        let spawned = popen.spawn()?;
+        let actor = PopenProcess::new(popen, Some(spawned));
+        let shared = actor.shared.clone();
+        Ok(ProcessHandle {
+            addr: actor.start(),
+            shared,
+        })
+    }
+
+    pub(crate) fn prepare(popen: Popen) -> Result<ProcessHandle, SpawnError> {
+        check_arbiter(&popen)?;
+        popen.validate()?;
+        let actor = PopenProcess::new(popen, None);
+        let shared = actor.shared.clone();
+        Ok(ProcessHandle {
+            addr: actor.start(),
+            shared,
+        })
+    }
+
+    /// Spawns the child now and starts its actor on `arbiter` (another
+    /// thread's event loop), so that [`ProcessHandle::wait`] can block this
+    /// thread.
+    ///
+    /// # Errors
+    /// As [`Popen::start`], except that no arbiter is needed on this thread.
+    pub fn start_in_arbiter(
+        popen: Popen,
+        arbiter: &actix_rt::ArbiterHandle,
+    ) -> Result<ProcessHandle, SpawnError> {
+        let spawned = popen.spawn()?;
+        let mut actor = PopenProcess::new(popen, Some(spawned));
+        // The actor runs on the arbiter's thread, not ours.
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SharedState::default()),
+            changed: Condvar::new(),
+            child: OnceLock::new(),
+            thread: thread_of(arbiter),
+        });
+        if let Some(child) = &actor.child {
+            let _ = shared.child.set(child.clone());
+        }
+        actor.shared = shared.clone();
+        Ok(ProcessHandle {
+            addr: Actor::start_in_arbiter(arbiter, |_| actor),
+            shared,
+        })
+    }
+
+    /// Starts reading and watching a spawned child.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        let Some(child) = self.child.clone() else {
+            return;
+        };
+        supervisor::register(Live {
+            child: child.clone(),
+            cancel_timeout: self.popen.cancel_timeout,
+            name: self.name.clone(),
+        });
+        self.registered = true;
+
+        let reads = std::mem::take(&mut self.reads);
+        if reads.is_empty() {
+            self.output_done = true;
+        } else {
+            let mut reader = PipeReader::new()
+                .bufsize(self.popen.bufsize)
+                .on_finished(ctx.address().recipient());
+            for subscriber in &self.popen.subscribers {
+                reader = reader.subscribe(subscriber.clone());
+            }
+            for (stream, fd) in reads {
+                reader = reader.input(stream, fd);
+            }
+            self.reader = Some(reader.start());
+        }
+
+        // SAFETY: the Child owns its pidfd for its whole life and the
+        // AsyncFd holds an Arc to it, so the fd stays open and unchanged
+        // until the AsyncFd is dropped.
+        let registered = unsafe { AsyncFd::register_with_interest(child.clone(), tokio::io::Interest::READABLE) };
+        match registered.map_err(io::Error::from) {
+            Ok(pidfd) => {
+                let wait = async move {
+                    loop {
+                        let mut guard = pidfd.readable().await?;
+                        match pidfd.get_ref().try_reap()? {
+                            Some(code) => return Ok(code),
+                            None => guard.clear_ready(),
+                        }
+                    }
+                };
+                ctx.spawn(wait.into_actor(self).map(|result: io::Result<ReturnCode>, act, ctx| {
+                    act.child_exited(result, ctx)
+                }));
+            }
+            Err(err) => {
+                // Cannot happen with a pidfd on a running reactor; say so
+                // loudly rather than never reporting the exit.
+                log::error!("cannot watch pid {}: {err}", child.pid());
+                self.child_exited(Err(err), ctx);
+            }
+        }
+        self.notify_started(Some(child.pid()));
+    }
+
+    fn child_exited(&mut self, result: io::Result<ReturnCode>, _ctx: &mut Context<Self>) {
+        let code = match result {
+            Ok(code) => code,
+            Err(err) => {
+                // ECHILD: somebody else reaped our child (SIGCHLD ignored,
+                // or waitpid(-1) elsewhere); its status is lost.
+                log::error!("{}: the exit status was lost: {err}", self.name);
+                ReturnCode::from_raw(255)
+            }
+        };
+        if let Some(child) = &self.child {
+            log::debug!("pid {} ({}) exited with return code {code}", child.pid(), self.name);
+        }
+        self.reaped = Some(code);
+        self.maybe_finish();
+    }
+
+    fn maybe_finish(&mut self) {
+        if self.phase != Phase::Running || !self.output_done {
+            return;
+        }
+        let code = match (self.reaped, self.released) {
+            (Some(code), _) => code,
+            // Released with the child not yet reaped: it was sent SIGKILL,
+            // and will be reaped whenever it finally exits.
+            (None, true) => ReturnCode::from_raw(-(Signal::SIGKILL as i32)),
+            (None, false) => return,
+        };
+        self.finish(code);
+    }
+
+    /// Ends the task (portage's `_unregister` then `_async_wait`).
+    fn finish(&mut self, code: ReturnCode) {
+        self.phase = Phase::Ended;
+        self.reader = None;
+        self.unregister_if_reaped();
+        self.shared.set_returncode(code);
+        self.notify_started(None);
+        let pid = self.child.as_ref().map(|c| c.pid());
+        let exited = Exited::new(pid, code, self.output_complete);
+        for listener in self.exit_listeners.drain(..) {
+            listener.do_send(exited);
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(code);
+        }
+    }
+
+    fn unregister_if_reaped(&mut self) {
+        if let (true, Some(child)) = (self.registered, &self.child) {
+            if child.returncode().is_some() {
+                supervisor::unregister(std::thread::current().id(), child.pid());
+                self.registered = false;
+            }
+        }
+    }
+
+    fn notify_started(&mut self, pid: Option<u32>) {
+        if self.started_sent {
+            return;
+        }
+        self.started_sent = true;
+        for listener in self.start_listeners.drain(..) {
+            listener.do_send(Started { pid });
+        }
+    }
+
+    fn started_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid())
+    }
+}
+
+fn thread_of(arbiter: &actix_rt::ArbiterHandle) -> ThreadId {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if arbiter.spawn_fn(move || {
+        let _ = tx.send(std::thread::current().id());
+    }) {
+        if let Ok(id) = rx.recv() {
+            return id;
+        }
+    }
+    // The arbiter is not running: no thread of it can be blocked on.
+    std::thread::current().id()
+}
+
+impl Actor for PopenProcess {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Running {
+            self.begin(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.teardown();
+    }
+}
+
+impl PopenProcess {
+    /// Runs when the actor stops or is dropped. An actor whose task is
+    /// still running only stops this way when its arbiter is torn down:
+    /// then every child of that arbiter is cancelled and reaped.
+    fn teardown(&mut self) {
+        if self.registered {
+            supervisor::shutdown_thread(std::thread::current().id());
+            self.registered = false;
+        }
+        self.shared.set_actor_gone();
+    }
+}
+
+impl Drop for PopenProcess {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Handler<Start> for PopenProcess {
+    type Result = Result<u32, SpawnError>;
+
+    fn handle(&mut self, _msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        if self.phase != Phase::Pending {
+            return Err(SpawnError::AlreadyStarted {
+                program: self.name.clone(),
+            });
+        }
+        match self.popen.spawn() {
+            Ok((child, reads)) => {
+                let child = Arc::new(child);
+                let pid = child.pid();
+                let _ = self.shared.child.set(child.clone());
+                self.child = Some(child);
+                self.reads = reads;
+                self.phase = Phase::Running;
+                self.begin(ctx);
+                Ok(pid)
+            }
+            Err(err) => {
+                // The task ends as a shell would report it.
+                let code = if matches!(err, SpawnError::NotFound { .. }) { 127 } else { 126 };
+                self.phase = Phase::Running;
+                self.output_done = true;
+                self.reaped = Some(ReturnCode::from_raw(code));
+                self.maybe_finish();
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Handler<Cancel> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Cancel, ctx: &mut Context<Self>) {
+        if self.cancelled || self.phase == Phase::Ended {
+            return;
+        }
+        self.cancelled = true;
+        match (self.phase, &self.child) {
+            (Phase::Running, Some(child)) => {
+                ProcessSupervisor::from_registry().do_send(Terminate {
+                    target: Arc::new(Target {
+                        child: child.clone(),
+                        shared: self.shared.clone(),
+                        name: self.name.clone(),
+                    }),
+                    cancel_timeout: self.popen.cancel_timeout,
+                    release: ctx.address().recipient(),
+                });
+            }
+            // Cancelled before the child ever ran (portage's
+            // `_was_cancelled`): start listeners still hear of it.
+            _ => {
+                self.phase = Phase::Running;
+                self.output_done = true;
+                self.reaped = Some(ReturnCode::CANCELLED);
+                self.maybe_finish();
+            }
+        }
+    }
+}
+
+impl Handler<Release> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Release, _ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.released = true;
+        match &self.reader {
+            // Stop reading; the task ends when the reader confirms, so no
+            // chunk can follow the exit event.
+            Some(reader) if !self.output_done => reader.do_send(CloseReader),
+            _ => self.maybe_finish(),
+        }
+    }
+}
+
+impl Handler<ReaderFinished> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReaderFinished, _ctx: &mut Context<Self>) {
+        self.output_done = true;
+        self.output_complete = msg.complete;
+        self.maybe_finish();
+    }
+}
+
+impl Handler<AsyncWait> for PopenProcess {
+    type Result = ResponseFuture<Result<ReturnCode, WaitError>>;
+
+    fn handle(&mut self, _msg: AsyncWait, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(code) = self.shared.returncode() {
+            return Box::pin(async move { Ok(code) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        Box::pin(async move { rx.await.map_err(|_| WaitError::ActorGone) })
+    }
+}
+
+impl Handler<Poll> for PopenProcess {
+    type Result = Option<ReturnCode>;
+
+    fn handle(&mut self, _msg: Poll, _ctx: &mut Context<Self>) -> Option<ReturnCode> {
+        self.shared.returncode()
+    }
+}
+
+impl Handler<IsAlive> for PopenProcess {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: IsAlive, _ctx: &mut Context<Self>) -> bool {
+        self.phase == Phase::Running
+    }
+}
+
+impl Handler<GetPid> for PopenProcess {
+    type Result = Option<u32>;
+
+    fn handle(&mut self, _msg: GetPid, _ctx: &mut Context<Self>) -> Option<u32> {
+        let child = self.child.as_ref()?;
+        child.returncode().is_none().then(|| child.pid())
+    }
+}
+
+impl Handler<AddExitListener> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, AddExitListener(listener): AddExitListener, _ctx: &mut Context<Self>) {
+        match self.shared.returncode() {
+            Some(code) if self.phase == Phase::Ended => {
+                listener.do_send(Exited::new(self.started_pid(), code, self.output_complete));
+            }
+            _ => {
+                if !self.exit_listeners.contains(&listener) {
+                    self.exit_listeners.push(listener);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<RemoveExitListener> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, RemoveExitListener(listener): RemoveExitListener, _ctx: &mut Context<Self>) {
+        self.exit_listeners.retain(|l| *l != listener);
+    }
+}
+
+impl Handler<AddStartListener> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, AddStartListener(listener): AddStartListener, _ctx: &mut Context<Self>) {
+        if self.started_sent {
+            listener.do_send(Started {
+                pid: self.started_pid(),
+            });
+        } else if !self.start_listeners.contains(&listener) {
+            self.start_listeners.push(listener);
+        }
+    }
+}
+
+impl Handler<RemoveStartListener> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, RemoveStartListener(listener): RemoveStartListener, _ctx: &mut Context<Self>) {
+        self.start_listeners.retain(|l| *l != listener);
+    }
+}

@@ -1,0 +1,373 @@
+//! The [`ProcessSupervisor`]: timers, the cancel escalation, and the
+//! cleanup of children when their arbiter stops.
+//!
+//! On [`Cancel`](crate::Cancel) a process actor hands its child to the
+//! supervisor, which sends SIGTERM at once. If the task has not ended after
+//! the cancel timeout, it sends SIGKILL; if the task has still not ended
+//! after another cancel timeout, it logs an orphan warning (portage's
+//! `_orphan_process_warn`) and tells the actor to release the task. EPERM
+//! from `kill()` is logged at error level (portage bug #358211); ESRCH
+//! means the child is already gone and is ignored.
+//!
+//! When an arbiter stops (and so when the actix System stops), the actors
+//! it ran are dropped. The first process actor dropped with a child still
+//! running cancels every running child of that arbiter at once, the same
+//! way (SIGTERM to each group, SIGKILL after the cancel timeout) but
+//! synchronously, since no event loop is left to run timers. When a
+//! group's leader has exited, the rest of its group gets SIGKILL before
+//! the leader is reaped. Every child is reaped before the drop returns, so
+//! nothing is left behind, not even a zombie (a child stuck in the kernel
+//! even after SIGKILL gets the orphan warning).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+use crate::sys::child::{Child, Delivery};
+
+/// What the escalation needs of a task: a way to signal it and to know
+/// whether it has ended. A trait so that the state machine can be tested
+/// with a mock (a child whose uid changed, one that never dies).
+pub(crate) trait Kill: Send + Sync + 'static {
+    /// Sends `signal` to the task's child (or its group).
+    fn send_signal(&self, signal: Signal) -> io::Result<Delivery>;
+    /// Whether the task has ended: nothing more to signal.
+    fn is_finished(&self) -> bool;
+    /// Names the task in log messages.
+    fn describe(&self) -> String;
+}
+
+/// Asks the supervisor to run the cancel escalation on a task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Terminate {
+    pub(crate) target: Arc<dyn Kill>,
+    pub(crate) cancel_timeout: Duration,
+    /// Told when the escalation gave up on the task.
+    pub(crate) release: Recipient<Release>,
+}
+
+/// Tells a process actor that the escalation gave up: the orphan warning
+/// was logged, and the task must end without waiting any longer.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Release;
+
+/// The actor that owns the cancel timers (one per actix System).
+///
+/// Process actors find it through the System registry; users need not start
+/// it. See the module documentation for what it does to the OS processes.
+#[derive(Debug, Default)]
+pub struct ProcessSupervisor {
+    _private: (),
+}
+
+impl Actor for ProcessSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ProcessSupervisor {}
+
+impl SystemService for ProcessSupervisor {}
+
+fn send_logged(target: &dyn Kill, signal: Signal) -> Delivery {
+    match target.send_signal(signal) {
+        Ok(delivery) => delivery,
+        Err(err) if err.raw_os_error() == Some(Errno::EPERM as i32) => {
+            log::error!("cannot send {signal} to {}: {err} (EPERM)", target.describe());
+            Delivery::Gone
+        }
+        Err(err) => {
+            log::error!("cannot send {signal} to {}: {err}", target.describe());
+            Delivery::Gone
+        }
+    }
+}
+
+impl Handler<Terminate> for ProcessSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        let Terminate {
+            target,
+            cancel_timeout,
+            release,
+        } = msg;
+        if target.is_finished() {
+            return;
+        }
+        log::debug!("cancel: SIGTERM to {}", target.describe());
+        send_logged(&*target, Signal::SIGTERM);
+        ctx.run_later(cancel_timeout, move |_, ctx| {
+            if target.is_finished() {
+                return;
+            }
+            log::debug!("cancel timeout: SIGKILL to {}", target.describe());
+            send_logged(&*target, Signal::SIGKILL);
+            ctx.run_later(cancel_timeout, move |_, _| {
+                if target.is_finished() {
+                    return;
+                }
+                log::warn!(
+                    "{} was sent SIGKILL {:?} ago and has not ended; it may be left as an orphan",
+                    target.describe(),
+                    cancel_timeout
+                );
+                release.do_send(Release);
+            });
+        });
+    }
+}
+
+/// A running child as the shutdown cleanup sees it.
+pub(crate) struct Live {
+    pub(crate) child: Arc<Child>,
+    pub(crate) cancel_timeout: Duration,
+    pub(crate) name: String,
+}
+
+/// Every running child, by the arbiter thread whose actor owns it.
+static LIVE: Mutex<Option<HashMap<ThreadId, HashMap<u32, Live>>>> = Mutex::new(None);
+
+fn with_live<R>(f: impl FnOnce(&mut HashMap<ThreadId, HashMap<u32, Live>>) -> R) -> R {
+    let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// Records a running child of the current thread's arbiter.
+pub(crate) fn register(live: Live) {
+    let thread = std::thread::current().id();
+    with_live(|map| map.entry(thread).or_default().insert(live.child.pid(), live));
+}
+
+/// Forgets a child whose task has ended and which was reaped.
+pub(crate) fn unregister(thread: ThreadId, pid: u32) {
+    with_live(|map| {
+        if let Some(children) = map.get_mut(&thread) {
+            children.remove(&pid);
+            if children.is_empty() {
+                map.remove(&thread);
+            }
+        }
+    });
+}
+
+/// Cancels and reaps every child registered by `thread`, blocking until
+/// they are gone (at most two cancel timeouts). Called when that thread's
+/// arbiter is being torn down.
+pub(crate) fn shutdown_thread(thread: ThreadId) {
+    let children: Vec<Live> = with_live(|map| map.remove(&thread))
+        .map(|children| children.into_values().collect())
+        .unwrap_or_default();
+    if !children.is_empty() {
+        log::debug!("arbiter stopping: cancelling {} running children", children.len());
+        terminate_blocking(children);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Terminated(Instant),
+    Killed(Instant),
+    Done,
+}
+
+/// The escalation, run synchronously for many children at once: SIGTERM
+/// to all, then wait on all their pidfds together.
+fn terminate_blocking(children: Vec<Live>) {
+    let now = Instant::now();
+    let mut stages: Vec<Stage> = children
+        .iter()
+        .map(|live| {
+            let _ = live.child.signal(Signal::SIGTERM, true);
+            Stage::Terminated(now + live.cancel_timeout)
+        })
+        .collect();
+    loop {
+        let now = Instant::now();
+        for (live, stage) in children.iter().zip(stages.iter_mut()) {
+            match *stage {
+                Stage::Terminated(deadline) if now >= deadline => {
+                    let _ = live.child.signal(Signal::SIGKILL, true);
+                    *stage = Stage::Killed(now + live.cancel_timeout);
+                }
+                Stage::Killed(deadline) if now >= deadline => {
+                    log::warn!(
+                        "{} (pid {}) was sent SIGKILL and has not exited; it is left as an orphan",
+                        live.name,
+                        live.child.pid()
+                    );
+                    *stage = Stage::Done;
+                }
+                _ => {}
+            }
+        }
+        let pending: Vec<usize> = (0..children.len())
+            .filter(|&i| stages[i] != Stage::Done)
+            .collect();
+        let Some(deadline) = pending
+            .iter()
+            .filter_map(|&i| match stages[i] {
+                Stage::Terminated(d) | Stage::Killed(d) => Some(d),
+                Stage::Done => None,
+            })
+            .min()
+        else {
+            return;
+        };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let mut fds: Vec<PollFd<'_>> = pending
+            .iter()
+            .map(|&i| PollFd::new(children[i].child.pidfd(), PollFlags::POLLIN))
+            .collect();
+        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                log::error!("shutdown: poll on pidfds failed: {err}");
+                return;
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (&i, ready) in pending.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            let child = &children[i].child;
+            // The leader has exited but is not reaped yet, so its group id
+            // cannot have been reused: take the rest of the group down too.
+            let _ = child.signal(Signal::SIGKILL, false);
+            match child.try_reap() {
+                Ok(Some(code)) => {
+                    log::debug!("shutdown: pid {} ended with {code}", child.pid());
+                    stages[i] = Stage::Done;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    log::error!("shutdown: cannot reap pid {}: {err}", child.pid());
+                    stages[i] = Stage::Done;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A task that records signals, refuses them with EPERM if asked, and
+    /// ends only when told.
+    struct Mock {
+        signals: Mutex<Vec<Signal>>,
+        eperm: bool,
+        finish_on: Option<Signal>,
+        finished: AtomicBool,
+    }
+
+    impl Mock {
+        fn new(eperm: bool, finish_on: Option<Signal>) -> Arc<Mock> {
+            Arc::new(Mock {
+                signals: Mutex::new(Vec::new()),
+                eperm,
+                finish_on,
+                finished: AtomicBool::new(false),
+            })
+        }
+        fn signals(&self) -> Vec<Signal> {
+            self.signals.lock().unwrap().clone()
+        }
+    }
+
+    impl Kill for Mock {
+        fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
+            self.signals.lock().unwrap().push(signal);
+            if self.eperm {
+                return Err(Errno::EPERM.into());
+            }
+            if self.finish_on == Some(signal) {
+                self.finished.store(true, Ordering::SeqCst);
+            }
+            Ok(Delivery::Sent)
+        }
+        fn is_finished(&self) -> bool {
+            self.finished.load(Ordering::SeqCst)
+        }
+        fn describe(&self) -> String {
+            "mock".to_owned()
+        }
+    }
+
+    struct Released(Option<futures::channel::oneshot::Sender<Instant>>);
+    impl Actor for Released {
+        type Context = Context<Self>;
+    }
+    impl Handler<Release> for Released {
+        type Result = ();
+        fn handle(&mut self, _: Release, _: &mut Context<Self>) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    }
+
+    async fn escalate(mock: Arc<Mock>, timeout: Duration) -> Option<Duration> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let release = Released(Some(tx)).start().recipient();
+        let started = Instant::now();
+        ProcessSupervisor::default().start().do_send(Terminate {
+            target: mock,
+            cancel_timeout: timeout,
+            release,
+        });
+        let deadline = actix::clock::sleep(timeout * 4);
+        futures::pin_mut!(deadline);
+        match futures::future::select(rx, deadline).await {
+            futures::future::Either::Left((Ok(at), _)) => Some(at - started),
+            _ => None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn unkillable_task_gets_term_then_kill_then_is_released() {
+        let mock = Mock::new(false, None);
+        let released = escalate(mock.clone(), Duration::from_millis(50)).await;
+        let after = released.expect("the task was never released");
+        assert!(after >= Duration::from_millis(100), "released after {after:?}");
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    }
+
+    #[actix_rt::test]
+    async fn eperm_is_logged_and_the_escalation_goes_on() {
+        let mock = Mock::new(true, None);
+        let released = escalate(mock.clone(), Duration::from_millis(50)).await;
+        assert!(released.is_some());
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    }
+
+    #[actix_rt::test]
+    async fn obedient_task_gets_only_sigterm() {
+        let mock = Mock::new(false, Some(Signal::SIGTERM));
+        assert_eq!(escalate(mock.clone(), Duration::from_millis(50)).await, None);
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM]);
+    }
+
+    #[actix_rt::test]
+    async fn task_ending_on_sigkill_is_not_released() {
+        let mock = Mock::new(false, Some(Signal::SIGKILL));
+        assert_eq!(escalate(mock.clone(), Duration::from_millis(50)).await, None);
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    }
+}

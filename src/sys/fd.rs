@@ -1,0 +1,109 @@
+//! Pipes, non-blocking mode and the single `read()` portage calls `_read_buf`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use bytes::{Bytes, BytesMut};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+/// Creates a pipe with both ends close-on-exec, so no other child inherits
+/// them; std's spawn clears the flag only on the copy it installs as the
+/// child's fd 0, 1 or 2. Returns `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// Puts `fd` in non-blocking mode.
+///
+/// This changes the open file description, so it is only done on our own
+/// read ends, never on an end the child gets.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// What one `read()` gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Up to `bufsize` bytes.
+    Data(Bytes),
+    /// Nothing now (EAGAIN): wait for the next readiness event.
+    WouldBlock,
+    /// End of file: an empty read, or EIO from a pty master whose slave
+    /// side was closed by every process.
+    Eof,
+}
+
+/// Reads at most `bufsize` bytes from `fd` with exactly one `read()` call
+/// (retried only on EINTR), as portage's `_read_buf` does.
+///
+/// `buf` is a reusable allocation: the bytes read are split off it as a
+/// [`Bytes`] that shares its storage, so no byte is copied.
+pub(crate) fn read_buf(fd: &impl AsRawFd, buf: &mut BytesMut, bufsize: usize) -> io::Result<Read> {
+    if buf.capacity() < bufsize {
+        // One allocation serves many reads; chunks keep it alive until the
+        // last of them is dropped.
+        buf.reserve(bufsize.max(64 * 1024));
+    }
+    loop {
+        let spare = buf.spare_capacity_mut();
+        let len = bufsize.min(spare.len());
+        // SAFETY: `spare` is writable memory owned by `buf` of at least
+        // `len` bytes; read(2) writes at most `len` bytes into it and the
+        // fd is a plain integer the caller keeps open for the call.
+        let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        if n > 0 {
+            let n = n as usize;
+            // SAFETY: the kernel initialised exactly `n` bytes past the end
+            // of the filled part, and `n <= len <= spare capacity`.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(Read::Data(buf.split().freeze()));
+        }
+        if n == 0 {
+            return Ok(Read::Eof);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EAGAIN => return Ok(Read::WouldBlock),
+            Errno::EIO => return Ok(Read::Eof),
+            errno => return Err(errno.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn read_buf_reads_at_most_bufsize_then_would_block_then_eof() {
+        let (r, w) = pipe().unwrap();
+        set_nonblocking(std::os::fd::AsFd::as_fd(&r)).unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(&[7u8; 10]).unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 4])));
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 4])));
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 2])));
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::WouldBlock);
+        drop(w);
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Eof);
+    }
+
+    #[test]
+    fn read_buf_reports_ebadf_as_an_error() {
+        struct Bad;
+        impl AsRawFd for Bad {
+            fn as_raw_fd(&self) -> i32 {
+                -1
+            }
+        }
+        let err = read_buf(&Bad, &mut BytesMut::new(), 16).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::EBADF));
+    }
+}

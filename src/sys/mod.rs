@@ -1,0 +1,8 @@
+//! Linux mechanics behind the actors: pidfds, ptys, pipes and the raw read.
+//!
+//! Everything here is Linux-specific. The crate refuses to build elsewhere
+//! (see `lib.rs`) rather than misbehave silently.
+
+pub(crate) mod child;
+pub(crate) mod fd;
+pub(crate) mod pty;
