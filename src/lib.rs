@@ -16,6 +16,7 @@
 //!   System stops, every child it still runs is cancelled and reaped.
 //!
 //! ```
+//! use actix::Actor;
 //! use actix_popen::{AsyncWait, Collector, GetValue, Output, Popen};
 //!
 //! #[actix::main]
@@ -89,3 +90,8 @@ pub use popen::{Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT};
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
 pub use supervisor::ProcessSupervisor;
+
+// The README's examples are compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -41,23 +41,39 @@ pub const DEFAULT_BUFSIZE: usize = 4096;
 /// no chunk can be read before its recipients are known.
 ///
 /// ```
-/// use actix_popen::{Collector, GetValue, PipeReader, Stream};
+/// use actix::prelude::*;
+/// use actix_popen::{Collector, GetValue, PipeReader, ReaderFinished, Stream};
+/// use futures::channel::oneshot;
 /// use std::io::Write;
 ///
+/// /// Tells the test when the reader has finished.
+/// struct Done(Option<oneshot::Sender<bool>>);
+/// impl Actor for Done {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<ReaderFinished> for Done {
+///     type Result = ();
+///     fn handle(&mut self, msg: ReaderFinished, _: &mut Context<Self>) {
+///         if let Some(tx) = self.0.take() {
+///             let _ = tx.send(msg.complete);
+///         }
+///     }
+/// }
+///
 /// # #[actix::main]
-/// # async fn main() -> std::io::Result<()> {
-/// let (read_end, write_end) = std::io::pipe()?;
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (read_end, mut write_end) = std::io::pipe()?;
 /// let collector = Collector::start_default();
+/// let (tx, finished) = oneshot::channel();
 /// PipeReader::new()
 ///     .input(Stream::Stdout, read_end)
 ///     .subscribe(collector.clone().recipient())
+///     .on_finished(Done(Some(tx)).start().recipient())
 ///     .start();
-/// let mut write_end = write_end;
 /// write_end.write_all(b"hello")?;
 /// drop(write_end); // EOF
-/// # // Wait for the reader to drain: it finishes on its own.
-/// # actix::clock::sleep(std::time::Duration::from_millis(200)).await;
-/// let collected = collector.send(GetValue).await.unwrap();
+/// assert!(finished.await?); // every input reached EOF
+/// let collected = collector.send(GetValue).await?;
 /// assert_eq!(&collected.stdout[..], b"hello");
 /// # Ok(())
 /// # }

@@ -12,7 +12,7 @@ use actix::Recipient;
 
 use crate::messages::{Chunk, Exited, Started, Stream};
 use crate::pipe_reader::DEFAULT_BUFSIZE;
-use crate::process::{ProcessHandle, PopenProcess};
+use crate::process::{PopenProcess, ProcessHandle};
 use crate::sys::child::Child;
 use crate::sys::fd::pipe;
 use crate::sys::pty::open_pty;
@@ -66,6 +66,7 @@ pub enum Input {
 /// process it started.
 ///
 /// ```
+/// use actix::Actor;
 /// use actix_popen::{AsyncWait, Collector, GetValue, Popen};
 ///
 /// # #[actix::main]
@@ -133,13 +134,15 @@ impl Popen {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable for the child.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Popen {
-        self.env.push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
         self
     }
 
@@ -318,16 +321,17 @@ impl Popen {
 
         let mut reads = Vec::new();
         let mut pty: Option<OwnedFd> = None; // the slave end, once opened
-        let mut open_pty_slave = |reads: &mut Vec<(Stream, OwnedFd)>, stream: Stream| -> io::Result<OwnedFd> {
-            if let Some(slave) = &pty {
-                return slave.try_clone();
-            }
-            let (master, slave) = open_pty()?;
-            reads.push((stream, master));
-            let copy = slave.try_clone()?;
-            pty = Some(slave);
-            Ok(copy)
-        };
+        let mut open_pty_slave =
+            |reads: &mut Vec<(Stream, OwnedFd)>, stream: Stream| -> io::Result<OwnedFd> {
+                if let Some(slave) = &pty {
+                    return slave.try_clone();
+                }
+                let (master, slave) = open_pty()?;
+                reads.push((stream, master));
+                let copy = slave.try_clone()?;
+                pty = Some(slave);
+                Ok(copy)
+            };
         let stdout_fd: Option<OwnedFd> = match self.stdout {
             Output::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
@@ -364,7 +368,12 @@ impl Popen {
         drop(command);
         drop(pty);
         let child = Child::new(spawned.id(), self.process_group).map_err(io_err)?;
-        log::debug!("spawned {:?} {:?} as pid {}", self.program, self.args, child.pid());
+        log::debug!(
+            "spawned {:?} {:?} as pid {}",
+            self.program,
+            self.args,
+            child.pid()
+        );
         Ok((child, reads))
     }
 

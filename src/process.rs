@@ -179,7 +179,11 @@ impl ProcessHandle {
             if state.actor_gone {
                 return Err(WaitError::ActorGone);
             }
-            state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -236,7 +240,8 @@ pub struct PopenProcess {
 }
 
 fn check_arbiter(popen: &Popen) -> Result<(), SpawnError> {
-    if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err() {
+    if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
+    {
         return Err(SpawnError::NoArbiter {
             program: popen.program_name(),
         });
@@ -358,7 +363,9 @@ impl PopenProcess {
         // SAFETY: the Child owns its pidfd for its whole life and the
         // AsyncFd holds an Arc to it, so the fd stays open and unchanged
         // until the AsyncFd is dropped.
-        let registered = unsafe { AsyncFd::register_with_interest(child.clone(), tokio::io::Interest::READABLE) };
+        let registered = unsafe {
+            AsyncFd::register_with_interest(child.clone(), tokio::io::Interest::READABLE)
+        };
         match registered.map_err(io::Error::from) {
             Ok(pidfd) => {
                 let wait = async move {
@@ -370,9 +377,12 @@ impl PopenProcess {
                         }
                     }
                 };
-                ctx.spawn(wait.into_actor(self).map(|result: io::Result<ReturnCode>, act, ctx| {
-                    act.child_exited(result, ctx)
-                }));
+                ctx.spawn(
+                    wait.into_actor(self)
+                        .map(|result: io::Result<ReturnCode>, act, ctx| {
+                            act.child_exited(result, ctx)
+                        }),
+                );
             }
             Err(err) => {
                 // Cannot happen with a pidfd on a running reactor; say so
@@ -395,7 +405,11 @@ impl PopenProcess {
             }
         };
         if let Some(child) = &self.child {
-            log::debug!("pid {} ({}) exited with return code {code}", child.pid(), self.name);
+            log::debug!(
+                "pid {} ({}) exited with return code {code}",
+                child.pid(),
+                self.name
+            );
         }
         self.reaped = Some(code);
         self.maybe_finish();
@@ -524,7 +538,11 @@ impl Handler<Start> for PopenProcess {
             }
             Err(err) => {
                 // The task ends as a shell would report it.
-                let code = if matches!(err, SpawnError::NotFound { .. }) { 127 } else { 126 };
+                let code = if matches!(err, SpawnError::NotFound { .. }) {
+                    127
+                } else {
+                    126
+                };
                 self.phase = Phase::Running;
                 self.output_done = true;
                 self.reaped = Some(ReturnCode::from_raw(code));
@@ -652,7 +670,11 @@ impl Handler<AddExitListener> for PopenProcess {
 impl Handler<RemoveExitListener> for PopenProcess {
     type Result = ();
 
-    fn handle(&mut self, RemoveExitListener(listener): RemoveExitListener, _ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        RemoveExitListener(listener): RemoveExitListener,
+        _ctx: &mut Context<Self>,
+    ) {
         self.exit_listeners.retain(|l| *l != listener);
     }
 }
@@ -674,7 +696,11 @@ impl Handler<AddStartListener> for PopenProcess {
 impl Handler<RemoveStartListener> for PopenProcess {
     type Result = ();
 
-    fn handle(&mut self, RemoveStartListener(listener): RemoveStartListener, _ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        RemoveStartListener(listener): RemoveStartListener,
+        _ctx: &mut Context<Self>,
+    ) {
         self.start_listeners.retain(|l| *l != listener);
     }
 }

@@ -81,7 +81,10 @@ fn send_logged(target: &dyn Kill, signal: Signal) -> Delivery {
     match target.send_signal(signal) {
         Ok(delivery) => delivery,
         Err(err) if err.raw_os_error() == Some(Errno::EPERM as i32) => {
-            log::error!("cannot send {signal} to {}: {err} (EPERM)", target.describe());
+            log::error!(
+                "cannot send {signal} to {}: {err} (EPERM)",
+                target.describe()
+            );
             Delivery::Gone
         }
         Err(err) => {
@@ -144,7 +147,11 @@ fn with_live<R>(f: impl FnOnce(&mut HashMap<ThreadId, HashMap<u32, Live>>) -> R)
 /// Records a running child of the current thread's arbiter.
 pub(crate) fn register(live: Live) {
     let thread = std::thread::current().id();
-    with_live(|map| map.entry(thread).or_default().insert(live.child.pid(), live));
+    with_live(|map| {
+        map.entry(thread)
+            .or_default()
+            .insert(live.child.pid(), live)
+    });
 }
 
 /// Forgets a child whose task has ended and which was reaped.
@@ -167,7 +174,10 @@ pub(crate) fn shutdown_thread(thread: ThreadId) {
         .map(|children| children.into_values().collect())
         .unwrap_or_default();
     if !children.is_empty() {
-        log::debug!("arbiter stopping: cancelling {} running children", children.len());
+        log::debug!(
+            "arbiter stopping: cancelling {} running children",
+            children.len()
+        );
         terminate_blocking(children);
     }
 }
@@ -345,7 +355,10 @@ mod tests {
         let mock = Mock::new(false, None);
         let released = escalate(mock.clone(), Duration::from_millis(50)).await;
         let after = released.expect("the task was never released");
-        assert!(after >= Duration::from_millis(100), "released after {after:?}");
+        assert!(
+            after >= Duration::from_millis(100),
+            "released after {after:?}"
+        );
         assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
     }
 
@@ -360,14 +373,20 @@ mod tests {
     #[actix_rt::test]
     async fn obedient_task_gets_only_sigterm() {
         let mock = Mock::new(false, Some(Signal::SIGTERM));
-        assert_eq!(escalate(mock.clone(), Duration::from_millis(50)).await, None);
+        assert_eq!(
+            escalate(mock.clone(), Duration::from_millis(50)).await,
+            None
+        );
         assert_eq!(mock.signals(), vec![Signal::SIGTERM]);
     }
 
     #[actix_rt::test]
     async fn task_ending_on_sigkill_is_not_released() {
         let mock = Mock::new(false, Some(Signal::SIGKILL));
-        assert_eq!(escalate(mock.clone(), Duration::from_millis(50)).await, None);
+        assert_eq!(
+            escalate(mock.clone(), Duration::from_millis(50)).await,
+            None
+        );
         assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
     }
 }

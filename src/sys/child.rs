@@ -97,7 +97,9 @@ impl Child {
         let code = loop {
             match waitid(Id::PIDFd(self.pidfd.as_fd()), flags) {
                 Ok(WaitStatus::Exited(_, code)) => break ReturnCode::from_raw(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => break ReturnCode::from_raw(-(signal as i32)),
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    break ReturnCode::from_raw(-(signal as i32))
+                }
                 Ok(_) => return Ok(None),
                 Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(errno.into()),
@@ -177,13 +179,21 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    // The std handle is dropped unwaited on purpose: our Child reaps it.
+    #[allow(clippy::zombie_processes)]
     #[test]
     fn signal_after_reap_is_gone_and_reap_is_idempotent() {
         let spawned = Command::new("sleep").arg("100").spawn().unwrap();
         let child = Child::new(spawned.id(), false).unwrap();
-        assert_eq!(child.signal(Signal::SIGKILL, false).unwrap(), Delivery::Sent);
+        assert_eq!(
+            child.signal(Signal::SIGKILL, false).unwrap(),
+            Delivery::Sent
+        );
         let code = loop {
-            let mut fds = [nix::poll::PollFd::new(child.pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let mut fds = [nix::poll::PollFd::new(
+                child.pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
             if let Some(code) = child.try_reap().unwrap() {
                 break code;

@@ -87,9 +87,18 @@ mod tests {
         let mut w = std::fs::File::from(w);
         w.write_all(&[7u8; 10]).unwrap();
         let mut buf = BytesMut::new();
-        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 4])));
-        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 4])));
-        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(Bytes::from(vec![7u8; 2])));
+        assert_eq!(
+            read_buf(&r, &mut buf, 4).unwrap(),
+            Read::Data(Bytes::from(vec![7u8; 4]))
+        );
+        assert_eq!(
+            read_buf(&r, &mut buf, 4).unwrap(),
+            Read::Data(Bytes::from(vec![7u8; 4]))
+        );
+        assert_eq!(
+            read_buf(&r, &mut buf, 4).unwrap(),
+            Read::Data(Bytes::from(vec![7u8; 2]))
+        );
         assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::WouldBlock);
         drop(w);
         assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Eof);
