@@ -46,8 +46,8 @@ pub(crate) struct Shared {
     state: Mutex<SharedState>,
     changed: Condvar,
     child: OnceLock<Arc<Child>>,
-    /// The thread of the arbiter that runs the actor.
-    thread: ThreadId,
+    /// The thread of the arbiter that runs the actor, once it started.
+    thread: OnceLock<ThreadId>,
 }
 
 #[derive(Debug, Default)]
@@ -62,7 +62,7 @@ impl Shared {
             state: Mutex::new(SharedState::default()),
             changed: Condvar::new(),
             child: OnceLock::new(),
-            thread: std::thread::current().id(),
+            thread: OnceLock::new(),
         })
     }
 
@@ -167,8 +167,11 @@ impl ProcessHandle {
         if let Some(code) = state.returncode {
             return Ok(code);
         }
+        // A thread that runs no runtime and is not the actor's (or the
+        // actor has not started yet, so we cannot be inside its arbiter)
+        // can block safely.
         if tokio::runtime::Handle::try_current().is_ok()
-            || std::thread::current().id() == self.shared.thread
+            || self.shared.thread.get() == Some(&std::thread::current().id())
         {
             return Err(WaitError::InvalidState);
         }
@@ -314,18 +317,8 @@ impl PopenProcess {
         arbiter: &actix_rt::ArbiterHandle,
     ) -> Result<ProcessHandle, SpawnError> {
         let spawned = popen.spawn()?;
-        let mut actor = PopenProcess::new(popen, Some(spawned));
-        // The actor runs on the arbiter's thread, not ours.
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SharedState::default()),
-            changed: Condvar::new(),
-            child: OnceLock::new(),
-            thread: thread_of(arbiter),
-        });
-        if let Some(child) = &actor.child {
-            let _ = shared.child.set(child.clone());
-        }
-        actor.shared = shared.clone();
+        let actor = PopenProcess::new(popen, Some(spawned));
+        let shared = actor.shared.clone();
         Ok(ProcessHandle {
             addr: Actor::start_in_arbiter(arbiter, |_| actor),
             shared,
@@ -413,6 +406,8 @@ impl PopenProcess {
         }
         self.reaped = Some(code);
         self.maybe_finish();
+        // A released task may be reaped long after it ended.
+        self.unregister_if_reaped();
     }
 
     fn maybe_finish(&mut self) {
@@ -470,23 +465,11 @@ impl PopenProcess {
     }
 }
 
-fn thread_of(arbiter: &actix_rt::ArbiterHandle) -> ThreadId {
-    let (tx, rx) = std::sync::mpsc::channel();
-    if arbiter.spawn_fn(move || {
-        let _ = tx.send(std::thread::current().id());
-    }) {
-        if let Ok(id) = rx.recv() {
-            return id;
-        }
-    }
-    // The arbiter is not running: no thread of it can be blocked on.
-    std::thread::current().id()
-}
-
 impl Actor for PopenProcess {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let _ = self.shared.thread.set(std::thread::current().id());
         if self.phase == Phase::Running {
             self.begin(ctx);
         }
