@@ -41,6 +41,10 @@ struct Args {
     /// Grace between SIGTERM and SIGKILL when the child is cancelled.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "1")]
     cancel_timeout: Duration,
+    /// Once the child has exited, wait at most SECS seconds for its output
+    /// to reach EOF (a grandchild may hold it open), then stop reading.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    drain_timeout: Option<Duration>,
     /// Send the child's stderr into the same pipe as its stdout.
     #[arg(long, conflicts_with = "pty")]
     merge_stderr: bool,
@@ -169,6 +173,9 @@ async fn run(args: Args) -> io::Result<u8> {
         .cancel_timeout(args.cancel_timeout)
         .subscribe(relay.clone().recipient())
         .exit_listener(relay.clone().recipient());
+    if let Some(timeout) = args.drain_timeout {
+        popen = popen.drain_timeout(timeout);
+    }
     if args.pty {
         popen = popen.pty();
     } else if args.merge_stderr {

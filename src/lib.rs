@@ -70,22 +70,27 @@ compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.3+
 
 mod consumers;
 mod error;
+mod lines;
 mod messages;
 mod pipe_reader;
+mod pipeline;
 mod popen;
 mod process;
 mod returncode;
+mod stdin;
 mod supervisor;
 mod sys;
 
 pub use consumers::{Collector, PipeLogger};
 pub use error::{SpawnError, WaitError};
+pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, Collected, Exited,
-    Flush, GetPid, GetValue, IsAlive, Poll, ReaderFinished, RemoveExitListener,
-    RemoveStartListener, Start, Started, Stream, TakeValue,
+    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin,
+    Collected, Exited, Flush, GetPid, GetValue, IsAlive, Poll, ReaderFinished, RemoveExitListener,
+    RemoveStartListener, Start, Started, Stream, TakeValue, Write,
 };
-pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE};
+pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE, DEFAULT_WINDOW};
+pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
 pub use popen::{Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT};
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;

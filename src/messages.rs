@@ -22,6 +22,15 @@ pub enum Stream {
 /// Chunks of one stream arrive in the order they were read, each at most
 /// `bufsize` bytes long. Every subscriber gets every chunk, and gets them
 /// all before the task's [`Exited`].
+///
+/// # Backpressure
+/// A chunk sent by a reader carries a credit of its reader's window. The
+/// credit returns when the last copy of the chunk is dropped, that is when
+/// every subscriber's handler is done with it (or its actor stopped). A
+/// reader whose window is used up stops reading, so the pipe fills and the
+/// child blocks in `write()`: a slow subscriber sets the pace and nothing
+/// is dropped. A subscriber that keeps whole `Chunk`s keeps their credit;
+/// keep [`data`](Chunk::data) (a cheap [`Bytes`] clone) instead.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Chunk {
@@ -29,6 +38,40 @@ pub struct Chunk {
     pub stream: Stream,
     /// The bytes.
     pub data: Bytes,
+    // Held only for its Drop, which returns the credit to the reader.
+    _credit: Option<Credit>,
+}
+
+/// A share of a reader's window; it returns when the last holder drops it.
+pub(crate) type Credit = std::sync::Arc<tokio::sync::OwnedSemaphorePermit>;
+
+impl Chunk {
+    /// A chunk that carries no credit (to feed a process's stdin by hand,
+    /// or in tests).
+    pub fn new(stream: Stream, data: impl Into<Bytes>) -> Chunk {
+        Chunk {
+            stream,
+            data: data.into(),
+            _credit: None,
+        }
+    }
+
+    /// Another hold on this chunk's credit, for what is derived from it.
+    pub(crate) fn credit(&self) -> Option<Credit> {
+        self._credit.clone()
+    }
+
+    pub(crate) fn with_credit(
+        stream: Stream,
+        data: Bytes,
+        credit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Chunk {
+        Chunk {
+            stream,
+            data,
+            _credit: Some(std::sync::Arc::new(credit)),
+        }
+    }
 }
 
 /// Event: the task started (portage's start listeners).
@@ -156,6 +199,25 @@ pub struct AddStartListener(pub Recipient<Started>);
 #[rtype(result = "()")]
 pub struct RemoveStartListener(pub Recipient<Started>);
 
+/// Request: queue bytes for the child's stdin (its [`Input`](crate::Input)
+/// must be [`Input::Pipe`](crate::Input::Pipe)); resolves once they are all
+/// written to the pipe. Writes are performed in the order they arrive, as
+/// the pipe drains, without blocking the actor's thread.
+///
+/// # Errors
+/// EPIPE ([`std::io::ErrorKind::BrokenPipe`]) when the child exited or
+/// closed its stdin, or the stdin was closed with [`CloseStdin`];
+/// `NotConnected` when the stdin is not [`Input::Pipe`](crate::Input::Pipe).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "std::io::Result<()>")]
+pub struct Write(pub Bytes);
+
+/// Request: close the child's stdin once every write queued before it was
+/// written; the child reads EOF.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct CloseStdin;
+
 /// Event from a [`PipeReader`](crate::PipeReader): every input reached EOF
 /// (or was closed by [`CloseReader`]); no [`Chunk`] follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -169,7 +231,9 @@ pub struct ReaderFinished {
 
 /// Request: stop a [`PipeReader`](crate::PipeReader) now and close its
 /// inputs. Its finish listeners hear `ReaderFinished { complete: false }`
-/// unless every input had already reached EOF.
+/// unless every input had already reached EOF. Sent to a
+/// [`PopenProcess`](crate::PopenProcess), it closes the process's output:
+/// the child's next write fails with EPIPE.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct CloseReader;

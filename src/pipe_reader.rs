@@ -14,25 +14,35 @@
 //! * Any other read error is logged at error level and ends that input as
 //!   if it were EOF.
 //!
+//! Each input has a window of chunks (16 by default): a chunk's credit
+//! returns when every subscriber has dropped it (see [`Chunk`]), and with
+//! the window used up the reader stops reading that input until credit
+//! returns. A credit scheme rather than awaiting `send()`: the credit
+//! travels inside the chunk, so it costs no reply channel per chunk and
+//! per subscriber, it is released even by a subscriber that stopped, and
+//! it never depends on actix waking a sender parked on a full mailbox.
+//!
 //! It works on anything epoll accepts: pipes, FIFOs, ptys and sockets. A
 //! regular file cannot be watched by epoll; such an input is logged and
 //! closed at once.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
-use std::task::{ready, Context as TaskContext, Poll as TaskPoll};
+use std::sync::Arc;
 
 use actix::prelude::*;
-use bytes::BytesMut;
-use futures::Stream as FuturesStream;
+use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
+use tokio::sync::Semaphore;
 
 use crate::messages::{Chunk, CloseReader, ReaderFinished, Stream};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
 
 /// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
 pub const DEFAULT_BUFSIZE: usize = 4096;
+
+/// Chunks of one input that may be unconsumed at once (see [`Chunk`]).
+pub const DEFAULT_WINDOW: usize = 16;
 
 /// An actor that reads its inputs until EOF and sends every chunk to its
 /// subscribers, in order (portage's `PipeReader`).
@@ -82,7 +92,8 @@ pub const DEFAULT_BUFSIZE: usize = 4096;
 pub struct PipeReader {
     inputs: Vec<(Stream, OwnedFd)>,
     bufsize: usize,
-    subscribers: Vec<Recipient<Chunk>>,
+    window: usize,
+    subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
     open: usize,
     finished: bool,
@@ -95,11 +106,13 @@ impl Default for PipeReader {
 }
 
 impl PipeReader {
-    /// A reader with no inputs yet and the default `bufsize` of 4096.
+    /// A reader with no inputs yet, the default `bufsize` of 4096 and the
+    /// default window of 16 chunks.
     pub fn new() -> PipeReader {
         PipeReader {
             inputs: Vec::new(),
             bufsize: DEFAULT_BUFSIZE,
+            window: DEFAULT_WINDOW,
             subscribers: Vec::new(),
             finish_listeners: Vec::new(),
             open: 0,
@@ -122,9 +135,23 @@ impl PipeReader {
         self
     }
 
-    /// Sends every chunk to `recipient`.
+    /// Sets how many chunks of one input may be unconsumed at once; values
+    /// below 1 are raised to 1. Memory held per input is about
+    /// `window × bufsize`.
+    pub fn window(mut self, window: usize) -> PipeReader {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Sends every chunk, of every input, to `recipient`.
     pub fn subscribe(mut self, recipient: Recipient<Chunk>) -> PipeReader {
-        self.subscribers.push(recipient);
+        self.subscribers.push((None, recipient));
+        self
+    }
+
+    /// Sends the chunks of the inputs tagged `stream` to `recipient`.
+    pub fn subscribe_stream(mut self, stream: Stream, recipient: Recipient<Chunk>) -> PipeReader {
+        self.subscribers.push((Some(stream), recipient));
         self
     }
 
@@ -144,6 +171,13 @@ impl PipeReader {
         }
         ctx.stop();
     }
+
+    fn input_done(&mut self, ctx: &mut Context<Self>) {
+        self.open = self.open.saturating_sub(1);
+        if self.open == 0 {
+            self.finish(true, ctx);
+        }
+    }
 }
 
 impl Actor for PipeReader {
@@ -151,10 +185,28 @@ impl Actor for PipeReader {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         for (stream, fd) in std::mem::take(&mut self.inputs) {
-            match FdStream::new(stream, fd, self.bufsize) {
-                Ok(reader) => {
+            match register(fd) {
+                Ok(fd) => {
                     self.open += 1;
-                    ctx.add_stream(reader);
+                    let subscribers: Vec<Recipient<Chunk>> = self
+                        .subscribers
+                        .iter()
+                        .filter(|(only, _)| only.is_none_or(|only| only == stream))
+                        .map(|(_, recipient)| recipient.clone())
+                        .collect();
+                    let input = Input {
+                        stream,
+                        fd,
+                        bufsize: self.bufsize,
+                        credit: Arc::new(Semaphore::new(self.window)),
+                        subscribers,
+                    };
+                    ctx.spawn(
+                        input
+                            .pump()
+                            .into_actor(self)
+                            .map(|_, act, ctx| act.input_done(ctx)),
+                    );
                 }
                 Err(err) => log::error!("pipe reader: cannot watch the {stream:?} input: {err}"),
             }
@@ -165,116 +217,82 @@ impl Actor for PipeReader {
     }
 }
 
-/// One step of one input.
-#[derive(Debug)]
-pub(crate) enum ReadEvent {
-    Data(Chunk),
-    Eof,
-}
-
-impl StreamHandler<ReadEvent> for PipeReader {
-    fn handle(&mut self, event: ReadEvent, ctx: &mut Context<Self>) {
-        match event {
-            ReadEvent::Data(chunk) => {
-                if let Some((last, rest)) = self.subscribers.split_last() {
-                    for subscriber in rest {
-                        subscriber.do_send(chunk.clone());
-                    }
-                    last.do_send(chunk);
-                }
-            }
-            ReadEvent::Eof => {
-                self.open = self.open.saturating_sub(1);
-                if self.open == 0 {
-                    self.finish(true, ctx);
-                }
-            }
-        }
-    }
-
-    // EOF is reported as an event, so the end of one input's stream must
-    // not stop the actor (actix's default) while others are still open.
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
-}
-
 impl Handler<CloseReader> for PipeReader {
     type Result = ();
 
     fn handle(&mut self, _msg: CloseReader, ctx: &mut Context<Self>) {
-        // Stopping drops the streams, which deregisters and closes the fds.
+        // Stopping drops the pumps, which deregisters and closes the fds.
         self.finish(false, ctx);
     }
 }
 
-/// A stream of [`ReadEvent`]s from one non-blocking fd: data chunks, then
-/// one `Eof`, then the end.
-pub(crate) struct FdStream {
+/// Puts `fd` in non-blocking mode and registers it with the reactor.
+///
+/// # Errors
+/// The fd cannot be watched by epoll (a regular file: EPERM), or no reactor
+/// runs on this thread.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    set_nonblocking(fd.as_fd())?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("no tokio reactor runs on this thread"));
+    }
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps its
+    // number until the AsyncFd is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? })
+}
+
+/// One input being read.
+struct Input {
     stream: Stream,
     fd: AsyncFd<OwnedFd>,
-    buf: BytesMut,
     bufsize: usize,
-    done: bool,
+    credit: Arc<Semaphore>,
+    subscribers: Vec<Recipient<Chunk>>,
 }
 
-impl FdStream {
-    /// Puts `fd` in non-blocking mode and registers it with the reactor.
-    ///
-    /// # Errors
-    /// The fd cannot be watched by epoll (a regular file: EPERM), or no
-    /// reactor runs on this thread.
-    pub(crate) fn new(stream: Stream, fd: OwnedFd, bufsize: usize) -> io::Result<FdStream> {
-        set_nonblocking(fd.as_fd())?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other("no tokio reactor runs on this thread"));
-        }
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps
-        // its number until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
-        Ok(FdStream {
-            stream,
-            fd,
-            buf: BytesMut::new(),
-            bufsize,
-            done: false,
-        })
-    }
-}
-
-impl FuturesStream for FdStream {
-    type Item = ReadEvent;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> TaskPoll<Option<ReadEvent>> {
-        let this = self.get_mut();
-        if this.done {
-            return TaskPoll::Ready(None);
-        }
+impl Input {
+    /// Reads until EOF, sending each chunk to every subscriber.
+    async fn pump(self) {
+        let mut buf = BytesMut::new();
         loop {
-            // Readiness only tells us when to try again after EAGAIN; the
-            // read itself is attempted whatever the event flags say.
-            let mut guard = match ready!(this.fd.poll_read_ready(cx)) {
+            // Take the credit first: with the window used up, nothing is
+            // read, so the pipe fills and the child waits.
+            let Ok(credit) = self.credit.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(data) = self.read(&mut buf).await else {
+                return;
+            };
+            let chunk = Chunk::with_credit(self.stream, data, credit);
+            if let Some((last, rest)) = self.subscribers.split_last() {
+                for subscriber in rest {
+                    subscriber.do_send(chunk.clone());
+                }
+                last.do_send(chunk);
+            }
+        }
+    }
+
+    /// The next chunk, or `None` at EOF (or on an error, logged).
+    async fn read(&self, buf: &mut BytesMut) -> Option<Bytes> {
+        loop {
+            let mut guard = match self.fd.readable().await {
                 Ok(guard) => guard,
                 Err(err) => {
-                    log::error!("pipe reader: waiting on {:?}: {err}", this.stream);
-                    this.done = true;
-                    return TaskPoll::Ready(Some(ReadEvent::Eof));
+                    log::error!("pipe reader: waiting on {:?}: {err}", self.stream);
+                    return None;
                 }
             };
-            match read_buf(guard.get_inner(), &mut this.buf, this.bufsize) {
-                Ok(Read::Data(data)) => {
-                    return TaskPoll::Ready(Some(ReadEvent::Data(Chunk {
-                        stream: this.stream,
-                        data,
-                    })))
-                }
+            // Readiness only says when to try again after EAGAIN; the read
+            // itself is attempted whatever the event flags say, and a
+            // hang-up keeps the fd ready until the read sees EOF.
+            match read_buf(guard.get_inner(), buf, self.bufsize) {
+                Ok(Read::Data(data)) => return Some(data),
                 Ok(Read::WouldBlock) => guard.clear_ready(),
-                Ok(Read::Eof) => {
-                    this.done = true;
-                    return TaskPoll::Ready(Some(ReadEvent::Eof));
-                }
+                Ok(Read::Eof) => return None,
                 Err(err) => {
-                    log::error!("pipe reader: reading {:?}: {err}", this.stream);
-                    this.done = true;
-                    return TaskPoll::Ready(Some(ReadEvent::Eof));
+                    log::error!("pipe reader: reading {:?}: {err}", self.stream);
+                    return None;
                 }
             }
         }

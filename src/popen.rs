@@ -11,12 +11,19 @@ use std::time::Duration;
 use actix::Recipient;
 
 use crate::messages::{Chunk, Exited, Started, Stream};
-use crate::pipe_reader::DEFAULT_BUFSIZE;
+use crate::pipe_reader::{DEFAULT_BUFSIZE, DEFAULT_WINDOW};
 use crate::process::{PopenProcess, ProcessHandle};
 use crate::sys::child::Child;
 use crate::sys::fd::pipe;
 use crate::sys::pty::open_pty;
 use crate::SpawnError;
+
+/// A child just spawned, with our ends of its pipes.
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) reads: Vec<(Stream, OwnedFd)>,
+    pub(crate) stdin: Option<OwnedFd>,
+}
 
 /// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
 /// SIGKILL, and between SIGKILL and the orphan warning.
@@ -51,6 +58,10 @@ pub enum Input {
     Inherit,
     /// `/dev/null`.
     Null,
+    /// A pipe written by the task: send [`Write`](crate::Write) (or
+    /// [`Chunk`]s, from an upstream process) and [`CloseStdin`](crate::CloseStdin)
+    /// to the actor.
+    Pipe,
 }
 
 /// A description of a child process to run as a [`PopenProcess`] actor.
@@ -93,9 +104,11 @@ pub struct Popen {
     stdout: Output,
     stderr: Output,
     pub(crate) bufsize: usize,
+    pub(crate) window: usize,
     pub(crate) cancel_timeout: Duration,
+    pub(crate) drain_timeout: Option<Duration>,
     pub(crate) process_group: bool,
-    pub(crate) subscribers: Vec<Recipient<Chunk>>,
+    pub(crate) subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
 }
@@ -114,7 +127,9 @@ impl Popen {
             stdout: Output::Pipe,
             stderr: Output::Pipe,
             bufsize: DEFAULT_BUFSIZE,
+            window: DEFAULT_WINDOW,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+            drain_timeout: None,
             process_group: true,
             subscribers: Vec::new(),
             exit_listeners: Vec::new(),
@@ -196,6 +211,26 @@ impl Popen {
         self
     }
 
+    /// Sets how many chunks of one stream may be unconsumed by the
+    /// subscribers at once (16 by default, at least 1); see [`Chunk`] for
+    /// how the credit returns. With the window used up the task stops
+    /// reading and the child blocks in `write()`.
+    pub fn window(mut self, window: usize) -> Popen {
+        self.window = window;
+        self
+    }
+
+    /// Bounds the wait for EOF after the child exited (Go's
+    /// `Cmd.WaitDelay`). By default the task waits for EOF however long a
+    /// grandchild holds the output open (portage's behaviour). With a
+    /// drain timeout, once the child was reaped the task waits at most
+    /// `timeout` for EOF, then closes its read ends and ends with
+    /// [`Exited::output_complete`](crate::Exited::output_complete) `false`.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Popen {
+        self.drain_timeout = Some(timeout);
+        self
+    }
+
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning (portage's `_cancel_timeout`, 1 s by
     /// default).
@@ -217,7 +252,14 @@ impl Popen {
 
     /// Sends every output [`Chunk`] to `recipient`, from the first byte.
     pub fn subscribe(mut self, recipient: Recipient<Chunk>) -> Popen {
-        self.subscribers.push(recipient);
+        self.subscribers.push((None, recipient));
+        self
+    }
+
+    /// Sends the [`Chunk`]s of one stream only to `recipient` (for example
+    /// the stdout of this process to the stdin of the next).
+    pub fn subscribe_stream(mut self, stream: Stream, recipient: Recipient<Chunk>) -> Popen {
+        self.subscribers.push((Some(stream), recipient));
         self
     }
 
@@ -277,6 +319,8 @@ impl Popen {
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let reason = if self.bufsize == 0 {
             "bufsize must be at least 1"
+        } else if self.window == 0 {
+            "window must be at least 1"
         } else if self.stdout == Output::MergeIntoStdout {
             "stdout cannot be merged into itself"
         } else {
@@ -290,11 +334,12 @@ impl Popen {
 
     /// Spawns the child: a std `Command` built afresh (so the description
     /// stays reusable), with our own close-on-exec pipes and pty. Returns
-    /// the child and our read ends, non-blocking mode still unset.
+    /// the child, our read ends and our end of its stdin, non-blocking mode
+    /// still unset.
     ///
     /// `process_group(0)` keeps std on its `posix_spawn` fast path; no
     /// `pre_exec` closure is used.
-    pub(crate) fn spawn(&self) -> Result<(Child, Vec<(Stream, OwnedFd)>), SpawnError> {
+    pub(crate) fn spawn(&self) -> Result<Spawned, SpawnError> {
         self.validate()?;
         let io_err = |source: io::Error| self.classify(source);
         let mut command = Command::new(&self.program);
@@ -314,9 +359,15 @@ impl Popen {
         if self.process_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
+        let mut stdin = None;
         command.stdin(match self.stdin {
             Input::Inherit => Stdio::inherit(),
             Input::Null => Stdio::null(),
+            Input::Pipe => {
+                let (read, write) = pipe().map_err(io_err)?;
+                stdin = Some(write);
+                Stdio::from(read)
+            }
         });
 
         let mut reads = Vec::new();
@@ -374,7 +425,11 @@ impl Popen {
             self.args,
             child.pid()
         );
-        Ok((child, reads))
+        Ok(Spawned {
+            child,
+            reads,
+            stdin,
+        })
     }
 
     fn classify(&self, source: io::Error) -> SpawnError {

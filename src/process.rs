@@ -32,10 +32,13 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 
 use crate::messages::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Exited, GetPid, IsAlive, Poll,
-    ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
+    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, GetPid,
+    IsAlive, Poll, ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
+    Write,
 };
 use crate::pipe_reader::PipeReader;
+use crate::popen::Spawned;
+use crate::stdin::StdinQueue;
 use crate::supervisor::{self, Kill, Live, ProcessSupervisor, Release, Terminate};
 use crate::sys::child::{Child, Delivery};
 use crate::{CloseReader, Popen, ReturnCode, SpawnError, WaitError};
@@ -229,6 +232,8 @@ pub struct PopenProcess {
     shared: Arc<Shared>,
     child: Option<Arc<Child>>,
     reads: Vec<(Stream, OwnedFd)>,
+    stdin_fd: Option<OwnedFd>,
+    stdin: StdinQueue,
     reader: Option<Addr<PipeReader>>,
     reaped: Option<ReturnCode>,
     output_done: bool,
@@ -253,15 +258,19 @@ fn check_arbiter(popen: &Popen) -> Result<(), SpawnError> {
 }
 
 impl PopenProcess {
-    fn new(mut popen: Popen, spawned: Option<(Child, Vec<(Stream, OwnedFd)>)>) -> PopenProcess {
+    fn new(mut popen: Popen, spawned: Option<Spawned>) -> PopenProcess {
         let shared = Shared::new();
-        let (child, reads, phase) = match spawned {
-            Some((child, reads)) => {
+        let (child, reads, stdin_fd, phase) = match spawned {
+            Some(Spawned {
+                child,
+                reads,
+                stdin,
+            }) => {
                 let child = Arc::new(child);
                 let _ = shared.child.set(child.clone());
-                (Some(child), reads, Phase::Running)
+                (Some(child), reads, stdin, Phase::Running)
             }
-            None => (None, Vec::new(), Phase::Pending),
+            None => (None, Vec::new(), None, Phase::Pending),
         };
         PopenProcess {
             name: popen.program_name(),
@@ -272,6 +281,8 @@ impl PopenProcess {
             shared,
             child,
             reads,
+            stdin_fd,
+            stdin: StdinQueue::none(),
             reader: None,
             reaped: None,
             output_done: false,
@@ -337,15 +348,29 @@ impl PopenProcess {
         });
         self.registered = true;
 
+        if let Some(fd) = self.stdin_fd.take() {
+            match StdinQueue::new(fd) {
+                Ok((queue, drain)) => {
+                    self.stdin = queue;
+                    ctx.spawn(drain.into_actor(self));
+                }
+                Err(err) => log::error!("{}: cannot write to stdin: {err}", self.name),
+            }
+        }
+
         let reads = std::mem::take(&mut self.reads);
         if reads.is_empty() {
             self.output_done = true;
         } else {
             let mut reader = PipeReader::new()
                 .bufsize(self.popen.bufsize)
+                .window(self.popen.window)
                 .on_finished(ctx.address().recipient());
-            for subscriber in &self.popen.subscribers {
-                reader = reader.subscribe(subscriber.clone());
+            for (only, subscriber) in &self.popen.subscribers {
+                reader = match only {
+                    Some(stream) => reader.subscribe_stream(*stream, subscriber.clone()),
+                    None => reader.subscribe(subscriber.clone()),
+                };
             }
             for (stream, fd) in reads {
                 reader = reader.input(stream, fd);
@@ -387,7 +412,7 @@ impl PopenProcess {
         self.notify_started(Some(child.pid()));
     }
 
-    fn child_exited(&mut self, result: io::Result<ReturnCode>, _ctx: &mut Context<Self>) {
+    fn child_exited(&mut self, result: io::Result<ReturnCode>, ctx: &mut Context<Self>) {
         let code = match result {
             Ok(code) => code,
             Err(err) => {
@@ -408,6 +433,17 @@ impl PopenProcess {
         self.maybe_finish();
         // A released task may be reaped long after it ended.
         self.unregister_if_reaped();
+        if let (Some(timeout), false) = (self.popen.drain_timeout, self.output_done) {
+            ctx.run_later(timeout, move |act, _ctx| {
+                if let (false, Some(reader)) = (act.output_done, &act.reader) {
+                    log::debug!(
+                        "{}: output still open {timeout:?} after the exit; closing it",
+                        act.name
+                    );
+                    reader.do_send(CloseReader);
+                }
+            });
+        }
     }
 
     fn maybe_finish(&mut self) {
@@ -428,6 +464,7 @@ impl PopenProcess {
     fn finish(&mut self, code: ReturnCode) {
         self.phase = Phase::Ended;
         self.reader = None;
+        self.stdin.close();
         self.unregister_if_reaped();
         self.shared.set_returncode(code);
         self.notify_started(None);
@@ -509,12 +546,17 @@ impl Handler<Start> for PopenProcess {
             });
         }
         match self.popen.spawn() {
-            Ok((child, reads)) => {
+            Ok(Spawned {
+                child,
+                reads,
+                stdin,
+            }) => {
                 let child = Arc::new(child);
                 let pid = child.pid();
                 let _ = self.shared.child.set(child.clone());
                 self.child = Some(child);
                 self.reads = reads;
+                self.stdin_fd = stdin;
                 self.phase = Phase::Running;
                 self.begin(ctx);
                 Ok(pid)
@@ -685,5 +727,62 @@ impl Handler<RemoveStartListener> for PopenProcess {
         _ctx: &mut Context<Self>,
     ) {
         self.start_listeners.retain(|l| *l != listener);
+    }
+}
+
+impl Handler<Write> for PopenProcess {
+    type Result = ResponseFuture<io::Result<()>>;
+
+    /// Queues the bytes for the child's stdin; resolves once they are all
+    /// in the pipe.
+    fn handle(&mut self, Write(data): Write, _ctx: &mut Context<Self>) -> Self::Result {
+        let done = self.stdin.write(data);
+        Box::pin(async move {
+            done.await.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the child's stdin was closed",
+                ))
+            })
+        })
+    }
+}
+
+impl Handler<Chunk> for PopenProcess {
+    type Result = ResponseFuture<()>;
+
+    /// Feeds an upstream chunk to the child's stdin. The chunk (and so its
+    /// upstream credit) is held until its bytes are in the pipe, which is
+    /// what carries backpressure from this child back to the upstream one.
+    /// A chunk that cannot be written (the child exited: EPIPE) is dropped.
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) -> Self::Result {
+        let done = self.stdin.feed(chunk);
+        Box::pin(async move {
+            let _ = done.await;
+        })
+    }
+}
+
+impl Handler<CloseStdin> for PopenProcess {
+    type Result = ();
+
+    /// Closes the child's stdin once every write queued before has been
+    /// written: the child reads EOF.
+    fn handle(&mut self, _msg: CloseStdin, _ctx: &mut Context<Self>) {
+        self.stdin.close();
+    }
+}
+
+impl Handler<CloseReader> for PopenProcess {
+    type Result = ();
+
+    /// Stops reading the child's output and closes our read ends: the
+    /// child's next write to them fails with EPIPE (or SIGPIPE kills it),
+    /// as in a shell pipeline whose reader exited. The task then ends when
+    /// the child exits, with `output_complete: false`.
+    fn handle(&mut self, _msg: CloseReader, _ctx: &mut Context<Self>) {
+        if let (false, Some(reader)) = (self.output_done, &self.reader) {
+            reader.do_send(CloseReader);
+        }
     }
 }

@@ -1,0 +1,101 @@
+//! `pipeline`: run `a | b | c` as PopenProcess actors and print each stage's status.
+//!
+//! ```text
+//! cargo run --example pipeline -- [--pipefail] 'CMD1' 'CMD2' ['CMD3'...]
+//! ```
+//!
+//! Each CMD is a program and its arguments, split on whitespace (no shell
+//! is involved). The last stage's output goes to our stdout; every stage's
+//! stderr to our stderr. Afterwards each stage's return code is printed on
+//! stderr, like bash's `PIPESTATUS`, and the pipeline's status is our exit
+//! status. With no CMD it runs `seq 1 100000 | grep 7 | wc -l`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use actix::prelude::*;
+use actix_popen::{AsyncWait, Chunk, Output, PipeStatus, Pipeline, Popen};
+use clap::Parser;
+
+/// Run a pipeline of commands as PopenProcess actors.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline")]
+struct Args {
+    /// The pipeline's status is the last non-zero stage's (bash's pipefail).
+    #[arg(long)]
+    pipefail: bool,
+    /// The stages, each a program and its arguments in one word.
+    #[arg(value_name = "CMD")]
+    stages: Vec<String>,
+}
+
+/// Writes the last stage's output to our stdout as it arrives.
+struct Print(std::io::Stdout);
+
+impl Actor for Print {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for Print {
+    type Result = ();
+
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
+        // A closed stdout (EPIPE) is ignored: the pipeline still runs to
+        // its end, so every stage's status is known.
+        let mut out = self.0.lock();
+        let _ = out.write_all(&chunk.data).and_then(|()| out.flush());
+    }
+}
+
+async fn run(args: Args) -> Result<u8, String> {
+    let stages = if args.stages.is_empty() {
+        vec![
+            "seq 1 100000".to_owned(),
+            "grep 7".to_owned(),
+            "wc -l".to_owned(),
+        ]
+    } else {
+        args.stages
+    };
+    let print = Print(std::io::stdout()).start();
+    let mut pipeline = Pipeline::new().pipefail(args.pipefail);
+    let last = stages.len() - 1;
+    for (index, stage) in stages.iter().enumerate() {
+        let mut words = stage.split_whitespace();
+        let program = words
+            .next()
+            .ok_or_else(|| format!("stage {index} is empty"))?;
+        let mut popen = Popen::new(program).args(words).stderr(Output::Inherit);
+        if index == last {
+            popen = popen.subscribe(print.clone().recipient());
+        }
+        pipeline = pipeline.stage(popen);
+    }
+    let running = pipeline.start().map_err(|err| err.to_string())?;
+    let code = running
+        .send(AsyncWait)
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| err.to_string())?;
+    let statuses = running
+        .send(PipeStatus)
+        .await
+        .map_err(|err| err.to_string())?;
+    for (stage, status) in stages.iter().zip(statuses) {
+        let status = status.map_or_else(|| "running".to_owned(), |code| code.to_string());
+        eprintln!("{status:>5}  {stage}");
+    }
+    eprintln!("pipeline: {code}");
+    Ok(code.shell_status() as u8)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match System::new().block_on(run(args)) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("pipeline: {err}");
+            ExitCode::from(126)
+        }
+    }
+}

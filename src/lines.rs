@@ -1,0 +1,337 @@
+//! [`LineFramer`]: turns chunks into lines, with a maximum line length.
+//!
+//! Output arrives in chunks cut wherever `read()` cut it; many consumers
+//! want lines. The framer keeps, per stream, the bytes after the last
+//! newline, and emits each complete line as a [`Line`] (without its `\n`).
+//! A line longer than the maximum never grows the buffer past it; what
+//! happens to it is the [`Overflow`] policy: split it into pieces of the
+//! maximum length, or report it as overflowed and skip the rest of it up to
+//! the next newline. (asyncio's `readline()` instead raises
+//! `LimitOverrunError` at 64 KiB and leaves the stream in an awkward state.)
+//!
+//! Subscribe the framer to a process's output and add it as an exit
+//! listener: on [`Exited`] it emits what is left of each stream as an
+//! [`LineKind::Unterminated`] line, then forwards the [`Exited`] to its own
+//! exit recipient, so that recipient sees every line before the exit.
+//!
+//! Each line holds the credit of the chunk that completed it (see
+//! [`Chunk`]), so a slow line consumer slows the reader, as a slow chunk
+//! consumer would.
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+
+use crate::messages::{Chunk, Credit, Exited, Stream};
+
+/// What to do with a line longer than the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Deliver it in pieces of the maximum length ([`LineKind::Partial`]),
+    /// the last piece as an ordinary line.
+    #[default]
+    Split,
+    /// Deliver its first `max` bytes as [`LineKind::Overflowed`] and drop
+    /// the rest of it, up to and including its newline.
+    Error,
+}
+
+/// How a [`Line`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// A whole line; its `\n` was removed.
+    Complete,
+    /// A piece, of exactly the maximum length, of a longer line; more of
+    /// the same line follows ([`Overflow::Split`]).
+    Partial,
+    /// The first `max` bytes of a line that was too long; the rest was
+    /// dropped ([`Overflow::Error`]).
+    Overflowed,
+    /// The bytes after the last newline when the output ended.
+    Unterminated,
+}
+
+/// Event: one line of a stream.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Line {
+    /// The stream the line came from.
+    pub stream: Stream,
+    /// The line, without its newline.
+    pub data: Bytes,
+    /// How it ended.
+    pub kind: LineKind,
+    // Held only for its Drop: returns the reader's credit.
+    _credit: Option<Credit>,
+}
+
+#[derive(Debug, Default)]
+struct Partial {
+    buf: BytesMut,
+    /// Dropping the rest of an overflowed line.
+    skipping: bool,
+}
+
+/// An actor that frames [`Chunk`]s into [`Line`]s (see the module docs).
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_popen::{Exited, Line, LineFramer, Overflow, Popen};
+///
+/// /// Counts lines until the exit.
+/// struct Count(usize, Option<futures::channel::oneshot::Sender<usize>>);
+/// impl Actor for Count {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<Line> for Count {
+///     type Result = ();
+///     fn handle(&mut self, _line: Line, _: &mut Context<Self>) {
+///         self.0 += 1;
+///     }
+/// }
+/// impl Handler<Exited> for Count {
+///     type Result = ();
+///     fn handle(&mut self, _: Exited, _: &mut Context<Self>) {
+///         if let Some(tx) = self.1.take() {
+///             let _ = tx.send(self.0);
+///         }
+///     }
+/// }
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, rx) = futures::channel::oneshot::channel();
+/// let count = Count(0, Some(tx)).start();
+/// let framer = LineFramer::new(1024, Overflow::Split, count.clone().recipient())
+///     .exit_to(count.recipient())
+///     .start();
+/// Popen::new("seq").args(["1", "1000"])
+///     .subscribe(framer.clone().recipient())
+///     .exit_listener(framer.recipient())
+///     .start()?;
+/// assert_eq!(rx.await?, 1000);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LineFramer {
+    max: usize,
+    overflow: Overflow,
+    lines: Recipient<Line>,
+    exit_to: Option<Recipient<Exited>>,
+    stdout: Partial,
+    stderr: Partial,
+}
+
+impl LineFramer {
+    /// A framer sending lines of at most `max` bytes (at least 1; the
+    /// newline is not counted) to `lines`.
+    pub fn new(max: usize, overflow: Overflow, lines: Recipient<Line>) -> LineFramer {
+        LineFramer {
+            max: max.max(1),
+            overflow,
+            lines,
+            exit_to: None,
+            stdout: Partial::default(),
+            stderr: Partial::default(),
+        }
+    }
+
+    /// Forwards the [`Exited`] it receives to `recipient`, after the last
+    /// line.
+    pub fn exit_to(mut self, recipient: Recipient<Exited>) -> LineFramer {
+        self.exit_to = Some(recipient);
+        self
+    }
+
+    fn emit(&self, stream: Stream, data: Bytes, kind: LineKind, credit: &Option<Credit>) {
+        self.lines.do_send(Line {
+            stream,
+            data,
+            kind,
+            _credit: credit.clone(),
+        });
+    }
+
+    fn frame(&mut self, stream: Stream, mut data: &[u8], credit: &Option<Credit>) {
+        let (max, overflow) = (self.max, self.overflow);
+        let partial = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let mut out: Vec<(Bytes, LineKind)> = Vec::new();
+        while !data.is_empty() {
+            let (mut segment, ended) = match data.iter().position(|&b| b == b'\n') {
+                Some(at) => (&data[..at], true),
+                None => (data, false),
+            };
+            data = &data[segment.len() + usize::from(ended)..];
+            if partial.skipping {
+                partial.skipping = !ended;
+                continue;
+            }
+            // The buffer never holds more than `max` bytes.
+            let mut overflowed = false;
+            while partial.buf.len() + segment.len() > max {
+                let room = max - partial.buf.len();
+                partial.buf.extend_from_slice(&segment[..room]);
+                segment = &segment[room..];
+                let full = partial.buf.split().freeze();
+                if overflow == Overflow::Error {
+                    out.push((full, LineKind::Overflowed));
+                    // Drop the rest of this line, here and up to its newline.
+                    partial.skipping = !ended;
+                    overflowed = true;
+                    break;
+                }
+                out.push((full, LineKind::Partial));
+            }
+            if overflowed {
+                continue;
+            }
+            partial.buf.extend_from_slice(segment);
+            if ended {
+                out.push((partial.buf.split().freeze(), LineKind::Complete));
+            }
+        }
+        for (line, kind) in out {
+            self.emit(stream, line, kind, credit);
+        }
+    }
+
+    fn flush(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let partial = match stream {
+                Stream::Stdout => &mut self.stdout,
+                Stream::Stderr => &mut self.stderr,
+            };
+            partial.skipping = false;
+            if !partial.buf.is_empty() {
+                let rest = partial.buf.split().freeze();
+                self.emit(stream, rest, LineKind::Unterminated, &None);
+            }
+        }
+    }
+}
+
+impl Actor for LineFramer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for LineFramer {
+    type Result = ();
+
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
+        let credit = chunk.credit();
+        self.frame(chunk.stream, &chunk.data, &credit);
+    }
+}
+
+impl Handler<Exited> for LineFramer {
+    type Result = ();
+
+    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
+        self.flush();
+        if let Some(exit_to) = &self.exit_to {
+            exit_to.do_send(exited);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what a framer emits.
+    #[derive(Default)]
+    struct Sink(Vec<(Vec<u8>, LineKind)>);
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<Line> for Sink {
+        type Result = ();
+        fn handle(&mut self, line: Line, _: &mut Context<Self>) {
+            self.0.push((line.data.to_vec(), line.kind));
+        }
+    }
+    #[derive(Message)]
+    #[rtype(result = "Vec<(Vec<u8>, LineKind)>")]
+    struct Take;
+    impl Handler<Take> for Sink {
+        type Result = MessageResult<Take>;
+        fn handle(&mut self, _: Take, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    /// Frames `chunks` with limit `max` and returns the lines.
+    async fn frame(max: usize, overflow: Overflow, chunks: &[&[u8]]) -> Vec<(Vec<u8>, LineKind)> {
+        let sink = Sink::default().start();
+        let framer = LineFramer::new(max, overflow, sink.clone().recipient()).start();
+        for chunk in chunks {
+            framer
+                .send(Chunk::new(Stream::Stdout, chunk.to_vec()))
+                .await
+                .unwrap();
+        }
+        framer
+            .send(Exited::new(None, crate::ReturnCode::from_raw(0), true))
+            .await
+            .unwrap();
+        sink.send(Take).await.unwrap()
+    }
+
+    fn lines(expected: &[(&str, LineKind)]) -> Vec<(Vec<u8>, LineKind)> {
+        expected
+            .iter()
+            .map(|(s, k)| (s.as_bytes().to_vec(), *k))
+            .collect()
+    }
+
+    use LineKind::*;
+
+    #[actix_rt::test]
+    async fn lines_across_chunk_boundaries() {
+        let got = frame(10, Overflow::Split, &[b"ab", b"c\nde", b"f\n\ngh"]).await;
+        assert_eq!(
+            got,
+            lines(&[
+                ("abc", Complete),
+                ("def", Complete),
+                ("", Complete),
+                ("gh", Unterminated)
+            ])
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_line_of_exactly_max_is_whole() {
+        let got = frame(4, Overflow::Split, &[b"abcd\n"]).await;
+        assert_eq!(got, lines(&[("abcd", Complete)]));
+        let got = frame(4, Overflow::Error, &[b"ab", b"cd", b"\n"]).await;
+        assert_eq!(got, lines(&[("abcd", Complete)]));
+    }
+
+    #[actix_rt::test]
+    async fn split_cuts_long_lines_into_max_sized_pieces() {
+        let got = frame(4, Overflow::Split, &[b"abcdefghij\nxy\n"]).await;
+        assert_eq!(
+            got,
+            lines(&[
+                ("abcd", Partial),
+                ("efgh", Partial),
+                ("ij", Complete),
+                ("xy", Complete)
+            ])
+        );
+        let got = frame(4, Overflow::Split, &[b"abcd", b"e\n"]).await;
+        assert_eq!(got, lines(&[("abcd", Partial), ("e", Complete)]));
+    }
+
+    #[actix_rt::test]
+    async fn error_reports_the_line_and_skips_its_rest() {
+        let got = frame(4, Overflow::Error, &[b"abcde", b"fgh", b"ij\nok\n"]).await;
+        assert_eq!(got, lines(&[("abcd", Overflowed), ("ok", Complete)]));
+        let got = frame(4, Overflow::Error, &[b"abcde\nxy"]).await;
+        assert_eq!(got, lines(&[("abcd", Overflowed), ("xy", Unterminated)]));
+    }
+}

@@ -1,0 +1,294 @@
+//! [`Pipeline`]: `a | b | c` built from [`PopenProcess`] actors.
+//!
+//! Each stage's stdout is read by its actor and fed, chunk by chunk, to the
+//! next stage's stdin by message. Backpressure holds end to end: a chunk's
+//! credit (see [`Chunk`]) returns to the upstream reader only once the
+//! chunk is written into the downstream pipe, so a slow last stage slows
+//! every stage before it and memory stays flat.
+//!
+//! The [`PipelineProcess`] actor watches every stage:
+//! * when a stage ends, the next stage's stdin is closed (EOF), after
+//!   everything the ended stage wrote;
+//! * when a stage ends, the previous stage's output is closed, so its next
+//!   write fails with EPIPE (or SIGPIPE kills it), as in a shell;
+//! * [`Cancel`] cancels every stage;
+//! * once every stage has ended, [`AsyncWait`] resolves with the pipeline's
+//!   return code: the last stage's, or with [`Pipeline::pipefail`] the last
+//!   non-zero one (bash's `set -o pipefail`), and [`PipeStatus`] gives every
+//!   stage's (bash's `PIPESTATUS`).
+
+use std::ops::Deref;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+
+use crate::messages::{
+    AddExitListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, Exited, Stream,
+};
+use crate::popen::{Input, Output};
+use crate::process::{PopenProcess, ProcessHandle};
+use crate::{Popen, ReturnCode, SpawnError, WaitError};
+
+/// A description of a pipeline of processes, `a | b | c`. It is `Clone`,
+/// and can be started again.
+///
+/// Every stage but the first reads its stdin from the previous stage; every
+/// stage but the last writes its stdout to the next (its stdout is always
+/// piped, whatever its [`Popen`] says; merge its stderr into its stdout for
+/// `2>&1 |`). The first stage's stdin, the last stage's output and every
+/// stage's stderr are wired as their [`Popen`]s say: subscribe to the last
+/// stage to see the pipeline's output.
+///
+/// ```
+/// use actix::Actor;
+/// use actix_popen::{AsyncWait, Collector, GetValue, Pipeline, PipeStatus, Popen};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let collector = Collector::start_default();
+/// let pipeline = Pipeline::new()
+///     .stage(Popen::new("printf").arg("b\na\nc\n"))
+///     .stage(Popen::new("sort"))
+///     .stage(Popen::new("head").arg("-n2").subscribe(collector.clone().recipient()))
+///     .start()?;
+/// let code = pipeline.send(AsyncWait).await??;
+/// assert!(code.success());
+/// assert_eq!(&collector.send(GetValue).await?.stdout[..], b"a\nb\n");
+/// let statuses = pipeline.send(PipeStatus).await?;
+/// assert_eq!(statuses.len(), 3);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    stages: Vec<Popen>,
+    pipefail: bool,
+}
+
+/// Why a pipeline could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The pipeline has no stage.
+    #[error("a pipeline needs at least one stage")]
+    Empty,
+    /// A stage could not be spawned; the stages already started were
+    /// cancelled.
+    #[error("stage {stage} of the pipeline: {source}")]
+    Spawn {
+        /// The failed stage's index, from 0.
+        stage: usize,
+        /// Why it failed.
+        #[source]
+        source: SpawnError,
+    },
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Appends a stage.
+    pub fn stage(mut self, popen: Popen) -> Pipeline {
+        self.stages.push(popen);
+        self
+    }
+
+    /// With `true`, the pipeline's return code is the last non-zero one of
+    /// its stages (0 if all succeeded), as bash's `set -o pipefail`; with
+    /// `false` (the default) it is the last stage's.
+    pub fn pipefail(mut self, enabled: bool) -> Pipeline {
+        self.pipefail = enabled;
+        self
+    }
+
+    /// Spawns every stage, last first (so each stage's reader knows where
+    /// to send its output), and starts the pipeline's actor on the current
+    /// arbiter.
+    ///
+    /// # Errors
+    /// [`PipelineError::Empty`], or [`PipelineError::Spawn`] naming the
+    /// stage that failed; the stages already started are cancelled.
+    pub fn start(self) -> Result<PipelineHandle, PipelineError> {
+        let count = self.stages.len();
+        if count == 0 {
+            return Err(PipelineError::Empty);
+        }
+        let mut started: Vec<ProcessHandle> = Vec::with_capacity(count);
+        for (index, popen) in self.stages.into_iter().enumerate().rev() {
+            let mut popen = popen;
+            if index > 0 {
+                popen = popen.stdin(Input::Pipe);
+            }
+            if let Some(next) = started.last() {
+                popen = popen
+                    .stdout(Output::Pipe)
+                    .subscribe_stream(Stream::Stdout, next.addr().clone().recipient::<Chunk>());
+            }
+            match popen.start() {
+                Ok(handle) => started.push(handle),
+                Err(source) => {
+                    for handle in &started {
+                        handle.do_send(Cancel);
+                    }
+                    return Err(PipelineError::Spawn {
+                        stage: index,
+                        source,
+                    });
+                }
+            }
+        }
+        started.reverse();
+        let stages = started;
+        let actor = PipelineProcess {
+            stages: stages.iter().map(|h| h.addr().clone()).collect(),
+            pids: stages.iter().map(|h| h.pid()).collect(),
+            returncodes: vec![None; count],
+            pipefail: self.pipefail,
+            waiters: Vec::new(),
+        };
+        Ok(PipelineHandle {
+            addr: actor.start(),
+            stages,
+        })
+    }
+}
+
+/// A handle on a running pipeline: the [`PipelineProcess`] actor's address
+/// (it dereferences to it) and a [`ProcessHandle`] for each stage.
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    addr: Addr<PipelineProcess>,
+    stages: Vec<ProcessHandle>,
+}
+
+impl Deref for PipelineHandle {
+    type Target = Addr<PipelineProcess>;
+
+    fn deref(&self) -> &Addr<PipelineProcess> {
+        &self.addr
+    }
+}
+
+impl PipelineHandle {
+    /// The pipeline actor's address.
+    pub fn addr(&self) -> &Addr<PipelineProcess> {
+        &self.addr
+    }
+
+    /// The stages, first to last.
+    pub fn stages(&self) -> &[ProcessHandle] {
+        &self.stages
+    }
+}
+
+/// Request: every stage's return code so far, first to last (bash's
+/// `PIPESTATUS`); `None` for a stage still running.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Vec<Option<ReturnCode>>")]
+pub struct PipeStatus;
+
+/// The actor that runs a [`Pipeline`]: it handles [`Cancel`],
+/// [`AsyncWait`] and [`PipeStatus`].
+#[derive(Debug)]
+pub struct PipelineProcess {
+    stages: Vec<Addr<PopenProcess>>,
+    pids: Vec<Option<u32>>,
+    returncodes: Vec<Option<ReturnCode>>,
+    pipefail: bool,
+    waiters: Vec<oneshot::Sender<ReturnCode>>,
+}
+
+impl PipelineProcess {
+    fn returncode(&self) -> Option<ReturnCode> {
+        let codes: Option<Vec<ReturnCode>> = self.returncodes.iter().copied().collect();
+        let codes = codes?;
+        let last = *codes.last()?;
+        if self.pipefail {
+            Some(
+                codes
+                    .iter()
+                    .rev()
+                    .find(|c| !c.success())
+                    .copied()
+                    .unwrap_or(last),
+            )
+        } else {
+            Some(last)
+        }
+    }
+}
+
+impl Actor for PipelineProcess {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for stage in &self.stages {
+            stage.do_send(AddExitListener(ctx.address().recipient()));
+        }
+    }
+}
+
+impl Handler<Exited> for PipelineProcess {
+    type Result = ();
+
+    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
+        let Some(index) = self
+            .pids
+            .iter()
+            .position(|pid| pid.is_some() && *pid == exited.pid)
+        else {
+            return;
+        };
+        self.returncodes[index] = Some(exited.returncode);
+        // Everything this stage wrote is already queued at the next one:
+        // its exit is reported only after its last chunk was sent.
+        if let Some(next) = self.stages.get(index + 1) {
+            next.do_send(CloseStdin);
+        }
+        // Nobody reads what the previous stage writes any more.
+        if let Some(previous) = index.checked_sub(1).and_then(|i| self.stages.get(i)) {
+            previous.do_send(CloseReader);
+        }
+        if let Some(code) = self.returncode() {
+            for waiter in self.waiters.drain(..) {
+                let _ = waiter.send(code);
+            }
+        }
+    }
+}
+
+impl Handler<Cancel> for PipelineProcess {
+    type Result = ();
+
+    /// Cancels every stage (see [`Cancel`]).
+    fn handle(&mut self, _msg: Cancel, _ctx: &mut Context<Self>) {
+        for stage in &self.stages {
+            stage.do_send(Cancel);
+        }
+    }
+}
+
+impl Handler<AsyncWait> for PipelineProcess {
+    type Result = ResponseFuture<Result<ReturnCode, WaitError>>;
+
+    /// Resolves with the pipeline's return code once every stage ended.
+    fn handle(&mut self, _msg: AsyncWait, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(code) = self.returncode() {
+            return Box::pin(async move { Ok(code) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        Box::pin(async move { rx.await.map_err(|_| WaitError::ActorGone) })
+    }
+}
+
+impl Handler<PipeStatus> for PipelineProcess {
+    type Result = Vec<Option<ReturnCode>>;
+
+    fn handle(&mut self, _msg: PipeStatus, _ctx: &mut Context<Self>) -> Vec<Option<ReturnCode>> {
+        self.returncodes.clone()
+    }
+}

@@ -1,0 +1,177 @@
+//! The child's stdin as a queue of writes, fed by messages.
+//!
+//! Bytes sent with [`Write`](crate::Write) (or as [`Chunk`](crate::Chunk)s
+//! from an upstream process) are queued in order and written as the pipe
+//! drains: the write end is non-blocking and registered with the reactor,
+//! so a large write never blocks the actor's thread. Each write resolves
+//! once all its bytes are in the pipe, or with the error that stopped it.
+//!
+//! A child that exited (or closed its stdin) makes the next write fail
+//! with EPIPE, returned as an error value. The kernel also raises SIGPIPE
+//! for that write; Rust programs ignore SIGPIPE from their start (std sets
+//! it to `SIG_IGN` before `main`), so the host survives. A host written in
+//! another language must ignore SIGPIPE itself before writing to a child.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use tokio::io::unix::AsyncFd;
+
+use crate::sys::fd::set_nonblocking;
+
+/// One queued request.
+pub(crate) enum Request {
+    /// Bytes to write; `done` hears the outcome. `keep` is dropped once the
+    /// bytes are written (an upstream chunk's credit travels in it).
+    Write {
+        data: Bytes,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+        keep: Option<crate::messages::Chunk>,
+    },
+    /// Close the write end once everything before it was written.
+    Close,
+}
+
+/// The actor's side of the queue.
+#[derive(Debug)]
+pub(crate) struct StdinQueue {
+    tx: Option<mpsc::UnboundedSender<Request>>,
+    /// Whether there was a pipe, since closed.
+    closed: bool,
+}
+
+impl StdinQueue {
+    /// A queue for a child whose stdin is not ours to write.
+    pub(crate) fn none() -> StdinQueue {
+        StdinQueue {
+            tx: None,
+            closed: false,
+        }
+    }
+
+    fn refused(&self) -> io::Error {
+        if self.closed {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the child's stdin was closed")
+        } else {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the child's stdin is not a pipe (use Input::Pipe)",
+            )
+        }
+    }
+
+    /// Registers `fd` (our write end) with the reactor and returns the
+    /// queue and the future that drains it.
+    ///
+    /// # Errors
+    /// The fd cannot be made non-blocking or registered.
+    pub(crate) fn new(
+        fd: OwnedFd,
+    ) -> io::Result<(StdinQueue, impl std::future::Future<Output = ()>)> {
+        set_nonblocking(fd.as_fd())?;
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps
+        // its number until the AsyncFd is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)? };
+        let (tx, rx) = mpsc::unbounded();
+        Ok((
+            StdinQueue {
+                tx: Some(tx),
+                closed: false,
+            },
+            drain(fd, rx),
+        ))
+    }
+
+    /// Queues `data`; the returned receiver hears the outcome.
+    pub(crate) fn write(&self, data: Bytes) -> oneshot::Receiver<io::Result<()>> {
+        let (done, rx) = oneshot::channel();
+        let request = Request::Write {
+            data,
+            done: Some(done),
+            keep: None,
+        };
+        if let Err(Request::Write {
+            done: Some(done), ..
+        }) = self.send(request)
+        {
+            let _ = done.send(Err(self.refused()));
+        }
+        rx
+    }
+
+    /// Queues an upstream chunk; its credit is released once written.
+    /// Returns when the chunk was written or dropped.
+    pub(crate) fn feed(&self, chunk: crate::messages::Chunk) -> oneshot::Receiver<io::Result<()>> {
+        let (done, rx) = oneshot::channel();
+        let request = Request::Write {
+            data: chunk.data.clone(),
+            done: Some(done),
+            keep: Some(chunk),
+        };
+        if let Err(Request::Write {
+            done: Some(done), ..
+        }) = self.send(request)
+        {
+            let _ = done.send(Err(self.refused()));
+        }
+        rx
+    }
+
+    /// Closes the write end after everything queued so far (EOF for the
+    /// child). Later writes fail.
+    pub(crate) fn close(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.closed = true;
+            let _ = tx.unbounded_send(Request::Close);
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), Request> {
+        match &self.tx {
+            Some(tx) => tx.unbounded_send(request).map_err(|e| e.into_inner()),
+            None => Err(request),
+        }
+    }
+}
+
+/// Writes queued requests in order until `Close` or the queue is dropped.
+async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut broken: Option<io::ErrorKind> = None;
+    while let Some(request) = rx.next().await {
+        match request {
+            Request::Write { data, done, keep } => {
+                let result = match broken {
+                    Some(kind) => Err(io::Error::new(kind, "the child's stdin is closed")),
+                    None => write_all(&fd, &data).await,
+                };
+                if let Err(err) = &result {
+                    broken.get_or_insert(err.kind());
+                }
+                drop(keep);
+                if let Some(done) = done {
+                    let _ = done.send(result);
+                }
+            }
+            Request::Close => break,
+        }
+    }
+    // Dropping `fd` closes the write end: the child reads EOF. Requests
+    // still queued behind `Close` are answered with an error as the
+    // receiver is dropped (their senders see a cancelled oneshot).
+}
+
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|inner| Ok(nix::unistd::write(inner.get_ref(), data)?)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
+}
