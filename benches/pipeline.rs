@@ -1,0 +1,196 @@
+//! Pipelines and backpressure, measured against the shell in the same run.
+//!
+//! ```text
+//! cargo bench --bench pipeline            # 1 GiB, about two minutes
+//! BENCH_MIB=256 cargo bench --bench pipeline
+//! ```
+//!
+//! 1. Throughput of `head -c N /dev/zero | cat | cat` run as a `Pipeline`
+//!    (the last stage's output read by an actor that discards it), as a
+//!    ratio of wall time against `sh -c 'head -c N /dev/zero | cat | cat'`
+//!    whose output this process reads with a plain blocking loop.
+//! 2. Backpressure: a child writes N bytes to a subscriber, on another
+//!    arbiter, that consumes 20 MB/s; this process's resident memory
+//!    growth is printed (the target is under 32 MiB).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_popen::{AsyncWait, Chunk, Pipeline, Popen};
+
+fn mib() -> u64 {
+    std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Discards chunks, counting bytes.
+#[derive(Default)]
+struct Discard(u64);
+
+impl Actor for Discard {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for Discard {
+    type Result = ();
+    fn handle(&mut self, chunk: Chunk, _: &mut Context<Self>) {
+        self.0 += chunk.data.len() as u64;
+    }
+}
+
+fn shell_pipeline(bytes: u64) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("head -c {bytes} /dev/zero | cat | cat")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let mut out = child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 65536];
+    let mut total = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(err) => panic!("reading sh: {err}"),
+        }
+    }
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(total, bytes);
+    started.elapsed()
+}
+
+fn actor_pipeline(bytes: u64, bufsize: usize) -> Duration {
+    System::new().block_on(async move {
+        let started = Instant::now();
+        let discard = Discard::default().start();
+        let pipeline = Pipeline::new()
+            .stage(
+                Popen::new("head")
+                    .args(["-c", &bytes.to_string(), "/dev/zero"])
+                    .bufsize(bufsize),
+            )
+            .stage(Popen::new("cat").bufsize(bufsize))
+            .stage(
+                Popen::new("cat")
+                    .bufsize(bufsize)
+                    .subscribe(discard.clone().recipient()),
+            )
+            .start()
+            .expect("pipeline starts");
+        let code = pipeline
+            .send(AsyncWait)
+            .await
+            .expect("actor")
+            .expect("code");
+        assert!(code.success());
+        started.elapsed()
+    })
+}
+
+/// Consumes at most `rate` bytes per second, sampling the host's RSS.
+struct Slow {
+    rate: f64,
+    started: Instant,
+    consumed: u64,
+    peak_kib: u64,
+}
+
+impl Actor for Slow {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for Slow {
+    type Result = ();
+    fn handle(&mut self, chunk: Chunk, _: &mut Context<Self>) {
+        self.consumed += chunk.data.len() as u64;
+        let due = Duration::from_secs_f64(self.consumed as f64 / self.rate);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+        self.peak_kib = self.peak_kib.max(rss_kib());
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "(u64, u64)")]
+struct Report;
+
+impl Handler<Report> for Slow {
+    type Result = MessageResult<Report>;
+    fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((self.consumed, self.peak_kib))
+    }
+}
+
+fn slow_subscriber(bytes: u64, rate: f64) {
+    System::new().block_on(async move {
+        let before = rss_kib();
+        // The subscriber runs on its own thread, so the reader is held back
+        // by credit alone, not by a busy thread.
+        let arbiter = Arbiter::new();
+        let slow = Slow::start_in_arbiter(&arbiter.handle(), move |_| Slow {
+            rate,
+            started: Instant::now(),
+            consumed: 0,
+            peak_kib: 0,
+        });
+        let process = Popen::new("head")
+            .args(["-c", &bytes.to_string(), "/dev/zero"])
+            .bufsize(65536)
+            .subscribe(slow.clone().recipient())
+            .start()
+            .expect("head starts");
+        let code = process.send(AsyncWait).await.expect("actor").expect("code");
+        assert!(code.success());
+        let (consumed, peak) = slow.send(Report).await.expect("report");
+        arbiter.stop();
+        assert_eq!(consumed, bytes);
+        let growth = peak.saturating_sub(before) as f64 / 1024.0;
+        println!(
+            "backpressure: {} MiB at {:.0} MB/s to a slow subscriber: RSS growth {growth:.1} MiB (target < 32 MiB)",
+            bytes >> 20,
+            rate / 1e6
+        );
+    });
+}
+
+fn main() {
+    let bytes = mib() << 20;
+    for bufsize in [4096, 65536] {
+        let mut shell = Vec::new();
+        let mut actors = Vec::new();
+        for _ in 0..3 {
+            shell.push(shell_pipeline(bytes));
+            actors.push(actor_pipeline(bytes, bufsize));
+        }
+        let (shell, actors) = (median(shell), median(actors));
+        println!(
+            "pipeline head|cat|cat, {} MiB, bufsize {bufsize}: sh -c {:.3}s, Pipeline {:.3}s, ratio {:.2}x sh's wall time",
+            bytes >> 20,
+            shell.as_secs_f64(),
+            actors.as_secs_f64(),
+            actors.as_secs_f64() / shell.as_secs_f64()
+        );
+    }
+    slow_subscriber(bytes, 20e6);
+}
