@@ -43,6 +43,19 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// The working directory set with
+    /// [`Popen::current_dir`](crate::Popen::current_dir) cannot be entered
+    /// (ENOENT, ENOTDIR, EACCES).
+    #[error("{program}: working directory {}: {source}", dir.display())]
+    WorkingDirectory {
+        /// The program that was asked for.
+        program: String,
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The host ran out of processes, file descriptors or memory (EAGAIN,
     /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
     #[error("{program}: out of resources: {source}")]
@@ -95,6 +108,7 @@ impl SpawnError {
             SpawnError::NotFound { program, .. }
             | SpawnError::PermissionDenied { program, .. }
             | SpawnError::ArgumentListTooLong { program, .. }
+            | SpawnError::WorkingDirectory { program, .. }
             | SpawnError::ResourceExhausted { program, .. }
             | SpawnError::Io { program, .. }
             | SpawnError::InvalidConfig { program, .. }
@@ -109,6 +123,7 @@ impl SpawnError {
             SpawnError::NotFound { source, .. }
             | SpawnError::PermissionDenied { source, .. }
             | SpawnError::ArgumentListTooLong { source, .. }
+            | SpawnError::WorkingDirectory { source, .. }
             | SpawnError::ResourceExhausted { source, .. }
             | SpawnError::Io { source, .. } => Some(source),
             _ => None,

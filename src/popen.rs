@@ -435,17 +435,25 @@ impl Popen {
     fn classify(&self, source: io::Error) -> SpawnError {
         use nix::libc;
         let program = self.program_name();
-        match source.raw_os_error() {
-            Some(libc::ENOENT) => match &self.current_dir {
-                Some(dir) if !dir.is_dir() => SpawnError::Io {
+        let errno = source.raw_os_error();
+        // exec reports a working directory it cannot enter with the same
+        // errnos as a program it cannot find or run: tell them apart.
+        if let (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir)) =
+            (errno, &self.current_dir)
+        {
+            let enterable = nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK)
+                .is_ok()
+                && dir.is_dir();
+            if !enterable {
+                return SpawnError::WorkingDirectory {
                     program,
-                    source: io::Error::new(
-                        source.kind(),
-                        format!("working directory {}: {source}", dir.display()),
-                    ),
-                },
-                _ => SpawnError::NotFound { program, source },
-            },
+                    dir: dir.clone(),
+                    source,
+                };
+            }
+        }
+        match errno {
+            Some(libc::ENOENT) => SpawnError::NotFound { program, source },
             Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, source },
             Some(libc::E2BIG) => {
                 let (largest, size) = self.largest_string();

@@ -27,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::ThreadId;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 use futures::channel::oneshot;
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
@@ -170,6 +171,9 @@ impl ProcessHandle {
         if let Some(code) = state.returncode {
             return Ok(code);
         }
+        if state.actor_gone {
+            return Err(WaitError::ActorGone);
+        }
         // A thread that runs no runtime and is not the actor's (or the
         // actor has not started yet, so we cannot be inside its arbiter)
         // can block safely.
@@ -244,6 +248,10 @@ pub struct PopenProcess {
     started_sent: bool,
     start_listeners: Vec<Recipient<Started>>,
     exit_listeners: Vec<Recipient<Exited>>,
+    // Who was notified already, held weakly so as not to keep their
+    // actors alive: a listener is never notified twice.
+    started_notified: Vec<WeakRecipient<Started>>,
+    exit_notified: Vec<WeakRecipient<Exited>>,
     waiters: Vec<oneshot::Sender<ReturnCode>>,
 }
 
@@ -291,6 +299,8 @@ impl PopenProcess {
             released: false,
             registered: false,
             started_sent: false,
+            started_notified: Vec::new(),
+            exit_notified: Vec::new(),
             waiters: Vec::new(),
         }
     }
@@ -327,6 +337,14 @@ impl PopenProcess {
         popen: Popen,
         arbiter: &actix_rt::ArbiterHandle,
     ) -> Result<ProcessHandle, SpawnError> {
+        // A stopped arbiter refuses work; should it stop between this check
+        // and the start, the actor is dropped unstarted and its teardown
+        // cancels and reaps the child.
+        if !arbiter.spawn(async {}) {
+            return Err(SpawnError::NoArbiter {
+                program: popen.program_name(),
+            });
+        }
         let spawned = popen.spawn()?;
         let actor = PopenProcess::new(popen, Some(spawned));
         let shared = actor.shared.clone();
@@ -341,6 +359,12 @@ impl PopenProcess {
         let Some(child) = self.child.clone() else {
             return;
         };
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Started while its arbiter is being torn down (actix polls a
+            // dropped actor once): nothing can be watched any more, and the
+            // teardown that follows cancels and reaps the child.
+            return;
+        }
         supervisor::register(Live {
             child: child.clone(),
             cancel_timeout: self.popen.cancel_timeout,
@@ -470,7 +494,8 @@ impl PopenProcess {
         self.notify_started(None);
         let pid = self.child.as_ref().map(|c| c.pid());
         let exited = Exited::new(pid, code, self.output_complete);
-        for listener in self.exit_listeners.drain(..) {
+        for listener in std::mem::take(&mut self.exit_listeners) {
+            self.exit_notified.push(listener.downgrade());
             listener.do_send(exited);
         }
         for waiter in self.waiters.drain(..) {
@@ -478,8 +503,11 @@ impl PopenProcess {
         }
     }
 
+    /// Forgets the child once the task ended and the child was reaped; a
+    /// reaped child whose task goes on (a grandchild holds the output) stays
+    /// registered, so a shutdown still takes its group down.
     fn unregister_if_reaped(&mut self) {
-        if let (true, Some(child)) = (self.registered, &self.child) {
+        if let (true, Phase::Ended, Some(child)) = (self.registered, self.phase, &self.child) {
             if child.returncode().is_some() {
                 supervisor::unregister(std::thread::current().id(), child.pid());
                 self.registered = false;
@@ -492,7 +520,8 @@ impl PopenProcess {
             return;
         }
         self.started_sent = true;
-        for listener in self.start_listeners.drain(..) {
+        for listener in std::mem::take(&mut self.start_listeners) {
+            self.started_notified.push(listener.downgrade());
             listener.do_send(Started { pid });
         }
     }
@@ -500,6 +529,24 @@ impl PopenProcess {
     fn started_pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid())
     }
+}
+
+/// Whether `listener` is among those already notified; forgets the ones
+/// whose actors have stopped.
+fn was_notified<M>(notified: &mut Vec<WeakRecipient<M>>, listener: &Recipient<M>) -> bool
+where
+    M: Message + Send,
+    M::Result: Send,
+{
+    let mut found = false;
+    notified.retain(|weak| match weak.upgrade() {
+        Some(strong) => {
+            found |= strong == *listener;
+            true
+        }
+        None => false,
+    });
+    found
 }
 
 impl Actor for PopenProcess {
@@ -518,15 +565,41 @@ impl Actor for PopenProcess {
 }
 
 impl PopenProcess {
-    /// Runs when the actor stops or is dropped. An actor whose task is
-    /// still running only stops this way when its arbiter is torn down:
-    /// then every child of that arbiter is cancelled and reaped.
+    /// Runs when the actor stops or is dropped.
+    ///
+    /// A task still running only stops this way when its arbiter is torn
+    /// down: then every child of that arbiter is cancelled and reaped. A
+    /// child whose actor never started (its arbiter stopped first) is
+    /// cancelled and reaped here, on its own.
     fn teardown(&mut self) {
         if self.registered {
-            supervisor::shutdown_thread(std::thread::current().id());
             self.registered = false;
+            if self.phase == Phase::Ended {
+                // Released before its child was reaped: only ours is left.
+                supervisor::unregister(
+                    std::thread::current().id(),
+                    self.started_pid().unwrap_or(0),
+                );
+                self.terminate_own_child();
+            } else {
+                supervisor::shutdown_thread(std::thread::current().id());
+            }
+        } else {
+            self.terminate_own_child();
         }
         self.shared.set_actor_gone();
+    }
+
+    fn terminate_own_child(&mut self) {
+        if let Some(child) = &self.child {
+            if child.returncode().is_none() {
+                supervisor::terminate_now(Live {
+                    child: child.clone(),
+                    cancel_timeout: self.popen.cancel_timeout,
+                    name: self.name.clone(),
+                });
+            }
+        }
     }
 }
 
@@ -681,7 +754,10 @@ impl Handler<AddExitListener> for PopenProcess {
     fn handle(&mut self, AddExitListener(listener): AddExitListener, _ctx: &mut Context<Self>) {
         match self.shared.returncode() {
             Some(code) if self.phase == Phase::Ended => {
-                listener.do_send(Exited::new(self.started_pid(), code, self.output_complete));
+                if !was_notified(&mut self.exit_notified, &listener) {
+                    self.exit_notified.push(listener.downgrade());
+                    listener.do_send(Exited::new(self.started_pid(), code, self.output_complete));
+                }
             }
             _ => {
                 if !self.exit_listeners.contains(&listener) {
@@ -709,9 +785,12 @@ impl Handler<AddStartListener> for PopenProcess {
 
     fn handle(&mut self, AddStartListener(listener): AddStartListener, _ctx: &mut Context<Self>) {
         if self.started_sent {
-            listener.do_send(Started {
-                pid: self.started_pid(),
-            });
+            if !was_notified(&mut self.started_notified, &listener) {
+                self.started_notified.push(listener.downgrade());
+                listener.do_send(Started {
+                    pid: self.started_pid(),
+                });
+            }
         } else if !self.start_listeners.contains(&listener) {
             self.start_listeners.push(listener);
         }

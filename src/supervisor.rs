@@ -182,6 +182,12 @@ pub(crate) fn shutdown_thread(thread: ThreadId) {
     }
 }
 
+/// Cancels and reaps one child now, blocking (at most two cancel
+/// timeouts): for a child whose actor can no longer watch it.
+pub(crate) fn terminate_now(live: Live) {
+    terminate_blocking(vec![live]);
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Terminated(Instant),
@@ -191,7 +197,12 @@ enum Stage {
 
 /// The escalation, run synchronously for many children at once: SIGTERM
 /// to all, then wait on all their pidfds together.
+///
+/// A child already reaped (its grandchildren still hold our output) has no
+/// pidfd event left to wait for: its group is checked every few
+/// milliseconds instead, and gets SIGKILL at the deadline like the rest.
 fn terminate_blocking(children: Vec<Live>) {
+    const GROUP_CHECK: Duration = Duration::from_millis(20);
     let now = Instant::now();
     let mut stages: Vec<Stage> = children
         .iter()
@@ -203,10 +214,20 @@ fn terminate_blocking(children: Vec<Live>) {
     loop {
         let now = Instant::now();
         for (live, stage) in children.iter().zip(stages.iter_mut()) {
+            let leader_reaped = live.child.returncode().is_some();
+            if leader_reaped && !live.child.group_alive() {
+                *stage = Stage::Done;
+                continue;
+            }
             match *stage {
                 Stage::Terminated(deadline) if now >= deadline => {
                     let _ = live.child.signal(Signal::SIGKILL, true);
-                    *stage = Stage::Killed(now + live.cancel_timeout);
+                    // A reaped leader's grandchildren are not ours to reap.
+                    *stage = if leader_reaped {
+                        Stage::Done
+                    } else {
+                        Stage::Killed(now + live.cancel_timeout)
+                    };
                 }
                 Stage::Killed(deadline) if now >= deadline => {
                     log::warn!(
@@ -222,7 +243,7 @@ fn terminate_blocking(children: Vec<Live>) {
         let pending: Vec<usize> = (0..children.len())
             .filter(|&i| stages[i] != Stage::Done)
             .collect();
-        let Some(deadline) = pending
+        let Some(mut deadline) = pending
             .iter()
             .filter_map(|&i| match stages[i] {
                 Stage::Terminated(d) | Stage::Killed(d) => Some(d),
@@ -232,8 +253,16 @@ fn terminate_blocking(children: Vec<Live>) {
         else {
             return;
         };
+        let watching: Vec<usize> = pending
+            .iter()
+            .copied()
+            .filter(|&i| children[i].child.returncode().is_none())
+            .collect();
+        if watching.len() < pending.len() {
+            deadline = deadline.min(Instant::now() + GROUP_CHECK);
+        }
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let mut fds: Vec<PollFd<'_>> = pending
+        let mut fds: Vec<PollFd<'_>> = watching
             .iter()
             .map(|&i| PollFd::new(children[i].child.pidfd(), PollFlags::POLLIN))
             .collect();
@@ -250,7 +279,7 @@ fn terminate_blocking(children: Vec<Live>) {
             .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
-        for (&i, ready) in pending.iter().zip(ready) {
+        for (&i, ready) in watching.iter().zip(ready) {
             if !ready {
                 continue;
             }

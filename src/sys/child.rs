@@ -102,6 +102,12 @@ impl Child {
                 }
                 Ok(_) => return Ok(None),
                 Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => {
+                    // Somebody else reaped it: the pid is no longer ours to
+                    // signal, and its status is lost (reported as 255).
+                    *state = Some(ReturnCode::from_raw(255));
+                    return Err(Errno::ECHILD.into());
+                }
                 Err(errno) => return Err(errno.into()),
             }
         };
@@ -133,6 +139,15 @@ impl Child {
             Err(Errno::ESRCH) => Ok(Delivery::Gone),
             Err(errno) => Err(errno.into()),
         }
+    }
+}
+
+impl Child {
+    /// Whether the child's process group still has members, once the
+    /// child itself was reaped (grandchildren holding our output). Always
+    /// `false` when the child does not lead a group of its own.
+    pub(crate) fn group_alive(&self) -> bool {
+        self.group && killpg(Pid::from_raw(self.pid as i32), None).is_ok()
     }
 }
 

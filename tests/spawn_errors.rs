@@ -1,0 +1,397 @@
+//! Spawn errors are values that name the program and keep the OS error:
+//! not found, permission denied, E2BIG (naming the largest string), an
+//! invalid description, a missing working directory, no arbiter. A start
+//! that fails leaves no child behind.
+
+mod common;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use actix_popen::{AsyncWait, Input, Output, Popen, PopenProcess, ReturnCode, SpawnError, Start};
+use nix::libc;
+use nix::unistd::{sysconf, SysconfVar};
+
+use common::{event, within, GetEvents, ReapOnDrop, Waiter};
+
+/// The kernel's limit on one argument or environment string
+/// (`MAX_ARG_STRLEN`): 32 pages.
+fn max_arg_strlen() -> usize {
+    let page = sysconf(SysconfVar::PAGE_SIZE)
+        .expect("sysconf")
+        .expect("a page size");
+    32 * usize::try_from(page).expect("a positive page size")
+}
+
+/// The raw OS error behind `err`.
+fn errno(err: &SpawnError) -> Option<i32> {
+    err.io_error().and_then(io::Error::raw_os_error)
+}
+
+/// Starts `popen` on a prepared task with listeners; expects the start to
+/// fail, and the task to end with `code` and notify both listeners with no
+/// pid. Returns the error.
+async fn failed_start(popen: Popen, code: i32) -> SpawnError {
+    let (waiter, awaited) = Waiter::start_new();
+    let process = popen
+        .start_listener(waiter.clone().recipient())
+        .exit_listener(waiter.clone().recipient())
+        .prepare()
+        .expect("prepare");
+    let err = process
+        .send(Start)
+        .await
+        .expect("actor")
+        .expect_err("the start should fail");
+    let events = event("Exited", awaited.exited).await;
+    assert_eq!(events.started.len(), 1);
+    assert_eq!(events.started[0].pid, None);
+    assert_eq!(events.exited.len(), 1);
+    assert_eq!(events.exited[0].pid, None);
+    assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(code));
+    let waited = within("AsyncWait", process.send(AsyncWait)).await;
+    assert_eq!(waited.expect("actor").expect("AsyncWait").code(), code);
+    assert_eq!(process.pid(), None);
+    let events = waiter.send(GetEvents).await.expect("waiter");
+    assert_eq!((events.started.len(), events.exited.len()), (1, 1));
+    err
+}
+
+#[actix_rt::test]
+async fn program_not_found_names_the_program() {
+    for program in ["actix-popen-no-such-command", "/nonexistent/actix-popen"] {
+        let err = Popen::new(program).start().unwrap_err();
+        assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+        assert_eq!(err.program(), program);
+        assert_eq!(err.to_string(), format!("{program}: command not found"));
+        assert_eq!(errno(&err), Some(libc::ENOENT));
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}
+
+/// A prepared task whose program is not found ends with 127, as a shell
+/// reports it, and its listeners hear of it.
+#[actix_rt::test]
+async fn prepared_start_of_a_missing_program_ends_with_127() {
+    let err = failed_start(Popen::new("actix-popen-no-such-command"), 127).await;
+    assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+}
+
+/// Writes an executable-looking script with mode 0644 into `dir`.
+fn non_executable_script(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("script.sh");
+    std::fs::write(&path, "#!/bin/sh\nexit 0\n").expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
+}
+
+#[actix_rt::test]
+async fn non_executable_file_is_permission_denied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = non_executable_script(dir.path());
+    let program = path.to_str().expect("a UTF-8 path");
+    let err = Popen::new(program).start().unwrap_err();
+    assert!(
+        matches!(err, SpawnError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.program(), program);
+    assert_eq!(err.to_string(), format!("{program}: permission denied"));
+    assert_eq!(errno(&err), Some(libc::EACCES));
+}
+
+/// A prepared task whose program cannot be executed ends with 126.
+#[actix_rt::test]
+async fn prepared_start_of_a_non_executable_file_ends_with_126() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = non_executable_script(dir.path());
+    let err = failed_start(Popen::new(&path), 126).await;
+    assert!(
+        matches!(err, SpawnError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+}
+
+/// Linux refuses to execute a directory with EACCES.
+#[actix_rt::test]
+async fn directory_as_program_is_permission_denied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = dir.path().to_str().expect("a UTF-8 path");
+    let err = Popen::new(program).start().unwrap_err();
+    assert!(
+        matches!(err, SpawnError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.program(), program);
+    assert_eq!(errno(&err), Some(libc::EACCES));
+}
+
+/// One environment variable longer than the kernel's per-string limit:
+/// E2BIG, naming the variable and its size as the kernel counts it
+/// (`NAME=VALUE` and the NUL).
+#[actix_rt::test]
+async fn huge_environment_variable_is_named() {
+    const NAME: &str = "ACTIX_POPEN_HUGE";
+    let value = "x".repeat(max_arg_strlen());
+    let err = Popen::new("true")
+        .stdin(Input::Null)
+        .env(NAME, &value)
+        .start()
+        .unwrap_err();
+    let SpawnError::ArgumentListTooLong {
+        program,
+        largest,
+        size,
+        ..
+    } = &err
+    else {
+        panic!("expected ArgumentListTooLong, got {err:?}");
+    };
+    assert_eq!(program, "true");
+    assert_eq!(largest, &format!("environment variable {NAME}"));
+    assert_eq!(*size, value.len() + NAME.len() + 2);
+    assert_eq!(errno(&err), Some(libc::E2BIG));
+    let message = err.to_string();
+    assert!(
+        message.starts_with("true: argument list too long"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("environment variable {NAME}")),
+        "{message}"
+    );
+    assert!(message.contains(&size.to_string()), "{message}");
+}
+
+/// One argument longer than the per-string limit: E2BIG naming
+/// `argument 1` (argument 0 being the program), its size with the NUL.
+#[actix_rt::test]
+async fn huge_argument_is_named() {
+    let huge = "y".repeat(max_arg_strlen());
+    let err = Popen::new("true")
+        .stdin(Input::Null)
+        .arg(&huge)
+        .start()
+        .unwrap_err();
+    let SpawnError::ArgumentListTooLong { largest, size, .. } = &err else {
+        panic!("expected ArgumentListTooLong, got {err:?}");
+    };
+    assert_eq!(largest, "argument 1");
+    assert_eq!(*size, huge.len() + 1);
+    assert_eq!(errno(&err), Some(libc::E2BIG));
+    assert!(err.to_string().contains("argument 1"), "{err}");
+}
+
+/// A bufsize of 0 and stdout merged into itself are refused before
+/// anything is spawned, by `start` and by `prepare`.
+#[actix_rt::test]
+async fn invalid_descriptions_are_refused() {
+    let zero = || Popen::new("true").bufsize(0);
+    let merged = || Popen::new("true").stdout(Output::MergeIntoStdout);
+    for (what, err) in [
+        ("bufsize 0, start", zero().start().unwrap_err()),
+        ("bufsize 0, prepare", zero().prepare().unwrap_err()),
+        ("stdout merged, start", merged().start().unwrap_err()),
+        ("stdout merged, prepare", merged().prepare().unwrap_err()),
+    ] {
+        assert!(
+            matches!(err, SpawnError::InvalidConfig { .. }),
+            "{what}: {err:?}"
+        );
+        assert_eq!(err.program(), "true", "{what}");
+        assert!(err.io_error().is_none(), "{what}");
+        assert!(
+            err.to_string().starts_with("true: invalid configuration: "),
+            "{what}: {err}"
+        );
+    }
+    let err = zero().start().unwrap_err();
+    assert!(err.to_string().contains("bufsize"), "{err}");
+    let err = merged().start().unwrap_err();
+    assert!(err.to_string().contains("stdout"), "{err}");
+}
+
+/// A working directory that does not exist is reported as such, not as a
+/// missing program.
+#[actix_rt::test]
+async fn missing_working_directory_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing");
+    let err = Popen::new("true")
+        .stdin(Input::Null)
+        .current_dir(&missing)
+        .start()
+        .unwrap_err();
+    assert!(!matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(!message.contains("command not found"), "{message}");
+    assert!(
+        message.contains(missing.to_str().expect("a UTF-8 path")),
+        "{message}"
+    );
+    let source = err.io_error().expect("an OS error");
+    assert_eq!(source.kind(), io::ErrorKind::NotFound, "{source:?}");
+}
+
+/// The error about a missing working directory keeps the OS error number,
+/// as the errors of every other OS failure do.
+#[actix_rt::test]
+async fn missing_working_directory_keeps_the_errno() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = Popen::new("true")
+        .stdin(Input::Null)
+        .current_dir(dir.path().join("missing"))
+        .start()
+        .unwrap_err();
+    assert_eq!(errno(&err), Some(libc::ENOENT), "{err:?}");
+}
+
+/// A working directory that is a regular file is reported as a problem
+/// with the directory, as a missing one is.
+#[actix_rt::test]
+async fn working_directory_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").expect("write");
+    let err = Popen::new("true")
+        .stdin(Input::Null)
+        .current_dir(&file)
+        .start()
+        .unwrap_err();
+    assert_eq!(errno(&err), Some(libc::ENOTDIR));
+    let message = err.to_string();
+    assert!(
+        message.contains(file.to_str().expect("a UTF-8 path")),
+        "{message}"
+    );
+}
+
+/// Our children (and zombies) whose command name is `comm`.
+fn children_named(comm: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(pid) = entry
+            .expect("/proc entry")
+            .file_name()
+            .to_string_lossy()
+            .parse::<u32>()
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if &stat[open + 1..close] == comm && ppid == Some(&me.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A link to `sleep` whose name becomes the command name of a child
+/// started through it, so a stray child can be found.
+fn probe(dir: &Path, name: &str) -> std::path::PathBuf {
+    let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("sleep");
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(sleep, &link).expect("symlink");
+    link
+}
+
+/// Outside any actix System, `start` and `prepare` fail with `NoArbiter`
+/// before spawning anything.
+#[test]
+fn start_outside_a_system_is_no_arbiter_and_spawns_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = probe(dir.path(), "noarb-probe");
+    let popen = Popen::new(&program).arg("30").stdin(Input::Null);
+    let err = popen.clone().start().unwrap_err();
+    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert_eq!(err.program(), program.to_str().expect("a UTF-8 path"));
+    assert!(err.to_string().contains("no actix arbiter"), "{err}");
+    let err = popen.clone().prepare().unwrap_err();
+    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert_eq!(children_named("noarb-probe"), Vec::<u32>::new());
+}
+
+/// Inside a bare tokio runtime (no actix arbiter) too.
+#[test]
+fn start_in_a_bare_tokio_runtime_is_no_arbiter_and_spawns_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = probe(dir.path(), "tokio-probe");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let err = runtime
+        .block_on(async { Popen::new(&program).arg("30").stdin(Input::Null).start() })
+        .unwrap_err();
+    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert_eq!(children_named("tokio-probe"), Vec::<u32>::new());
+}
+
+/// `start_in_arbiter` on an arbiter that has already stopped should fail
+/// (or at least not leave the child running unwatched).
+#[test]
+fn start_in_a_stopped_arbiter_leaves_no_child() {
+    let _system = actix_rt::System::new();
+    let arbiter = actix_rt::Arbiter::new();
+    let handle = arbiter.handle();
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    let popen = Popen::new("sleep").arg("30").stdin(Input::Null);
+    let result = PopenProcess::start_in_arbiter(popen, &handle);
+    let _cleanup = result.as_ref().ok().and_then(|p| p.pid()).map(ReapOnDrop);
+    match result {
+        Err(err) => assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}"),
+        Ok(process) => {
+            let pid = process.pid().expect("pid");
+            assert!(
+                common::process_gone(pid),
+                "pid {pid} runs with no actor watching it"
+            );
+        }
+    }
+}
+
+/// `start_in_arbiter` given the calling thread's own arbiter starts the
+/// actor there instead of blocking the thread (it used to wait for a reply
+/// from that very arbiter).
+#[test]
+fn start_in_the_current_arbiter_does_not_hang() {
+    let (tx, rx) = mpsc::channel();
+    // If it hangs, this thread never returns: it is joined only on success.
+    let thread = std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let popen = Popen::new("true").stdin(Input::Null);
+            let result = match PopenProcess::start_in_arbiter(popen, &actix_rt::Arbiter::current())
+            {
+                Ok(process) => {
+                    let pid = process.pid();
+                    let code = within("AsyncWait", process.send(AsyncWait)).await;
+                    Ok((pid, code.map(|c| c.map_err(|e| e.to_string()))))
+                }
+                Err(err) => Err(err),
+            };
+            let _ = tx.send(result);
+        });
+    });
+    let result = rx
+        .recv_timeout(common::EVENT_TIMEOUT)
+        .expect("start_in_arbiter(current arbiter) hung");
+    thread.join().expect("System thread");
+    let (pid, code) = result.expect("start_in_arbiter");
+    let code = code.expect("actor").expect("AsyncWait");
+    assert!(code.success(), "{code}");
+    common::assert_gone(pid.expect("pid"));
+}
