@@ -170,6 +170,9 @@ async fn run(args: Args) -> io::Result<u8> {
     let mut popen = Popen::new(&program)
         .args(command)
         .bufsize(args.bufsize)
+        // Reads that are ready at once go out as one chunk, so a fast child
+        // costs one message and one write per 64 KiB, not per read.
+        .coalesce(64 * 1024)
         .cancel_timeout(args.cancel_timeout)
         .subscribe(relay.clone().recipient())
         .exit_listener(relay.clone().recipient());

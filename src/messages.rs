@@ -19,8 +19,10 @@ pub enum Stream {
 
 /// Event: bytes the child wrote, as one `read()` returned them.
 ///
-/// Chunks of one stream arrive in the order they were read, each at most
-/// `bufsize` bytes long. Every subscriber gets every chunk, and gets them
+/// Chunks of one stream arrive in the order they were read, each one
+/// `read()` of at most `bufsize` bytes (or, with
+/// [`Popen::coalesce`](crate::Popen::coalesce), several reads that were
+/// ready at once). Every subscriber gets every chunk, and gets them
 /// all before the task's [`Exited`].
 ///
 /// # Backpressure

@@ -92,6 +92,7 @@ pub const DEFAULT_WINDOW: usize = 16;
 pub struct PipeReader {
     inputs: Vec<(Stream, OwnedFd)>,
     bufsize: usize,
+    coalesce: usize,
     window: usize,
     subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
@@ -112,6 +113,7 @@ impl PipeReader {
         PipeReader {
             inputs: Vec::new(),
             bufsize: DEFAULT_BUFSIZE,
+            coalesce: 0,
             window: DEFAULT_WINDOW,
             subscribers: Vec::new(),
             finish_listeners: Vec::new(),
@@ -132,6 +134,15 @@ impl PipeReader {
     /// raised to 1.
     pub fn bufsize(mut self, bufsize: usize) -> PipeReader {
         self.bufsize = bufsize.max(1);
+        self
+    }
+
+    /// Lets one chunk gather up to `bytes` from reads that are ready at
+    /// once (each read still asks for at most `bufsize`). By default each
+    /// chunk is one read, as in portage; coalescing trades that for fewer
+    /// messages when the child writes fast.
+    pub fn coalesce(mut self, bytes: usize) -> PipeReader {
+        self.coalesce = bytes;
         self
     }
 
@@ -198,6 +209,8 @@ impl Actor for PipeReader {
                         stream,
                         fd,
                         bufsize: self.bufsize,
+                        coalesce: self.coalesce.max(self.bufsize),
+                        eof: false,
                         credit: Arc::new(Semaphore::new(self.window)),
                         subscribers,
                     };
@@ -246,13 +259,17 @@ struct Input {
     stream: Stream,
     fd: AsyncFd<OwnedFd>,
     bufsize: usize,
+    /// The most bytes one chunk may gather from reads that are ready.
+    coalesce: usize,
+    /// EOF was seen while gathering a chunk: report it next.
+    eof: bool,
     credit: Arc<Semaphore>,
     subscribers: Vec<Recipient<Chunk>>,
 }
 
 impl Input {
     /// Reads until EOF, sending each chunk to every subscriber.
-    async fn pump(self) {
+    async fn pump(mut self) {
         let mut buf = BytesMut::new();
         loop {
             // Take the credit first: with the window used up, nothing is
@@ -274,7 +291,15 @@ impl Input {
     }
 
     /// The next chunk, or `None` at EOF (or on an error, logged).
-    async fn read(&self, buf: &mut BytesMut) -> Option<Bytes> {
+    ///
+    /// One `read()` of at most `bufsize` bytes; while reads come back full
+    /// and the chunk has room under `coalesce`, more reads are appended to
+    /// the same chunk, so a fast writer costs one message per `coalesce`
+    /// bytes rather than one per read.
+    async fn read(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        if self.eof {
+            return None;
+        }
         loop {
             let mut guard = match self.fd.readable().await {
                 Ok(guard) => guard,
@@ -287,7 +312,27 @@ impl Input {
             // itself is attempted whatever the event flags say, and a
             // hang-up keeps the fd ready until the read sees EOF.
             match read_buf(guard.get_inner(), buf, self.bufsize) {
-                Ok(Read::Data(data)) => return Some(data),
+                Ok(Read::Data(mut last)) => {
+                    while last == self.bufsize && buf.len() + self.bufsize <= self.coalesce {
+                        match read_buf(guard.get_inner(), buf, self.bufsize) {
+                            Ok(Read::Data(n)) => last = n,
+                            Ok(Read::WouldBlock) => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Ok(Read::Eof) => {
+                                self.eof = true;
+                                break;
+                            }
+                            Err(err) => {
+                                log::error!("pipe reader: reading {:?}: {err}", self.stream);
+                                self.eof = true;
+                                break;
+                            }
+                        }
+                    }
+                    return Some(buf.split().freeze());
+                }
                 Ok(Read::WouldBlock) => guard.clear_ready(),
                 Ok(Read::Eof) => return None,
                 Err(err) => {

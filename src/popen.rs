@@ -104,6 +104,7 @@ pub struct Popen {
     stdout: Output,
     stderr: Output,
     pub(crate) bufsize: usize,
+    pub(crate) coalesce: usize,
     pub(crate) window: usize,
     pub(crate) cancel_timeout: Duration,
     pub(crate) drain_timeout: Option<Duration>,
@@ -127,6 +128,7 @@ impl Popen {
             stdout: Output::Pipe,
             stderr: Output::Pipe,
             bufsize: DEFAULT_BUFSIZE,
+            coalesce: 0,
             window: DEFAULT_WINDOW,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             drain_timeout: None,
@@ -208,6 +210,16 @@ impl Popen {
     /// 4096 by default). It must be at least 1.
     pub fn bufsize(mut self, bufsize: usize) -> Popen {
         self.bufsize = bufsize;
+        self
+    }
+
+    /// Lets one [`Chunk`] gather up to `bytes` from reads that are ready at
+    /// once; each `read()` still asks for at most `bufsize`. By default a
+    /// chunk is one read (portage's behaviour); with a child that writes
+    /// fast, coalescing sends one message per `bytes` instead of one per
+    /// read.
+    pub fn coalesce(mut self, bytes: usize) -> Popen {
+        self.coalesce = bytes;
         self
     }
 

@@ -388,6 +388,7 @@ impl PopenProcess {
         } else {
             let mut reader = PipeReader::new()
                 .bufsize(self.popen.bufsize)
+                .coalesce(self.popen.coalesce)
                 .window(self.popen.window)
                 .on_finished(ctx.address().recipient());
             for (only, subscriber) in &self.popen.subscribers {

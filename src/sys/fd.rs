@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
@@ -29,8 +29,8 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// What one `read()` gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Read {
-    /// Up to `bufsize` bytes.
-    Data(Bytes),
+    /// This many bytes (at least 1, at most `bufsize`) were appended.
+    Data(usize),
     /// Nothing now (EAGAIN): wait for the next readiness event.
     WouldBlock,
     /// End of file: an empty read, or EIO from a pty master whose slave
@@ -39,12 +39,13 @@ pub(crate) enum Read {
 }
 
 /// Reads at most `bufsize` bytes from `fd` with exactly one `read()` call
-/// (retried only on EINTR), as portage's `_read_buf` does.
+/// (retried only on EINTR), as portage's `_read_buf` does, appending them
+/// to `buf`.
 ///
-/// `buf` is a reusable allocation: the bytes read are split off it as a
-/// [`Bytes`] that shares its storage, so no byte is copied.
+/// `buf` is a reusable allocation: the caller splits what was read off it
+/// as a `Bytes` that shares its storage, so no byte is copied.
 pub(crate) fn read_buf(fd: &impl AsRawFd, buf: &mut BytesMut, bufsize: usize) -> io::Result<Read> {
-    if buf.capacity() < bufsize {
+    if buf.capacity() - buf.len() < bufsize {
         // One allocation serves many reads; chunks keep it alive until the
         // last of them is dropped.
         buf.reserve(bufsize.max(64 * 1024));
@@ -61,7 +62,7 @@ pub(crate) fn read_buf(fd: &impl AsRawFd, buf: &mut BytesMut, bufsize: usize) ->
             // SAFETY: the kernel initialised exactly `n` bytes past the end
             // of the filled part, and `n <= len <= spare capacity`.
             unsafe { buf.set_len(buf.len() + n) };
-            return Ok(Read::Data(buf.split().freeze()));
+            return Ok(Read::Data(n));
         }
         if n == 0 {
             return Ok(Read::Eof);
@@ -87,18 +88,10 @@ mod tests {
         let mut w = std::fs::File::from(w);
         w.write_all(&[7u8; 10]).unwrap();
         let mut buf = BytesMut::new();
-        assert_eq!(
-            read_buf(&r, &mut buf, 4).unwrap(),
-            Read::Data(Bytes::from(vec![7u8; 4]))
-        );
-        assert_eq!(
-            read_buf(&r, &mut buf, 4).unwrap(),
-            Read::Data(Bytes::from(vec![7u8; 4]))
-        );
-        assert_eq!(
-            read_buf(&r, &mut buf, 4).unwrap(),
-            Read::Data(Bytes::from(vec![7u8; 2]))
-        );
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(4));
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(4));
+        assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Data(2));
+        assert_eq!(&buf[..], &[7u8; 10]);
         assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::WouldBlock);
         drop(w);
         assert_eq!(read_buf(&r, &mut buf, 4).unwrap(), Read::Eof);

@@ -1,0 +1,186 @@
+//! Spawn-to-exit cost and cancel latency, against std and tokio::process
+//! in the same run.
+//!
+//! ```text
+//! cargo bench --bench spawn
+//! ```
+//!
+//! 1. 1000 sequential runs of `/bin/true`: `std::process::Command::status`,
+//!    `tokio::process::Command::status`, and `Popen::start` + `AsyncWait`
+//!    (output inherited, as the other two; and with both streams piped).
+//! 2. Cancel latency, `Cancel` sent to `Exited` received, for a child that
+//!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
+//!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_popen::{AsyncWait, Cancel, Chunk, Exited, Output, Popen};
+use futures::channel::oneshot;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+const RUNS: usize = 1000;
+
+fn per_second(runs: usize, took: Duration) -> f64 {
+    runs as f64 / took.as_secs_f64()
+}
+
+fn std_status() -> Duration {
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        assert!(Command::new("/bin/true").status().expect("true").success());
+    }
+    started.elapsed()
+}
+
+fn tokio_status() -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            let status = tokio::process::Command::new("/bin/true")
+                .status()
+                .await
+                .expect("true");
+            assert!(status.success());
+        }
+        started.elapsed()
+    })
+}
+
+fn actor_status(piped: bool) -> Duration {
+    System::new().block_on(async move {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            let mut popen = Popen::new("/bin/true");
+            if !piped {
+                popen = popen.stdout(Output::Inherit).stderr(Output::Inherit);
+            }
+            let process = popen.start().expect("true");
+            let code = process.send(AsyncWait).await.expect("actor").expect("code");
+            assert!(code.success());
+        }
+        started.elapsed()
+    })
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Tells when the first chunk arrives (the child is ready) and when it
+/// exited.
+struct Watch {
+    ready: Option<oneshot::Sender<()>>,
+    exited: Option<oneshot::Sender<Instant>>,
+}
+
+impl Actor for Watch {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for Watch {
+    type Result = ();
+    fn handle(&mut self, _: Chunk, _: &mut Context<Self>) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Handler<Exited> for Watch {
+    type Result = ();
+    fn handle(&mut self, _: Exited, _: &mut Context<Self>) {
+        if let Some(tx) = self.exited.take() {
+            let _ = tx.send(Instant::now());
+        }
+    }
+}
+
+async fn cancel_once(script: &str, cancel_timeout: Duration) -> Duration {
+    let (ready_tx, ready) = oneshot::channel();
+    let (exited_tx, exited) = oneshot::channel();
+    let watch = Watch {
+        ready: Some(ready_tx),
+        exited: Some(exited_tx),
+    }
+    .start();
+    let process = Popen::new("sh")
+        .args(["-c", script])
+        .cancel_timeout(cancel_timeout)
+        .subscribe(watch.clone().recipient())
+        .exit_listener(watch.recipient())
+        .start()
+        .expect("sh");
+    ready.await.expect("ready");
+    let sent = Instant::now();
+    process.do_send(Cancel);
+    exited.await.expect("exited") - sent
+}
+
+fn cancel_latency(script: &'static str, cancel_timeout: Duration) -> Duration {
+    System::new().block_on(async move {
+        let mut times = Vec::new();
+        for _ in 0..51 {
+            times.push(cancel_once(script, cancel_timeout).await);
+        }
+        median(times)
+    })
+}
+
+fn bare_kill() -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..51 {
+        let mut child = Command::new("sleep").arg("100").spawn().expect("sleep");
+        // Give it time to exec, so that we time the kill and not the exec.
+        std::thread::sleep(Duration::from_millis(5));
+        let pid = Pid::from_raw(child.id() as i32);
+        let sent = Instant::now();
+        kill(pid, Signal::SIGTERM).expect("kill");
+        waitpid(pid, None).expect("waitpid");
+        times.push(sent.elapsed());
+        let _ = child.try_wait();
+    }
+    median(times)
+}
+
+fn main() {
+    let (mut s, mut t, mut a, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        s.push(std_status());
+        t.push(tokio_status());
+        a.push(actor_status(false));
+        p.push(actor_status(true));
+    }
+    let (s, t, a, p) = (median(s), median(t), median(a), median(p));
+    println!(
+        "spawn-to-exit of /bin/true, {RUNS} sequential runs: std {:.0}/s, tokio {:.0}/s, \
+         actors {:.0}/s (inherited output), {:.0}/s (piped); actor time / tokio time {:.2}x (inherited), {:.2}x (piped)",
+        per_second(RUNS, s),
+        per_second(RUNS, t),
+        per_second(RUNS, a),
+        per_second(RUNS, p),
+        a.as_secs_f64() / t.as_secs_f64(),
+        p.as_secs_f64() / t.as_secs_f64(),
+    );
+    let floor = bare_kill();
+    let obedient = cancel_latency("echo ready; exec sleep 100", Duration::from_secs(1));
+    let stubborn_timeout = Duration::from_millis(100);
+    let stubborn = cancel_latency("trap '' TERM; echo ready; exec sleep 100", stubborn_timeout);
+    println!(
+        "cancel latency (median of 51): bare kill->waitpid {:.3} ms; actors, obedient child {:.3} ms; \
+         stubborn child {:.3} ms = cancel timeout {} ms + {:.3} ms",
+        floor.as_secs_f64() * 1e3,
+        obedient.as_secs_f64() * 1e3,
+        stubborn.as_secs_f64() * 1e3,
+        stubborn_timeout.as_millis(),
+        (stubborn - stubborn_timeout).as_secs_f64() * 1e3,
+    );
+}
