@@ -94,7 +94,7 @@ pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, Pipeline
 pub use popen::{Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT};
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
-pub use supervisor::ProcessSupervisor;
+pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
 
 // The README's examples are compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

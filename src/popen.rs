@@ -324,6 +324,28 @@ impl Popen {
         PopenProcess::prepare(self)
     }
 
+    /// Submits the task to the [`ProcessSupervisor`](crate::ProcessSupervisor)'s
+    /// job pool: its actor is created on the current arbiter at once, and
+    /// its child is spawned when the pool's limits allow, in submission
+    /// order (portage's `--jobs` and `--load-average`; see
+    /// [`SetJobLimits`](crate::SetJobLimits)). [`Cancel`](crate::Cancel)
+    /// before then ends it with
+    /// [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED).
+    ///
+    /// A spawn that fails when its turn comes ends the task with 127 (not
+    /// found) or 126, as [`Start`](crate::Start) does; exit listeners and
+    /// [`AsyncWait`](crate::AsyncWait) hear of it.
+    ///
+    /// # Errors
+    /// As [`prepare`](Self::prepare).
+    pub fn submit(self) -> Result<ProcessHandle, SpawnError> {
+        use actix::SystemService;
+        let handle = self.prepare()?;
+        crate::ProcessSupervisor::from_registry()
+            .do_send(crate::supervisor::Enqueue(handle.addr().clone()));
+        Ok(handle)
+    }
+
     pub(crate) fn program_name(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }

@@ -9,6 +9,17 @@
 //! from `kill()` is logged at error level (portage bug #358211); ESRCH
 //! means the child is already gone and is ignored.
 //!
+//! # Job pool
+//! Tasks submitted with [`Popen::submit`](crate::Popen::submit) go through
+//! the supervisor's job pool (portage's `--jobs` and `--load-average`):
+//! they start in submission order, at most `max_jobs` at once, and while
+//! the 1-minute load average is at or above `max_load` no new task starts
+//! unless none is running. A task cancelled while queued ends with
+//! [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED) without ever
+//! running (its start listeners still hear of it), and frees its place in
+//! the queue. Without limits ([`SetJobLimits`] never sent) submitted tasks
+//! start at once.
+//!
 //! When an arbiter stops (and so when the actix System stops), the actors
 //! it ran are dropped. The first process actor dropped with a child still
 //! running cancels every running child of that arbiter at once, the same
@@ -19,7 +30,7 @@
 //! nothing is left behind, not even a zombie (a child stuck in the kernel
 //! even after SIGKILL gets the orphan warning).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -30,6 +41,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
+use crate::process::PopenProcess;
 use crate::sys::child::{Child, Delivery};
 
 /// What the escalation needs of a task: a way to signal it and to know
@@ -60,17 +72,175 @@ pub(crate) struct Terminate {
 #[rtype(result = "()")]
 pub(crate) struct Release;
 
-/// The actor that owns the cancel timers (one per actix System).
+/// The actor that owns the cancel timers and the job pool (one per actix
+/// System).
 ///
 /// Process actors find it through the System registry; users need not start
-/// it. See the module documentation for what it does to the OS processes.
+/// it, and talk to it only to set the pool's limits ([`SetJobLimits`]) or
+/// read its state ([`GetJobPool`]). See the module documentation for what
+/// it does to the OS processes.
+///
+/// ```
+/// use actix::SystemService;
+/// use actix_popen::{AsyncWait, Popen, ProcessSupervisor, SetJobLimits};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // At most two children at once, like `emerge --jobs 2`.
+/// ProcessSupervisor::from_registry()
+///     .send(SetJobLimits { max_jobs: Some(2), max_load: None })
+///     .await?;
+/// let tasks: Vec<_> = (0..5)
+///     .map(|_| Popen::new("true").submit())
+///     .collect::<Result<_, _>>()?;
+/// for task in tasks {
+///     assert!(task.send(AsyncWait).await??.success());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct ProcessSupervisor {
-    _private: (),
+    limits: SetJobLimits,
+    queue: VecDeque<Addr<PopenProcess>>,
+    running: usize,
+    load_retry: Option<SpawnHandle>,
 }
 
 impl Actor for ProcessSupervisor {
     type Context = Context<Self>;
+}
+
+/// Request to the [`ProcessSupervisor`]: set the job pool's limits
+/// (portage's `--jobs` and `--load-average`). Queued tasks start at once if
+/// the new limits allow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct SetJobLimits {
+    /// The most submitted tasks running at once; `None` for no limit.
+    pub max_jobs: Option<usize>,
+    /// No new task starts while the 1-minute load average is at or above
+    /// this, unless none is running; `None` for no limit.
+    pub max_load: Option<f64>,
+}
+
+/// Request to the [`ProcessSupervisor`]: how many submitted tasks run and
+/// how many wait.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "JobPool")]
+pub struct GetJobPool;
+
+/// The state of the job pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, actix::MessageResponse)]
+pub struct JobPool {
+    /// Submitted tasks started and not yet ended.
+    pub running: usize,
+    /// Submitted tasks waiting for a place (including any cancelled while
+    /// waiting and not yet dropped from the queue).
+    pub queued: usize,
+}
+
+/// Puts a prepared task in the job pool's queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Enqueue(pub(crate) Addr<PopenProcess>);
+
+/// A place in the pool was freed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Freed;
+
+/// The 1-minute load average, from /proc/loadavg.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl ProcessSupervisor {
+    fn can_start(&self) -> bool {
+        if self.limits.max_jobs.is_some_and(|max| self.running >= max) {
+            return false;
+        }
+        match self.limits.max_load {
+            // As portage: with nothing running, one task starts whatever
+            // the load, so the queue always moves.
+            Some(max) if self.running > 0 => load_average().is_none_or(|load| load < max),
+            _ => true,
+        }
+    }
+
+    /// Starts queued tasks while the limits allow.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        while !self.queue.is_empty() {
+            if !self.can_start() {
+                if self.limits.max_jobs.is_none_or(|max| self.running < max)
+                    && self.load_retry.is_none()
+                {
+                    // Held back by the load alone: look again in a second.
+                    self.load_retry = Some(ctx.run_later(Duration::from_secs(1), |act, ctx| {
+                        act.load_retry = None;
+                        act.dispatch(ctx);
+                    }));
+                }
+                return;
+            }
+            let Some(task) = self.queue.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            let me = ctx.address();
+            // The place is held from the start request until the task ends
+            // (or its start fails: it was cancelled while queued).
+            actix::spawn(async move {
+                if let Ok(Ok(_pid)) = task.send(crate::messages::Start).await {
+                    let _ = task.send(crate::messages::AsyncWait).await;
+                }
+                me.do_send(Freed);
+            });
+        }
+    }
+}
+
+impl Handler<SetJobLimits> for ProcessSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, limits: SetJobLimits, ctx: &mut Context<Self>) {
+        self.limits = limits;
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<GetJobPool> for ProcessSupervisor {
+    type Result = JobPool;
+
+    fn handle(&mut self, _msg: GetJobPool, _ctx: &mut Context<Self>) -> JobPool {
+        JobPool {
+            running: self.running,
+            queued: self.queue.len(),
+        }
+    }
+}
+
+impl Handler<Enqueue> for ProcessSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, Enqueue(task): Enqueue, ctx: &mut Context<Self>) {
+        self.queue.push_back(task);
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<Freed> for ProcessSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Freed, ctx: &mut Context<Self>) {
+        self.running = self.running.saturating_sub(1);
+        self.dispatch(ctx);
+    }
 }
 
 impl Supervised for ProcessSupervisor {}
