@@ -7,11 +7,14 @@ use actix_popen::{
 };
 use futures::channel::oneshot;
 
+/// `(task index, true for its start / false for its exit)`, in order.
+type Events = Vec<(usize, bool)>;
+
 /// Records, in arrival order, which task started and which ended.
 #[derive(Default)]
 struct Recorder {
-    events: Vec<(usize, bool)>,
-    waiting: Option<(usize, oneshot::Sender<Vec<(usize, bool)>>)>,
+    events: Events,
+    waiting: Option<(usize, oneshot::Sender<Events>)>,
 }
 
 impl Actor for Recorder {
@@ -39,7 +42,7 @@ impl Handler<Event> for Recorder {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct WhenCount(usize, oneshot::Sender<Vec<(usize, bool)>>);
+struct WhenCount(usize, oneshot::Sender<Events>);
 
 impl Handler<WhenCount> for Recorder {
     type Result = ();
