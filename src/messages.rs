@@ -216,6 +216,12 @@ pub struct Write(pub Bytes);
 
 /// Request: close the child's stdin once every write queued before it was
 /// written; the child reads EOF.
+///
+/// "Before" means before in the actor's mailbox. `send()` queues a message
+/// only while the mailbox has room (16 by default) and waits otherwise,
+/// while `do_send()` always queues at once: a `CloseStdin` sent with
+/// `do_send` can overtake `Write`s still waiting in `send()`. Send the
+/// writes and the close the same way, or await the writes first.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct CloseStdin;

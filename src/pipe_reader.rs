@@ -28,7 +28,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -96,6 +97,7 @@ pub struct PipeReader {
     window: usize,
     subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
+    stalls: Arc<Stalls>,
     open: usize,
     finished: bool,
 }
@@ -117,6 +119,7 @@ impl PipeReader {
             window: DEFAULT_WINDOW,
             subscribers: Vec::new(),
             finish_listeners: Vec::new(),
+            stalls: Arc::new(Stalls::default()),
             open: 0,
             finished: false,
         }
@@ -172,6 +175,13 @@ impl PipeReader {
         self
     }
 
+    /// Records, for whoever else holds `stalls`, when reading waits for
+    /// credit.
+    pub(crate) fn record_stalls(mut self, stalls: Arc<Stalls>) -> PipeReader {
+        self.stalls = stalls;
+        self
+    }
+
     fn finish(&mut self, complete: bool, ctx: &mut Context<Self>) {
         if self.finished {
             return;
@@ -212,6 +222,7 @@ impl Actor for PipeReader {
                         coalesce: self.coalesce.max(self.bufsize),
                         eof: false,
                         credit: Arc::new(Semaphore::new(self.window)),
+                        stalls: self.stalls.clone(),
                         subscribers,
                     };
                     ctx.spawn(
@@ -264,6 +275,7 @@ struct Input {
     /// EOF was seen while gathering a chunk: report it next.
     eof: bool,
     credit: Arc<Semaphore>,
+    stalls: Arc<Stalls>,
     subscribers: Vec<Recipient<Chunk>>,
 }
 
@@ -274,8 +286,17 @@ impl Input {
         loop {
             // Take the credit first: with the window used up, nothing is
             // read, so the pipe fills and the child waits.
-            let Ok(credit) = self.credit.clone().acquire_owned().await else {
-                return;
+            let credit = match self.credit.clone().try_acquire_owned() {
+                Ok(credit) => credit,
+                Err(_) => {
+                    self.stalls.begin();
+                    let credit = self.credit.clone().acquire_owned().await;
+                    self.stalls.end();
+                    let Ok(credit) = credit else {
+                        return;
+                    };
+                    credit
+                }
             };
             let Some(data) = self.read(&mut buf).await else {
                 return;
@@ -333,7 +354,12 @@ impl Input {
                     }
                     return Some(buf.split().freeze());
                 }
-                Ok(Read::WouldBlock) => guard.clear_ready(),
+                Ok(Read::WouldBlock) => {
+                    guard.clear_ready();
+                    // An idle input holds no buffer: with thousands of
+                    // quiet children, that is most of the memory.
+                    *buf = BytesMut::new();
+                }
                 Ok(Read::Eof) => return None,
                 Err(err) => {
                     log::error!("pipe reader: reading {:?}: {err}", self.stream);
@@ -341,5 +367,47 @@ impl Input {
                 }
             }
         }
+    }
+}
+
+/// How long reading has waited for credit: the time during which at least
+/// one input had its window used up by slow subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct Stalls(Mutex<StallState>);
+
+#[derive(Debug, Default)]
+struct StallState {
+    total: Duration,
+    blocked: usize,
+    since: Option<Instant>,
+}
+
+impl Stalls {
+    fn state(&self) -> std::sync::MutexGuard<'_, StallState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self) {
+        let mut state = self.state();
+        if state.blocked == 0 {
+            state.since = Some(Instant::now());
+        }
+        state.blocked += 1;
+    }
+
+    fn end(&self) {
+        let mut state = self.state();
+        state.blocked = state.blocked.saturating_sub(1);
+        if state.blocked == 0 {
+            if let Some(since) = state.since.take() {
+                state.total += since.elapsed();
+            }
+        }
+    }
+
+    /// The total time stalled so far, including a stall still going on.
+    pub(crate) fn stalled(&self) -> Duration {
+        let state = self.state();
+        state.total + state.since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 }

@@ -232,12 +232,15 @@ impl Popen {
         self
     }
 
-    /// Bounds the wait for EOF after the child exited (Go's
+    /// Bounds the wait for EOF after the child exited (as Go's
     /// `Cmd.WaitDelay`). By default the task waits for EOF however long a
     /// grandchild holds the output open (portage's behaviour). With a
     /// drain timeout, once the child was reaped the task waits at most
     /// `timeout` for EOF, then closes its read ends and ends with
     /// [`Exited::output_complete`](crate::Exited::output_complete) `false`.
+    /// Time the reader spends waiting for slow subscribers (backpressure)
+    /// does not count: output already in the pipe is not cut off because a
+    /// consumer is slow.
     pub fn drain_timeout(mut self, timeout: Duration) -> Popen {
         self.drain_timeout = Some(timeout);
         self
@@ -344,6 +347,10 @@ impl Popen {
         crate::ProcessSupervisor::from_registry()
             .do_send(crate::supervisor::Enqueue(handle.addr().clone()));
         Ok(handle)
+    }
+
+    pub(crate) fn stdin_is_piped(&self) -> bool {
+        self.stdin == Input::Pipe
     }
 
     pub(crate) fn program_name(&self) -> String {

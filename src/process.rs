@@ -25,6 +25,7 @@ use std::ops::Deref;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix::WeakRecipient;
@@ -37,7 +38,7 @@ use crate::messages::{
     IsAlive, Poll, ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
     Write,
 };
-use crate::pipe_reader::PipeReader;
+use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
 use crate::stdin::StdinQueue;
 use crate::supervisor::{self, Kill, Live, ProcessSupervisor, Release, Terminate};
@@ -239,6 +240,8 @@ pub struct PopenProcess {
     stdin_fd: Option<OwnedFd>,
     stdin: StdinQueue,
     reader: Option<Addr<PipeReader>>,
+    /// When the reader waited for credit (slow subscribers).
+    stalls: Arc<Stalls>,
     reaped: Option<ReturnCode>,
     output_done: bool,
     output_complete: bool,
@@ -268,6 +271,11 @@ fn check_arbiter(popen: &Popen) -> Result<(), SpawnError> {
 impl PopenProcess {
     fn new(mut popen: Popen, spawned: Option<Spawned>) -> PopenProcess {
         let shared = Shared::new();
+        let stdin = if popen.stdin_is_piped() {
+            StdinQueue::piped()
+        } else {
+            StdinQueue::none()
+        };
         let (child, reads, stdin_fd, phase) = match spawned {
             Some(Spawned {
                 child,
@@ -290,8 +298,9 @@ impl PopenProcess {
             child,
             reads,
             stdin_fd,
-            stdin: StdinQueue::none(),
+            stdin,
             reader: None,
+            stalls: Arc::new(Stalls::default()),
             reaped: None,
             output_done: false,
             output_complete: true,
@@ -373,9 +382,8 @@ impl PopenProcess {
         self.registered = true;
 
         if let Some(fd) = self.stdin_fd.take() {
-            match StdinQueue::new(fd) {
-                Ok((queue, drain)) => {
-                    self.stdin = queue;
+            match self.stdin.attach(fd) {
+                Ok(drain) => {
                     ctx.spawn(drain.into_actor(self));
                 }
                 Err(err) => log::error!("{}: cannot write to stdin: {err}", self.name),
@@ -390,6 +398,7 @@ impl PopenProcess {
                 .bufsize(self.popen.bufsize)
                 .coalesce(self.popen.coalesce)
                 .window(self.popen.window)
+                .record_stalls(self.stalls.clone())
                 .on_finished(ctx.address().recipient());
             for (only, subscriber) in &self.popen.subscribers {
                 reader = match only {
@@ -459,16 +468,39 @@ impl PopenProcess {
         // A released task may be reaped long after it ended.
         self.unregister_if_reaped();
         if let (Some(timeout), false) = (self.popen.drain_timeout, self.output_done) {
-            ctx.run_later(timeout, move |act, _ctx| {
-                if let (false, Some(reader)) = (act.output_done, &act.reader) {
-                    log::debug!(
-                        "{}: output still open {timeout:?} after the exit; closing it",
-                        act.name
-                    );
-                    reader.do_send(CloseReader);
-                }
-            });
+            let (exited, stalled) = (Instant::now(), self.stalls.stalled());
+            self.arm_drain_timeout(timeout, exited, stalled, ctx);
         }
+    }
+
+    /// Closes the output once `timeout` has passed since the child exited,
+    /// not counting the time the reader waited for slow subscribers (that
+    /// output was already written; it is only being taken slowly).
+    fn arm_drain_timeout(
+        &mut self,
+        timeout: Duration,
+        exited: Instant,
+        stalled: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let waited = exited
+            .elapsed()
+            .saturating_sub(self.stalls.stalled().saturating_sub(stalled));
+        let Some(left) = timeout.checked_sub(waited).filter(|left| !left.is_zero()) else {
+            if let (false, Some(reader)) = (self.output_done, &self.reader) {
+                log::debug!(
+                    "{}: output still open {timeout:?} after the exit; closing it",
+                    self.name
+                );
+                reader.do_send(CloseReader);
+            }
+            return;
+        };
+        ctx.run_later(left, move |act, ctx| {
+            if !act.output_done {
+                act.arm_drain_timeout(timeout, exited, stalled, ctx);
+            }
+        });
     }
 
     fn maybe_finish(&mut self) {

@@ -39,6 +39,9 @@ pub(crate) enum Request {
 #[derive(Debug)]
 pub(crate) struct StdinQueue {
     tx: Option<mpsc::UnboundedSender<Request>>,
+    /// The other end, until the pipe exists (a task not started yet
+    /// queues its writes here).
+    rx: Option<mpsc::UnboundedReceiver<Request>>,
     /// Whether there was a pipe, since closed.
     closed: bool,
 }
@@ -48,6 +51,18 @@ impl StdinQueue {
     pub(crate) fn none() -> StdinQueue {
         StdinQueue {
             tx: None,
+            rx: None,
+            closed: false,
+        }
+    }
+
+    /// A queue for a child whose stdin will be a pipe of ours: writes
+    /// queue up until [`attach`](Self::attach) gives it the pipe.
+    pub(crate) fn piped() -> StdinQueue {
+        let (tx, rx) = mpsc::unbounded();
+        StdinQueue {
+            tx: Some(tx),
+            rx: Some(rx),
             closed: false,
         }
     }
@@ -64,25 +79,31 @@ impl StdinQueue {
     }
 
     /// Registers `fd` (our write end) with the reactor and returns the
-    /// queue and the future that drains it.
+    /// future that drains the queue into it, starting with what was queued
+    /// before.
     ///
     /// # Errors
-    /// The fd cannot be made non-blocking or registered.
-    pub(crate) fn new(
+    /// The fd cannot be made non-blocking or registered, or the queue was
+    /// attached already; the queue is then closed.
+    pub(crate) fn attach(
+        &mut self,
         fd: OwnedFd,
-    ) -> io::Result<(StdinQueue, impl std::future::Future<Output = ()>)> {
-        set_nonblocking(fd.as_fd())?;
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps
-        // its number until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)? };
-        let (tx, rx) = mpsc::unbounded();
-        Ok((
-            StdinQueue {
-                tx: Some(tx),
-                closed: false,
-            },
-            drain(fd, rx),
-        ))
+    ) -> io::Result<impl std::future::Future<Output = ()>> {
+        let Some(rx) = self.rx.take() else {
+            return Err(io::Error::other("stdin attached twice"));
+        };
+        let registered = set_nonblocking(fd.as_fd()).and_then(|()| {
+            // SAFETY: the AsyncFd owns the OwnedFd, which stays open and
+            // keeps its number until the AsyncFd is dropped.
+            Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)? })
+        });
+        match registered {
+            Ok(fd) => Ok(drain(fd, rx)),
+            Err(err) => {
+                self.close();
+                Err(err)
+            }
+        }
     }
 
     /// Queues `data`; the returned receiver hears the outcome.
@@ -123,6 +144,9 @@ impl StdinQueue {
     /// Closes the write end after everything queued so far (EOF for the
     /// child). Later writes fail.
     pub(crate) fn close(&mut self) {
+        // Writes queued before the pipe existed are answered with an error
+        // when their requests are dropped with the receiver.
+        self.rx = None;
         if let Some(tx) = self.tx.take() {
             self.closed = true;
             let _ = tx.unbounded_send(Request::Close);

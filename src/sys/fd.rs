@@ -46,9 +46,10 @@ pub(crate) enum Read {
 /// as a `Bytes` that shares its storage, so no byte is copied.
 pub(crate) fn read_buf(fd: &impl AsRawFd, buf: &mut BytesMut, bufsize: usize) -> io::Result<Read> {
     if buf.capacity() - buf.len() < bufsize {
-        // One allocation serves many reads; chunks keep it alive until the
-        // last of them is dropped.
-        buf.reserve(bufsize.max(64 * 1024));
+        // One allocation serves a few reads; chunks keep it alive until the
+        // last of them is dropped. Small enough (under glibc's mmap
+        // threshold) to come from the heap quickly.
+        buf.reserve((bufsize * 4).clamp(16 * 1024, 128 * 1024).max(bufsize));
     }
     loop {
         let spare = buf.spare_capacity_mut();

@@ -1,0 +1,239 @@
+//! [`LineFramer`] on the output of real children: lines at, over and under
+//! the limit with both [`Overflow`] policies, lines cut across chunks by a
+//! tiny `bufsize`, stdout and stderr framed apart, and every line delivered
+//! before the forwarded [`Exited`].
+
+use std::fs;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_popen::{
+    AsyncWait, Exited, Line, LineFramer, LineKind, Overflow, Popen, ProcessHandle, ReturnCode,
+    Stream,
+};
+use futures::channel::oneshot;
+use nix::sys::signal::{kill, Signal};
+
+use LineKind::{Complete, Overflowed, Partial, Unterminated};
+
+/// The bound for anything that should happen "at once". Generous: the
+/// machine is shared and other builds run on it.
+const SOON: Duration = Duration::from_secs(20);
+
+/// Lines as the tests compare them.
+type Lines = Vec<(Stream, String, LineKind)>;
+
+/// Keeps every line (its bytes only: the credit goes back at once) and
+/// reports, at the forwarded exit, the lines that came before it.
+struct Sink {
+    lines: Lines,
+    at_exit: Option<oneshot::Sender<(Lines, Exited)>>,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Line> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, line: Line, _ctx: &mut Context<Self>) {
+        let text = String::from_utf8(line.data.to_vec()).expect("a line is not UTF-8");
+        self.lines.push((line.stream, text, line.kind));
+    }
+}
+
+impl Handler<Exited> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
+        if let Some(tx) = self.at_exit.take() {
+            let _ = tx.send((self.lines.clone(), exited));
+        }
+    }
+}
+
+/// How many lines the sink has now.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Count;
+
+impl Handler<Count> for Sink {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Count, _ctx: &mut Context<Self>) -> usize {
+        self.lines.len()
+    }
+}
+
+/// Kills the child on drop if it still runs as the process we started.
+struct KillOnDrop {
+    pid: i32,
+    starttime: Option<String>,
+}
+
+impl KillOnDrop {
+    fn of(handle: &ProcessHandle) -> KillOnDrop {
+        let pid = handle.pid().expect("no pid right after the start") as i32;
+        KillOnDrop {
+            pid,
+            starttime: starttime(pid),
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: tells a process from a later one with
+/// the same pid.
+fn starttime(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().nth(19)?.to_owned())
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.starttime.is_some() && starttime(self.pid) == self.starttime {
+            let _ = kill(nix::unistd::Pid::from_raw(-self.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs `popen` through a framer of `max` bytes with `overflow`; returns
+/// the lines the sink had when the exit reached it.
+async fn frame(popen: Popen, max: usize, overflow: Overflow) -> (Lines, Exited) {
+    let (tx, at_exit) = oneshot::channel();
+    let sink = Sink {
+        lines: Vec::new(),
+        at_exit: Some(tx),
+    }
+    .start();
+    let framer = LineFramer::new(max, overflow, sink.clone().recipient())
+        .exit_to(sink.clone().recipient())
+        .start();
+    let handle = popen
+        .subscribe(framer.clone().recipient())
+        .exit_listener(framer.recipient())
+        .start()
+        .expect("cannot start the child");
+    let _guard = KillOnDrop::of(&handle);
+    let (lines, exited) = tokio::time::timeout(SOON, at_exit)
+        .await
+        .expect("no exit reached the sink in time")
+        .expect("the sink is gone");
+    let code = handle
+        .send(AsyncWait)
+        .await
+        .expect("actor gone")
+        .expect("AsyncWait failed");
+    assert_eq!(exited.returncode, code);
+    // Nothing came after the exit either.
+    assert_eq!(sink.send(Count).await.expect("sink gone"), lines.len());
+    (lines, exited)
+}
+
+fn lines(expected: &[(Stream, &str, LineKind)]) -> Lines {
+    expected
+        .iter()
+        .map(|&(stream, text, kind)| (stream, text.to_owned(), kind))
+        .collect()
+}
+
+/// Prints, on stdout: a short line, one of exactly 8 bytes, one of 9, an
+/// empty one, one of 20, a normal one and an unterminated end; on stderr
+/// a line and an unterminated end.
+const SCRIPT: &str = r"printf 'short\n12345678\n123456789\n\nabcdefghijklmnopqrst\nok\ntail';
+printf 'err1\nerr2' >&2";
+
+#[actix_rt::test]
+async fn real_child_lines_with_split_policy() {
+    for bufsize in [3, 4096] {
+        let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
+        let (got, exited) = frame(popen, 8, Overflow::Split).await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert!(exited.output_complete);
+        let stdout: Lines = got
+            .iter()
+            .filter(|l| l.0 == Stream::Stdout)
+            .cloned()
+            .collect();
+        let stderr: Lines = got
+            .iter()
+            .filter(|l| l.0 == Stream::Stderr)
+            .cloned()
+            .collect();
+        use Stream::{Stderr as E, Stdout as O};
+        assert_eq!(
+            stdout,
+            lines(&[
+                (O, "short", Complete),
+                (O, "12345678", Complete),
+                (O, "12345678", Partial),
+                (O, "9", Complete),
+                (O, "", Complete),
+                (O, "abcdefgh", Partial),
+                (O, "ijklmnop", Partial),
+                (O, "qrst", Complete),
+                (O, "ok", Complete),
+                (O, "tail", Unterminated),
+            ]),
+            "bufsize {bufsize}"
+        );
+        assert_eq!(
+            stderr,
+            lines(&[(E, "err1", Complete), (E, "err2", Unterminated)]),
+            "bufsize {bufsize}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn real_child_lines_with_error_policy() {
+    for bufsize in [3, 4096] {
+        let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
+        let (got, exited) = frame(popen, 8, Overflow::Error).await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        let stdout: Lines = got
+            .iter()
+            .filter(|l| l.0 == Stream::Stdout)
+            .cloned()
+            .collect();
+        use Stream::Stdout as O;
+        assert_eq!(
+            stdout,
+            lines(&[
+                (O, "short", Complete),
+                (O, "12345678", Complete),
+                (O, "12345678", Overflowed),
+                (O, "", Complete),
+                (O, "abcdefgh", Overflowed),
+                (O, "ok", Complete),
+                (O, "tail", Unterminated),
+            ]),
+            "bufsize {bufsize}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_hundred_thousand_lines_cut_across_chunks() {
+    // Chunks of 7 bytes cut nearly every line; "100000" is over the limit.
+    for overflow in [Overflow::Split, Overflow::Error] {
+        let popen = Popen::new("seq").args(["1", "100000"]).bufsize(7);
+        let (got, exited) = frame(popen, 5, overflow).await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        let mut expected: Lines = (1..100000)
+            .map(|n| (Stream::Stdout, n.to_string(), Complete))
+            .collect();
+        match overflow {
+            Overflow::Split => {
+                expected.push((Stream::Stdout, "10000".to_owned(), Partial));
+                expected.push((Stream::Stdout, "0".to_owned(), Complete));
+            }
+            Overflow::Error => {
+                expected.push((Stream::Stdout, "10000".to_owned(), Overflowed));
+            }
+        }
+        assert_eq!(got.len(), expected.len(), "{overflow:?}");
+        assert!(got == expected, "{overflow:?}: the lines differ");
+    }
+}

@@ -1,0 +1,607 @@
+//! Pipelines (`a | b | c`) of real commands: byte-exact output, bash's
+//! `PIPESTATUS` and `pipefail`, a middle stage that exits early (SIGPIPE
+//! upstream), cancel of every stage, and a stage that cannot be spawned.
+//!
+//! Every test compares with what `sh`/`bash` make of the same pipeline
+//! where that is meaningful, and leaves nothing running: a [`Leftovers`]
+//! guard kills, on drop, every process group it was told about that still
+//! has a live member.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_popen::{
+    AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, Input, PipeStatus, Pipeline,
+    PipelineError, PipelineHandle, Popen, ReturnCode, SpawnError, Stream, Write,
+};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{getsid, Pid};
+
+/// The bound for anything that should happen "at once". Generous: the
+/// machine is shared and other builds run on it.
+const SOON: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: char,
+    pgrp: i32,
+    session: i32,
+    /// Clock ticks after boot: tells a process from a later one that got
+    /// the same pid.
+    starttime: u64,
+}
+
+fn proc_stat(pid: i32) -> Option<Stat> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: skip past the last ')'.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        starttime: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The command name of a process (kept for a zombie too).
+fn proc_comm(pid: i32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
+/// Every pid in /proc.
+fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills on drop every live member of the process groups it was told about,
+/// so that a failed test leaves nothing running. A member counts only if it
+/// is in our session and not older than the group's leader was, and the
+/// leader's pid (if it still exists) is the leader we saw: a later process
+/// that got the same number is left alone.
+#[derive(Default)]
+struct Leftovers {
+    groups: Vec<(i32, u64)>,
+}
+
+impl Leftovers {
+    /// Records the process groups led by the pipeline's stages.
+    fn pipeline(handle: &PipelineHandle) -> Leftovers {
+        let mut leftovers = Leftovers::default();
+        for stage in handle.stages() {
+            let pid = stage
+                .pid()
+                .expect("a stage has no pid right after the start") as i32;
+            let stat = proc_stat(pid).expect("a stage just started is not in /proc");
+            assert_eq!(stat.pgrp, pid, "a stage does not lead its own group");
+            leftovers.groups.push((pid, stat.starttime));
+        }
+        leftovers
+    }
+
+    /// Pids of the live members of the recorded groups.
+    fn live(&self) -> Vec<i32> {
+        let session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
+        let groups: Vec<(i32, u64)> = self
+            .groups
+            .iter()
+            .copied()
+            .filter(|&(leader, starttime)| {
+                proc_stat(leader).is_none_or(|stat| stat.starttime == starttime)
+            })
+            .collect();
+        all_pids()
+            .into_iter()
+            .filter(|&pid| {
+                proc_stat(pid).is_some_and(|stat| {
+                    stat.state != 'Z'
+                        && stat.session == session
+                        && groups
+                            .iter()
+                            .any(|&(leader, start)| stat.pgrp == leader && stat.starttime >= start)
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in self.live() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Forwards every chunk it is sent into a channel.
+struct ChunkSink(mpsc::UnboundedSender<Chunk>);
+
+impl Actor for ChunkSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for ChunkSink {
+    type Result = ();
+
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
+        let _ = self.0.unbounded_send(chunk);
+    }
+}
+
+/// A stage running `sh -c script`.
+fn sh(script: &str) -> Popen {
+    Popen::new("sh").args(["-c", script])
+}
+
+/// Runs `script` with `shell -c` and returns its stdout and exit code.
+fn shell_output(shell: &str, script: &str) -> (Vec<u8>, i32) {
+    let output = Command::new(shell)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {shell}: {err}"));
+    let code = output.status.code().expect("the shell was killed");
+    (output.stdout, code)
+}
+
+/// Waits, with a bound, for the pipeline's return code.
+async fn wait(pipeline: &PipelineHandle) -> ReturnCode {
+    tokio::time::timeout(SOON, pipeline.send(AsyncWait))
+        .await
+        .unwrap_or_else(|_| panic!("the pipeline did not end within {SOON:?}"))
+        .expect("the pipeline actor is gone")
+        .expect("AsyncWait failed")
+}
+
+/// Every stage's return code, which must all be known.
+async fn pipestatus(pipeline: &PipelineHandle) -> Vec<ReturnCode> {
+    pipeline
+        .send(PipeStatus)
+        .await
+        .expect("the pipeline actor is gone")
+        .into_iter()
+        .enumerate()
+        .map(|(stage, code)| code.unwrap_or_else(|| panic!("stage {stage} has no return code")))
+        .collect()
+}
+
+/// Starts `stages` with a collector on the last one's stdout; returns the
+/// collected stdout, the pipeline's code and every stage's.
+async fn run(stages: Vec<Popen>, pipefail: bool) -> (Vec<u8>, ReturnCode, Vec<ReturnCode>) {
+    let collector = Collector::start_default();
+    let mut pipeline = Pipeline::new().pipefail(pipefail);
+    let last = stages.len() - 1;
+    for (index, stage) in stages.into_iter().enumerate() {
+        pipeline = pipeline.stage(if index == last {
+            stage.subscribe(collector.clone().recipient())
+        } else {
+            stage
+        });
+    }
+    let pipeline = pipeline.start().expect("cannot start the pipeline");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    let code = wait(&pipeline).await;
+    let statuses = pipestatus(&pipeline).await;
+    let output = collector.send(GetValue).await.expect("collector gone");
+    (output.stdout.to_vec(), code, statuses)
+}
+
+fn codes(raw: &[i32]) -> Vec<ReturnCode> {
+    raw.iter().copied().map(ReturnCode::from_raw).collect()
+}
+
+/// bash's `$?` and `${PIPESTATUS[@]}` for `a | b | c` (output discarded), as
+/// shell statuses.
+fn bash_pipestatus(stages: &[&str], pipefail: bool) -> (i32, Vec<i32>) {
+    let pipeline: Vec<String> = stages.iter().map(|s| format!("sh -c '{s}'")).collect();
+    let script = format!(
+        "{}{} >/dev/null; echo \"$? ${{PIPESTATUS[*]}}\"",
+        if pipefail { "set -o pipefail; " } else { "" },
+        pipeline.join(" | ")
+    );
+    let (stdout, _) = shell_output("bash", &script);
+    let numbers: Vec<i32> = String::from_utf8(stdout)
+        .expect("bash printed no text")
+        .split_whitespace()
+        .map(|n| n.parse().expect("bash printed no number"))
+        .collect();
+    (numbers[0], numbers[1..].to_vec())
+}
+
+/// A symlink to `sleep` named `name` in `dir`: its processes carry `name`
+/// as their command name, even as zombies, so a scan of /proc finds them.
+fn named_sleep(dir: &Path, name: &str) -> std::path::PathBuf {
+    let sleep = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("sleep"))
+                .find(|candidate| candidate.is_file())
+        })
+        .expect("no sleep on PATH");
+    let path = dir.join(name);
+    std::os::unix::fs::symlink(sleep, &path).expect("cannot link sleep");
+    path
+}
+
+/// Pids of the processes (live or zombie) whose command name is one of
+/// `names` or whose command line holds one of them.
+fn processes_named(names: &HashSet<String>) -> Vec<(i32, Option<Stat>)> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            let comm = proc_comm(pid).unwrap_or_default();
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            names
+                .iter()
+                .any(|name| comm == *name || cmdline.contains(name.as_str()))
+        })
+        .map(|pid| (pid, proc_stat(pid)))
+        .collect()
+}
+
+/// Kills on drop every process named as [`processes_named`] finds it.
+struct KillNamed(HashSet<String>);
+
+impl Drop for KillNamed {
+    fn drop(&mut self) {
+        for (pid, _) in processes_named(&self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn three_stage_text_pipeline_matches_sh_byte_for_byte() {
+    let (output, code, statuses) = run(
+        vec![
+            Popen::new("seq").args(["1", "200000"]),
+            Popen::new("grep").arg("7"),
+            Popen::new("tr").args(["1", "X"]),
+        ],
+        false,
+    )
+    .await;
+    let (expected, expected_code) = shell_output("sh", "seq 1 200000 | grep 7 | tr 1 X");
+
+    assert_eq!(expected_code, 0);
+    assert_eq!(output.len(), expected.len(), "output lengths differ");
+    assert!(output == expected, "the output differs from sh's");
+    assert_eq!(code, ReturnCode::from_raw(0));
+    assert_eq!(statuses, codes(&[0, 0, 0]));
+}
+
+#[actix_rt::test]
+async fn three_stage_binary_pipeline_is_byte_exact() {
+    let dir = tempfile::tempdir().expect("no temp dir");
+    let file = dir.path().join("random");
+    let mut data = vec![0u8; 5_000_000];
+    std::io::Read::read_exact(
+        &mut fs::File::open("/dev/urandom").expect("no /dev/urandom"),
+        &mut data,
+    )
+    .expect("cannot read /dev/urandom");
+    fs::write(&file, &data).expect("cannot write the temp file");
+
+    // Compressed and back: every byte passes through two pipes as chunks.
+    let (output, code, statuses) = run(
+        vec![
+            Popen::new("cat").arg(&file),
+            Popen::new("gzip").args(["-c", "-n", "-1"]),
+            Popen::new("gzip").args(["-d", "-c"]),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(output.len(), data.len(), "output lengths differ");
+    assert!(output == data, "the data came back changed");
+    assert_eq!(code, ReturnCode::from_raw(0));
+    assert_eq!(statuses, codes(&[0, 0, 0]));
+
+    // The compressed stream itself, as sh's pipeline makes it.
+    let (output, code, _) = run(
+        vec![
+            Popen::new("cat").arg(&file),
+            Popen::new("gzip").args(["-c", "-n", "-1"]),
+            Popen::new("cat"),
+        ],
+        false,
+    )
+    .await;
+    let script = format!("cat '{}' | gzip -c -n -1 | cat", file.display());
+    let (expected, expected_code) = shell_output("sh", &script);
+    assert_eq!(expected_code, 0);
+    assert_eq!(code, ReturnCode::from_raw(0));
+    assert_eq!(output.len(), expected.len(), "compressed lengths differ");
+    assert!(
+        output == expected,
+        "the compressed stream differs from sh's"
+    );
+}
+
+// ---------------------------------------------------------------------
+// PIPESTATUS and pipefail
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn pipestatus_and_pipefail_follow_bash() {
+    // (stages, PIPESTATUS, code without pipefail, code with pipefail)
+    let cases: [([&str; 3], [i32; 3], i32, i32); 4] = [
+        (["exit 3", "cat", "exit 0"], [3, 0, 0], 0, 3),
+        (["exit 3", "cat; exit 4", "cat; exit 0"], [3, 4, 0], 0, 4),
+        (["exit 0", "cat", "exit 5"], [0, 0, 5], 5, 5),
+        (["exit 2", "cat", "cat >/dev/null; exit 7"], [2, 0, 7], 7, 7),
+    ];
+    for (scripts, statuses, plain, failing) in cases {
+        for (pipefail, expected_code) in [(false, plain), (true, failing)] {
+            let (bash_code, bash_statuses) = bash_pipestatus(&scripts, pipefail);
+            assert_eq!(
+                (bash_code, &bash_statuses[..]),
+                (expected_code, &statuses[..]),
+                "bash disagrees with the table for {scripts:?}, pipefail {pipefail}"
+            );
+            let (_, code, got) = run(scripts.iter().map(|s| sh(s)).collect(), pipefail).await;
+            assert_eq!(
+                got,
+                codes(&statuses),
+                "PIPESTATUS of {scripts:?}, pipefail {pipefail}"
+            );
+            assert_eq!(
+                code,
+                ReturnCode::from_raw(expected_code),
+                "return code of {scripts:?}, pipefail {pipefail}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// A stage that ends early
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn middle_stage_exit_ends_the_pipeline_and_sigpipes_the_first() {
+    let started = Instant::now();
+    let (output, code, statuses) = run(
+        vec![
+            Popen::new("yes"),
+            Popen::new("head").args(["-n", "5"]),
+            Popen::new("cat"),
+        ],
+        false,
+    )
+    .await;
+    eprintln!("yes | head -n 5 | cat ended after {:?}", started.elapsed());
+
+    assert_eq!(output, b"y\ny\ny\ny\ny\n");
+    assert_eq!(code, ReturnCode::from_raw(0));
+    // `yes` died of SIGPIPE once head's output ended, as in bash (141).
+    assert_eq!(statuses, codes(&[-13, 0, 0]));
+    let (_, bash) = bash_pipestatus(&["yes", "head -n 5", "cat"], false);
+    let ours: Vec<i32> = statuses.iter().map(|c| c.shell_status()).collect();
+    assert_eq!(ours, bash);
+}
+
+#[actix_rt::test]
+async fn last_stage_exit_cascades_sigpipe_upstream() {
+    // head ends; cat's output is closed, so cat dies of SIGPIPE; then
+    // yes's output is closed, and yes dies of SIGPIPE too.
+    let (output, code, statuses) = run(
+        vec![
+            Popen::new("yes"),
+            Popen::new("cat"),
+            Popen::new("head").args(["-c", "1"]),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(output, b"y");
+    assert_eq!(code, ReturnCode::from_raw(0));
+    assert_eq!(statuses, codes(&[-13, -13, 0]));
+    let (_, bash) = bash_pipestatus(&["yes", "cat", "head -c 1"], false);
+    let ours: Vec<i32> = statuses.iter().map(|c| c.shell_status()).collect();
+    assert_eq!(ours, bash);
+}
+
+// ---------------------------------------------------------------------
+// Messages into a pipeline
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn writes_to_the_first_stage_flow_through_the_pipeline() {
+    let collector = Collector::start_default();
+    let pipeline = Pipeline::new()
+        .stage(Popen::new("cat").stdin(Input::Pipe))
+        .stage(Popen::new("tr").args(["a-z", "A-Z"]))
+        .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
+        .start()
+        .expect("cannot start the pipeline");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    let first = &pipeline.stages()[0];
+
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        let line = format!("line {i} of the input\n");
+        expected.extend_from_slice(line.to_uppercase().as_bytes());
+        first
+            .send(Write(line.into()))
+            .await
+            .expect("actor gone")
+            .expect("a write to the first stage failed");
+    }
+    // Upstream chunks can be fed by hand too.
+    first
+        .send(Chunk::new(Stream::Stdout, &b"fed as a chunk\n"[..]))
+        .await
+        .expect("actor gone");
+    expected.extend_from_slice(b"FED AS A CHUNK\n");
+    first.do_send(CloseStdin);
+
+    assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+    assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0, 0]));
+    let output = collector.send(GetValue).await.expect("collector gone");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+// ---------------------------------------------------------------------
+// Cancel
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn cancel_ends_every_stage_and_leaves_nothing() {
+    let (tx, mut chunks) = mpsc::unbounded();
+    let pipeline = Pipeline::new()
+        .stage(sh("echo started; exec sleep 1000"))
+        .stage(Popen::new("cat"))
+        .stage(Popen::new("cat").subscribe(ChunkSink(tx).start().recipient()))
+        .start()
+        .expect("cannot start the pipeline");
+    let leftovers = Leftovers::pipeline(&pipeline);
+    let stages: Vec<(i32, u64)> = leftovers.groups.clone();
+
+    // The line went through both cats: every stage runs.
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"started\n") {
+        let chunk = tokio::time::timeout(SOON, chunks.next())
+            .await
+            .expect("no output from the pipeline in time")
+            .expect("the output ended before the line");
+        seen.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(seen, b"started\n");
+    assert_eq!(
+        pipeline.send(PipeStatus).await.expect("actor gone"),
+        vec![None, None, None]
+    );
+
+    pipeline.do_send(Cancel);
+    let code = wait(&pipeline).await;
+
+    assert_eq!(code, ReturnCode::from_raw(-15));
+    assert_eq!(pipestatus(&pipeline).await, codes(&[-15, -15, -15]));
+    for (stage, handle) in pipeline.stages().iter().enumerate() {
+        assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
+    }
+    // Reaped before the exit was reported: not alive, not a zombie.
+    for (stage, &(pid, starttime)) in stages.iter().enumerate() {
+        if let Some(stat) = proc_stat(pid) {
+            assert_ne!(
+                stat.starttime, starttime,
+                "stage {stage} (pid {pid}) is still there: {stat:?}"
+            );
+        }
+    }
+    assert_eq!(leftovers.live(), Vec::<i32>::new());
+}
+
+// ---------------------------------------------------------------------
+// A stage that cannot be spawned
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn failed_stage_spawn_names_the_stage_and_cancels_the_others() {
+    let dir = tempfile::tempdir().expect("no temp dir");
+    let missing = dir.path().join("no-such-program");
+    for failing in 0..3 {
+        // Stages are spawned last first: those after the failing one run
+        // when it fails, those before it never start.
+        let names: Vec<String> = (0..3)
+            .map(|stage| format!("zz{}f{failing}s{stage}", std::process::id()))
+            .collect();
+        let watched: HashSet<String> = names.iter().cloned().collect();
+        let _cleanup = KillNamed(watched.clone());
+        let mut pipeline = Pipeline::new();
+        for (stage, name) in names.iter().enumerate() {
+            pipeline = pipeline.stage(if stage == failing {
+                Popen::new(&missing)
+            } else {
+                // A distinct argument too, for the command-line scan.
+                Popen::new(named_sleep(dir.path(), name)).arg(format!("1000.{stage}{failing}1"))
+            });
+        }
+
+        let err = pipeline.start().expect_err("a stage cannot be spawned");
+        match &err {
+            PipelineError::Spawn {
+                stage,
+                source: SpawnError::NotFound { program, .. },
+            } => {
+                assert_eq!(*stage, failing, "{err}");
+                assert!(program.contains("no-such-program"), "{err}");
+            }
+            other => panic!("expected a NotFound spawn error of stage {failing}, got {other:?}"),
+        }
+
+        // Nothing runs on this thread until we yield, so nothing has been
+        // cancelled yet: the stages after the failing one are running
+        // (which also shows the scan finds them), those before it never
+        // ran. A child just spawned may still be inside exec(), with its
+        // new name not yet set: wait for the names without yielding.
+        let running: HashSet<String> = names[failing + 1..].iter().cloned().collect();
+        let deadline = Instant::now() + SOON;
+        loop {
+            let found: HashSet<String> = processes_named(&watched)
+                .into_iter()
+                .filter(|(_, stat)| stat.is_some_and(|stat| stat.state != 'Z'))
+                .filter_map(|(pid, _)| proc_comm(pid))
+                .collect();
+            assert!(
+                found.is_subset(&running),
+                "after the failed start of stage {failing}: {found:?} run, only {running:?} may"
+            );
+            if found == running {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after the failed start of stage {failing}: {found:?} run, {running:?} should"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // Those are cancelled and reaped by their actors: neither alive
+        // nor zombies once done.
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = processes_named(&watched);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stages left behind after the failed start of stage {failing}: {left:?}"
+            );
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn empty_pipeline_is_an_error() {
+    assert!(matches!(Pipeline::new().start(), Err(PipelineError::Empty)));
+}

@@ -1,0 +1,616 @@
+//! When the actix System stops, every child still running is cancelled the
+//! same way as on [`Cancel`](actix_popen::Cancel) (SIGTERM to its group,
+//! SIGKILL after the cancel timeout) and reaped: nothing is left behind,
+//! not even a zombie.
+//!
+//! Each test runs its System on a thread of its own and checks, once the
+//! System is gone, that no child, grandchild or zombie of ours is left.
+//! The tests count our children, so they take [`PROCESSES`] in turn.
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_popen::{
+    AsyncWait, Cancel, Chunk, Output, Popen, PopenProcess, ProcessHandle, ReturnCode, Stream,
+    WaitError,
+};
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getpid, Pid};
+
+/// Held by every test here: each one counts the processes we own.
+static PROCESSES: Mutex<()> = Mutex::new(());
+
+fn processes() -> MutexGuard<'static, ()> {
+    PROCESSES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cancel timeout of every child here.
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The bound for anything that should happen "at once". Generous: the
+/// machine is shared and other builds run on it.
+const SOON: Duration = Duration::from_secs(10);
+
+/// How long the shutdown may take past its two cancel timeouts. Ten
+/// children that ignore SIGTERM need 3 s when taken down one after
+/// another, so this still tells parallel from sequential.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+/// Logs its own pid to `$CANCEL_LOG` when it gets SIGTERM, then exits; its
+/// grandchild dies of the same SIGTERM. Prints the grandchild's pid once
+/// the trap is set.
+const OBEDIENT: &str =
+    r#"trap 'echo $$ >> "$CANCEL_LOG"; exit 143' TERM; sleep 1000 & echo $!; wait"#;
+
+/// Ignores SIGTERM, and so does its grandchild (an ignored disposition is
+/// inherited): only SIGKILL to the group ends them.
+const STUBBORN: &str = r#"trap "" TERM; sleep 1000 & echo $!; wait"#;
+
+/// A child and grandchild that obey SIGTERM without a trap.
+const PLAIN: &str = "sleep 1000 & echo $!; wait";
+
+/// Exits at once, leaving a grandchild that ignores SIGTERM and holds the
+/// output open: the task goes on with its leader reaped.
+const ORPHANING: &str = r#"trap "" TERM; sleep 1000 & echo $!; exit 0"#;
+
+// ---------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------
+
+/// Forwards the bytes of every chunk it is sent into a channel. It keeps
+/// no `Chunk`, so it never holds back the reader's window.
+struct ChunkSink(mpsc::UnboundedSender<(Stream, Vec<u8>)>);
+
+impl Actor for ChunkSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for ChunkSink {
+    type Result = ();
+
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
+        let _ = self.0.unbounded_send((chunk.stream, chunk.data.to_vec()));
+    }
+}
+
+/// Reads the first line of a child's stdout: the pid of its grandchild.
+async fn first_pid(chunks: &mut mpsc::UnboundedReceiver<(Stream, Vec<u8>)>) -> i32 {
+    let mut buf = Vec::new();
+    while !buf.contains(&b'\n') {
+        let (stream, data) = tokio::time::timeout(SOON, chunks.next())
+            .await
+            .expect("the child wrote no line in time")
+            .expect("the output ended before a whole line");
+        if stream == Stream::Stdout {
+            buf.extend_from_slice(&data);
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or_default();
+    line.parse()
+        .unwrap_or_else(|_| panic!("expected a pid from the child, got {line:?}"))
+}
+
+/// Kills, if the test fails, the process group of every child it was told
+/// about (each child leads one, with its grandchild in it), and reaps a
+/// leader that is still our child. On success everything is already gone
+/// and it does nothing.
+#[derive(Clone, Default)]
+struct Cleanup(Arc<Mutex<Vec<i32>>>);
+
+impl Cleanup {
+    fn add(&self, group: i32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(group);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let me = getpid().as_raw();
+        for &group in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+            // Reap a leader left unreaped, or it stays our zombie.
+            if proc_stat(group).is_some_and(|stat| stat.ppid == me) {
+                let _ = waitpid(Pid::from_raw(group), None);
+            }
+        }
+    }
+}
+
+/// What a System started, as the tests check it afterwards.
+#[derive(Debug)]
+struct Spawned {
+    handles: Vec<ProcessHandle>,
+    children: Vec<i32>,
+    /// The children that log their SIGTERM.
+    obedient: Vec<i32>,
+    grandchildren: Vec<i32>,
+    /// When the code that started them returned.
+    returned: Instant,
+}
+
+/// Starts the children described by `scripts` on the current arbiter, and
+/// returns once every one of them is ready (it printed its grandchild's
+/// pid, so its trap is set).
+async fn start_children(scripts: Vec<&'static str>, log: &Path, cleanup: Cleanup) -> Spawned {
+    let mut spawned = Spawned {
+        handles: Vec::new(),
+        children: Vec::new(),
+        obedient: Vec::new(),
+        grandchildren: Vec::new(),
+        returned: Instant::now(),
+    };
+    let mut outputs = Vec::new();
+    for script in scripts {
+        let (tx, rx) = mpsc::unbounded();
+        let handle = Popen::new("sh")
+            .args(["-c", script])
+            .env("CANCEL_LOG", log)
+            .stderr(Output::Inherit)
+            .cancel_timeout(CANCEL_TIMEOUT)
+            .subscribe(ChunkSink(tx).start().recipient())
+            .start()
+            .expect("cannot start sh");
+        let pid = handle.pid().expect("no pid right after the start") as i32;
+        cleanup.add(pid);
+        if script == OBEDIENT {
+            spawned.obedient.push(pid);
+        }
+        spawned.children.push(pid);
+        spawned.handles.push(handle);
+        outputs.push(rx);
+    }
+    for mut output in outputs {
+        spawned.grandchildren.push(first_pid(&mut output).await);
+    }
+    for (&pid, handle) in spawned.children.iter().zip(&spawned.handles) {
+        // A leader that exits at once (ORPHANING) may be gone already.
+        if handle.pid().is_some() && !is_running(pid) {
+            assert!(
+                proc_stat(pid).is_some(),
+                "pid {pid} is gone though not reaped"
+            );
+        }
+    }
+    for &pid in &spawned.grandchildren {
+        assert!(
+            is_running(pid),
+            "pid {pid} is not running before the shutdown"
+        );
+    }
+    spawned.returned = Instant::now();
+    spawned
+}
+
+/// `count` copies of `script`.
+fn many(count: usize, script: &'static str) -> Vec<&'static str> {
+    vec![script; count]
+}
+
+/// Runs `f` on a thread of its own, with a bound, and returns what it
+/// returned; fails if it panicked or hung.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the System's thread panicked or hung")
+}
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: char,
+    ppid: i32,
+}
+
+fn proc_stat(pid: i32) -> Option<Stat> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: skip past the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(Stat { state, ppid })
+}
+
+fn is_running(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
+}
+
+/// Every process whose parent we are, running or zombie.
+fn our_children() -> Vec<(i32, Stat)> {
+    let me = getpid().as_raw();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter(|(_, stat)| stat.ppid == me)
+        .collect()
+}
+
+/// Waits for every grandchild to die. Reparented to init when their parent
+/// died, they may stay zombies of init for a while: dead, not ours to reap,
+/// and counted as gone. Nothing tells us when they die, so this polls
+/// /proc, with a deadline.
+fn assert_gone(pids: &[i32]) {
+    let me = getpid().as_raw();
+    let deadline = Instant::now() + SOON;
+    for &pid in pids {
+        loop {
+            match proc_stat(pid) {
+                None => break,
+                Some(stat) if stat.state == 'Z' && stat.ppid != me => break,
+                Some(stat) if Instant::now() >= deadline => {
+                    panic!("pid {pid} survived the shutdown: {stat:?}")
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+/// Checks that nothing the System started is left: every child reaped
+/// (none left running, none a zombie of ours), every grandchild gone,
+/// every obedient child asked with SIGTERM first, and the handles report
+/// the end of their actor.
+fn assert_nothing_left(spawned: &Spawned, log: &Path) {
+    let left = our_children();
+    assert!(
+        left.is_empty(),
+        "children of ours left after the shutdown: {left:?}"
+    );
+    assert_gone(&spawned.grandchildren);
+
+    let logged = fs::read_to_string(log).unwrap_or_default();
+    let mut terminated: Vec<i32> = logged.lines().map(|l| l.parse().unwrap()).collect();
+    terminated.sort_unstable();
+    let mut obedient = spawned.obedient.clone();
+    obedient.sort_unstable();
+    assert_eq!(terminated, obedient, "not every child got SIGTERM first");
+
+    for handle in &spawned.handles {
+        assert_eq!(handle.pid(), None, "a child is reported as not reaped");
+        assert!(matches!(handle.wait(), Err(WaitError::ActorGone)));
+    }
+}
+
+// ---------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------
+
+#[test]
+fn dropping_the_system_cancels_and_reaps_every_child() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
+            let spawned = System::new().block_on(start_children(scripts, &log, cleanup));
+            // The System was dropped at the end of the statement above.
+            let shutdown = spawned.returned.elapsed();
+            (spawned, shutdown)
+        }
+    });
+
+    eprintln!("dropping the System with 30 children took {shutdown:?}");
+    assert!(
+        shutdown >= CANCEL_TIMEOUT,
+        "children that ignore SIGTERM ended after {shutdown:?}"
+    );
+    assert!(
+        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
+        "the shutdown took {shutdown:?}"
+    );
+    assert_nothing_left(&spawned, &log);
+}
+
+#[test]
+fn stopping_the_system_from_inside_cancels_and_reaps_every_child() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let sys = System::new();
+            let spawned = sys.block_on(async {
+                let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
+                let spawned = start_children(scripts, &log, cleanup).await;
+                System::current().stop();
+                spawned
+            });
+            let stopping = Instant::now();
+            sys.run().expect("the System failed");
+            (spawned, stopping.elapsed())
+        }
+    });
+
+    eprintln!("stopping the System with 30 children took {shutdown:?}");
+    assert!(
+        shutdown >= CANCEL_TIMEOUT,
+        "children that ignore SIGTERM ended after {shutdown:?}"
+    );
+    assert!(
+        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
+        "the shutdown took {shutdown:?}"
+    );
+    assert_nothing_left(&spawned, &log);
+}
+
+#[test]
+fn stopping_the_system_while_it_runs_cancels_and_reaps_every_child() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let sys = System::new();
+            let (tx, rx) = oneshot::channel();
+            sys.block_on(async move {
+                // Started by a task of the running System, which then stops it.
+                actix_rt::spawn(async move {
+                    let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
+                    let _ = tx.send(start_children(scripts, &log, cleanup).await);
+                    System::current().stop();
+                });
+            });
+            sys.run().expect("the System failed");
+            let spawned = futures::executor::block_on(rx).expect("the children were not started");
+            let shutdown = spawned.returned.elapsed();
+            (spawned, shutdown)
+        }
+    });
+
+    eprintln!("stopping the running System with 6 children took {shutdown:?}");
+    assert!(
+        shutdown >= CANCEL_TIMEOUT,
+        "the child that ignores SIGTERM ended after {shutdown:?}"
+    );
+    assert!(
+        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
+        "the shutdown took {shutdown:?}"
+    );
+    assert_nothing_left(&spawned, &log);
+}
+
+#[test]
+fn stopping_the_system_reaps_the_children_of_its_other_arbiters() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let sys = System::new();
+            let (spawned, arbiter) = sys.block_on(async move {
+                let arbiter = Arbiter::new();
+                let (tx, rx) = oneshot::channel();
+                arbiter.spawn_fn(move || {
+                    actix_rt::spawn(async move {
+                        let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
+                        let _ = tx.send(start_children(scripts, &log, cleanup).await);
+                    });
+                });
+                let spawned = rx.await.expect("the children were not started");
+                System::current().stop();
+                (spawned, arbiter)
+            });
+            sys.run().expect("the System failed");
+            // Stopping the System only asks the arbiter to stop: its thread
+            // takes its children down, and ends once they are reaped.
+            arbiter.join().expect("the arbiter's thread panicked");
+            let shutdown = spawned.returned.elapsed();
+            (spawned, shutdown)
+        }
+    });
+
+    eprintln!("stopping the System with 6 children on another arbiter took {shutdown:?}");
+    assert!(
+        shutdown >= CANCEL_TIMEOUT,
+        "the child that ignores SIGTERM ended after {shutdown:?}"
+    );
+    assert!(
+        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
+        "the shutdown took {shutdown:?}"
+    );
+    assert_nothing_left(&spawned, &log);
+}
+
+#[test]
+fn a_hundred_children_are_all_reaped_when_the_system_stops() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let sys = System::new();
+            let spawned = sys.block_on(async {
+                let spawned = start_children(many(100, PLAIN), &log, cleanup).await;
+                System::current().stop();
+                spawned
+            });
+            sys.run().expect("the System failed");
+            let shutdown = spawned.returned.elapsed();
+            (spawned, shutdown)
+        }
+    });
+
+    eprintln!("stopping the System with 100 children took {shutdown:?}");
+    assert_eq!(spawned.children.len(), 100);
+    assert!(
+        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
+        "the shutdown took {shutdown:?}"
+    );
+    assert_nothing_left(&spawned, &log);
+}
+
+/// The task runs on with its leader reaped (a grandchild holds the output)
+/// and the grandchild ignores SIGTERM: the shutdown must still SIGKILL the
+/// group. Regression: the reaped leader's pidfd was ready at once, so the
+/// group got SIGTERM only and the grandchild survived.
+#[test]
+fn shutdown_kills_the_group_of_a_leader_already_reaped() {
+    let _processes = processes();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("terminated");
+    let cleanup = Cleanup::default();
+
+    let (spawned, shutdown) = on_own_thread({
+        let (log, cleanup) = (log.clone(), cleanup.clone());
+        move || {
+            let spawned = System::new().block_on(async move {
+                let spawned = start_children(vec![ORPHANING], &log, cleanup).await;
+                // The leader exited; wait for its reap (no message says so).
+                let deadline = Instant::now() + SOON;
+                while spawned.handles[0].pid().is_some() {
+                    assert!(Instant::now() < deadline, "the leader was not reaped");
+                    actix::clock::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(
+                    spawned.handles[0].poll(),
+                    None,
+                    "the task ended with its output open"
+                );
+                Spawned {
+                    returned: Instant::now(),
+                    ..spawned
+                }
+            });
+            let shutdown = spawned.returned.elapsed();
+            (spawned, shutdown)
+        }
+    });
+
+    eprintln!("dropping the System with a reaped leader took {shutdown:?}");
+    assert_nothing_left(&spawned, &log);
+}
+
+/// Regression: a task whose exit status was stolen (ECHILD) stayed
+/// registered, and when its actor stopped, its teardown took for an
+/// arbiter shutdown and cancelled every other child of the thread.
+#[test]
+fn a_lost_exit_status_cancels_no_other_child() {
+    let _processes = processes();
+    let cleanup = Cleanup::default();
+
+    let bystander_ended = on_own_thread({
+        let cleanup = cleanup.clone();
+        move || {
+            System::new().block_on(async move {
+                let bystander = Popen::new("sleep")
+                    .arg("1000")
+                    .cancel_timeout(CANCEL_TIMEOUT)
+                    .start()
+                    .expect("cannot start sleep");
+                cleanup.add(bystander.pid().unwrap() as i32);
+
+                let victim = Popen::new("sh")
+                    .args(["-c", "exit 7"])
+                    .start()
+                    .expect("cannot start sh");
+                let pid = Pid::from_raw(victim.pid().unwrap() as i32);
+                // Steal the exit status, as a host's waitpid(-1) would: the
+                // actor runs on this thread, so it cannot reap first.
+                assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 7));
+                let code = victim.send(AsyncWait).await.unwrap().unwrap();
+                assert_eq!(
+                    code,
+                    ReturnCode::from_raw(255),
+                    "the status is reported lost"
+                );
+                // The task has ended; its actor stops once nobody holds it.
+                drop(victim);
+
+                // Nothing sends a message when nothing happens: give the
+                // bystander a bounded time to be (wrongly) cancelled.
+                let ended = tokio::time::timeout(Duration::from_secs(2), bystander.send(AsyncWait))
+                    .await
+                    .ok()
+                    .map(|code| code.unwrap().unwrap());
+                bystander.do_send(Cancel);
+                bystander.send(AsyncWait).await.unwrap().unwrap();
+                ended
+            })
+        }
+    });
+
+    assert_eq!(
+        bystander_ended, None,
+        "the bystander was ended by another task's end"
+    );
+    let left = our_children();
+    assert!(left.is_empty(), "children of ours left: {left:?}");
+}
+
+/// Regression: `start_in_arbiter` on a stopped arbiter returned `Ok` and
+/// left the child running, never reaped.
+#[test]
+fn a_child_handed_to_a_stopped_arbiter_is_not_left_running() {
+    let _processes = processes();
+    let cleanup = Cleanup::default();
+
+    let started = on_own_thread({
+        let cleanup = cleanup.clone();
+        move || {
+            System::new().block_on(async move {
+                let arbiter = Arbiter::new();
+                let handle = arbiter.handle();
+                arbiter.stop();
+                arbiter.join().expect("the arbiter's thread panicked");
+                let popen = Popen::new("sleep").arg("1000");
+                let started = PopenProcess::start_in_arbiter(popen, &handle);
+                if let Ok(process) = &started {
+                    if let Some(pid) = process.pid() {
+                        cleanup.add(pid as i32);
+                    }
+                }
+                started
+                    .map(|process| process.pid())
+                    .map_err(|err| err.to_string())
+            })
+        }
+    });
+
+    // Either the start fails, or the child is cancelled and reaped; a
+    // child it spawned may be reaped by a thread of the library, so wait
+    // for it, with a deadline.
+    let deadline = Instant::now() + SOON;
+    loop {
+        let left = our_children();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "start_in_arbiter returned {started:?} and left {left:?} running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
