@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use actix::prelude::*;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::messages::{Chunk, Collected, Flush, GetValue, Stream, TakeValue};
 
@@ -14,13 +14,46 @@ use crate::messages::{Chunk, Collected, Flush, GetValue, Stream, TakeValue};
 /// stream (portage's `PipeReader.getvalue()`).
 ///
 /// Subscribe it with [`Popen::subscribe`](crate::Popen::subscribe), then
-/// ask with [`GetValue`] (a copy) or [`TakeValue`] (no copy) after the
-/// task's [`Exited`](crate::Exited): every chunk is in its mailbox before
-/// that event is sent.
+/// ask with [`GetValue`] or [`TakeValue`] after the task's
+/// [`Exited`](crate::Exited): every chunk is in its mailbox before that
+/// event is sent. Each byte is copied once, from the chunk into the
+/// buffer; [`GetValue`] then hands out the buffer itself (a shared
+/// [`Bytes`]), not a copy, unless chunks arrived since the last
+/// [`GetValue`] and must be joined to it.
 #[derive(Debug, Default)]
 pub struct Collector {
-    stdout: BytesMut,
-    stderr: BytesMut,
+    stdout: Part,
+    stderr: Part,
+}
+
+/// What was collected of one stream: a frozen part already handed out,
+/// and the bytes that arrived since.
+#[derive(Debug, Default)]
+struct Part {
+    frozen: Bytes,
+    open: BytesMut,
+}
+
+impl Part {
+    fn value(&mut self) -> Bytes {
+        if !self.open.is_empty() {
+            self.frozen = if self.frozen.is_empty() {
+                self.open.split().freeze()
+            } else {
+                let mut joined = BytesMut::with_capacity(self.frozen.len() + self.open.len());
+                joined.extend_from_slice(&self.frozen);
+                joined.extend_from_slice(&self.open.split());
+                joined.freeze()
+            };
+        }
+        self.frozen.clone()
+    }
+
+    fn take(&mut self) -> Bytes {
+        let value = self.value();
+        self.frozen = Bytes::new();
+        value
+    }
 }
 
 impl Actor for Collector {
@@ -31,10 +64,11 @@ impl Handler<Chunk> for Collector {
     type Result = ();
 
     fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        match chunk.stream {
-            Stream::Stdout => self.stdout.extend_from_slice(&chunk.data),
-            Stream::Stderr => self.stderr.extend_from_slice(&chunk.data),
-        }
+        let part = match chunk.stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        part.open.extend_from_slice(&chunk.data);
     }
 }
 
@@ -43,8 +77,8 @@ impl Handler<GetValue> for Collector {
 
     fn handle(&mut self, _msg: GetValue, _ctx: &mut Context<Self>) -> Collected {
         Collected {
-            stdout: bytes::Bytes::copy_from_slice(&self.stdout),
-            stderr: bytes::Bytes::copy_from_slice(&self.stderr),
+            stdout: self.stdout.value(),
+            stderr: self.stderr.value(),
         }
     }
 }
@@ -54,8 +88,8 @@ impl Handler<TakeValue> for Collector {
 
     fn handle(&mut self, _msg: TakeValue, _ctx: &mut Context<Self>) -> Collected {
         Collected {
-            stdout: self.stdout.split().freeze(),
-            stderr: self.stderr.split().freeze(),
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
         }
     }
 }
@@ -132,5 +166,40 @@ impl Handler<Flush> for PipeLogger {
             Some(err) => Err(io::Error::new(err.kind(), err.to_string())),
             None => Ok(self.logged),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn get_value_shares_the_buffer_and_joins_later_chunks() {
+        let collector = Collector::start_default();
+        collector
+            .send(Chunk::new(Stream::Stdout, &b"ab"[..]))
+            .await
+            .unwrap();
+        collector
+            .send(Chunk::new(Stream::Stderr, &b"e"[..]))
+            .await
+            .unwrap();
+        let first = collector.send(GetValue).await.unwrap();
+        assert_eq!(
+            (&first.stdout[..], &first.stderr[..]),
+            (&b"ab"[..], &b"e"[..])
+        );
+        let again = collector.send(GetValue).await.unwrap();
+        assert_eq!(again.stdout.as_ptr(), first.stdout.as_ptr(), "no copy");
+        collector
+            .send(Chunk::new(Stream::Stdout, &b"cd"[..]))
+            .await
+            .unwrap();
+        assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"abcd");
+        assert_eq!(
+            &collector.send(TakeValue).await.unwrap().stdout[..],
+            b"abcd"
+        );
+        assert!(collector.send(GetValue).await.unwrap().stdout.is_empty());
     }
 }
