@@ -5,7 +5,10 @@
 //! ```
 //!
 //! The child's stdout chunks go to our stdout and its stderr chunks to our
-//! stderr, as they arrive; the child inherits our stdin. SIGINT or SIGTERM
+//! stderr, as they arrive; the child inherits our stdin. When that stdin is
+//! the terminal and we are its foreground job, the child's process group
+//! gets the terminal while it runs (as a shell does), so it can read it;
+//! Ctrl-C then reaches the child's group directly. SIGINT or SIGTERM
 //! sent to popen cancels the child (SIGTERM to its process group, SIGKILL
 //! after the cancel timeout). popen exits with the child's exit status,
 //! 128+N if a signal N killed it, 127 if PROGRAM was not found and 126 if it
@@ -196,6 +199,9 @@ async fn run(args: Args) -> io::Result<u8> {
         }
     };
     relay.do_send(Attach(process.clone().into_addr().recipient()));
+    // At a terminal, the child's own process group must be the foreground
+    // one, or reading the terminal would stop it (SIGTTIN).
+    let terminal = process.pid().and_then(Foreground::hand_to);
 
     let cancel = process.clone();
     actix::spawn(async move {
@@ -222,10 +228,46 @@ async fn run(args: Args) -> io::Result<u8> {
     let exited = done_rx
         .await
         .map_err(|_| io::Error::other("the relay stopped before the child ended"))?;
+    drop(terminal);
     if args.report {
         eprintln!("returncode={}", exited.returncode);
     }
     Ok(exited.returncode.shell_status() as u8)
+}
+
+/// The terminal on our stdin, lent to the child's process group while it
+/// runs, as a shell does for a foreground job; given back on drop.
+struct Foreground {
+    ours: nix::unistd::Pid,
+}
+
+impl Foreground {
+    fn hand_to(child: u32) -> Option<Foreground> {
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::unistd::{getpgrp, isatty, tcgetpgrp, tcsetpgrp, Pid};
+        let stdin = io::stdin();
+        if !isatty(&stdin).unwrap_or(false) || tcgetpgrp(&stdin).ok()? != getpgrp() {
+            return None;
+        }
+        // A background group may change the foreground group only with
+        // SIGTTOU blocked; we will be in the background when we give the
+        // terminal back.
+        let mut ttou = SigSet::empty();
+        ttou.add(Signal::SIGTTOU);
+        ttou.thread_block().ok()?;
+        let group = Pid::from_raw(child as i32);
+        tcsetpgrp(&stdin, group).ok()?;
+        // The child may have read the terminal before it was its own, and
+        // been stopped for it: let it go on.
+        let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
+        Some(Foreground { ours: getpgrp() })
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = nix::unistd::tcsetpgrp(io::stdin(), self.ours);
+    }
 }
 
 /// Parses the command line; on bad usage prints the error and the usage
