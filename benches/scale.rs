@@ -132,7 +132,7 @@ async fn concurrent(children: usize) {
 }
 
 async fn soak(children: usize, at_once: usize) {
-    ProcessSupervisor::from_registry()
+    ProcessSupervisor::get()
         .send(SetJobLimits {
             max_jobs: Some(at_once),
             max_load: None,

@@ -342,10 +342,8 @@ impl Popen {
     /// # Errors
     /// As [`prepare`](Self::prepare).
     pub fn submit(self) -> Result<ProcessHandle, SpawnError> {
-        use actix::SystemService;
         let handle = self.prepare()?;
-        crate::ProcessSupervisor::from_registry()
-            .do_send(crate::supervisor::Enqueue(handle.addr().clone()));
+        crate::ProcessSupervisor::get().do_send(crate::supervisor::Enqueue(handle.addr().clone()));
         Ok(handle)
     }
 

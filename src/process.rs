@@ -694,7 +694,7 @@ impl Handler<Cancel> for PopenProcess {
         self.cancelled = true;
         match (self.phase, &self.child) {
             (Phase::Running, Some(child)) => {
-                ProcessSupervisor::from_registry().do_send(Terminate {
+                ProcessSupervisor::get().do_send(Terminate {
                     target: Arc::new(Target {
                         child: child.clone(),
                         shared: self.shared.clone(),

@@ -37,6 +37,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -75,19 +76,18 @@ pub(crate) struct Release;
 /// The actor that owns the cancel timers and the job pool (one per actix
 /// System).
 ///
-/// Process actors find it through the System registry; users need not start
-/// it, and talk to it only to set the pool's limits ([`SetJobLimits`]) or
-/// read its state ([`GetJobPool`]). See the module documentation for what
-/// it does to the OS processes.
+/// [`ProcessSupervisor::get`] finds (or starts) the current System's;
+/// users need not start it, and talk to it only to set the pool's limits
+/// ([`SetJobLimits`]) or read its state ([`GetJobPool`]). See the module
+/// documentation for what it does to the OS processes.
 ///
 /// ```
-/// use actix::SystemService;
 /// use actix_popen::{AsyncWait, Popen, ProcessSupervisor, SetJobLimits};
 ///
 /// # #[actix::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // At most two children at once, like `emerge --jobs 2`.
-/// ProcessSupervisor::from_registry()
+/// ProcessSupervisor::get()
 ///     .send(SetJobLimits { max_jobs: Some(2), max_load: None })
 ///     .await?;
 /// let tasks: Vec<_> = (0..5)
@@ -105,6 +105,43 @@ pub struct ProcessSupervisor {
     queue: VecDeque<Addr<PopenProcess>>,
     running: usize,
     load_retry: Option<SpawnHandle>,
+    /// Its own address, which keeps it running for as long as its System
+    /// runs; dropped with it when the System's arbiter is torn down.
+    _this: Option<Addr<ProcessSupervisor>>,
+}
+
+/// Each System's supervisor, held weakly: the System owns it (through its
+/// own `this`), so nothing of a dropped System stays behind. (actix's
+/// `SystemService` registry keeps every System's services for the life of
+/// the process, and with them that System's reactor fds.)
+static SUPERVISORS: Mutex<Vec<(usize, WeakAddr<ProcessSupervisor>)>> = Mutex::new(Vec::new());
+
+impl ProcessSupervisor {
+    /// The current System's supervisor, started on the System's arbiter
+    /// the first time it is asked for.
+    ///
+    /// # Panics
+    /// Outside a running actix System (as every actix `start` does).
+    pub fn get() -> Addr<ProcessSupervisor> {
+        let system = System::current();
+        let mut supervisors = SUPERVISORS.lock().unwrap_or_else(|e| e.into_inner());
+        supervisors.retain(|(_, weak)| weak.upgrade().is_some());
+        if let Some(addr) = supervisors
+            .iter()
+            .find(|(id, _)| *id == system.id())
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return addr;
+        }
+        let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), |ctx| {
+            ProcessSupervisor {
+                _this: Some(ctx.address()),
+                ..ProcessSupervisor::default()
+            }
+        });
+        supervisors.push((system.id(), addr.downgrade()));
+        addr
+    }
 }
 
 impl Actor for ProcessSupervisor {
@@ -242,10 +279,6 @@ impl Handler<Freed> for ProcessSupervisor {
         self.dispatch(ctx);
     }
 }
-
-impl Supervised for ProcessSupervisor {}
-
-impl SystemService for ProcessSupervisor {}
 
 fn send_logged(target: &dyn Kill, signal: Signal) -> Delivery {
     match target.send_signal(signal) {

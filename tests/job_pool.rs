@@ -78,7 +78,7 @@ impl Handler<Exited> for Tag {
 
 #[actix_rt::test]
 async fn at_most_max_jobs_run_at_once_in_submission_order() {
-    ProcessSupervisor::from_registry()
+    ProcessSupervisor::get()
         .send(SetJobLimits {
             max_jobs: Some(2),
             max_load: None,
@@ -117,10 +117,7 @@ async fn at_most_max_jobs_run_at_once_in_submission_order() {
     }
     assert_eq!(peak, 2, "at most two at once, and two were used");
     assert_eq!(start_order, (0..8).collect::<Vec<_>>());
-    let pool = ProcessSupervisor::from_registry()
-        .send(GetJobPool)
-        .await
-        .unwrap();
+    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
     assert_eq!(
         pool,
         JobPool {
@@ -132,7 +129,7 @@ async fn at_most_max_jobs_run_at_once_in_submission_order() {
 
 #[actix_rt::test]
 async fn a_task_cancelled_in_the_queue_never_runs() {
-    ProcessSupervisor::from_registry()
+    ProcessSupervisor::get()
         .send(SetJobLimits {
             max_jobs: Some(1),
             max_load: None,
@@ -175,7 +172,7 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
 #[actix_rt::test]
 async fn a_high_load_holds_new_starts_while_a_task_runs() {
     // A load average is never below zero: only an idle pool may start one.
-    ProcessSupervisor::from_registry()
+    ProcessSupervisor::get()
         .send(SetJobLimits {
             max_jobs: None,
             max_load: Some(0.0),
@@ -184,10 +181,7 @@ async fn a_high_load_holds_new_starts_while_a_task_runs() {
         .unwrap();
     let first = Popen::new("sleep").arg("1000").submit().unwrap();
     let second = Popen::new("true").submit().unwrap();
-    let pool = ProcessSupervisor::from_registry()
-        .send(GetJobPool)
-        .await
-        .unwrap();
+    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
     assert_eq!(
         pool,
         JobPool {
@@ -204,7 +198,7 @@ async fn a_high_load_holds_new_starts_while_a_task_runs() {
 
 #[actix_rt::test]
 async fn a_failed_start_frees_its_place_and_reports_127() {
-    ProcessSupervisor::from_registry()
+    ProcessSupervisor::get()
         .send(SetJobLimits {
             max_jobs: Some(1),
             max_load: None,
