@@ -313,10 +313,10 @@ impl Input {
 
     /// The next chunk, or `None` at EOF (or on an error, logged).
     ///
-    /// One `read()` of at most `bufsize` bytes; while reads come back full
-    /// and the chunk has room under `coalesce`, more reads are appended to
-    /// the same chunk, so a fast writer costs one message per `coalesce`
-    /// bytes rather than one per read.
+    /// One `read()` of at most `bufsize` bytes; with `coalesce` above
+    /// `bufsize`, more reads are appended to the same chunk until the pipe
+    /// is empty or the chunk holds `coalesce` bytes, so a fast writer costs
+    /// one message per `coalesce` bytes rather than one per read.
     async fn read(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
         if self.eof {
             return None;
@@ -333,10 +333,14 @@ impl Input {
             // itself is attempted whatever the event flags say, and a
             // hang-up keeps the fd ready until the read sees EOF.
             match read_buf(guard.get_inner(), buf, self.bufsize) {
-                Ok(Read::Data(mut last)) => {
-                    while last == self.bufsize && buf.len() + self.bufsize <= self.coalesce {
-                        match read_buf(guard.get_inner(), buf, self.bufsize) {
-                            Ok(Read::Data(n)) => last = n,
+                Ok(Read::Data(_)) => {
+                    // Gather what is ready until the pipe is empty (EAGAIN)
+                    // or the chunk is full; a read never asks for more than
+                    // `bufsize`, nor for more than the chunk has room for.
+                    while buf.len() < self.coalesce {
+                        let room = (self.coalesce - buf.len()).min(self.bufsize);
+                        match read_buf(guard.get_inner(), buf, room) {
+                            Ok(Read::Data(_)) => {}
                             Ok(Read::WouldBlock) => {
                                 guard.clear_ready();
                                 break;

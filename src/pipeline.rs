@@ -29,6 +29,10 @@ use crate::popen::{Input, Output};
 use crate::process::{PopenProcess, ProcessHandle};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
 
+/// The chunk size a stage gathers for the next one unless its [`Popen`]
+/// sets [`coalesce`](Popen::coalesce).
+const PIPE_COALESCE: usize = 64 * 1024;
+
 /// A description of a pipeline of processes, `a | b | c`. It is `Clone`,
 /// and can be started again.
 ///
@@ -37,7 +41,9 @@ use crate::{Popen, ReturnCode, SpawnError, WaitError};
 /// piped, whatever its [`Popen`] says; merge its stderr into its stdout for
 /// `2>&1 |`). The first stage's stdin, the last stage's output and every
 /// stage's stderr are wired as their [`Popen`]s say: subscribe to the last
-/// stage to see the pipeline's output.
+/// stage to see the pipeline's output. A stage that feeds the next one
+/// coalesces what is ready into chunks of up to 64 KiB (see
+/// [`Popen::coalesce`]) unless its `Popen` sets its own.
 ///
 /// ```
 /// use actix::Actor;
@@ -123,6 +129,12 @@ impl Pipeline {
                 popen = popen.stdin(Input::Pipe);
             }
             if let Some(next) = started.last() {
+                // What is ready goes on to the next stage in one write of up
+                // to 64 KiB, not one per read, unless the stage says
+                // otherwise.
+                if popen.coalesce == 0 {
+                    popen = popen.coalesce(PIPE_COALESCE);
+                }
                 popen = popen
                     .stdout(Output::Pipe)
                     .subscribe_stream(Stream::Stdout, next.addr().clone().recipient::<Chunk>());

@@ -375,3 +375,51 @@ async fn one_mebibyte_arrives_whole() {
     assert!(collected.stdout.iter().all(|&b| b == 0));
     assert!(collected.stderr.is_empty());
 }
+
+/// With `coalesce`, reads that are ready at once share a chunk: what sits
+/// in the pipe when the reader wakes arrives as one chunk (here 60,000
+/// bytes written before the reader starts, read 4096 at a time), and no
+/// chunk exceeds the coalesce size.
+#[actix_rt::test]
+async fn coalesced_reads_share_a_chunk_under_the_limit() {
+    use std::io::Write;
+    let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    let (read, mut write) = std::io::pipe().expect("pipe");
+    write.write_all(&data).expect("fits in the pipe");
+    drop(write);
+    let (waiter, awaited) = Waiter::start_new();
+    PipeReader::new()
+        .input(Stream::Stdout, read)
+        .bufsize(4096)
+        .coalesce(65536)
+        .subscribe(waiter.clone().recipient())
+        .on_finished(waiter.recipient())
+        .start();
+    let events = event("ReaderFinished", awaited.finished).await;
+    let sizes: Vec<usize> = events.chunks.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(
+        sizes,
+        vec![60_000],
+        "one chunk of everything that was ready"
+    );
+    assert_eq!(&events.chunks[0].1[..], &data[..]);
+
+    // More than the limit: chunks of at most 65536, in order.
+    let expected = Command::new("seq")
+        .args(["1", "300000"])
+        .output()
+        .expect("seq")
+        .stdout;
+    let events = run(Popen::new("seq")
+        .args(["1", "300000"])
+        .bufsize(4096)
+        .coalesce(65536))
+    .await;
+    assert!(events.chunks.iter().all(|(_, d)| d.len() <= 65536));
+    let joined: Vec<u8> = events
+        .chunks
+        .iter()
+        .flat_map(|(_, d)| d.iter().copied())
+        .collect();
+    assert_eq!(joined, expected);
+}
