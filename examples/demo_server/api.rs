@@ -1,0 +1,305 @@
+//! The HTTP side: routes, JSON errors, and the output as Server-Sent Events.
+//!
+//! | route                     | does                                             |
+//! |---------------------------|--------------------------------------------------|
+//! | `GET /`                   | the page (`index.html`)                          |
+//! | `GET /jobs/definitions`   | the allow-listed jobs and their parameters       |
+//! | `POST /jobs`              | `{"job": "count", "params": {"n": "5"}}`: 201    |
+//! | `GET /jobs`               | every job kept, oldest first                     |
+//! | `GET /jobs/{id}`          | one job                                          |
+//! | `DELETE /jobs/{id}`       | cancel it: 202, or 409 if it has ended           |
+//! | `GET /jobs/{id}/output`   | its output so far, then live, as SSE             |
+//!
+//! Every error is JSON, `{"error": "..."}`, with a 4xx status saying what was
+//! wrong, including the errors actix-web itself raises (malformed JSON, body
+//! too large, wrong content type, bad path, unknown route or method).
+//!
+//! # The event stream
+//! `GET /jobs/{id}/output` sends
+//! * `event: output`, `data: {"offset": N, "data": "BASE64"}`: bytes of the
+//!   job's output (stdout and stderr merged), base64 so that every byte
+//!   arrives as written, even non-UTF-8 bytes or a UTF-8 character cut in
+//!   two by a read; `offset` is the position of the first byte in all the
+//!   job wrote, so a gap shows where old output was dropped. Each has
+//!   `id: END` (the offset after it): a client that reconnects sends it back
+//!   as `Last-Event-ID` and resumes there, as `EventSource` does by itself.
+//! * `event: exit`, `data: JOB`: the job as `GET /jobs/{id}` shows it, with
+//!   its `state` and `returncode`. The stream ends after it.
+//! * `: keep-alive` comments while nothing happens.
+//!
+//! A client that does not keep up with its queue is dropped: its stream
+//! ends without `exit`, and it can reconnect with `Last-Event-ID`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix::{Addr, MailboxError};
+use actix_web::error::{JsonPayloadError, PathError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use crate::definitions::{Definitions, RequestError};
+use crate::registry::{
+    CancelJob, Event, GetJob, JobError, Jobs, ListJobs, StartJob, Watch, WatchJob,
+};
+
+/// Everything the routes need; each HTTP worker gets a clone.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub jobs: Addr<Jobs>,
+    pub definitions: Arc<Definitions>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+impl Api {
+    /// Registers the routes, with JSON errors for bad bodies and paths.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.jobs.clone()))
+            .app_data(web::Data::from(self.definitions.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(self.max_body)
+                    .error_handler(json_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .service(
+                web::resource("/")
+                    .get(index)
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/definitions")
+                    .get(definitions)
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs")
+                    .get(list)
+                    .post(start)
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}")
+                    .get(get)
+                    .delete(cancel)
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/output")
+                    .get(output)
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// What went wrong with a request; it answers as `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("request body too large: the limit is {0} bytes")]
+    TooLarge(usize),
+    #[error("the body must be JSON, with Content-Type: application/json")]
+    ContentType,
+    #[error("no job with id {0:?}")]
+    BadId(String),
+    #[error("no such page: {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed on {1}")]
+    MethodNotAllowed(String, String),
+    #[error("the server is shutting down")]
+    Gone(#[from] MailboxError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Request(_) | ApiError::MalformedJson(_) | ApiError::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Job(JobError::UnknownId(_)) | ApiError::BadId(_) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Job(JobError::TooManyRunning { .. } | JobError::TooManyWatchers { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Job(JobError::AlreadyEnded { .. }) => StatusCode::CONFLICT,
+            ApiError::Job(JobError::ShuttingDown) | ApiError::Gone(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if self.status_code() == StatusCode::TOO_MANY_REQUESTS {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+/// Turns actix-web's own JSON body errors into ours.
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::TooLarge(*limit),
+        JsonPayloadError::ContentType => ApiError::ContentType,
+        // Well-formed JSON of the wrong shape: a missing or unknown field.
+        JsonPayloadError::Deserialize(err) if err.is_data() => {
+            ApiError::InvalidRequest(err.to_string())
+        }
+        JsonPayloadError::Deserialize(err) => ApiError::MalformedJson(err.to_string()),
+        other => ApiError::MalformedJson(other.to_string()),
+    };
+    api.into()
+}
+
+/// Turns a path that does not parse (`/jobs/abc`) into a JSON 404.
+fn path_error(_err: PathError, req: &HttpRequest) -> actix_web::Error {
+    let id = req.match_info().get("id").unwrap_or_default().to_owned();
+    ApiError::BadId(id).into()
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(req.path().to_owned()))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(
+        req.method().to_string(),
+        req.path().to_owned(),
+    ))
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("index.html"))
+}
+
+async fn definitions(definitions: web::Data<Definitions>) -> HttpResponse {
+    let views: Vec<_> = definitions.jobs().map(|job| job.view()).collect();
+    HttpResponse::Ok().json(views)
+}
+
+/// The body of `POST /jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    job: String,
+    #[serde(default)]
+    params: BTreeMap<String, serde_json::Value>,
+}
+
+async fn start(
+    jobs: web::Data<Addr<Jobs>>,
+    definitions: web::Data<Definitions>,
+    body: web::Json<StartRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let StartRequest { job, params } = body.into_inner();
+    let mut values = BTreeMap::new();
+    for (name, value) in params {
+        // Numbers are welcome for integer parameters; they are checked as
+        // text like everything else.
+        let text = match value {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => {
+                return Err(RequestError::BadParam {
+                    name,
+                    reason: "must be a string or an integer".to_owned(),
+                }
+                .into())
+            }
+        };
+        values.insert(name, text);
+    }
+    let launch = definitions.check(&job, values)?;
+    let view = jobs.send(StartJob(launch)).await??;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/jobs/{}", view.id)))
+        .json(view))
+}
+
+async fn list(jobs: web::Data<Addr<Jobs>>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs.send(ListJobs).await?))
+}
+
+async fn get(jobs: web::Data<Addr<Jobs>>, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(jobs.send(GetJob(*id)).await??))
+}
+
+async fn cancel(jobs: web::Data<Addr<Jobs>>, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Accepted().json(jobs.send(CancelJob(*id)).await??))
+}
+
+async fn output(
+    jobs: web::Data<Addr<Jobs>>,
+    id: web::Path<u64>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let from = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|value: &HeaderValue| value.to_str().ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let Watch { replay, live } = jobs.send(WatchJob { id: *id, from }).await??;
+    // The live events end when the registry drops the sender: after the
+    // exit, or when this client fell behind. If the client goes away,
+    // actix-web drops this stream, and with it the receiver: the registry
+    // drops the sender at its next event.
+    let live = futures::stream::unfold(live, |live| async move {
+        let mut receiver = live?;
+        let event = receiver.recv().await?;
+        Some((event, Some(receiver)))
+    });
+    let body = futures::stream::iter(replay)
+        .chain(live)
+        .map(|event| Ok::<_, Infallible>(sse(&event)));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // Tells a reverse proxy (nginx) not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// One event in the SSE wire format (see the module docs).
+fn sse(event: &Event) -> Bytes {
+    let text = match event {
+        Event::Output { offset, data } => {
+            let end = offset + data.len() as u64;
+            let json = serde_json::json!({
+                "offset": offset,
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+            });
+            format!("event: output\nid: {end}\ndata: {json}\n\n")
+        }
+        Event::Exit(job) => {
+            // A JobView is strings, numbers and maps: it always serializes.
+            let job = serde_json::to_string(job).unwrap_or_default();
+            format!("event: exit\ndata: {job}\n\n")
+        }
+        Event::KeepAlive => ": keep-alive\n\n".to_owned(),
+    };
+    Bytes::from(text)
+}

@@ -1,0 +1,157 @@
+//! `demo_server`: a job runner over HTTP with a live web page, built on the process actors.
+//!
+//! ```text
+//! cargo run --example demo_server [-- --bind 127.0.0.1 --port 8080 --jobs FILE]
+//! ```
+//!
+//! then open <http://127.0.0.1:8080/>. Only the jobs listed in the jobs file
+//! run (`jobs.toml` beside this file by default), each with validated
+//! parameters at fixed places in its argv; their output streams to the page
+//! as it is written. Ctrl-C (or SIGTERM) cancels every running job, waits
+//! for them to end and stops.
+//!
+//! * `definitions.rs`: the allow-list, from the jobs file;
+//! * `registry.rs`: the `Jobs` actor, which runs the jobs and keeps them;
+//! * `api.rs`: the HTTP routes, JSON errors and the event stream;
+//! * `index.html`: the page, plain HTML and JavaScript.
+//!
+//! The server listens on loopback unless `--bind` says otherwise: anyone who
+//! can reach it can run the listed jobs.
+
+mod api;
+mod definitions;
+mod registry;
+
+use std::fmt;
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_rt::signal::unix::{signal, SignalKind};
+use actix_web::middleware::Logger;
+use actix_web::{App, HttpServer};
+use clap::Parser;
+use futures::future::{select, Either};
+
+use api::Api;
+use definitions::Definitions;
+use registry::{Jobs, Limits, Shutdown};
+
+/// A job runner over HTTP: allow-listed jobs, their output live.
+#[derive(Debug, Parser)]
+#[command(name = "demo_server")]
+struct Args {
+    /// The address to listen on. Anything but loopback lets other machines
+    /// run the listed jobs.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// The port to listen on; 0 picks a free one (printed at the start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The jobs file: the only jobs that may run.
+    #[arg(long, value_name = "FILE",
+          default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo_server/jobs.toml"))]
+    jobs: PathBuf,
+    /// The most jobs running at once; one more is refused with 429.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_running: usize,
+    /// How many finished jobs to keep; the oldest are forgotten.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    keep_finished: usize,
+    /// Output kept per job, in bytes; older output is dropped and counted.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    output_limit: usize,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    workers: usize,
+}
+
+/// The largest request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+
+/// How long open connections (event streams of finished jobs, mostly) get
+/// to close once the jobs have ended.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[actix_web::main]
+async fn main() -> Result<(), Fatal> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    // Listen for SIGINT/SIGTERM before any job exists, so neither can kill
+    // the server and leave a job running.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+
+    let definitions = Arc::new(Definitions::load(&args.jobs)?);
+    let listener = TcpListener::bind((args.bind, args.port))
+        .map_err(|err| format!("cannot listen on {}:{}: {err}", args.bind, args.port))?;
+    // The registry, and so every process actor, runs on this arbiter.
+    let jobs = Jobs::new(Limits {
+        max_running: args.max_running,
+        keep_finished: args.keep_finished,
+        output_limit: args.output_limit,
+        ..Limits::default()
+    })
+    .start();
+    let api = Api {
+        jobs: jobs.clone(),
+        definitions,
+        max_body: MAX_BODY,
+    };
+
+    let server = HttpServer::new(move || {
+        let api = api.clone();
+        App::new()
+            .wrap(Logger::new("%r %s %Dms"))
+            .configure(move |cfg| api.configure(cfg))
+    })
+    .workers(args.workers.max(1))
+    // Our own signal handling cancels the jobs before the server stops.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .listen(listener)?;
+    for addr in server.addrs() {
+        println!("demo server listening on http://{addr}/");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let mut server = actix_rt::spawn(server);
+
+    let signalled = select(Box::pin(interrupt.recv()), Box::pin(terminate.recv()));
+    let stopped_by_itself = match select(signalled, &mut server).await {
+        Either::Left(_) => {
+            log::info!("signal received: stopping");
+            None
+        }
+        // The server stopped by itself (it failed): still end the jobs.
+        Either::Right((result, _)) => Some(result),
+    };
+    // Jobs first: their event streams end with their exits, so the
+    // graceful stop that follows has no stream left to wait for.
+    jobs.send(Shutdown).await?;
+    handle.stop(true).await;
+    match stopped_by_itself {
+        Some(result) => result??,
+        None => server.await??,
+    }
+    log::info!("stopped; no job left running");
+    Ok(())
+}
+
+/// An error that ends the server, printed as its message (`main` prints
+/// its error with `Debug`).
+struct Fatal(String);
+
+impl fmt::Debug for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: fmt::Display> From<E> for Fatal {
+    fn from(err: E) -> Fatal {
+        Fatal(err.to_string())
+    }
+}

@@ -1,0 +1,665 @@
+//! The job registry: one actor, [`Jobs`], owns every job, running or
+//! finished, with its bounded output buffer and the clients watching it.
+//!
+//! The HTTP workers are arbiters of their own (one thread each); they only
+//! send messages here. Every process actor is started from a `Jobs`
+//! handler, so all of them live on the registry's arbiter, the System's
+//! main one, and when the System stops the library cancels and reaps them
+//! there.
+//!
+//! Everything is bounded:
+//! * a job keeps the last `output_limit` bytes of its output; older bytes
+//!   are dropped and counted (`output_dropped`);
+//! * at most `max_running` jobs run at once: one more is refused (the API
+//!   answers 429), not queued;
+//! * at most `keep_finished` finished jobs are kept, the oldest forgotten;
+//! * each watching client has a queue of `client_queue` events: a client
+//!   whose queue is full (it does not read) or closed (it went away) is
+//!   dropped at the next event, so a client that left costs nothing; a
+//!   keep-alive every `keep_alive` makes that next event come even when the
+//!   job is silent. At most `max_watchers` clients watch one job.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_popen::{Cancel, Chunk, Exited, ProcessHandle, ReturnCode};
+use bytes::Bytes;
+use futures::channel::oneshot;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::definitions::Launch;
+
+/// The registry's bounds (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_running: usize,
+    pub keep_finished: usize,
+    pub output_limit: usize,
+    pub client_queue: usize,
+    pub max_watchers: usize,
+    pub keep_alive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_running: 4,
+            keep_finished: 50,
+            output_limit: 1 << 20,
+            client_queue: 256,
+            max_watchers: 16,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Running,
+    /// It ended by itself.
+    Exited,
+    /// It ended after a cancel (a `DELETE`, its timeout, or the shutdown).
+    Cancelled,
+    /// Its program could not be run (`error` says why).
+    FailedToStart,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running => "running",
+            State::Exited => "exited",
+            State::Cancelled => "cancelled",
+            State::FailedToStart => "failed to start",
+        })
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: u64,
+    pub job: String,
+    pub params: BTreeMap<String, String>,
+    pub argv: Vec<String>,
+    pub state: State,
+    /// The pid it ran as (kept after the exit, for the record).
+    pub pid: Option<u32>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// So far, while it runs.
+    pub duration_ms: u64,
+    /// portage's convention: the exit status, or -N for signal N.
+    pub returncode: Option<i32>,
+    pub timed_out: bool,
+    pub error: Option<String>,
+    /// Every byte it wrote, kept or not.
+    pub output_bytes: u64,
+    /// The oldest bytes, no longer kept.
+    pub output_dropped: u64,
+    /// False if reading stopped before EOF (see `Exited::output_complete`).
+    pub output_complete: bool,
+    /// Clients watching its output (one that left counts until the next
+    /// event, keep-alives included).
+    pub watchers: usize,
+}
+
+/// What a watching client is sent.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Bytes of output; `offset` is the position of the first one in
+    /// everything the job wrote.
+    Output { offset: u64, data: Bytes },
+    /// The job ended; nothing follows.
+    Exit(Box<JobView>),
+    /// Nothing happened (it shows whether the client is still there).
+    KeepAlive,
+}
+
+/// Why a request about a job was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no job with id {0}")]
+    UnknownId(u64),
+    #[error("{limit} jobs are running, the most allowed: try again when one has ended")]
+    TooManyRunning { limit: usize },
+    #[error("job {id} has already ended ({state})")]
+    AlreadyEnded { id: u64, state: State },
+    #[error("{limit} clients are watching job {id}, the most allowed")]
+    TooManyWatchers { id: u64, limit: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+// ---------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------
+
+/// Request: run a checked job. Replies with the job as started (or as
+/// failed to start).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JobView, JobError>")]
+pub struct StartJob(pub Launch);
+
+/// Request: every job kept, oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<JobView>")]
+pub struct ListJobs;
+
+/// Request: one job.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JobView, JobError>")]
+pub struct GetJob(pub u64);
+
+/// Request: cancel a running job (SIGTERM, SIGKILL after its cancel
+/// timeout). Replies at once, with the job still running.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JobView, JobError>")]
+pub struct CancelJob(pub u64);
+
+/// Request: the output kept from byte `from` on, then, if the job runs,
+/// every event until it ends.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Watch, JobError>")]
+pub struct WatchJob {
+    pub id: u64,
+    pub from: u64,
+}
+
+/// The reply to [`WatchJob`]: the replay, then the live events (`None` if
+/// the job has ended: the replay then ends with its [`Event::Exit`]).
+#[derive(Debug)]
+pub struct Watch {
+    pub replay: Vec<Event>,
+    pub live: Option<mpsc::Receiver<Event>>,
+}
+
+/// Request: refuse new jobs, cancel every running one, and reply once all
+/// have ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Event from a [`Relay`]: output of job `id`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct JobOutput {
+    id: u64,
+    data: Bytes,
+}
+
+/// Event from a [`Relay`]: job `id` ended, after its last output.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct JobEnded {
+    id: u64,
+    exited: Exited,
+}
+
+// ---------------------------------------------------------------------
+// The output buffer
+// ---------------------------------------------------------------------
+
+/// The largest output event a replay sends.
+const REPLAY_CHUNK: usize = 16 * 1024;
+
+/// The last `limit` bytes of a job's output.
+#[derive(Debug)]
+struct OutputBuffer {
+    kept: VecDeque<u8>,
+    limit: usize,
+    /// Every byte ever pushed.
+    total: u64,
+}
+
+impl OutputBuffer {
+    fn new(limit: usize) -> OutputBuffer {
+        OutputBuffer {
+            kept: VecDeque::new(),
+            limit,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        let data = &data[data.len().saturating_sub(self.limit)..];
+        let excess = (self.kept.len() + data.len()).saturating_sub(self.limit);
+        self.kept.drain(..excess);
+        self.kept.extend(data);
+    }
+
+    fn dropped(&self) -> u64 {
+        self.total - self.kept.len() as u64
+    }
+
+    /// What is kept from byte `from` on (or from the oldest kept byte).
+    fn replay(&self, from: u64) -> Vec<Event> {
+        let skip = from
+            .saturating_sub(self.dropped())
+            .min(self.kept.len() as u64) as usize;
+        let rest: Vec<u8> = self.kept.range(skip..).copied().collect();
+        let mut offset = self.dropped() + skip as u64;
+        rest.chunks(REPLAY_CHUNK)
+            .map(|piece| {
+                let event = Event::Output {
+                    offset,
+                    data: Bytes::copy_from_slice(piece),
+                };
+                offset += piece.len() as u64;
+                event
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------
+// The registry
+// ---------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Job {
+    launch: Launch,
+    state: State,
+    pid: Option<u32>,
+    started_at: SystemTime,
+    started: Instant,
+    ended: Option<Instant>,
+    returncode: Option<ReturnCode>,
+    output_complete: bool,
+    cancelled: bool,
+    timed_out: bool,
+    error: Option<String>,
+    output: OutputBuffer,
+    /// While it runs.
+    process: Option<ProcessHandle>,
+    timer: Option<SpawnHandle>,
+    clients: Vec<mpsc::Sender<Event>>,
+}
+
+impl Job {
+    fn view(&self, id: u64) -> JobView {
+        let duration = self.ended.unwrap_or_else(Instant::now) - self.started;
+        JobView {
+            id,
+            job: self.launch.job.clone(),
+            params: self.launch.params.clone(),
+            argv: self.launch.argv.clone(),
+            state: self.state,
+            pid: self.pid,
+            started_at: rfc3339(self.started_at),
+            duration_ms: duration.as_millis() as u64,
+            returncode: self.returncode.map(ReturnCode::code),
+            timed_out: self.timed_out,
+            error: self.error.clone(),
+            output_bytes: self.output.total,
+            output_dropped: self.output.dropped(),
+            output_complete: self.output_complete,
+            watchers: self.clients.len(),
+        }
+    }
+
+    /// Queues `event` for every client, dropping those gone or not reading.
+    fn broadcast(&mut self, event: &Event) {
+        self.clients
+            .retain(|client| client.try_send(event.clone()).is_ok());
+    }
+}
+
+/// The registry actor (see the module docs).
+#[derive(Debug)]
+pub struct Jobs {
+    limits: Limits,
+    jobs: BTreeMap<u64, Job>,
+    next_id: u64,
+    shutting_down: bool,
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl Jobs {
+    pub fn new(limits: Limits) -> Jobs {
+        Jobs {
+            limits,
+            jobs: BTreeMap::new(),
+            next_id: 1,
+            shutting_down: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|job| job.state == State::Running)
+            .count()
+    }
+
+    fn cancel(&mut self, id: u64, timed_out: bool) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            if let (Some(process), false) = (&job.process, job.cancelled) {
+                job.cancelled = true;
+                job.timed_out = timed_out;
+                process.do_send(Cancel);
+            }
+        }
+    }
+
+    /// Forgets the oldest finished jobs beyond `keep_finished`.
+    fn trim_finished(&mut self) {
+        let finished: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.state != State::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = finished.len().saturating_sub(self.limits.keep_finished);
+        for id in &finished[..excess] {
+            self.jobs.remove(id);
+        }
+    }
+}
+
+impl Actor for Jobs {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Started as its System is torn down (actix polls an actor once
+            // when it drops it): there is no timer to set any more.
+            return;
+        }
+        ctx.run_interval(self.limits.keep_alive, |act, _ctx| {
+            for job in act.jobs.values_mut() {
+                job.broadcast(&Event::KeepAlive);
+            }
+        });
+    }
+}
+
+impl Handler<StartJob> for Jobs {
+    type Result = Result<JobView, JobError>;
+
+    fn handle(&mut self, StartJob(launch): StartJob, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(JobError::ShuttingDown);
+        }
+        if self.running() >= self.limits.max_running {
+            return Err(JobError::TooManyRunning {
+                limit: self.limits.max_running,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let relay = Relay {
+            id,
+            jobs: ctx.address(),
+        }
+        .start();
+        let started = launch
+            .popen()
+            .subscribe(relay.clone().recipient())
+            .exit_listener(relay.recipient())
+            .start();
+        let timeout = launch.timeout;
+        let mut job = Job {
+            launch,
+            state: State::Running,
+            pid: None,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            ended: None,
+            returncode: None,
+            output_complete: true,
+            cancelled: false,
+            timed_out: false,
+            error: None,
+            output: OutputBuffer::new(self.limits.output_limit),
+            process: None,
+            timer: None,
+            clients: Vec::new(),
+        };
+        match started {
+            Ok(process) => {
+                let pid = process.pid().unwrap_or_default();
+                log::info!("job {id}: {:?} started as pid {pid}", job.launch.argv);
+                job.pid = process.pid();
+                job.process = Some(process);
+                job.timer = Some(ctx.run_later(timeout, move |act, _ctx| act.cancel(id, true)));
+            }
+            Err(err) => {
+                log::warn!("job {id}: {err}");
+                job.state = State::FailedToStart;
+                job.error = Some(err.to_string());
+                job.ended = Some(job.started);
+            }
+        }
+        let view = job.view(id);
+        self.jobs.insert(id, job);
+        self.trim_finished();
+        Ok(view)
+    }
+}
+
+impl Handler<ListJobs> for Jobs {
+    type Result = MessageResult<ListJobs>;
+
+    fn handle(&mut self, _msg: ListJobs, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.jobs.iter().map(|(id, job)| job.view(*id)).collect())
+    }
+}
+
+impl Handler<GetJob> for Jobs {
+    type Result = Result<JobView, JobError>;
+
+    fn handle(&mut self, GetJob(id): GetJob, _ctx: &mut Context<Self>) -> Self::Result {
+        let job = self.jobs.get(&id).ok_or(JobError::UnknownId(id))?;
+        Ok(job.view(id))
+    }
+}
+
+impl Handler<CancelJob> for Jobs {
+    type Result = Result<JobView, JobError>;
+
+    fn handle(&mut self, CancelJob(id): CancelJob, _ctx: &mut Context<Self>) -> Self::Result {
+        let job = self.jobs.get(&id).ok_or(JobError::UnknownId(id))?;
+        if job.state != State::Running {
+            return Err(JobError::AlreadyEnded {
+                id,
+                state: job.state,
+            });
+        }
+        self.cancel(id, false);
+        let job = self.jobs.get(&id).ok_or(JobError::UnknownId(id))?;
+        Ok(job.view(id))
+    }
+}
+
+impl Handler<WatchJob> for Jobs {
+    type Result = Result<Watch, JobError>;
+
+    fn handle(
+        &mut self,
+        WatchJob { id, from }: WatchJob,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let limits = &self.limits;
+        let job = self.jobs.get_mut(&id).ok_or(JobError::UnknownId(id))?;
+        // Replay and subscription happen in one handler: no output can
+        // arrive in between, so the client misses none and sees none twice.
+        let mut replay = job.output.replay(from);
+        if job.state != State::Running {
+            replay.push(Event::Exit(Box::new(job.view(id))));
+            return Ok(Watch { replay, live: None });
+        }
+        job.clients.retain(|client| !client.is_closed());
+        if job.clients.len() >= limits.max_watchers {
+            return Err(JobError::TooManyWatchers {
+                id,
+                limit: limits.max_watchers,
+            });
+        }
+        let (sender, receiver) = mpsc::channel(limits.client_queue);
+        job.clients.push(sender);
+        Ok(Watch {
+            replay,
+            live: Some(receiver),
+        })
+    }
+}
+
+impl Handler<Shutdown> for Jobs {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let running: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.state == State::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        if !running.is_empty() {
+            log::info!("cancelling {} running job(s)", running.len());
+        }
+        for id in running {
+            self.cancel(id, false);
+        }
+        let (done, drained) = oneshot::channel();
+        if self.running() == 0 {
+            let _ = done.send(());
+        } else {
+            self.drained.push(done);
+        }
+        Box::pin(async move {
+            let _ = drained.await;
+        })
+    }
+}
+
+impl Handler<JobOutput> for Jobs {
+    type Result = ();
+
+    fn handle(&mut self, JobOutput { id, data }: JobOutput, _ctx: &mut Context<Self>) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            let offset = job.output.total;
+            job.output.push(&data);
+            job.broadcast(&Event::Output { offset, data });
+        }
+    }
+}
+
+impl Handler<JobEnded> for Jobs {
+    type Result = ();
+
+    fn handle(&mut self, JobEnded { id, exited }: JobEnded, ctx: &mut Context<Self>) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.state = if job.cancelled {
+            State::Cancelled
+        } else {
+            State::Exited
+        };
+        job.returncode = Some(exited.returncode);
+        job.output_complete = exited.output_complete;
+        job.ended = Some(Instant::now());
+        // Dropping the handle lets the process actor (and its relay) stop.
+        job.process = None;
+        if let Some(timer) = job.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        log::info!(
+            "job {id}: {} with return code {}",
+            job.state,
+            exited.returncode
+        );
+        let exit = Event::Exit(Box::new(job.view(id)));
+        job.broadcast(&exit);
+        // Closing the channels ends every client's stream after the exit.
+        job.clients.clear();
+        self.trim_finished();
+        if self.running() == 0 {
+            for done in self.drained.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// The relay: one per job
+// ---------------------------------------------------------------------
+
+/// Tags one process's chunks and exit with its job id for the registry.
+///
+/// It holds each chunk, and with it the reader's credit, until the registry
+/// has taken the bytes: a job that writes faster than the registry keeps up
+/// waits in `write()`, and the registry's mailbox stays small.
+#[derive(Debug)]
+struct Relay {
+    id: u64,
+    jobs: Addr<Jobs>,
+}
+
+impl Actor for Relay {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chunk> for Relay {
+    type Result = ();
+
+    fn handle(&mut self, chunk: Chunk, ctx: &mut Context<Self>) {
+        let delivered = self.jobs.send(JobOutput {
+            id: self.id,
+            data: chunk.data.clone(),
+        });
+        // `wait` holds back this relay's next message (a chunk, or the exit)
+        // until the registry has this one, so the order is kept.
+        ctx.wait(
+            async move {
+                let _ = delivered.await;
+                drop(chunk);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<Exited> for Relay {
+    type Result = ();
+
+    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
+        self.jobs.do_send(JobEnded {
+            id: self.id,
+            exited,
+        });
+    }
+}
+
+/// `time` as RFC 3339 in UTC, to the millisecond (Howard Hinnant's
+/// civil-from-days algorithm, to spare a date crate).
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}

@@ -1,0 +1,1418 @@
+//! The `demo_server` example: its HTTP API through actix-web's test
+//! service, its Ctrl-C shutdown as a real process, and its page in headless
+//! Chromium driven over WebDriver.
+//!
+//! The API tests include the example's own modules (`#[path]` below), so
+//! they test the code the example runs, on a jobs file of their own with
+//! short timeouts. The last two tests run the example's binary.
+
+#[path = "../examples/demo_server/api.rs"]
+#[allow(dead_code)]
+mod api;
+#[path = "../examples/demo_server/definitions.rs"]
+#[allow(dead_code)]
+mod definitions;
+#[path = "../examples/demo_server/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use actix_http::Request;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::ContentType;
+use actix_web::http::StatusCode;
+use actix_web::test::{self, TestRequest};
+use actix_web::App;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use api::Api;
+use definitions::{Definitions, LoadError};
+use registry::{Jobs, Limits, Shutdown};
+
+/// How long anything awaited may take before the test fails rather than
+/// hangs: generous, since the machine may be busy compiling.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The cancel timeout of the test jobs that ignore SIGTERM.
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The test jobs; `{dir}` becomes a temporary directory holding `data.bin`.
+const TEST_JOBS: &str = r#"
+[jobs.echo]
+description = "prints a word"
+program = "printf"
+args = ["%s\n", { param = "word" }]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.echo.params.word]
+pattern = '[A-Za-z0-9]{1,20}'
+
+# A shell job with a permissive pattern: the value reaches the script as
+# "$1" and is printed, never run.
+[jobs.say]
+program = "sh"
+shell = true
+args = ["-c", 'printf "%s\n" "$1"', "say", { param = "text" }]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.say.params.text]
+pattern = '[ -~]{1,100}'
+
+[jobs.count]
+program = "sh"
+shell = true
+args = ["-c", 'for i in $(seq 1 "$1"); do echo "line $i"; sleep 0.05; done', "count", { param = "n" }]
+timeout = 60
+cancel_timeout = 0.5
+
+[jobs.count.params.n]
+range = [1, 2000]
+
+[jobs.bytes]
+description = "writes data.bin: every byte value, lines, invalid UTF-8"
+program = "cat"
+args = ["data.bin"]
+dir = "{dir}"
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.stubborn]
+program = "sh"
+shell = true
+args = ["-c", 'trap "" TERM; echo ready; while :; do sleep 0.1; done', "stubborn"]
+timeout = 60
+cancel_timeout = 0.5
+
+[jobs.fail]
+program = "sh"
+shell = true
+args = ["-c", 'echo "something went wrong" >&2; exit 3', "fail"]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.sleepy]
+program = "sleep"
+args = ["30"]
+timeout = 0.5
+cancel_timeout = 0.5
+
+[jobs.missing]
+program = "/nonexistent/demo-server-program"
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.ls]
+program = "ls"
+args = ["--", { param = "name" }]
+dir = "{dir}"
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.ls.params.name]
+pattern = '[A-Za-z0-9_][A-Za-z0-9._-]{0,63}'
+"#;
+
+// ---------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------
+
+/// What `data.bin` holds: every byte value, many lines, `\r\n`, invalid
+/// UTF-8 and NULs, over many reads' worth.
+fn data_bin() -> Vec<u8> {
+    let mut data: Vec<u8> = (0..=255u8).collect();
+    data.extend((0..200_000u32).map(|i| (i * 31 % 251) as u8));
+    data.extend_from_slice("é\r\nend\n".as_bytes());
+    data
+}
+
+/// A temporary directory with `data.bin` and `jobs.toml`.
+struct Fixture {
+    dir: tempfile::TempDir,
+    definitions: Arc<Definitions>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("data.bin"), data_bin()).expect("write data.bin");
+    let jobs = TEST_JOBS.replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(&path, &jobs).expect("write jobs.toml");
+    let definitions = Definitions::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    Fixture {
+        dir,
+        definitions: Arc::new(definitions),
+    }
+}
+
+/// The API on a fresh registry with `limits`.
+fn api(fixture: &Fixture, limits: Limits) -> Api {
+    Api {
+        jobs: Jobs::new(limits).start(),
+        definitions: fixture.definitions.clone(),
+        max_body: 1024,
+    }
+}
+
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
+
+/// Sends `req` and returns the status and the JSON body.
+async fn send<S, B>(app: &S, req: TestRequest) -> (StatusCode, Value)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let response = test::call_service(app, req.to_request()).await;
+    let status = response.status();
+    let body = test::read_body(response).await;
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("{status}: not JSON: {:?}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+fn post(body: Value) -> TestRequest {
+    TestRequest::post().uri("/jobs").set_json(body)
+}
+
+fn get(uri: &str) -> TestRequest {
+    TestRequest::get().uri(uri)
+}
+
+fn delete(uri: &str) -> TestRequest {
+    TestRequest::delete().uri(uri)
+}
+
+/// Starts `job` with `params`, expecting 201; returns its id.
+async fn start<S, B>(app: &S, job: &str, params: Value) -> u64
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let (status, body) = send(app, post(json!({ "job": job, "params": params }))).await;
+    assert_eq!(status, StatusCode::CREATED, "starting {job}: {body}");
+    body["id"].as_u64().expect("an id")
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads server-sent events from a response body as they come.
+struct EventReader<B> {
+    body: B,
+    buffer: String,
+    comments: usize,
+}
+
+impl<B> EventReader<B>
+where
+    B: MessageBody + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    fn new(body: B) -> EventReader<B> {
+        EventReader {
+            body,
+            buffer: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".to_owned(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut fields = 0;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some((name, value)) = line.split_once(": ") {
+                        fields += 1;
+                        match name {
+                            "event" => event.event = value.to_owned(),
+                            "id" => event.id = Some(value.to_owned()),
+                            "data" => event.data.push_str(value),
+                            other => panic!("unexpected SSE field {other:?}"),
+                        }
+                    }
+                }
+                if fields > 0 {
+                    return Some(event);
+                }
+            }
+            let body = &mut self.body;
+            let chunk = within(
+                "the next server-sent event",
+                std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)),
+            )
+            .await?;
+            let chunk = chunk.expect("the event stream failed");
+            // Output is base64 in JSON: the stream itself is ASCII.
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("the stream is ASCII"));
+        }
+    }
+
+    /// Every event until the stream ends.
+    async fn rest(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Opens `GET /jobs/{id}/output`, resuming at `from` if given.
+async fn watch<S>(app: &S, id: u64, from: Option<u64>) -> EventReader<actix_web::body::BoxBody>
+where
+    S: Service<
+        Request,
+        Response = ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+    >,
+{
+    let mut req = get(&format!("/jobs/{id}/output"));
+    if let Some(from) = from {
+        req = req.insert_header(("Last-Event-ID", from.to_string()));
+    }
+    let response = test::call_service(app, req.to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    EventReader::new(response.into_body())
+}
+
+/// The output bytes of `events` and the job of their `exit` event. Checks
+/// that the offsets follow each other (from the first one), that every
+/// `id` is the offset after its event, and that `exit` comes last.
+fn decode(events: &[SseEvent]) -> (u64, Vec<u8>, Option<Value>) {
+    let mut first = None;
+    let mut bytes = Vec::new();
+    let mut exit = None;
+    for event in events {
+        assert!(exit.is_none(), "an event after the exit: {event:?}");
+        match event.event.as_str() {
+            "output" => {
+                let data: Value = serde_json::from_str(&event.data).expect("output is JSON");
+                let offset = data["offset"].as_u64().expect("an offset");
+                let start = *first.get_or_insert(offset);
+                assert_eq!(offset, start + bytes.len() as u64, "a gap in the output");
+                let piece = base64::engine::general_purpose::STANDARD
+                    .decode(data["data"].as_str().expect("data"))
+                    .expect("base64");
+                bytes.extend_from_slice(&piece);
+                assert_eq!(
+                    event.id.as_deref(),
+                    Some((start + bytes.len() as u64).to_string().as_str())
+                );
+            }
+            "exit" => exit = Some(serde_json::from_str(&event.data).expect("exit is JSON")),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    (first.unwrap_or(0), bytes, exit)
+}
+
+/// Waits until `GET /jobs/{id}` satisfies `done`; returns the job.
+async fn wait_for_job<S>(app: &S, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value
+where
+    S: Service<
+        Request,
+        Response = ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+    >,
+{
+    within(what, async {
+        loop {
+            let (status, job) = send(app, get(&format!("/jobs/{id}"))).await;
+            assert_eq!(status, StatusCode::OK);
+            if done(&job) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The state letter and parent of `pid`, if it exists.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Fails unless our former child `pid` is gone (not even a zombie).
+fn assert_child_gone(pid: u32) {
+    if let Some((state, parent)) = proc_stat(pid) {
+        assert!(
+            parent != std::process::id(),
+            "pid {pid} is still our child (state {state})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// The jobs file
+// ---------------------------------------------------------------------
+
+#[test]
+fn the_shipped_jobs_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_server/jobs.toml");
+    let definitions = Definitions::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    let names: Vec<String> = definitions.jobs().map(|job| job.view().name).collect();
+    for name in ["count", "colors", "stubborn", "fail", "ls"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+}
+
+#[test]
+fn jobs_files_that_break_the_rules_are_refused() {
+    let job = |body: &str| format!("[jobs.x]\ntimeout = 1\ncancel_timeout = 1\n{body}\n");
+    let cases = [
+        (
+            job(r#"program = "sh"
+args = ["-c", 'echo "$1"', "x", { param = "p" }]
+[jobs.x.params.p]
+range = [1, 2]"#),
+            "is a shell",
+        ),
+        (
+            job(r#"program = "sh"
+shell = true
+args = [{ param = "p" }, "-c", 'echo', "x"]
+[jobs.x.params.p]
+range = [1, 2]"#),
+            "must start with \"-c\"",
+        ),
+        (
+            job(r#"program = "bash"
+shell = true
+args = ["-c", { param = "p" }, "x"]
+[jobs.x.params.p]
+range = [1, 2]"#),
+            "must start with \"-c\"",
+        ),
+        (
+            job(r#"program = "echo"
+args = [{ param = "p" }]"#),
+            "not declared",
+        ),
+        (
+            job(r#"program = "echo"
+[jobs.x.params.p]
+range = [1, 2]"#),
+            "never used",
+        ),
+        (
+            job(r#"program = "echo"
+args = [{ param = "p" }]
+[jobs.x.params.p]
+description = "no rule""#),
+            "exactly one of",
+        ),
+        (
+            job(r#"program = "echo"
+args = [{ param = "p" }]
+[jobs.x.params.p]
+range = [1, 2]
+pattern = 'a'"#),
+            "exactly one of",
+        ),
+        (
+            job(r#"program = "echo"
+args = [{ param = "p" }]
+[jobs.x.params.p]
+pattern = '('"#),
+            "regex parse error",
+        ),
+        (
+            job(r#"program = "echo"
+args = [{ param = "p" }]
+[jobs.x.params.p]
+range = [1, 2]
+default = "3""#),
+            "default \"3\" is not an integer from 1 to 2",
+        ),
+        (
+            job(r#"program = "echo"
+colour = "red""#),
+            "unknown field `colour`",
+        ),
+        (
+            "[jobs.x]\nprogram = \"echo\"\ntimeout = 0\ncancel_timeout = 1\n".to_owned(),
+            "`timeout` must be a positive",
+        ),
+        (
+            "[jobs.X]\nprogram = \"echo\"\ntimeout = 1\ncancel_timeout = 1\n".to_owned(),
+            "job name must match",
+        ),
+    ];
+    for (text, expected) in cases {
+        match Definitions::parse(&text, Path::new("jobs.toml")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(err @ (LoadError::Invalid { .. } | LoadError::Parse { .. })) => {
+                let message = err.to_string();
+                assert!(
+                    message.contains(expected),
+                    "{message:?} lacks {expected:?} for:\n{text}"
+                );
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// The API
+// ---------------------------------------------------------------------
+
+#[actix_web::test]
+async fn the_page_and_the_definitions_are_served() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let response = test::call_service(&app, get("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = test::read_body(response).await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("new EventSource("), "{page}");
+
+    let (status, definitions) = send(&app, get("/jobs/definitions")).await;
+    assert_eq!(status, StatusCode::OK);
+    let echo = definitions
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == "echo"))
+        .expect("echo is listed");
+    assert_eq!(echo["argv"], json!(["printf", "%s\n", "{word}"]));
+    assert_eq!(echo["params"][0]["name"], "word");
+    assert_eq!(echo["params"][0]["pattern"], "[A-Za-z0-9]{1,20}");
+    assert_eq!(echo["cancel_timeout_secs"], 0.5);
+}
+
+#[actix_web::test]
+async fn the_stream_delivers_every_byte_then_the_exit() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let expected = data_bin();
+
+    let id = start(&app, "bytes", json!({})).await;
+    let events = watch(&app, id, None).await.rest().await;
+    let (first, bytes, exit) = decode(&events);
+    assert_eq!(first, 0);
+    assert!(bytes == expected, "the output differs from data.bin");
+    let exit = exit.expect("an exit event ends the stream");
+    assert_eq!(exit["state"], "exited");
+    assert_eq!(exit["returncode"], 0);
+    assert_eq!(exit["output_bytes"], expected.len() as u64);
+
+    // Watching again after the end replays it all, then the exit.
+    let (_, again, exit) = decode(&watch(&app, id, None).await.rest().await);
+    assert!(again == expected);
+    assert_eq!(exit.expect("exit")["returncode"], 0);
+
+    // Last-Event-ID resumes where a client left off.
+    let (first, rest, _) = decode(&watch(&app, id, Some(100_000)).await.rest().await);
+    assert_eq!(first, 100_000);
+    assert!(rest[..] == expected[100_000..]);
+}
+
+#[actix_web::test]
+async fn jobs_are_listed_with_state_pid_time_and_return_code() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let (status, created) = send(&app, post(json!({"job": "fail"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["state"], "running");
+    let id = created["id"].as_u64().expect("id");
+    let pid = created["pid"].as_u64().expect("a pid") as u32;
+    let (_, output, exit) = decode(&watch(&app, id, None).await.rest().await);
+    // stderr is merged into stdout.
+    assert_eq!(output, b"something went wrong\n");
+    assert_eq!(exit.expect("exit")["returncode"], 3);
+    assert_child_gone(pid);
+
+    let echo = start(&app, "echo", json!({"word": "hello"})).await;
+    let (_, output, _) = decode(&watch(&app, echo, None).await.rest().await);
+    assert_eq!(output, b"hello\n");
+
+    let (status, list) = send(&app, get("/jobs")).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = list.as_array().expect("a list").clone();
+    assert_eq!(list.len(), 2);
+    let fail = &list[0];
+    assert_eq!(fail["id"], id);
+    assert_eq!(fail["job"], "fail");
+    assert_eq!(fail["state"], "exited");
+    assert_eq!(fail["pid"], pid);
+    assert_eq!(fail["returncode"], 3);
+    assert_eq!(fail["timed_out"], false);
+    assert_eq!(fail["output_bytes"], 21);
+    assert_eq!(fail["output_dropped"], 0);
+    let started = fail["started_at"].as_str().expect("started_at");
+    assert!(
+        started.len() == 24 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
+        "{started} is not RFC 3339"
+    );
+    assert!(fail["duration_ms"].as_u64().is_some());
+    assert_eq!(list[1]["params"], json!({"word": "hello"}));
+    assert_eq!(list[1]["argv"], json!(["printf", "%s\n", "hello"]));
+
+    let (status, one) = send(&app, get(&format!("/jobs/{echo}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one, list[1]);
+}
+
+#[actix_web::test]
+async fn cancel_kills_a_job_that_ignores_sigterm_after_the_cancel_timeout() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let id = start(&app, "stubborn", json!({})).await;
+    let mut stream = watch(&app, id, None).await;
+    // "ready" comes once the trap is set.
+    let ready = stream.next().await.expect("output");
+    assert_eq!(decode(&[ready]).1, b"ready\n");
+    let (_, job) = send(&app, get(&format!("/jobs/{id}"))).await;
+    let pid = job["pid"].as_u64().expect("pid") as u32;
+
+    let cancelled_at = Instant::now();
+    let (status, job) = send(&app, delete(&format!("/jobs/{id}"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(job["state"], "running", "SIGTERM is ignored");
+    let (_, _, exit) = decode(&stream.rest().await);
+    let waited = cancelled_at.elapsed();
+    let exit = exit.expect("exit");
+    assert_eq!(exit["state"], "cancelled");
+    assert_eq!(exit["returncode"], -9, "SIGKILL after the cancel timeout");
+    assert!(
+        waited >= CANCEL_TIMEOUT && waited < CANCEL_TIMEOUT + Duration::from_secs(20),
+        "ended {waited:?} after the cancel"
+    );
+    assert_child_gone(pid);
+
+    let (status, body) = send(&app, delete(&format!("/jobs/{id}"))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["error"],
+        format!("job {id} has already ended (cancelled)")
+    );
+}
+
+#[actix_web::test]
+async fn a_job_past_its_timeout_is_cancelled() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let id = start(&app, "sleepy", json!({})).await;
+    let (_, _, exit) = decode(&watch(&app, id, None).await.rest().await);
+    let exit = exit.expect("exit");
+    assert_eq!(exit["state"], "cancelled");
+    assert_eq!(exit["timed_out"], true);
+    assert_eq!(exit["returncode"], -15);
+}
+
+#[actix_web::test]
+async fn a_program_that_cannot_run_fails_to_start() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let (status, job) = send(&app, post(json!({"job": "missing"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(job["state"], "failed-to-start");
+    assert_eq!(job["pid"], Value::Null);
+    let error = job["error"].as_str().expect("an error");
+    assert!(error.contains("command not found"), "{error}");
+    let (_, output, exit) = decode(
+        &watch(&app, job["id"].as_u64().expect("id"), None)
+            .await
+            .rest()
+            .await,
+    );
+    assert!(output.is_empty());
+    assert_eq!(exit.expect("exit")["state"], "failed-to-start");
+}
+
+#[actix_web::test]
+async fn bad_input_gets_a_json_4xx_saying_what_was_wrong() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let raw = |body: &str| {
+        TestRequest::post()
+            .uri("/jobs")
+            .insert_header(ContentType::json())
+            .set_payload(body.to_owned())
+    };
+    use StatusCode as S;
+    let jobs_are = "unknown job `rm` (the jobs are: bytes, count, echo, fail, ls, missing, say,";
+    let cases: Vec<(&str, TestRequest, StatusCode, &str)> = vec![
+        (
+            "unknown job",
+            post(json!({"job": "rm"})),
+            S::BAD_REQUEST,
+            jobs_are,
+        ),
+        (
+            "bad parameter",
+            post(json!({"job": "count", "params": {"n": "0"}})),
+            S::BAD_REQUEST,
+            "bad parameter `n`: \"0\" is not an integer from 1 to 2000",
+        ),
+        (
+            "not a number",
+            post(json!({"job": "count", "params": {"n": "five"}})),
+            S::BAD_REQUEST,
+            "bad parameter `n`: \"five\" is not an integer from 1 to 2000",
+        ),
+        (
+            "neither string nor integer",
+            post(json!({"job": "count", "params": {"n": [5]}})),
+            S::BAD_REQUEST,
+            "bad parameter `n`: must be a string or an integer",
+        ),
+        (
+            "missing parameter",
+            post(json!({"job": "count"})),
+            S::BAD_REQUEST,
+            "missing parameter `n` for job `count`: an integer from 1 to 2000",
+        ),
+        (
+            "extra parameter",
+            post(json!({"job": "count", "params": {"n": "5", "m": "1"}})),
+            S::BAD_REQUEST,
+            "unknown parameter `m` for job `count` (it takes: n)",
+        ),
+        (
+            "a parameter for a job without",
+            post(json!({"job": "fail", "params": {"x": "1"}})),
+            S::BAD_REQUEST,
+            "unknown parameter `x` for job `fail` (it takes no parameters)",
+        ),
+        (
+            "malformed JSON",
+            raw(r#"{"job": "count","#),
+            S::BAD_REQUEST,
+            "malformed JSON: EOF while parsing a value at line 1 column 16",
+        ),
+        (
+            "not an object",
+            raw(r#""count""#),
+            S::BAD_REQUEST,
+            "invalid request: invalid type: string \"count\", expected struct StartRequest",
+        ),
+        (
+            "unknown field",
+            raw(r#"{"job": "count", "argv": ["rm"]}"#),
+            S::BAD_REQUEST,
+            "invalid request: unknown field `argv`, expected `job` or `params`",
+        ),
+        (
+            "missing field",
+            raw(r#"{"params": {}}"#),
+            S::BAD_REQUEST,
+            "invalid request: missing field `job`",
+        ),
+        (
+            "not JSON",
+            TestRequest::post()
+                .uri("/jobs")
+                .insert_header(ContentType::plaintext())
+                .set_payload("job=count"),
+            S::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, with Content-Type: application/json",
+        ),
+        (
+            "too large",
+            post(json!({"job": "say", "params": {"text": "x".repeat(2000)}})),
+            S::PAYLOAD_TOO_LARGE,
+            "request body too large: the limit is 1024 bytes",
+        ),
+        (
+            "unknown id",
+            get("/jobs/42"),
+            S::NOT_FOUND,
+            "no job with id 42",
+        ),
+        (
+            "cancel unknown",
+            delete("/jobs/42"),
+            S::NOT_FOUND,
+            "no job with id 42",
+        ),
+        (
+            "watch unknown",
+            get("/jobs/42/output"),
+            S::NOT_FOUND,
+            "no job with id 42",
+        ),
+        (
+            "bad id",
+            get("/jobs/abc"),
+            S::NOT_FOUND,
+            "no job with id \"abc\"",
+        ),
+        (
+            "unknown route",
+            get("/etc/passwd"),
+            S::NOT_FOUND,
+            "no such page: /etc/passwd",
+        ),
+        (
+            "wrong method",
+            TestRequest::put().uri("/jobs"),
+            S::METHOD_NOT_ALLOWED,
+            "method PUT is not allowed on /jobs",
+        ),
+    ];
+    for (what, req, expected_status, expected_error) in cases {
+        let (status, body) = send(&app, req).await;
+        assert_eq!(status, expected_status, "{what}: {body}");
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {body}"));
+        assert!(error.starts_with(expected_error), "{what}: {error:?}");
+    }
+    let (_, jobs) = send(&app, get("/jobs")).await;
+    assert_eq!(jobs, json!([]), "nothing ran");
+}
+
+#[actix_web::test]
+async fn the_allow_list_refuses_injection() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let attempts = [
+        "; rm -rf /",
+        "data.bin; rm -rf /",
+        "$(id)",
+        "`id`",
+        "data.bin && id",
+        "data.bin | id",
+        "-la",
+        "--help",
+        "data.bin /etc/passwd",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        ".",
+        "data.bin\nid",
+        "data.bin\0",
+        "",
+    ];
+    for value in attempts {
+        let (status, body) =
+            send(&app, post(json!({"job": "ls", "params": {"name": value}}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value:?}: {body}");
+        let error = body["error"].as_str().expect("error");
+        assert!(
+            error.starts_with("bad parameter `name`: "),
+            "{value:?}: {error}"
+        );
+    }
+    for value in [
+        "5; rm -rf /",
+        "$(id)",
+        "5 6",
+        "0x10",
+        "1e3",
+        "99999999999999999999",
+    ] {
+        let (status, body) =
+            send(&app, post(json!({"job": "count", "params": {"n": value}}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value:?}: {body}");
+    }
+    // Parameter names the job does not declare, and programs or arguments
+    // of the request's own, are refused.
+    for body in [
+        json!({"job": "ls", "params": {"name": "data.bin", "args": "-la"}}),
+        json!({"job": "ls", "params": {"name": "data.bin", "dir": "/"}}),
+        json!({"job": "ls", "params": {"name": "data.bin"}, "program": "sh"}),
+        json!({"job": "../../bin/sh"}),
+        json!({"job": "sh"}),
+    ] {
+        let (status, reply) = send(&app, post(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {reply}");
+    }
+    let (_, jobs) = send(&app, get("/jobs")).await;
+    assert_eq!(jobs, json!([]), "nothing ran");
+
+    // A value the pattern allows reaches the program as one argument.
+    let id = start(&app, "ls", json!({"name": "data.bin"})).await;
+    let (_, output, _) = decode(&watch(&app, id, None).await.rest().await);
+    assert_eq!(output, b"data.bin\n");
+
+    // In a shell job, even a permissive pattern is safe: the value is
+    // "$1" to the script, printed and never run.
+    for value in ["$(id)", "`id`", "; rm -rf /", "a \"b\" 'c' $HOME \\"] {
+        let id = start(&app, "say", json!({"text": value})).await;
+        let (_, output, exit) = decode(&watch(&app, id, None).await.rest().await);
+        assert_eq!(String::from_utf8_lossy(&output), format!("{value}\n"));
+        assert_eq!(exit.expect("exit")["returncode"], 0);
+    }
+}
+
+#[actix_web::test]
+async fn running_jobs_are_capped_and_finished_ones_trimmed() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        keep_finished: 2,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let first = start(&app, "count", json!({"n": 1000})).await;
+    let response = test::call_service(
+        &app,
+        post(json!({"job": "echo", "params": {"word": "x"}})).to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body: Value = serde_json::from_slice(&test::read_body(response).await).expect("JSON");
+    assert_eq!(
+        body["error"],
+        "1 jobs are running, the most allowed: try again when one has ended"
+    );
+    let (status, _) = send(&app, delete(&format!("/jobs/{first}"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    decode(&watch(&app, first, None).await.rest().await);
+
+    let mut ids = vec![first];
+    for word in ["a", "b", "c"] {
+        let id = start(&app, "echo", json!({"word": word})).await;
+        decode(&watch(&app, id, None).await.rest().await);
+        ids.push(id);
+    }
+    let (_, list) = send(&app, get("/jobs")).await;
+    let kept: Vec<u64> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|job| job["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(kept, ids[2..], "the two newest finished jobs are kept");
+    let (status, _) = send(&app, get(&format!("/jobs/{}", ids[0]))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn output_beyond_the_limit_drops_the_oldest_bytes_and_counts_them() {
+    let fixture = fixture();
+    let limits = Limits {
+        output_limit: 1000,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let expected = data_bin();
+
+    let id = start(&app, "bytes", json!({})).await;
+    // A client watching from the start gets every byte as it comes ...
+    let (_, live, _) = decode(&watch(&app, id, None).await.rest().await);
+    assert!(live == expected);
+    // ... while the job keeps only the last 1000.
+    let (_, job) = send(&app, get(&format!("/jobs/{id}"))).await;
+    let dropped = expected.len() as u64 - 1000;
+    assert_eq!(job["output_bytes"], expected.len() as u64);
+    assert_eq!(job["output_dropped"], dropped);
+    let (first, replay, _) = decode(&watch(&app, id, None).await.rest().await);
+    assert_eq!(first, dropped, "the replay starts after the dropped bytes");
+    assert!(replay[..] == expected[dropped as usize..]);
+}
+
+#[actix_web::test]
+async fn a_client_that_leaves_or_stalls_costs_nothing() {
+    let fixture = fixture();
+    let limits = Limits {
+        client_queue: 4,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let id = start(&app, "count", json!({"n": 2000})).await;
+
+    // Clients come and go: the list of watchers does not grow.
+    for _ in 0..40 {
+        let mut stream = watch(&app, id, None).await;
+        stream.next().await.expect("output");
+        drop(stream);
+    }
+    wait_for_job(&app, id, "the watchers that left to be dropped", |job| {
+        job["watchers"] == 0
+    })
+    .await;
+
+    // A client that stops reading is dropped once its queue is full: its
+    // stream ends without an exit, and it may resume with Last-Event-ID.
+    let mut stalled = watch(&app, id, None).await;
+    wait_for_job(&app, id, "the stalled client to be dropped", |job| {
+        job["watchers"] == 0 && job["state"] == "running"
+    })
+    .await;
+    let (_, got, exit) = decode(&stalled.rest().await);
+    assert!(
+        exit.is_none(),
+        "the stalled client's stream ends without exit"
+    );
+    let mut resumed = watch(&app, id, Some(got.len() as u64)).await;
+    let (first, _, _) = decode(&[resumed.next().await.expect("output")]);
+    assert_eq!(first, got.len() as u64);
+    drop(resumed);
+
+    let (status, _) = send(&app, delete(&format!("/jobs/{id}"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, _, exit) = decode(&watch(&app, id, None).await.rest().await);
+    assert_eq!(exit.expect("exit")["returncode"], -15);
+}
+
+#[actix_web::test]
+async fn shutdown_cancels_every_running_job() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let stubborn = start(&app, "stubborn", json!({})).await;
+    let count = start(&app, "count", json!({"n": 1000})).await;
+    let mut ready = watch(&app, stubborn, None).await;
+    ready.next().await.expect("the trap is set");
+
+    within("the shutdown", api.jobs.send(Shutdown))
+        .await
+        .expect("the registry runs");
+    for (id, code) in [(stubborn, -9), (count, -15)] {
+        let (_, job) = send(&app, get(&format!("/jobs/{id}"))).await;
+        assert_eq!(job["state"], "cancelled");
+        assert_eq!(job["returncode"], code);
+        assert_child_gone(job["pid"].as_u64().expect("pid") as u32);
+    }
+    let (status, body) = send(&app, post(json!({"job": "fail"}))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "the server is shutting down");
+}
+
+// ---------------------------------------------------------------------
+// The example as a process
+// ---------------------------------------------------------------------
+
+/// Builds the example once (a no-op when `cargo test` already did) and
+/// returns its path.
+fn demo_server_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", "demo_server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the demo_server example failed");
+        let bin = target_dir()
+            .join(profile_dir_name())
+            .join("examples/demo_server");
+        assert!(bin.exists(), "{} is missing", bin.display());
+        bin
+    })
+}
+
+/// `target/` (tests run from `target/<profile>/deps/`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    exe.ancestors().nth(3).expect("target dir").to_owned()
+}
+
+fn profile_dir_name() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let profile = exe.ancestors().nth(2).expect("profile dir");
+    PathBuf::from(profile.file_name().expect("profile name"))
+}
+
+/// A child process killed (SIGKILL to its process group) and reaped on
+/// drop, unless it has exited already.
+struct Guard {
+    child: Child,
+    name: &'static str,
+}
+
+impl Guard {
+    /// Starts `command` leading a process group of its own.
+    fn spawn(name: &'static str, mut command: Command) -> Guard {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
+        Guard { child, name }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits up to `limit` for the exit.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        if let Ok(None) = self.child.try_wait() {
+            eprintln!("killing {} (pid {})", self.name, self.child.id());
+            let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The example's binary serving `jobs` on a free loopback port, with its
+/// log in `log`; returns it and the address it printed.
+fn serve(jobs: Option<&Path>, log: &Path) -> (Guard, SocketAddr) {
+    let mut command = Command::new(demo_server_bin());
+    command.args(["--bind", "127.0.0.1", "--port", "0"]);
+    if let Some(jobs) = jobs {
+        command.arg("--jobs").arg(jobs);
+    }
+    command
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(log).expect("log file"));
+    let mut server = Guard::spawn("demo_server", command);
+    let stdout = server.child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("demo server listening on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("the server did not start: {line:?}\n{log}")
+        });
+    (server, addr)
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn http_json(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let (status, text) = http(addr, method, path, body);
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, json)
+}
+
+/// The members of process group `pgid` that are not zombies (a zombie has
+/// exited; whoever inherited it reaps it).
+fn live_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            // After the command: state, ppid, pgrp.
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_c_cancels_every_running_job_and_stops_the_server() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let (mut server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log);
+
+    let mut pids = Vec::new();
+    for (job, params) in [("stubborn", json!({})), ("count", json!({"n": 1000}))] {
+        let (status, body) = http_json(
+            addr,
+            "POST",
+            "/jobs",
+            Some(&json!({"job": job, "params": params})),
+        );
+        assert_eq!(status, 201, "{body}");
+        pids.push(body["pid"].as_u64().expect("pid") as u32);
+    }
+    // Wait for "ready": the stubborn job has set its trap.
+    let deadline = Instant::now() + PATIENCE;
+    while http_json(addr, "GET", "/jobs/1", None).1["output_bytes"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stubborn job never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let interrupted = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = server.wait_exit(PATIENCE);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the server did not stop:\n{log_text}"));
+    assert!(status.success(), "{status}:\n{log_text}");
+    // The stubborn job ignores SIGTERM: the shutdown waited for SIGKILL.
+    assert!(interrupted.elapsed() >= CANCEL_TIMEOUT, "{log_text}");
+    assert!(
+        log_text.contains("cancelling 2 running job(s)"),
+        "{log_text}"
+    );
+    assert!(
+        log_text.contains("job 1: cancelled with return code -9"),
+        "{log_text}"
+    );
+    assert!(
+        log_text.contains("job 2: cancelled with return code -15"),
+        "{log_text}"
+    );
+    for pid in pids {
+        // Each job led a process group: nothing of it is left, anywhere.
+        assert!(proc_stat(pid).is_none(), "job pid {pid} is still there");
+        let left = live_group_members(pid);
+        assert!(left.is_empty(), "process group {pid} still has {left:?}");
+    }
+}
+
+// ---------------------------------------------------------------------
+// The page, in headless Chromium
+// ---------------------------------------------------------------------
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A free loopback port (free when asked: chromedriver takes it at once).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Waits until an element matching the XPath `xpath` exists.
+async fn wait_xpath(client: &fantoccini::Client, xpath: &str) -> fantoccini::elements::Element {
+    match client
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(fantoccini::Locator::XPath(xpath))
+        .await
+    {
+        Ok(element) => element,
+        Err(err) => {
+            let source = client.source().await.unwrap_or_default();
+            panic!("no element {xpath}: {err}\n{source}")
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
+    use fantoccini::Locator::Css;
+
+    for tool in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: this test needs Debian's chromium and chromium-driver \
+             (apt-get install chromium chromium-driver; .ci/run installs them)"
+        );
+    }
+    let scratch = tempfile::tempdir().expect("temp dir");
+    // The shipped jobs file: the page as a user sees it.
+    let (mut server, addr) = serve(None, &scratch.path().join("server.log"));
+
+    let port = free_port();
+    let mut driver = Command::new(CHROMEDRIVER);
+    driver
+        .arg(format!("--port={port}"))
+        .arg(format!(
+            "--log-path={}",
+            scratch.path().join("chromedriver.log").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _driver = Guard::spawn("chromedriver", driver);
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let profile = scratch.path().join("chromium-profile");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1200,760",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let client =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session through chromedriver");
+
+    let result = async {
+        client.goto(&format!("http://{addr}/")).await?;
+        // The form is built from GET /jobs/definitions.
+        wait_xpath(&client, "//select[@id='job']/option[@value='count']").await;
+        client
+            .find(Css("#job"))
+            .await?
+            .select_by_value("count")
+            .await?;
+        let n = wait_xpath(&client, "//div[@id='params']/input[@name='n']").await;
+        n.clear().await?;
+        n.send_keys("500").await?;
+        client.find(Css("#start")).await?.click().await?;
+
+        // Live output, while the job runs.
+        wait_xpath(&client, "//pre[@id='output'][contains(., 'line 3')]").await;
+        assert_eq!(client.find(Css("#state")).await?.text().await?, "running");
+        wait_xpath(&client, "//tbody[@id='jobs']/tr/td[.='running']").await;
+
+        // Cancel: SIGTERM, the return code shows.
+        client.find(Css("#cancel")).await?.click().await?;
+        wait_xpath(&client, "//b[@id='state'][.='cancelled']").await;
+        wait_xpath(&client, "//b[@id='returncode'][.='-15']").await;
+        let output = client.find(Css("#output")).await?.text().await?;
+        assert!(
+            !output.contains("line 500"),
+            "cancelled before the end: {output}"
+        );
+
+        // ANSI colours are rendered, not shown as escape codes.
+        client
+            .find(Css("#job"))
+            .await?
+            .select_by_value("colors")
+            .await?;
+        client.find(Css("#start")).await?.click().await?;
+        wait_xpath(&client, "//b[@id='state'][.='exited']").await;
+        wait_xpath(&client, "//b[@id='returncode'][.='0']").await;
+        wait_xpath(
+            &client,
+            "//pre[@id='output']/span[@class='b c36'][.='bold 36']",
+        )
+        .await;
+        let output = client.find(Css("#output")).await?.text().await?;
+        assert!(
+            output.contains("colour 31") && !output.contains("[31m"),
+            "{output}"
+        );
+        wait_xpath(&client, "//tbody[@id='jobs'][count(tr)=2]").await;
+
+        let png = client.screenshot().await?;
+        let path = target_dir().join("demo_server.png");
+        std::fs::write(&path, png).expect("write the screenshot");
+        eprintln!("screenshot: {}", path.display());
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.expect("WebDriver commands");
+
+    // The server stops on Ctrl-C, as a user would stop it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = server.wait_exit(PATIENCE).expect("the server stops");
+    assert!(status.success(), "{status}");
+}
