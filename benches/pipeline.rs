@@ -13,49 +13,14 @@
 //!    arbiter, that consumes 20 MB/s; this process's resident memory
 //!    growth is printed (the target is under 32 MiB).
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{AsyncWait, Chunk, Pipeline, Popen};
-
-fn mib() -> u64 {
-    std::env::var("BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// Discards chunks, counting bytes.
-#[derive(Default)]
-struct Discard(u64);
-
-impl Actor for Discard {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for Discard {
-    type Result = ();
-    fn handle(&mut self, chunk: Chunk, _: &mut Context<Self>) {
-        self.0 += chunk.data.len() as u64;
-    }
-}
 
 fn shell_pipeline(bytes: u64) -> Duration {
     let started = Instant::now();
@@ -82,7 +47,7 @@ fn shell_pipeline(bytes: u64) -> Duration {
 fn actor_pipeline(bytes: u64, bufsize: usize) -> Duration {
     System::new().block_on(async move {
         let started = Instant::now();
-        let discard = Discard::default().start();
+        let discard = common::Discard::default().start();
         let pipeline = Pipeline::new()
             .stage(
                 Popen::new("head")
@@ -127,7 +92,7 @@ impl Handler<Chunk> for Slow {
         if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
             std::thread::sleep(ahead);
         }
-        self.peak_kib = self.peak_kib.max(rss_kib());
+        self.peak_kib = self.peak_kib.max(common::rss_kib());
     }
 }
 
@@ -144,7 +109,7 @@ impl Handler<Report> for Slow {
 
 fn slow_subscriber(bytes: u64, rate: f64) {
     System::new().block_on(async move {
-        let before = rss_kib();
+        let before = common::rss_kib();
         // The subscriber runs on its own thread, so the reader is held back
         // by credit alone, not by a busy thread.
         let arbiter = Arbiter::new();
@@ -175,7 +140,7 @@ fn slow_subscriber(bytes: u64, rate: f64) {
 }
 
 fn main() {
-    let bytes = mib() << 20;
+    let bytes = common::bytes(1024);
     for bufsize in [4096, 65536] {
         let mut shell = Vec::new();
         let mut actors = Vec::new();
@@ -183,7 +148,7 @@ fn main() {
             shell.push(shell_pipeline(bytes));
             actors.push(actor_pipeline(bytes, bufsize));
         }
-        let (shell, actors) = (median(shell), median(actors));
+        let (shell, actors) = (common::median(shell), common::median(actors));
         println!(
             "pipeline head|cat|cat, {} MiB, bufsize {bufsize}: sh -c {:.3}s, Pipeline {:.3}s, ratio {:.2}x sh's wall time",
             bytes >> 20,

@@ -7,19 +7,13 @@
 //! BENCH_MIB=256 cargo bench --bench popen_cli
 //! ```
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
-
-fn bytes() -> u64 {
-    std::env::var("BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-        << 20
-}
 
 /// Builds the example in release mode and returns its path.
 fn popen_bin() -> PathBuf {
@@ -56,13 +50,8 @@ fn time(mut command: Command) -> (Duration, Duration) {
     (wall, children_cpu() - cpu)
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 fn main() {
-    let bytes = bytes();
+    let bytes = common::bytes(1024);
     let popen = popen_bin();
     let gib = bytes as f64 / (1u64 << 30) as f64;
     for bufsize in [65536usize, 4096] {
@@ -91,10 +80,10 @@ fn main() {
             popen_cpu.push(cpu);
         }
         let (sw, sc, pw, pc) = (
-            median(shell_wall),
-            median(shell_cpu),
-            median(popen_wall),
-            median(popen_cpu),
+            common::median(shell_wall),
+            common::median(shell_cpu),
+            common::median(popen_wall),
+            common::median(popen_cpu),
         );
         println!(
             "popen --bufsize {bufsize}, {} MiB to /dev/null: head|cat {:.3}s wall, {:.2} CPU s/GiB; \

@@ -16,6 +16,8 @@
 //! 3. Soak: 20,000 `true` children, 200 at a time through the job pool; fds,
 //!    threads and RSS after the first and the last thousand.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -34,16 +36,6 @@ fn env(name: &str, default: usize) -> usize {
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Raises a soft limit to its hard limit; returns the new soft limit.
@@ -77,7 +69,7 @@ impl Handler<Chunk> for Up {
 async fn concurrent(children: usize) {
     let fds_before = count("/proc/self/fd");
     let threads_before = count("/proc/self/task");
-    let rss_before = rss_kib();
+    let rss_before = common::rss_kib();
     let started = Instant::now();
     let mut handles: Vec<ProcessHandle> = Vec::with_capacity(children);
     let mut ups = Vec::with_capacity(children);
@@ -98,7 +90,7 @@ async fn concurrent(children: usize) {
     }
     let spawned = started.elapsed();
     let threads_during = count("/proc/self/task");
-    let rss_during = rss_kib();
+    let rss_during = common::rss_kib();
     let per_child = (rss_during.saturating_sub(rss_before)) as f64 / children as f64;
     println!(
         "{children} concurrent children: all up in {:.2}s; threads {threads_before} before, {threads_during} during; \
@@ -159,7 +151,11 @@ async fn soak(children: usize, at_once: usize) {
         done += batch;
         // Let the finished actors stop before measuring.
         actix::clock::sleep(Duration::from_millis(50)).await;
-        marks.push((count("/proc/self/fd"), count("/proc/self/task"), rss_kib()));
+        marks.push((
+            count("/proc/self/fd"),
+            count("/proc/self/task"),
+            common::rss_kib(),
+        ));
     }
     let took = started.elapsed();
     let (first, last) = (marks[0], marks[marks.len() - 1]);

@@ -12,6 +12,8 @@
 //!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
 //!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -70,11 +72,6 @@ fn actor_status(piped: bool) -> Duration {
     })
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 /// Tells when the first chunk arrives (the child is ready) and when it
 /// exited.
 struct Watch {
@@ -131,7 +128,7 @@ fn cancel_latency(script: &'static str, cancel_timeout: Duration) -> Duration {
         for _ in 0..51 {
             times.push(cancel_once(script, cancel_timeout).await);
         }
-        median(times)
+        common::median(times)
     })
 }
 
@@ -148,7 +145,7 @@ fn bare_kill() -> Duration {
         times.push(sent.elapsed());
         let _ = child.try_wait();
     }
-    median(times)
+    common::median(times)
 }
 
 fn main() {
@@ -159,7 +156,12 @@ fn main() {
         a.push(actor_status(false));
         p.push(actor_status(true));
     }
-    let (s, t, a, p) = (median(s), median(t), median(a), median(p));
+    let (s, t, a, p) = (
+        common::median(s),
+        common::median(t),
+        common::median(a),
+        common::median(p),
+    );
     println!(
         "spawn-to-exit of /bin/true, {RUNS} sequential runs: std {:.0}/s, tokio {:.0}/s, \
          actors {:.0}/s (inherited output), {:.0}/s (piped); actor time / tokio time {:.2}x (inherited), {:.2}x (piped)",

@@ -8,21 +8,15 @@
 //! BENCH_MIB=256 cargo bench --bench stream
 //! ```
 
+mod common;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Chunk, Popen};
+use actix_popen::{AsyncWait, Popen};
 use tokio::io::AsyncReadExt;
-
-fn bytes() -> u64 {
-    std::env::var("BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-        << 20
-}
 
 fn head(bytes: u64) -> Command {
     let mut command = Command::new("head");
@@ -75,36 +69,10 @@ fn tokio_loop(bytes: u64, bufsize: usize) -> Duration {
     })
 }
 
-/// Discards chunks, counting bytes.
-#[derive(Default)]
-struct Discard(u64);
-
-impl Actor for Discard {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for Discard {
-    type Result = ();
-    fn handle(&mut self, chunk: Chunk, _: &mut Context<Self>) {
-        self.0 += chunk.data.len() as u64;
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "u64")]
-struct Total;
-
-impl Handler<Total> for Discard {
-    type Result = u64;
-    fn handle(&mut self, _: Total, _: &mut Context<Self>) -> u64 {
-        self.0
-    }
-}
-
 fn actor(bytes: u64, bufsize: usize) -> Duration {
     System::new().block_on(async move {
         let started = Instant::now();
-        let discard = Discard::default().start();
+        let discard = common::Discard::default().start();
         let process = Popen::from(head(bytes))
             .bufsize(bufsize)
             .subscribe(discard.clone().recipient())
@@ -112,18 +80,13 @@ fn actor(bytes: u64, bufsize: usize) -> Duration {
             .expect("head");
         let code = process.send(AsyncWait).await.expect("actor").expect("code");
         assert!(code.success());
-        assert_eq!(discard.send(Total).await.expect("total"), bytes);
+        assert_eq!(discard.send(common::Total).await.expect("total"), bytes);
         started.elapsed()
     })
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 fn main() {
-    let bytes = bytes();
+    let bytes = common::bytes(1024);
     let runs = 5;
     for bufsize in [4096, 65536] {
         let (mut std_times, mut tokio_times, mut actor_times) =
@@ -134,7 +97,11 @@ fn main() {
             tokio_times.push(tokio_loop(bytes, bufsize));
             actor_times.push(actor(bytes, bufsize));
         }
-        let (s, t, a) = (median(std_times), median(tokio_times), median(actor_times));
+        let (s, t, a) = (
+            common::median(std_times),
+            common::median(tokio_times),
+            common::median(actor_times),
+        );
         let gib_s = |d: Duration| bytes as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
         println!(
             "stream {} MiB, bufsize {bufsize}: std {:.2} GiB/s, tokio {:.2} GiB/s, actors {:.2} GiB/s; \
