@@ -411,6 +411,9 @@ impl PopenProcess {
             }
             self.reader = Some(reader.start());
         }
+        // The reader has them now; holding them here too would keep the
+        // subscribers' actors alive as long as this one.
+        self.popen.subscribers.clear();
 
         // SAFETY: the Child owns its pidfd for its whole life and the
         // AsyncFd holds an Arc to it, so the fd stays open and unchanged
