@@ -101,6 +101,65 @@ pub enum SpawnError {
     },
 }
 
+/// A copy of an OS error: the same errno, or the same kind and message.
+fn copy_io(err: &io::Error) -> io::Error {
+    match err.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(err.kind(), err.to_string()),
+    }
+}
+
+impl Clone for SpawnError {
+    /// A copy with the same variant, program and OS error number (an OS
+    /// error without a number keeps its kind and message).
+    fn clone(&self) -> SpawnError {
+        match self {
+            SpawnError::NotFound { program, source } => SpawnError::NotFound {
+                program: program.clone(),
+                source: copy_io(source),
+            },
+            SpawnError::PermissionDenied { program, source } => SpawnError::PermissionDenied {
+                program: program.clone(),
+                source: copy_io(source),
+            },
+            SpawnError::ArgumentListTooLong {
+                program,
+                largest,
+                size,
+                source,
+            } => SpawnError::ArgumentListTooLong {
+                program: program.clone(),
+                largest: largest.clone(),
+                size: *size,
+                source: copy_io(source),
+            },
+            SpawnError::WorkingDirectory { program, dir, source } => SpawnError::WorkingDirectory {
+                program: program.clone(),
+                dir: dir.clone(),
+                source: copy_io(source),
+            },
+            SpawnError::ResourceExhausted { program, source } => SpawnError::ResourceExhausted {
+                program: program.clone(),
+                source: copy_io(source),
+            },
+            SpawnError::Io { program, source } => SpawnError::Io {
+                program: program.clone(),
+                source: copy_io(source),
+            },
+            SpawnError::InvalidConfig { program, reason } => SpawnError::InvalidConfig {
+                program: program.clone(),
+                reason: reason.clone(),
+            },
+            SpawnError::NoArbiter { program } => SpawnError::NoArbiter {
+                program: program.clone(),
+            },
+            SpawnError::AlreadyStarted { program } => SpawnError::AlreadyStarted {
+                program: program.clone(),
+            },
+        }
+    }
+}
+
 impl SpawnError {
     /// The program the error is about.
     pub fn program(&self) -> &str {

@@ -337,13 +337,14 @@ impl Popen {
     ///
     /// A spawn that fails when its turn comes ends the task with 127 (not
     /// found) or 126, as [`Start`](crate::Start) does; exit listeners and
-    /// [`AsyncWait`](crate::AsyncWait) hear of it.
+    /// [`AsyncWait`](crate::AsyncWait) hear of it, the error is logged, and
+    /// [`ProcessHandle::spawn_error`] says why.
     ///
     /// # Errors
     /// As [`prepare`](Self::prepare).
     pub fn submit(self) -> Result<ProcessHandle, SpawnError> {
         let handle = self.prepare()?;
-        crate::ProcessSupervisor::get().do_send(crate::supervisor::Enqueue(handle.addr().clone()));
+        crate::ProcessSupervisor::get().do_send(crate::supervisor::Enqueue(handle.clone()));
         Ok(handle)
     }
 

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
 struct SharedState {
     returncode: Option<ReturnCode>,
     actor_gone: bool,
+    /// Why a deferred start ([`Start`], the job pool) failed.
+    spawn_error: Option<SpawnError>,
 }
 
 impl Shared {
@@ -146,6 +148,13 @@ impl ProcessHandle {
     pub fn pid(&self) -> Option<u32> {
         let child = self.shared.child.get()?;
         child.returncode().is_none().then(|| child.pid())
+    }
+
+    /// Why the task's child could not be spawned, when its start was
+    /// deferred ([`Popen::prepare`] then [`Start`], or [`Popen::submit`])
+    /// and failed; the task then ended with 127 (not found) or 126.
+    pub fn spawn_error(&self) -> Option<SpawnError> {
+        self.shared.lock().spawn_error.clone()
     }
 
     /// The return code if the task has ended (portage's `poll()`); never
@@ -677,6 +686,7 @@ impl Handler<Start> for PopenProcess {
                 } else {
                     126
                 };
+                self.shared.lock().spawn_error = Some(err.clone());
                 self.phase = Phase::Running;
                 self.output_done = true;
                 self.reaped = Some(ReturnCode::from_raw(code));

@@ -42,7 +42,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use crate::process::PopenProcess;
+use crate::process::ProcessHandle;
+use crate::SpawnError;
 use crate::sys::child::{Child, Delivery};
 
 /// What the escalation needs of a task: a way to signal it and to know
@@ -102,7 +103,7 @@ pub(crate) struct Release;
 #[derive(Debug, Default)]
 pub struct ProcessSupervisor {
     limits: SetJobLimits,
-    queue: VecDeque<Addr<PopenProcess>>,
+    queue: VecDeque<ProcessHandle>,
     running: usize,
     load_retry: Option<SpawnHandle>,
     /// Its own address, which keeps it running for as long as its System
@@ -172,15 +173,15 @@ pub struct GetJobPool;
 pub struct JobPool {
     /// Submitted tasks started and not yet ended.
     pub running: usize,
-    /// Submitted tasks waiting for a place (including any cancelled while
-    /// waiting and not yet dropped from the queue).
+    /// Submitted tasks waiting for a place (a task cancelled while it
+    /// waited is not counted).
     pub queued: usize,
 }
 
 /// Puts a prepared task in the job pool's queue.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Enqueue(pub(crate) Addr<PopenProcess>);
+pub(crate) struct Enqueue(pub(crate) ProcessHandle);
 
 /// A place in the pool was freed.
 #[derive(Message)]
@@ -228,13 +229,24 @@ impl ProcessSupervisor {
             let Some(task) = self.queue.pop_front() else {
                 return;
             };
+            if task.poll().is_some() {
+                // Cancelled while it waited: it never takes a place.
+                continue;
+            }
             self.running += 1;
             let me = ctx.address();
             // The place is held from the start request until the task ends
             // (or its start fails: it was cancelled while queued).
             actix::spawn(async move {
-                if let Ok(Ok(_pid)) = task.send(crate::messages::Start).await {
-                    let _ = task.send(crate::messages::AsyncWait).await;
+                match task.send(crate::messages::Start).await {
+                    Ok(Ok(_pid)) => {
+                        let _ = task.send(crate::messages::AsyncWait).await;
+                    }
+                    // The task ended with 127 or 126; nobody else hears why.
+                    Ok(Err(err)) if !matches!(err, SpawnError::AlreadyStarted { .. }) => {
+                        log::error!("job pool: {err}");
+                    }
+                    _ => {}
                 }
                 me.do_send(Freed);
             });
@@ -255,6 +267,8 @@ impl Handler<GetJobPool> for ProcessSupervisor {
     type Result = JobPool;
 
     fn handle(&mut self, _msg: GetJobPool, _ctx: &mut Context<Self>) -> JobPool {
+        // Tasks cancelled while they waited leave the queue now.
+        self.queue.retain(|task| task.poll().is_none());
         JobPool {
             running: self.running,
             queued: self.queue.len(),

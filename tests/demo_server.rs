@@ -19,7 +19,7 @@ mod registry;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -37,7 +37,8 @@ use actix_web::App;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use api::Api;
+use actix_popen::{GetJobPool, ProcessSupervisor};
+use api::{AllowedHosts, Api};
 use definitions::{Definitions, LoadError};
 use registry::{Jobs, Limits, Shutdown};
 
@@ -124,6 +125,25 @@ cancel_timeout = 0.5
 
 [jobs.ls.params.name]
 pattern = '[A-Za-z0-9_][A-Za-z0-9._-]{0,63}'
+
+# Notes its start and end in {dir}/marks: two runs that overlap show.
+[jobs.mark]
+program = "sh"
+shell = true
+args = ["-c", 'echo "start $1" >> marks; sleep 0.2; echo "end $1" >> marks', "mark", { param = "name" }]
+dir = "{dir}"
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.mark.params.name]
+pattern = '[a-z]{1,8}'
+
+# Runs 0.3 s of its 1 s timeout.
+[jobs.nap]
+program = "sleep"
+args = ["0.3"]
+timeout = 1
+cancel_timeout = 0.5
 "#;
 
 // ---------------------------------------------------------------------
@@ -158,14 +178,17 @@ fn fixture() -> Fixture {
     }
 }
 
-/// The API on a fresh registry with `limits`.
+/// The API on a fresh registry with `limits`, as served on 127.0.0.1.
 fn api(fixture: &Fixture, limits: Limits) -> Api {
     Api {
         jobs: Jobs::new(limits).start(),
         definitions: fixture.definitions.clone(),
         max_body: 1024,
+        hosts: Arc::new(AllowedHosts::new(LOOPBACK, &[]).expect("no extra names")),
     }
 }
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(PATIENCE, future).await {
@@ -241,6 +264,19 @@ where
 
     /// The next event, or `None` when the stream ends.
     async fn next(&mut self) -> Option<SseEvent> {
+        self.next_block(false).await
+    }
+
+    /// Waits for the next comment (a keep-alive); fails if an event or the
+    /// end of the stream comes first.
+    async fn next_comment(&mut self) {
+        if let Some(event) = self.next_block(true).await {
+            panic!("an event before a keep-alive: {event:?}");
+        }
+    }
+
+    /// The next event; with `comment`, `None` after a comment-only block.
+    async fn next_block(&mut self, comment: bool) -> Option<SseEvent> {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -266,13 +302,20 @@ where
                 if fields > 0 {
                     return Some(event);
                 }
+                if comment {
+                    return None;
+                }
             }
             let body = &mut self.body;
             let chunk = within(
                 "the next server-sent event",
                 std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)),
             )
-            .await?;
+            .await;
+            let Some(chunk) = chunk else {
+                assert!(!comment, "the stream ended before a keep-alive");
+                return None;
+            };
             let chunk = chunk.expect("the event stream failed");
             // Output is base64 in JSON: the stream itself is ASCII.
             self.buffer
@@ -559,13 +602,17 @@ async fn jobs_are_listed_with_state_pid_time_and_return_code() {
 
     let (status, created) = send(&app, post(json!({"job": "fail"}))).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(created["state"], "running");
+    // Submitted: the pool starts it when it has a place (at once, here).
+    assert_eq!(created["state"], "queued");
+    assert_eq!(created["pid"], Value::Null);
+    assert_eq!(created["started_at"], Value::Null);
     let id = created["id"].as_u64().expect("id");
-    let pid = created["pid"].as_u64().expect("a pid") as u32;
     let (_, output, exit) = decode(&watch(&app, id, None).await.rest().await);
     // stderr is merged into stdout.
     assert_eq!(output, b"something went wrong\n");
-    assert_eq!(exit.expect("exit")["returncode"], 3);
+    let exit = exit.expect("exit");
+    assert_eq!(exit["returncode"], 3);
+    let pid = exit["pid"].as_u64().expect("a pid") as u32;
     assert_child_gone(pid);
 
     let echo = start(&app, "echo", json!({"word": "hello"})).await;
@@ -585,11 +632,16 @@ async fn jobs_are_listed_with_state_pid_time_and_return_code() {
     assert_eq!(fail["timed_out"], false);
     assert_eq!(fail["output_bytes"], 21);
     assert_eq!(fail["output_dropped"], 0);
-    let started = fail["started_at"].as_str().expect("started_at");
-    assert!(
-        started.len() == 24 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
-        "{started} is not RFC 3339"
-    );
+    for field in ["submitted_at", "started_at", "ended_at"] {
+        let time = fail[field].as_str().expect(field);
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{field}: {time} is not RFC 3339"
+        );
+    }
+    // The same format throughout: the strings compare as the times do.
+    assert!(fail["submitted_at"].as_str() <= fail["started_at"].as_str());
+    assert!(fail["started_at"].as_str() <= fail["ended_at"].as_str());
     assert!(fail["duration_ms"].as_u64().is_some());
     assert_eq!(list[1]["params"], json!({"word": "hello"}));
     assert_eq!(list[1]["argv"], json!(["printf", "%s\n", "hello"]));
@@ -656,20 +708,17 @@ async fn a_program_that_cannot_run_fails_to_start() {
     let api = api(&fixture, Limits::default());
     let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
 
-    let (status, job) = send(&app, post(json!({"job": "missing"}))).await;
-    assert_eq!(status, StatusCode::CREATED);
+    // The spawn is tried when the pool starts the job, after the reply.
+    let id = start(&app, "missing", json!({})).await;
+    let (_, output, exit) = decode(&watch(&app, id, None).await.rest().await);
+    assert!(output.is_empty());
+    let job = exit.expect("exit");
     assert_eq!(job["state"], "failed-to-start");
     assert_eq!(job["pid"], Value::Null);
+    assert_eq!(job["started_at"], Value::Null);
+    assert_eq!(job["returncode"], 127, "as a shell reports it");
     let error = job["error"].as_str().expect("an error");
-    assert!(error.contains("command not found"), "{error}");
-    let (_, output, exit) = decode(
-        &watch(&app, job["id"].as_u64().expect("id"), None)
-            .await
-            .rest()
-            .await,
-    );
-    assert!(output.is_empty());
-    assert_eq!(exit.expect("exit")["state"], "failed-to-start");
+    assert_eq!(error, "/nonexistent/demo-server-program: command not found");
 }
 
 #[actix_web::test]
@@ -684,7 +733,8 @@ async fn bad_input_gets_a_json_4xx_saying_what_was_wrong() {
             .set_payload(body.to_owned())
     };
     use StatusCode as S;
-    let jobs_are = "unknown job `rm` (the jobs are: bytes, count, echo, fail, ls, missing, say,";
+    let jobs_are =
+        "unknown job `rm` (the jobs are: bytes, count, echo, fail, ls, mark, missing, nap, say,";
     let cases: Vec<(&str, TestRequest, StatusCode, &str)> = vec![
         (
             "unknown job",
@@ -893,38 +943,17 @@ async fn the_allow_list_refuses_injection() {
 }
 
 #[actix_web::test]
-async fn running_jobs_are_capped_and_finished_ones_trimmed() {
+async fn finished_jobs_beyond_the_limit_are_forgotten() {
     let fixture = fixture();
     let limits = Limits {
-        max_running: 1,
         keep_finished: 2,
         ..Limits::default()
     };
     let api = api(&fixture, limits);
     let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
 
-    let first = start(&app, "count", json!({"n": 1000})).await;
-    let response = test::call_service(
-        &app,
-        post(json!({"job": "echo", "params": {"word": "x"}})).to_request(),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response.headers().get("retry-after").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
-    );
-    let body: Value = serde_json::from_slice(&test::read_body(response).await).expect("JSON");
-    assert_eq!(
-        body["error"],
-        "1 jobs are running, the most allowed: try again when one has ended"
-    );
-    let (status, _) = send(&app, delete(&format!("/jobs/{first}"))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    decode(&watch(&app, first, None).await.rest().await);
-
-    let mut ids = vec![first];
-    for word in ["a", "b", "c"] {
+    let mut ids = Vec::new();
+    for word in ["a", "b", "c", "d"] {
         let id = start(&app, "echo", json!({"word": word})).await;
         decode(&watch(&app, id, None).await.rest().await);
         ids.push(id);
@@ -939,6 +968,365 @@ async fn running_jobs_are_capped_and_finished_ones_trimmed() {
     assert_eq!(kept, ids[2..], "the two newest finished jobs are kept");
     let (status, _) = send(&app, get(&format!("/jobs/{}", ids[0]))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Waits until the job pool has nothing running or queued.
+async fn wait_for_idle_pool() {
+    within("the job pool to be idle", async {
+        loop {
+            let pool = ProcessSupervisor::get()
+                .send(GetJobPool)
+                .await
+                .expect("the supervisor runs");
+            if pool.running == 0 && pool.queued == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_queued_job_shows_no_pid_and_cancelled_never_runs() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    // The stubborn job holds the only place until it is cancelled.
+    let stubborn = start(&app, "stubborn", json!({})).await;
+    watch(&app, stubborn, None)
+        .await
+        .next()
+        .await
+        .expect("ready");
+    let queued = start(&app, "mark", json!({"name": "never"})).await;
+    let (status, job) = send(&app, get(&format!("/jobs/{queued}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["pid"], Value::Null);
+    assert_eq!(job["started_at"], Value::Null);
+    assert_eq!(job["duration_ms"], Value::Null);
+    assert!(job["submitted_at"].is_string());
+    let (_, list) = send(&app, get("/jobs")).await;
+    assert_eq!(list[1]["state"], "queued", "{list}");
+
+    let (status, job) = send(&app, delete(&format!("/jobs/{queued}"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let (_, output, exit) = decode(&watch(&app, queued, None).await.rest().await);
+    assert!(output.is_empty());
+    let exit = exit.expect("exit");
+    assert_eq!(exit["state"], "cancelled");
+    assert_eq!(exit["returncode"], -2, "cancelled before it ran");
+    assert_eq!(exit["pid"], Value::Null);
+    assert_eq!(exit["started_at"], Value::Null);
+    assert_eq!(exit["timed_out"], false);
+
+    // Free the place: the pool then passes over the cancelled job, which
+    // never runs a process.
+    send(&app, delete(&format!("/jobs/{stubborn}"))).await;
+    decode(&watch(&app, stubborn, None).await.rest().await);
+    wait_for_idle_pool().await;
+    let after = start(&app, "echo", json!({"word": "after"})).await;
+    decode(&watch(&app, after, None).await.rest().await);
+    assert!(
+        !fixture.dir.path().join("marks").exists(),
+        "the cancelled job ran"
+    );
+    let (_, job) = send(&app, get(&format!("/jobs/{queued}"))).await;
+    assert_eq!(
+        (job["state"].as_str(), job["pid"].as_u64()),
+        (Some("cancelled"), None)
+    );
+}
+
+#[actix_web::test]
+async fn with_one_place_jobs_run_one_after_the_other_in_order() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let names = ["a", "b", "c", "d"];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(start(&app, "mark", json!({ "name": name })).await);
+    }
+    let mut streams = Vec::new();
+    for &id in &ids {
+        streams.push(watch(&app, id, None).await);
+    }
+    for mut stream in streams {
+        let (_, _, exit) = decode(&stream.rest().await);
+        let exit = exit.expect("exit");
+        assert_eq!(
+            (exit["state"].as_str(), exit["returncode"].as_i64()),
+            (Some("exited"), Some(0))
+        );
+        assert!(exit["pid"].is_u64());
+    }
+    // Each started after the one before had ended, in submission order.
+    let marks = std::fs::read_to_string(fixture.dir.path().join("marks")).expect("marks");
+    let expected: String = names
+        .iter()
+        .map(|name| format!("start {name}\nend {name}\n"))
+        .collect();
+    assert_eq!(marks, expected);
+    let (_, list) = send(&app, get("/jobs")).await;
+    let list = list.as_array().expect("list");
+    for pair in list.windows(2) {
+        assert!(
+            pair[0]["ended_at"].as_str() <= pair[1]["started_at"].as_str(),
+            "{} and {} overlap",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_jobs_timeout_counts_from_its_start_not_its_submission() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let stubborn = start(&app, "stubborn", json!({})).await;
+    watch(&app, stubborn, None)
+        .await
+        .next()
+        .await
+        .expect("ready");
+    // nap runs 0.3 s with a 1 s timeout; it waits longer than that first.
+    let nap = start(&app, "nap", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, job) = send(&app, get(&format!("/jobs/{nap}"))).await;
+    assert_eq!(job["state"], "queued", "the wait is not the job's time");
+    send(&app, delete(&format!("/jobs/{stubborn}"))).await;
+
+    let (_, _, exit) = decode(&watch(&app, nap, None).await.rest().await);
+    let exit = exit.expect("exit");
+    assert_eq!(exit["state"], "exited");
+    assert_eq!(exit["returncode"], 0);
+    assert_eq!(exit["timed_out"], false);
+}
+
+#[actix_web::test]
+async fn the_stream_of_a_queued_job_waits_then_delivers_its_output() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        keep_alive: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let stubborn = start(&app, "stubborn", json!({})).await;
+    watch(&app, stubborn, None)
+        .await
+        .next()
+        .await
+        .expect("ready");
+    let echo = start(&app, "echo", json!({"word": "later"})).await;
+    let mut stream = watch(&app, echo, None).await;
+    // Keep-alives come while it waits (they show the client is there) ...
+    stream.next_comment().await;
+    stream.next_comment().await;
+    let (_, job) = send(&app, get(&format!("/jobs/{echo}"))).await;
+    assert_eq!(
+        (job["state"].as_str(), job["watchers"].as_u64()),
+        (Some("queued"), Some(1))
+    );
+    send(&app, delete(&format!("/jobs/{stubborn}"))).await;
+    // ... then its output and its exit.
+    let (first, output, exit) = decode(&stream.rest().await);
+    assert_eq!((first, output), (0, b"later\n".to_vec()));
+    assert_eq!(exit.expect("exit")["state"], "exited");
+}
+
+#[actix_web::test]
+async fn beyond_the_queue_bound_a_job_is_refused_with_429() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_running: 1,
+        max_queued: 2,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+
+    let stubborn = start(&app, "stubborn", json!({})).await;
+    let first = start(&app, "echo", json!({"word": "a"})).await;
+    let second = start(&app, "echo", json!({"word": "b"})).await;
+    let response = test::call_service(
+        &app,
+        post(json!({"job": "echo", "params": {"word": "c"}})).to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body: Value = serde_json::from_slice(&test::read_body(response).await).expect("JSON");
+    assert_eq!(
+        body["error"],
+        "the queue is full (1 jobs running, 2 waiting, the most allowed): \
+         try again when one has ended"
+    );
+    // A job cancelled while it waits gives its place back at once (and
+    // takes no place in the pool's count again: the queue cannot grow by
+    // submitting and cancelling).
+    send(&app, delete(&format!("/jobs/{first}"))).await;
+    decode(&watch(&app, first, None).await.rest().await);
+    let third = start(&app, "echo", json!({"word": "c"})).await;
+    let (status, _) = send(&app, post(json!({"job": "echo", "params": {"word": "d"}}))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    send(&app, delete(&format!("/jobs/{stubborn}"))).await;
+    let (_, output, _) = decode(&watch(&app, second, None).await.rest().await);
+    assert_eq!(output, b"b\n");
+    let (_, output, _) = decode(&watch(&app, third, None).await.rest().await);
+    assert_eq!(output, b"c\n");
+    wait_for_idle_pool().await;
+    let fourth = start(&app, "echo", json!({"word": "d"})).await;
+    let (_, output, _) = decode(&watch(&app, fourth, None).await.rest().await);
+    assert_eq!(output, b"d\n");
+    let (_, list) = send(&app, get("/jobs")).await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(5),
+        "the refused ones were not kept"
+    );
+}
+
+#[actix_web::test]
+async fn requests_for_another_host_name_are_refused() {
+    let fixture = fixture();
+    let api = api(&fixture, Limits::default());
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    let with_host = |req: TestRequest, host: &str| req.insert_header(("Host", host.to_owned()));
+
+    // What a page of evil.example, its name pointed at 127.0.0.1, sends.
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io:8080",
+        "localhost:8080@evil.example",
+        "[::1",
+        "localhost:80a",
+        "",
+    ] {
+        for req in [
+            get("/"),
+            get("/jobs"),
+            post(json!({"job": "echo", "params": {"word": "x"}})),
+            get("/nowhere"),
+        ] {
+            let (status, body) = send(&app, with_host(req, host)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host:?}: {body}");
+            let error = body["error"].as_str().expect("error");
+            assert!(
+                error.starts_with(&format!("host {host:?} is not allowed: the server answers to localhost, 127.0.0.1, [::1]")),
+                "{error}"
+            );
+        }
+    }
+    // An absolute request URI names its host too.
+    let (status, _) = send(
+        &app,
+        get("http://evil.example/jobs").insert_header(("Host", "localhost")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, jobs) = send(&app, with_host(get("/jobs"), "localhost")).await;
+    assert_eq!(jobs, json!([]), "nothing ran");
+
+    // Loopback names, with or without a port, in any case.
+    for host in [
+        "localhost",
+        "localhost:8080",
+        "LocalHost:1",
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "[::1]",
+        "[::1]:8080",
+        "[0:0:0:0:0:0:0:1]:8080",
+    ] {
+        let (status, body) = send(&app, with_host(get("/jobs"), host)).await;
+        assert_eq!(status, StatusCode::OK, "{host:?}: {body}");
+    }
+    let id = {
+        let (status, job) = send(
+            &app,
+            with_host(
+                post(json!({"job": "echo", "params": {"word": "ok"}})),
+                "localhost:8080",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        job["id"].as_u64().expect("id")
+    };
+    let (_, output, _) = decode(&watch(&app, id, None).await.rest().await);
+    assert_eq!(output, b"ok\n");
+}
+
+#[test]
+fn the_allowed_host_names_follow_the_bound_address() {
+    let names = |bind: &str, extra: &[&str]| {
+        let extra: Vec<String> = extra.iter().map(|name| name.to_string()).collect();
+        AllowedHosts::new(bind.parse().expect("an IP"), &extra).expect("valid names")
+    };
+    let loopback = names("127.0.0.1", &[]);
+    assert!(loopback.allows("localhost:8080") && loopback.allows("[::1]"));
+    assert!(!loopback.allows("192.0.2.1:8080"));
+
+    let lan = names("192.0.2.1", &["build.example", "2001:db8::1"]);
+    for host in [
+        "192.0.2.1:8080",
+        "192.0.2.1",
+        "build.example:8080",
+        "BUILD.example",
+        "[2001:db8::1]:80",
+    ] {
+        assert!(lan.allows(host), "{host}");
+    }
+    for host in [
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "evil.example",
+        "192.0.2.2",
+        "build.example.evil.example",
+    ] {
+        assert!(!lan.allows(host), "{host}");
+    }
+
+    // Every address: any IP literal names it, and so does localhost.
+    let any = names("0.0.0.0", &[]);
+    for host in ["192.0.2.7:8080", "[fe80::1]:8080", "localhost"] {
+        assert!(any.allows(host), "{host}");
+    }
+    assert!(!any.allows("evil.example:8080"));
+
+    for bad in ["evil.example:8080", "a b", "", "http://x"] {
+        assert!(
+            AllowedHosts::new("127.0.0.1".parse().expect("IP"), &[bad.to_owned()]).is_err(),
+            "{bad:?}"
+        );
+    }
 }
 
 #[actix_web::test]
@@ -1012,14 +1400,23 @@ async fn a_client_that_leaves_or_stalls_costs_nothing() {
 }
 
 #[actix_web::test]
-async fn shutdown_cancels_every_running_job() {
+async fn shutdown_cancels_every_queued_and_running_job() {
     let fixture = fixture();
-    let api = api(&fixture, Limits::default());
+    let limits = Limits {
+        max_running: 2,
+        ..Limits::default()
+    };
+    let api = api(&fixture, limits);
     let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
     let stubborn = start(&app, "stubborn", json!({})).await;
     let count = start(&app, "count", json!({"n": 1000})).await;
+    let queued = start(&app, "mark", json!({"name": "never"})).await;
     let mut ready = watch(&app, stubborn, None).await;
     ready.next().await.expect("the trap is set");
+    wait_for_job(&app, count, "count to start", |job| {
+        job["state"] == "running"
+    })
+    .await;
 
     within("the shutdown", api.jobs.send(Shutdown))
         .await
@@ -1030,6 +1427,10 @@ async fn shutdown_cancels_every_running_job() {
         assert_eq!(job["returncode"], code);
         assert_child_gone(job["pid"].as_u64().expect("pid") as u32);
     }
+    let (_, job) = send(&app, get(&format!("/jobs/{queued}"))).await;
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(job["returncode"], -2);
+    assert_eq!(job["pid"], Value::Null);
     let (status, body) = send(&app, post(json!({"job": "fail"}))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "the server is shutting down");
@@ -1119,11 +1520,12 @@ impl Drop for Guard {
     }
 }
 
-/// The example's binary serving `jobs` on a free loopback port, with its
-/// log in `log`; returns it and the address it printed.
-fn serve(jobs: Option<&Path>, log: &Path) -> (Guard, SocketAddr) {
+/// The example's binary serving `jobs` on a free loopback port, with
+/// `options` and its log in `log`; returns it and the address it printed.
+fn serve(jobs: Option<&Path>, log: &Path, options: &[&str]) -> (Guard, SocketAddr) {
     let mut command = Command::new(demo_server_bin());
     command.args(["--bind", "127.0.0.1", "--port", "0"]);
+    command.args(options);
     if let Some(jobs) = jobs {
         command.arg("--jobs").arg(jobs);
     }
@@ -1152,12 +1554,23 @@ fn serve(jobs: Option<&Path>, log: &Path) -> (Guard, SocketAddr) {
 
 /// One HTTP/1.1 request with `Connection: close`; the status and body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    http_to(addr, &addr.to_string(), method, path, body)
+}
+
+/// As [`http`], with `host` in the `Host` header.
+fn http_to(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let body = body.map(Value::to_string).unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -1208,9 +1621,8 @@ fn live_group_members(pgid: u32) -> Vec<u32> {
 fn ctrl_c_cancels_every_running_job_and_stops_the_server() {
     let fixture = fixture();
     let log = fixture.dir.path().join("server.log");
-    let (mut server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log);
+    let (mut server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log, &[]);
 
-    let mut pids = Vec::new();
     for (job, params) in [("stubborn", json!({})), ("count", json!({"n": 1000}))] {
         let (status, body) = http_json(
             addr,
@@ -1219,17 +1631,23 @@ fn ctrl_c_cancels_every_running_job_and_stops_the_server() {
             Some(&json!({"job": job, "params": params})),
         );
         assert_eq!(status, 201, "{body}");
-        pids.push(body["pid"].as_u64().expect("pid") as u32);
     }
-    // Wait for "ready": the stubborn job has set its trap.
+    // Wait for both to run, and for "ready": the stubborn job has set its
+    // trap.
     let deadline = Instant::now() + PATIENCE;
-    while http_json(addr, "GET", "/jobs/1", None).1["output_bytes"] == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stubborn job never got ready"
-        );
+    let pids = loop {
+        let jobs: Vec<Value> = (1..=2)
+            .map(|id| http_json(addr, "GET", &format!("/jobs/{id}"), None).1)
+            .collect();
+        if jobs[0]["output_bytes"] != 0 && jobs.iter().all(|job| job["pid"].is_u64()) {
+            break jobs
+                .iter()
+                .map(|job| job["pid"].as_u64().expect("pid") as u32)
+                .collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "the jobs never got ready");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
 
     let interrupted = Instant::now();
     nix::sys::signal::kill(
@@ -1261,6 +1679,66 @@ fn ctrl_c_cancels_every_running_job_and_stops_the_server() {
         let left = live_group_members(pid);
         assert!(left.is_empty(), "process group {pid} still has {left:?}");
     }
+}
+
+#[test]
+fn the_server_checks_the_host_and_queues_through_the_pool() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let options = [
+        "--allow-host",
+        "build.example",
+        "--max-running",
+        "1",
+        "--max-queued",
+        "0",
+        "--max-load",
+        "1000",
+    ];
+    let (mut server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log, &options);
+    let port = addr.port();
+    let stubborn = json!({"job": "stubborn"});
+
+    let (status, body) = http_to(addr, "evil.example", "POST", "/jobs", Some(&stubborn));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(r#"host \"evil.example\" is not allowed"#),
+        "{body}"
+    );
+    let (status, page) = http_to(addr, &format!("evil.example:{port}"), "GET", "/", None);
+    assert_eq!(status, 403, "{page}");
+    let (status, page) = http_to(addr, &format!("localhost:{port}"), "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("new EventSource("));
+    let (status, body) = http_to(addr, "build.example", "GET", "/jobs", None);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+
+    // One place and no queue: a second job is refused.
+    let (status, body) = http_to(
+        addr,
+        &format!("localhost:{port}"),
+        "POST",
+        "/jobs",
+        Some(&stubborn),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http_json(addr, "POST", "/jobs", Some(&json!({"job": "fail"})));
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("the queue is full")),
+        "{body}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = server.wait_exit(PATIENCE).expect("the server stops");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status}:\n{log_text}");
 }
 
 // ---------------------------------------------------------------------
@@ -1305,7 +1783,7 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
     }
     let scratch = tempfile::tempdir().expect("temp dir");
     // The shipped jobs file: the page as a user sees it.
-    let (mut server, addr) = serve(None, &scratch.path().join("server.log"));
+    let (mut server, addr) = serve(None, &scratch.path().join("server.log"), &[]);
 
     let port = free_port();
     let mut driver = Command::new(CHROMEDRIVER);
@@ -1363,7 +1841,8 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
 
         // Live output, while the job runs.
         wait_xpath(&client, "//pre[@id='output'][contains(., 'line 3')]").await;
-        assert_eq!(client.find(Css("#state")).await?.text().await?, "running");
+        // Queued a moment, then running (the page refreshes on output).
+        wait_xpath(&client, "//b[@id='state'][.='running']").await;
         wait_xpath(&client, "//tbody[@id='jobs']/tr/td[.='running']").await;
 
         // Cancel: SIGTERM, the return code shows.

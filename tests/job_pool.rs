@@ -3,7 +3,7 @@
 use actix::prelude::*;
 use actix_popen::{
     AddStartListener, AsyncWait, Cancel, Exited, GetJobPool, JobPool, Popen, ProcessSupervisor,
-    ReturnCode, SetJobLimits, Started,
+    ReturnCode, SetJobLimits, SpawnError, Started,
 };
 use futures::channel::oneshot;
 
@@ -157,6 +157,15 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
         queued.send(AsyncWait).await.unwrap().unwrap(),
         ReturnCode::CANCELLED
     );
+    // It gave its place in the queue back at once.
+    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
+    assert_eq!(
+        pool,
+        JobPool {
+            running: 1,
+            queued: 0
+        }
+    );
     assert_eq!(
         started.await.unwrap().pid,
         None,
@@ -208,5 +217,10 @@ async fn a_failed_start_frees_its_place_and_reports_127() {
     let missing = Popen::new("no-such-program-xyz").submit().unwrap();
     let next = Popen::new("true").submit().unwrap();
     assert_eq!(missing.send(AsyncWait).await.unwrap().unwrap().code(), 127);
+    assert!(
+        matches!(missing.spawn_error(), Some(SpawnError::NotFound { ref program, .. }) if program == "no-such-program-xyz"),
+        "{:?}",
+        missing.spawn_error()
+    );
     assert!(next.send(AsyncWait).await.unwrap().unwrap().success());
 }

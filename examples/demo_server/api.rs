@@ -4,7 +4,7 @@
 //! |---------------------------|--------------------------------------------------|
 //! | `GET /`                   | the page (`index.html`)                          |
 //! | `GET /jobs/definitions`   | the allow-listed jobs and their parameters       |
-//! | `POST /jobs`              | `{"job": "count", "params": {"n": "5"}}`: 201    |
+//! | `POST /jobs`              | `{"job": "count", "params": {"n": "5"}}`: 201, queued; 429 if the queue is full |
 //! | `GET /jobs`               | every job kept, oldest first                     |
 //! | `GET /jobs/{id}`          | one job                                          |
 //! | `DELETE /jobs/{id}`       | cancel it: 202, or 409 if it has ended           |
@@ -13,6 +13,17 @@
 //! Every error is JSON, `{"error": "..."}`, with a 4xx status saying what was
 //! wrong, including the errors actix-web itself raises (malformed JSON, body
 //! too large, wrong content type, bad path, unknown route or method).
+//!
+//! # DNS rebinding
+//! A page on another site cannot read this server's answers (the browser's
+//! same-origin policy), unless it makes its own name point to this server:
+//! `evil.example` resolves to the attacker's machine for the page, then to
+//! 127.0.0.1, and the page's requests, same-origin as far as the browser
+//! knows, reach a server on loopback. They still carry `Host:
+//! evil.example`, so every route first checks the `Host` header (and the
+//! authority of an absolute request URI) against [`AllowedHosts`] and
+//! answers 403 to any other name. A request with neither did not come from
+//! a browser (browsers always send `Host`) and is let through.
 //!
 //! # The event stream
 //! `GET /jobs/{id}/output` sends
@@ -32,12 +43,16 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use actix::{Addr, MailboxError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine;
 use bytes::Bytes;
@@ -56,11 +71,20 @@ pub struct Api {
     pub definitions: Arc<Definitions>,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// The names a request's `Host` may give.
+    pub hosts: Arc<AllowedHosts>,
 }
 
 impl Api {
-    /// Registers the routes, with JSON errors for bad bodies and paths.
+    /// Registers the routes, with JSON errors for bad bodies and paths,
+    /// behind the `Host` check.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let hosts = self.hosts.clone();
+        // One scope that matches every path, so that the check also covers
+        // unknown routes and methods.
+        let routes = web::scope("").wrap(from_fn(move |req, next| {
+            check_host(hosts.clone(), req, next)
+        }));
         cfg.app_data(web::Data::new(self.jobs.clone()))
             .app_data(web::Data::from(self.definitions.clone()))
             .app_data(
@@ -69,34 +93,38 @@ impl Api {
                     .error_handler(json_error),
             )
             .app_data(web::PathConfig::default().error_handler(path_error))
-            .service(
-                web::resource("/")
-                    .get(index)
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/jobs/definitions")
-                    .get(definitions)
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/jobs")
-                    .get(list)
-                    .post(start)
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/jobs/{id}")
-                    .get(get)
-                    .delete(cancel)
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/jobs/{id}/output")
-                    .get(output)
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .default_service(web::to(not_found));
+            .service(routes.configure(Api::routes));
+    }
+
+    fn routes(cfg: &mut web::ServiceConfig) {
+        cfg.service(
+            web::resource("/")
+                .get(index)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/jobs/definitions")
+                .get(definitions)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/jobs")
+                .get(list)
+                .post(start)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/jobs/{id}")
+                .get(get)
+                .delete(cancel)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/jobs/{id}/output")
+                .get(output)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
     }
 }
 
@@ -121,6 +149,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {0} is not allowed on {1}")]
     MethodNotAllowed(String, String),
+    #[error("host {0:?} is not allowed: the server answers to {1} (--allow-host adds a name)")]
+    ForbiddenHost(String, String),
     #[error("the server is shutting down")]
     Gone(#[from] MailboxError),
 }
@@ -134,7 +164,7 @@ impl ResponseError for ApiError {
             ApiError::Job(JobError::UnknownId(_)) | ApiError::BadId(_) | ApiError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Job(JobError::TooManyRunning { .. } | JobError::TooManyWatchers { .. }) => {
+            ApiError::Job(JobError::QueueFull { .. } | JobError::TooManyWatchers { .. }) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Job(JobError::AlreadyEnded { .. }) => StatusCode::CONFLICT,
@@ -144,6 +174,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ForbiddenHost(..) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -154,6 +185,148 @@ impl ResponseError for ApiError {
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
+}
+
+/// The names a request's `Host` may give (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHosts {
+    /// Every IP literal is allowed (the server listens on all addresses).
+    any_ip: bool,
+    ips: Vec<IpAddr>,
+    /// Lowercase.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The names for a server bound to `bind`: on loopback, `localhost`,
+    /// `127.0.0.1`, `[::1]` and `bind` itself; on the unspecified address
+    /// (`0.0.0.0`, `::`), those names and every IP literal; on any other
+    /// address, that address. `extra` names (`--allow-host`) are allowed
+    /// in every case.
+    ///
+    /// # Errors
+    /// An extra name that is not a host name or an IP address (a port, a
+    /// path, a space).
+    pub fn new(bind: IpAddr, extra: &[String]) -> Result<AllowedHosts, String> {
+        let local = bind.is_loopback() || bind.is_unspecified();
+        let mut allowed = AllowedHosts {
+            any_ip: bind.is_unspecified(),
+            ips: vec![bind],
+            names: Vec::new(),
+        };
+        if local {
+            allowed.ips.extend([
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]);
+            allowed.names.push("localhost".to_owned());
+        }
+        for name in extra {
+            // A bare IPv6 address is welcome too.
+            match name.parse::<IpAddr>().ok().or_else(|| host_ip(name)) {
+                Some(ip) => allowed.ips.push(ip),
+                None if is_host_name(name) => allowed.names.push(name.to_ascii_lowercase()),
+                None => {
+                    return Err(format!(
+                        "--allow-host {name:?}: not a host name or an IP address"
+                    ))
+                }
+            }
+        }
+        allowed.ips.dedup();
+        Ok(allowed)
+    }
+
+    /// Whether `host`, a `Host` header's value (`name`, `name:port`,
+    /// `1.2.3.4:port`, `[::1]:port`), names this server.
+    pub fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = split_port(host) else {
+            return false;
+        };
+        if !port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())) {
+            return false;
+        }
+        match host_ip(name) {
+            Some(ip) => self.any_ip || self.ips.contains(&ip),
+            None => self
+                .names
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// The allowed names, for the error message.
+    fn describe(&self) -> String {
+        let ips = self.ips.iter().map(|ip| match ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        });
+        let mut all: Vec<String> = self.names.iter().cloned().chain(ips).collect();
+        if self.any_ip {
+            all.push("any IP address".to_owned());
+        }
+        all.join(", ")
+    }
+}
+
+/// `host` without its `:port`, and the port if any; `None` for a bracket
+/// that is not closed.
+fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
+    if host.starts_with('[') {
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            Some(port) => Some((name, Some(port))),
+            None if rest.is_empty() => Some((name, None)),
+            None => None,
+        };
+    }
+    Some(match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    })
+}
+
+/// The address of an IP literal as a URL writes it: `1.2.3.4` or `[::1]`.
+fn host_ip(name: &str) -> Option<IpAddr> {
+    match name
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+        None => name.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+/// Letters, digits, `-` and `.`, as DNS names are written.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Refuses, before any route runs, a request whose `Host` (or absolute
+/// URI) names another server: what a DNS-rebinding page's requests do.
+async fn check_host(
+    hosts: Arc<AllowedHosts>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let header = req.headers().get(header::HOST).map(|value| {
+        // A value that is not text cannot name an allowed host.
+        value.to_str().unwrap_or("\u{fffd}").to_owned()
+    });
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    if let Some(host) = header
+        .into_iter()
+        .chain(authority)
+        .find(|host| !hosts.allows(host))
+    {
+        let refused = ApiError::ForbiddenHost(host, hosts.describe());
+        return Ok(req.into_response(refused.error_response()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// Turns actix-web's own JSON body errors into ours.

@@ -7,8 +7,10 @@
 //! then open <http://127.0.0.1:8080/>. Only the jobs listed in the jobs file
 //! run (`jobs.toml` beside this file by default), each with validated
 //! parameters at fixed places in its argv; their output streams to the page
-//! as it is written. Ctrl-C (or SIGTERM) cancels every running job, waits
-//! for them to end and stops.
+//! as it is written. Jobs wait in the library's job pool for a place to run
+//! (`--max-running`, `--max-load`), at most `--max-queued` of them. Ctrl-C
+//! (or SIGTERM) cancels every queued and running job, waits for them to end
+//! and stops.
 //!
 //! * `definitions.rs`: the allow-list, from the jobs file;
 //! * `registry.rs`: the `Jobs` actor, which runs the jobs and keeps them;
@@ -16,7 +18,10 @@
 //! * `index.html`: the page, plain HTML and JavaScript.
 //!
 //! The server listens on loopback unless `--bind` says otherwise: anyone who
-//! can reach it can run the listed jobs.
+//! can reach it can run the listed jobs. It answers only to requests whose
+//! `Host` names it (`localhost`, `127.0.0.1`, `[::1]` on loopback, the bound
+//! address otherwise, and `--allow-host` names), so that a web page cannot
+//! point a name of its own at it (DNS rebinding).
 
 mod api;
 mod definitions;
@@ -24,6 +29,7 @@ mod registry;
 
 use std::fmt;
 use std::net::{IpAddr, TcpListener};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +41,7 @@ use actix_web::{App, HttpServer};
 use clap::Parser;
 use futures::future::{select, Either};
 
-use api::Api;
+use api::{AllowedHosts, Api};
 use definitions::Definitions;
 use registry::{Jobs, Limits, Shutdown};
 
@@ -54,9 +60,20 @@ struct Args {
     #[arg(long, value_name = "FILE",
           default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo_server/jobs.toml"))]
     jobs: PathBuf,
-    /// The most jobs running at once; one more is refused with 429.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    max_running: usize,
+    /// Another name the server answers to (a `Host` it accepts), beyond
+    /// its address (and `localhost` on loopback). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
+    /// The most jobs running at once; more wait in the queue.
+    #[arg(long, default_value_t = NonZeroUsize::new(4).expect("4 is not 0"), value_name = "N")]
+    max_running: NonZeroUsize,
+    /// No new job starts while the 1-minute load average is at or above
+    /// this (unless none runs), as portage's --load-average.
+    #[arg(long, value_name = "LOAD", value_parser = positive_load)]
+    max_load: Option<f64>,
+    /// The most jobs waiting to run; one more is refused with 429.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    max_queued: usize,
     /// How many finished jobs to keep; the oldest are forgotten.
     #[arg(long, default_value_t = 50, value_name = "N")]
     keep_finished: usize,
@@ -66,6 +83,14 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2, value_name = "N")]
     workers: usize,
+}
+
+/// Parses `--max-load`: a positive number.
+fn positive_load(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(load) if load > 0.0 && load.is_finite() => Ok(load),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
 }
 
 /// The largest request body accepted.
@@ -85,11 +110,14 @@ async fn main() -> Result<(), Fatal> {
     let mut terminate = signal(SignalKind::terminate())?;
 
     let definitions = Arc::new(Definitions::load(&args.jobs)?);
+    let hosts = Arc::new(AllowedHosts::new(args.bind, &args.allow_host)?);
     let listener = TcpListener::bind((args.bind, args.port))
         .map_err(|err| format!("cannot listen on {}:{}: {err}", args.bind, args.port))?;
     // The registry, and so every process actor, runs on this arbiter.
     let jobs = Jobs::new(Limits {
-        max_running: args.max_running,
+        max_running: args.max_running.get(),
+        max_load: args.max_load,
+        max_queued: args.max_queued,
         keep_finished: args.keep_finished,
         output_limit: args.output_limit,
         ..Limits::default()
@@ -99,6 +127,7 @@ async fn main() -> Result<(), Fatal> {
         jobs: jobs.clone(),
         definitions,
         max_body: MAX_BODY,
+        hosts,
     };
 
     let server = HttpServer::new(move || {

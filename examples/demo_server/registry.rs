@@ -7,11 +7,26 @@
 //! main one, and when the System stops the library cancels and reaps them
 //! there.
 //!
+//! # Queueing
+//! Jobs go through the library's job pool ([`Popen::submit`](actix_popen::Popen::submit)):
+//! the registry sets the pool's limits ([`SetJobLimits`]: `max_running`
+//! jobs at once, and no new start while the load average is at or above
+//! `max_load`) and submits each job, which is then `queued` until the pool
+//! starts its child, in submission order. Its [`Started`] event makes it
+//! `running`, with its pid and start time; its timeout counts from then.
+//! A queued job that is cancelled ends `cancelled` with return code -2 and
+//! never runs a process; one whose program cannot be run when its turn
+//! comes ends `failed-to-start` with 127 (not found) or 126.
+//!
+//! # Bounds
 //! Everything is bounded:
 //! * a job keeps the last `output_limit` bytes of its output; older bytes
 //!   are dropped and counted (`output_dropped`);
-//! * at most `max_running` jobs run at once: one more is refused (the API
-//!   answers 429), not queued;
+//! * at most `max_running` jobs run at once, and at most `max_queued` more
+//!   wait in the pool's queue: one more is refused (the API answers 429).
+//!   The count is the pool's own ([`GetJobPool`]), which drops a job
+//!   cancelled while it waits at once: a client that submits and cancels
+//!   in a loop cannot grow the queue;
 //! * at most `keep_finished` finished jobs are kept, the oldest forgotten;
 //! * each watching client has a queue of `client_queue` events: a client
 //!   whose queue is full (it does not read) or closed (it went away) is
@@ -23,7 +38,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use actix_popen::{Cancel, Chunk, Exited, ProcessHandle, ReturnCode};
+use actix_popen::{
+    Cancel, Chunk, Exited, GetJobPool, JobPool, ProcessHandle, ProcessSupervisor, ReturnCode,
+    SetJobLimits, Started,
+};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use serde::Serialize;
@@ -35,6 +53,10 @@ use crate::definitions::Launch;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_running: usize,
+    /// The 1-minute load average at or above which no new job starts
+    /// (unless none runs), as portage's `--load-average`.
+    pub max_load: Option<f64>,
+    pub max_queued: usize,
     pub keep_finished: usize,
     pub output_limit: usize,
     pub client_queue: usize,
@@ -46,6 +68,8 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_running: 4,
+            max_load: None,
+            max_queued: 100,
             keep_finished: 50,
             output_limit: 1 << 20,
             client_queue: 256,
@@ -59,6 +83,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
+    /// Waiting in the job pool's queue: no process yet.
+    Queued,
     Running,
     /// It ended by itself.
     Exited,
@@ -71,11 +97,19 @@ pub enum State {
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            State::Queued => "queued",
             State::Running => "running",
             State::Exited => "exited",
             State::Cancelled => "cancelled",
             State::FailedToStart => "failed to start",
         })
+    }
+}
+
+impl State {
+    /// Whether the job has ended (nothing more happens to it).
+    pub fn is_ended(self) -> bool {
+        !matches!(self, State::Queued | State::Running)
     }
 }
 
@@ -87,12 +121,17 @@ pub struct JobView {
     pub params: BTreeMap<String, String>,
     pub argv: Vec<String>,
     pub state: State,
-    /// The pid it ran as (kept after the exit, for the record).
+    /// The pid it ran as (kept after the exit, for the record); `None`
+    /// while queued, and if it never ran.
     pub pid: Option<u32>,
-    /// RFC 3339, UTC.
-    pub started_at: String,
-    /// So far, while it runs.
-    pub duration_ms: u64,
+    /// When it was submitted: RFC 3339, UTC.
+    pub submitted_at: String,
+    /// When its process started; `None` while queued, and if it never ran.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub ended_at: Option<String>,
+    /// How long it has run (so far, while it runs); `None` if it has not.
+    pub duration_ms: Option<u64>,
     /// portage's convention: the exit status, or -N for signal N.
     pub returncode: Option<i32>,
     pub timed_out: bool,
@@ -125,8 +164,11 @@ pub enum Event {
 pub enum JobError {
     #[error("no job with id {0}")]
     UnknownId(u64),
-    #[error("{limit} jobs are running, the most allowed: try again when one has ended")]
-    TooManyRunning { limit: usize },
+    #[error(
+        "the queue is full ({running} jobs running, {queued} waiting, the most allowed): \
+         try again when one has ended"
+    )]
+    QueueFull { running: usize, queued: usize },
     #[error("job {id} has already ended ({state})")]
     AlreadyEnded { id: u64, state: State },
     #[error("{limit} clients are watching job {id}, the most allowed")]
@@ -139,8 +181,8 @@ pub enum JobError {
 // Messages
 // ---------------------------------------------------------------------
 
-/// Request: run a checked job. Replies with the job as started (or as
-/// failed to start).
+/// Request: submit a checked job to the pool. Replies with the job as
+/// queued (or as failed to start).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<JobView, JobError>")]
 pub struct StartJob(pub Launch);
@@ -155,8 +197,9 @@ pub struct ListJobs;
 #[rtype(result = "Result<JobView, JobError>")]
 pub struct GetJob(pub u64);
 
-/// Request: cancel a running job (SIGTERM, SIGKILL after its cancel
-/// timeout). Replies at once, with the job still running.
+/// Request: cancel a queued or running job. A queued job ends at once
+/// (-2); a running one gets SIGTERM, SIGKILL after its cancel timeout.
+/// Replies at once, with the job as it was.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<JobView, JobError>")]
 pub struct CancelJob(pub u64);
@@ -178,11 +221,20 @@ pub struct Watch {
     pub live: Option<mpsc::Receiver<Event>>,
 }
 
-/// Request: refuse new jobs, cancel every running one, and reply once all
-/// have ended.
+/// Request: refuse new jobs, cancel every queued and running one, and
+/// reply once all have ended.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Event from a [`Relay`]: the pool started job `id` as `pid` (`None`: it
+/// ended without running, and [`JobEnded`] follows).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct JobStarted {
+    id: u64,
+    pid: Option<u32>,
+}
 
 /// Event from a [`Relay`]: output of job `id`.
 #[derive(Debug, Message)]
@@ -266,16 +318,17 @@ struct Job {
     launch: Launch,
     state: State,
     pid: Option<u32>,
-    started_at: SystemTime,
-    started: Instant,
-    ended: Option<Instant>,
+    submitted_at: SystemTime,
+    /// When its process started, by the wall clock and the monotonic one.
+    started: Option<(SystemTime, Instant)>,
+    ended: Option<(SystemTime, Instant)>,
     returncode: Option<ReturnCode>,
     output_complete: bool,
     cancelled: bool,
     timed_out: bool,
     error: Option<String>,
     output: OutputBuffer,
-    /// While it runs.
+    /// Until it ends.
     process: Option<ProcessHandle>,
     timer: Option<SpawnHandle>,
     clients: Vec<mpsc::Sender<Event>>,
@@ -283,7 +336,10 @@ struct Job {
 
 impl Job {
     fn view(&self, id: u64) -> JobView {
-        let duration = self.ended.unwrap_or_else(Instant::now) - self.started;
+        let duration = self.started.map(|(_, started)| {
+            let until = self.ended.map_or_else(Instant::now, |(_, ended)| ended);
+            until.saturating_duration_since(started).as_millis() as u64
+        });
         JobView {
             id,
             job: self.launch.job.clone(),
@@ -291,8 +347,10 @@ impl Job {
             argv: self.launch.argv.clone(),
             state: self.state,
             pid: self.pid,
-            started_at: rfc3339(self.started_at),
-            duration_ms: duration.as_millis() as u64,
+            submitted_at: rfc3339(self.submitted_at),
+            started_at: self.started.map(|(at, _)| rfc3339(at)),
+            ended_at: self.ended.map(|(at, _)| rfc3339(at)),
+            duration_ms: duration,
             returncode: self.returncode.map(ReturnCode::code),
             timed_out: self.timed_out,
             error: self.error.clone(),
@@ -331,11 +389,17 @@ impl Jobs {
         }
     }
 
-    fn running(&self) -> usize {
+    fn count(&self, state: State) -> usize {
+        self.jobs.values().filter(|job| job.state == state).count()
+    }
+
+    /// The ids of the jobs not yet ended.
+    fn unfinished(&self) -> Vec<u64> {
         self.jobs
-            .values()
-            .filter(|job| job.state == State::Running)
-            .count()
+            .iter()
+            .filter(|(_, job)| !job.state.is_ended())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn cancel(&mut self, id: u64, timed_out: bool) {
@@ -353,13 +417,82 @@ impl Jobs {
         let finished: Vec<u64> = self
             .jobs
             .iter()
-            .filter(|(_, job)| job.state != State::Running)
+            .filter(|(_, job)| job.state.is_ended())
             .map(|(id, _)| *id)
             .collect();
         let excess = finished.len().saturating_sub(self.limits.keep_finished);
         for id in &finished[..excess] {
             self.jobs.remove(id);
         }
+    }
+
+    /// Submits `launch` to the pool, unless the pool (as it was just
+    /// before) is full.
+    fn submit(
+        &mut self,
+        launch: Launch,
+        pool: JobPool,
+        ctx: &mut Context<Self>,
+    ) -> Result<JobView, JobError> {
+        if self.shutting_down {
+            return Err(JobError::ShuttingDown);
+        }
+        // Every submitted job not yet ended holds a place, running or
+        // waiting: at most max_running + max_queued in all.
+        if pool.running + pool.queued >= self.limits.max_running + self.limits.max_queued {
+            return Err(JobError::QueueFull {
+                running: pool.running,
+                queued: pool.queued,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let relay = Relay {
+            id,
+            jobs: ctx.address(),
+        }
+        .start();
+        let submitted = launch
+            .popen()
+            .subscribe(relay.clone().recipient())
+            .start_listener(relay.clone().recipient())
+            .exit_listener(relay.recipient())
+            .submit();
+        let mut job = Job {
+            launch,
+            state: State::Queued,
+            pid: None,
+            submitted_at: SystemTime::now(),
+            started: None,
+            ended: None,
+            returncode: None,
+            output_complete: true,
+            cancelled: false,
+            timed_out: false,
+            error: None,
+            output: OutputBuffer::new(self.limits.output_limit),
+            process: None,
+            timer: None,
+            clients: Vec::new(),
+        };
+        match submitted {
+            Ok(process) => {
+                log::info!("job {id}: {:?} queued", job.launch.argv);
+                job.process = Some(process);
+            }
+            // Only an invalid description or a missing arbiter fail here;
+            // a program that cannot run fails when its turn comes.
+            Err(err) => {
+                log::warn!("job {id}: {err}");
+                job.state = State::FailedToStart;
+                job.error = Some(err.to_string());
+                job.ended = Some((SystemTime::now(), Instant::now()));
+            }
+        }
+        let view = job.view(id);
+        self.jobs.insert(id, job);
+        self.trim_finished();
+        Ok(view)
     }
 }
 
@@ -372,6 +505,11 @@ impl Actor for Jobs {
             // when it drops it): there is no timer to set any more.
             return;
         }
+        // Sent before any job is submitted (both from this actor, in order).
+        ProcessSupervisor::get().do_send(SetJobLimits {
+            max_jobs: Some(self.limits.max_running),
+            max_load: self.limits.max_load,
+        });
         ctx.run_interval(self.limits.keep_alive, |act, _ctx| {
             for job in act.jobs.values_mut() {
                 job.broadcast(&Event::KeepAlive);
@@ -381,66 +519,21 @@ impl Actor for Jobs {
 }
 
 impl Handler<StartJob> for Jobs {
-    type Result = Result<JobView, JobError>;
+    type Result = AtomicResponse<Self, Result<JobView, JobError>>;
 
-    fn handle(&mut self, StartJob(launch): StartJob, ctx: &mut Context<Self>) -> Self::Result {
-        if self.shutting_down {
-            return Err(JobError::ShuttingDown);
-        }
-        if self.running() >= self.limits.max_running {
-            return Err(JobError::TooManyRunning {
-                limit: self.limits.max_running,
-            });
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let relay = Relay {
-            id,
-            jobs: ctx.address(),
-        }
-        .start();
-        let started = launch
-            .popen()
-            .subscribe(relay.clone().recipient())
-            .exit_listener(relay.recipient())
-            .start();
-        let timeout = launch.timeout;
-        let mut job = Job {
-            launch,
-            state: State::Running,
-            pid: None,
-            started_at: SystemTime::now(),
-            started: Instant::now(),
-            ended: None,
-            returncode: None,
-            output_complete: true,
-            cancelled: false,
-            timed_out: false,
-            error: None,
-            output: OutputBuffer::new(self.limits.output_limit),
-            process: None,
-            timer: None,
-            clients: Vec::new(),
-        };
-        match started {
-            Ok(process) => {
-                let pid = process.pid().unwrap_or_default();
-                log::info!("job {id}: {:?} started as pid {pid}", job.launch.argv);
-                job.pid = process.pid();
-                job.process = Some(process);
-                job.timer = Some(ctx.run_later(timeout, move |act, _ctx| act.cancel(id, true)));
-            }
-            Err(err) => {
-                log::warn!("job {id}: {err}");
-                job.state = State::FailedToStart;
-                job.error = Some(err.to_string());
-                job.ended = Some(job.started);
-            }
-        }
-        let view = job.view(id);
-        self.jobs.insert(id, job);
-        self.trim_finished();
-        Ok(view)
+    fn handle(&mut self, StartJob(launch): StartJob, _ctx: &mut Context<Self>) -> Self::Result {
+        // The pool's count includes every job submitted before this one
+        // (our `submit`s reach its mailbox first), and the atomic response
+        // holds back the next StartJob until this one is submitted: two
+        // requests cannot both take the last place.
+        let pool = ProcessSupervisor::get().send(GetJobPool);
+        AtomicResponse::new(Box::pin(pool.into_actor(self).map(
+            move |pool, act, ctx| match pool {
+                Ok(pool) => act.submit(launch, pool, ctx),
+                // The supervisor is gone with its System.
+                Err(_) => Err(JobError::ShuttingDown),
+            },
+        )))
     }
 }
 
@@ -466,7 +559,7 @@ impl Handler<CancelJob> for Jobs {
 
     fn handle(&mut self, CancelJob(id): CancelJob, _ctx: &mut Context<Self>) -> Self::Result {
         let job = self.jobs.get(&id).ok_or(JobError::UnknownId(id))?;
-        if job.state != State::Running {
+        if job.state.is_ended() {
             return Err(JobError::AlreadyEnded {
                 id,
                 state: job.state,
@@ -491,10 +584,11 @@ impl Handler<WatchJob> for Jobs {
         // Replay and subscription happen in one handler: no output can
         // arrive in between, so the client misses none and sees none twice.
         let mut replay = job.output.replay(from);
-        if job.state != State::Running {
+        if job.state.is_ended() {
             replay.push(Event::Exit(Box::new(job.view(id))));
             return Ok(Watch { replay, live: None });
         }
+        // A queued job's watchers get keep-alives until its output comes.
         job.clients.retain(|client| !client.is_closed());
         if job.clients.len() >= limits.max_watchers {
             return Err(JobError::TooManyWatchers {
@@ -516,20 +610,18 @@ impl Handler<Shutdown> for Jobs {
 
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
-        let running: Vec<u64> = self
-            .jobs
-            .iter()
-            .filter(|(_, job)| job.state == State::Running)
-            .map(|(id, _)| *id)
-            .collect();
-        if !running.is_empty() {
-            log::info!("cancelling {} running job(s)", running.len());
+        let (running, queued) = (self.count(State::Running), self.count(State::Queued));
+        if running > 0 {
+            log::info!("cancelling {running} running job(s)");
         }
-        for id in running {
+        if queued > 0 {
+            log::info!("cancelling {queued} queued job(s)");
+        }
+        for id in self.unfinished() {
             self.cancel(id, false);
         }
         let (done, drained) = oneshot::channel();
-        if self.running() == 0 {
+        if self.unfinished().is_empty() {
             let _ = done.send(());
         } else {
             self.drained.push(done);
@@ -537,6 +629,28 @@ impl Handler<Shutdown> for Jobs {
         Box::pin(async move {
             let _ = drained.await;
         })
+    }
+}
+
+impl Handler<JobStarted> for Jobs {
+    type Result = ();
+
+    fn handle(&mut self, JobStarted { id, pid }: JobStarted, ctx: &mut Context<Self>) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let (Some(pid), State::Queued) = (pid, job.state) else {
+            // It ended without running: its JobEnded says how.
+            return;
+        };
+        log::info!("job {id}: started as pid {pid}");
+        job.state = State::Running;
+        job.pid = Some(pid);
+        job.started = Some((SystemTime::now(), Instant::now()));
+        // The timeout counts from the start, not from the submission: time
+        // spent in the queue is not the job's own.
+        let timeout = job.launch.timeout;
+        job.timer = Some(ctx.run_later(timeout, move |act, _ctx| act.cancel(id, true)));
     }
 }
 
@@ -559,14 +673,22 @@ impl Handler<JobEnded> for Jobs {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = if job.cancelled {
-            State::Cancelled
-        } else {
-            State::Exited
+        job.state = match (job.cancelled, job.started) {
+            (true, _) => State::Cancelled,
+            (false, Some(_)) => State::Exited,
+            (false, None) => {
+                // The pool keeps why the spawn failed on the task's handle.
+                job.error = job
+                    .process
+                    .as_ref()
+                    .and_then(|p| p.spawn_error())
+                    .map(|e| e.to_string());
+                State::FailedToStart
+            }
         };
         job.returncode = Some(exited.returncode);
         job.output_complete = exited.output_complete;
-        job.ended = Some(Instant::now());
+        job.ended = Some((SystemTime::now(), Instant::now()));
         // Dropping the handle lets the process actor (and its relay) stop.
         job.process = None;
         if let Some(timer) = job.timer.take() {
@@ -582,23 +704,25 @@ impl Handler<JobEnded> for Jobs {
         // Closing the channels ends every client's stream after the exit.
         job.clients.clear();
         self.trim_finished();
-        if self.running() == 0 {
+        if self.unfinished().is_empty() {
             for done in self.drained.drain(..) {
                 let _ = done.send(());
             }
         }
     }
 }
-
 // ---------------------------------------------------------------------
 // The relay: one per job
 // ---------------------------------------------------------------------
 
-/// Tags one process's chunks and exit with its job id for the registry.
+/// Tags one process's start, chunks and exit with its job id for the
+/// registry.
 ///
 /// It holds each chunk, and with it the reader's credit, until the registry
 /// has taken the bytes: a job that writes faster than the registry keeps up
-/// waits in `write()`, and the registry's mailbox stays small.
+/// waits in `write()`, and the registry's mailbox stays small. The process
+/// sends `Started` before its reader sends any chunk, so the registry sees
+/// a job running before it sees its output.
 #[derive(Debug)]
 struct Relay {
     id: u64,
@@ -607,6 +731,17 @@ struct Relay {
 
 impl Actor for Relay {
     type Context = Context<Self>;
+}
+
+impl Handler<Started> for Relay {
+    type Result = ();
+
+    fn handle(&mut self, started: Started, _ctx: &mut Context<Self>) {
+        self.jobs.do_send(JobStarted {
+            id: self.id,
+            pid: started.pid,
+        });
+    }
 }
 
 impl Handler<Chunk> for Relay {
