@@ -133,7 +133,11 @@ impl Clone for SpawnError {
                 size: *size,
                 source: copy_io(source),
             },
-            SpawnError::WorkingDirectory { program, dir, source } => SpawnError::WorkingDirectory {
+            SpawnError::WorkingDirectory {
+                program,
+                dir,
+                source,
+            } => SpawnError::WorkingDirectory {
                 program: program.clone(),
                 dir: dir.clone(),
                 source: copy_io(source),
