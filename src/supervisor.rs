@@ -43,8 +43,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::process::ProcessHandle;
-use crate::SpawnError;
 use crate::sys::child::{Child, Delivery};
+use crate::SpawnError;
 
 /// What the escalation needs of a task: a way to signal it and to know
 /// whether it has ended. A trait so that the state machine can be tested

@@ -7,17 +7,18 @@
 //! Every test leaves nothing running: a [`Leftovers`] guard kills, on drop,
 //! every live member of the process groups it was told about.
 
+mod common;
+
 use std::fs;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{
-    AsyncWait, Chunk, Exited, Output, PipeStatus, Pipeline, Popen, ProcessHandle, ReturnCode,
-};
+use actix_popen::{AsyncWait, Chunk, Exited, Output, PipeStatus, Pipeline, Popen, ReturnCode};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{getsid, Pid};
+
+use common::procs::Leftovers;
+use common::usage::rss;
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -26,90 +27,6 @@ const SOON: Duration = Duration::from_secs(60);
 /// How long nothing may arrive while the subscriber holds the window: the
 /// very point of the stall tests, so kept short.
 const QUIET: Duration = Duration::from_millis(300);
-
-// ---------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    pgrp: i32,
-    session: i32,
-    starttime: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        starttime: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// Kills on drop every live member of the process groups led by the
-/// children it was given: members in our session, not older than their
-/// leader, while the leader's pid (if it still exists) is that leader.
-#[derive(Default)]
-struct Leftovers(Vec<(i32, u64)>);
-
-impl Leftovers {
-    fn add(&mut self, handle: &ProcessHandle) {
-        let leader = handle.pid().expect("no pid right after the start") as i32;
-        let stat = proc_stat(leader).expect("a child just started is not in /proc");
-        assert_eq!(stat.pgrp, leader, "the child does not lead its own group");
-        self.0.push((leader, stat.starttime));
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
-        let groups: Vec<(i32, u64)> = self
-            .0
-            .iter()
-            .copied()
-            .filter(|&(leader, start)| proc_stat(leader).is_none_or(|s| s.starttime == start))
-            .collect();
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return;
-        };
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-            if proc_stat(pid).is_some_and(|stat| {
-                stat.state != 'Z'
-                    && stat.session == session
-                    && groups
-                        .iter()
-                        .any(|&(leader, start)| stat.pgrp == leader && stat.starttime >= start)
-            }) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// This process's resident set size, in bytes.
-fn rss() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").expect("no /proc/self/status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("no VmRSS line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS is not a number");
-    kib * 1024
-}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -194,8 +111,7 @@ async fn slow_subscriber_keeps_memory_flat_and_gets_every_byte() {
         .exit_listener(slow.recipient())
         .start()
         .expect("cannot start head");
-    let mut leftovers = Leftovers::default();
-    leftovers.add(&handle);
+    let _leftovers = Leftovers::of(&handle);
 
     let report = tokio::time::timeout(SOON, report)
         .await
@@ -329,8 +245,7 @@ async fn held_chunks_stop_the_reader_and_block_the_child() {
         .subscribe(holder.clone().recipient())
         .start()
         .expect("cannot start head");
-    let mut leftovers = Leftovers::default();
-    leftovers.add(&handle);
+    let _leftovers = Leftovers::of(&handle);
     let pid = handle.pid().expect("no pid") as i32;
 
     await_arrivals(&mut arrivals, 2).await;
@@ -371,10 +286,7 @@ async fn held_chunks_at_the_end_of_a_pipeline_block_its_first_stage() {
         .stage(stage(Popen::new("cat")).subscribe(holder.clone().recipient()))
         .start()
         .expect("cannot start the pipeline");
-    let mut leftovers = Leftovers::default();
-    for handle in pipeline.stages() {
-        leftovers.add(handle);
-    }
+    let _leftovers = Leftovers::pipeline(&pipeline);
 
     await_arrivals(&mut arrivals, 2).await;
     assert_quiet(&mut arrivals).await;

@@ -7,19 +7,21 @@
 //! child was reaped, and a [`Cleanup`] guard kills what it started if the
 //! test fails half-way.
 
-use std::fs;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, Collector, Exited, GetPid, GetValue, IsAlive, Poll, Popen,
-    PopenProcess, ProcessHandle, ReturnCode, SpawnError, Start, Stream, DEFAULT_CANCEL_TIMEOUT,
+    Cancel, Collector, Exited, GetPid, GetValue, IsAlive, Poll, Popen, PopenProcess, ProcessHandle,
+    ReturnCode, SpawnError, Start, DEFAULT_CANCEL_TIMEOUT,
 };
-use futures::channel::mpsc;
-use futures::StreamExt;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::waitpid;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpgrp, getpid, Pid};
+
+use common::actors::{ChunkSink, LineReader};
+use common::procs::{await_dead, await_reap, is_running, proc_stat, Cleanup};
+use common::{wait, GetEvents, Waiter};
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -36,120 +38,14 @@ const IGNORES_TERM: &str = r#"trap "" TERM; echo ready; exec sleep 1000"#;
 // Helpers
 // ---------------------------------------------------------------------
 
-/// Forwards the bytes of every chunk it is sent into a channel. It keeps
-/// no `Chunk`, so it never holds back the reader's window.
-struct ChunkSink(mpsc::UnboundedSender<(Stream, Vec<u8>)>);
-
-impl Actor for ChunkSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for ChunkSink {
-    type Result = ();
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        let _ = self.0.unbounded_send((chunk.stream, chunk.data.to_vec()));
-    }
-}
-
-/// Keeps every [`Exited`] it is sent.
-#[derive(Default)]
-struct ExitLog(Vec<Exited>);
-
-impl Actor for ExitLog {
-    type Context = Context<Self>;
-}
-
-impl Handler<Exited> for ExitLog {
-    type Result = ();
-
-    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
-        self.0.push(exited);
-    }
-}
-
-/// Asks an [`ExitLog`] for every [`Exited`] it got so far.
-#[derive(Message)]
-#[rtype(result = "Vec<Exited>")]
-struct TakeExits;
-
-impl Handler<TakeExits> for ExitLog {
-    type Result = MessageResult<TakeExits>;
-
-    fn handle(&mut self, _msg: TakeExits, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(std::mem::take(&mut self.0))
-    }
-}
-
-/// The child's stdout, line by line, as it arrives.
-struct Lines {
-    chunks: mpsc::UnboundedReceiver<(Stream, Vec<u8>)>,
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    /// The next whole line, without its `\n`.
-    async fn next(&mut self) -> String {
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                return String::from_utf8_lossy(&line[..end]).into_owned();
-            }
-            let (stream, data) = tokio::time::timeout(SOON, self.chunks.next())
-                .await
-                .expect("the child wrote no line in time")
-                .expect("the output ended before a whole line");
-            if stream == Stream::Stdout {
-                self.buf.extend_from_slice(&data);
-            }
-        }
-    }
-
-    /// The next line, which must be a pid printed by the child (`$!`).
-    async fn next_pid(&mut self) -> i32 {
-        let line = self.next().await;
-        line.parse()
-            .unwrap_or_else(|_| panic!("expected a pid from the child, got {line:?}"))
-    }
-}
-
-/// Kills, if the test fails, every process group and process it was told
-/// about, and reaps those that are our children, so that a failed test
-/// leaves nothing running. On success
-/// everything is already gone and it does nothing (a pid that ended may
-/// since belong to a stranger).
-#[derive(Default)]
-struct Cleanup {
-    groups: Vec<i32>,
-    pids: Vec<i32>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let me = getpid().as_raw();
-        for &group in &self.groups {
-            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-        }
-        for &pid in self.groups.iter().chain(&self.pids) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            // Reap a child of ours left unreaped, or it stays our zombie.
-            if proc_stat(pid).is_some_and(|stat| stat.ppid == me) {
-                let _ = waitpid(Pid::from_raw(pid), None);
-            }
-        }
-    }
-}
-
 /// A started task with what the tests need of it.
 struct Task {
     handle: ProcessHandle,
     /// The child's pid, read right after the start.
     pid: i32,
-    lines: Lines,
-    exits: Addr<ExitLog>,
+    lines: LineReader,
+    /// Keeps every `Exited` it is sent.
+    exits: Addr<Waiter>,
     collector: Addr<Collector>,
     cleanup: Cleanup,
 }
@@ -157,67 +53,29 @@ struct Task {
 /// Starts `sh -c script` as configured by `configure`, subscribed to a line
 /// reader, a collector and an exit log.
 fn start_sh(script: &str, configure: impl FnOnce(Popen) -> Popen) -> Task {
-    let (tx, rx) = mpsc::unbounded();
+    let (sink, rx) = ChunkSink::start_new();
     let collector = Collector::start_default();
-    let exits = ExitLog::default().start();
+    let (exits, _) = Waiter::start_new();
     let popen = configure(Popen::new("sh").args(["-c", script]))
-        .subscribe(ChunkSink(tx).start().recipient())
+        .subscribe(sink.recipient())
         .subscribe(collector.clone().recipient())
         .exit_listener(exits.clone().recipient());
     let handle = popen.start().expect("cannot start sh");
-    let pid = handle.pid().expect("no pid right after the start") as i32;
-    let mut cleanup = Cleanup::default();
-    // Only a child that leads its own group may have its group killed:
-    // otherwise the group is ours.
-    if proc_stat(pid).is_some_and(|stat| stat.pgrp == pid) {
-        cleanup.groups.push(pid);
-    } else {
-        cleanup.pids.push(pid);
-    }
+    let cleanup = Cleanup::default();
+    let pid = cleanup.add(&handle);
     Task {
         handle,
         pid,
-        lines: Lines {
-            chunks: rx,
-            buf: Vec::new(),
-        },
+        lines: LineReader::new(rx, SOON),
         exits,
         collector,
         cleanup,
     }
 }
 
-/// Waits, with a bound, for the task's return code.
-async fn wait(handle: &ProcessHandle, within: Duration) -> ReturnCode {
-    tokio::time::timeout(within, handle.send(AsyncWait))
-        .await
-        .unwrap_or_else(|_| panic!("the task did not end within {within:?}"))
-        .expect("the process actor is gone")
-        .expect("AsyncWait failed")
-}
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid, pgrp })
-}
-
-/// Whether `pid` runs (exists and is not a zombie).
-fn is_running(pid: i32) -> bool {
-    proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
+/// Every `Exited` that `exits` got so far.
+async fn exits_of(exits: &Addr<Waiter>) -> Vec<Exited> {
+    exits.send(GetEvents).await.unwrap().exited
 }
 
 /// Our child `pid` was reaped: it is neither running as our child nor left
@@ -232,35 +90,12 @@ fn assert_reaped(pid: i32) {
     }
 }
 
-/// Waits for a grandchild to die. Reparented to init when its parent died,
-/// it may stay a zombie of init for a moment: dead, not ours to reap, and
-/// it counts as gone. A grandchild cannot tell us when it dies, so this
-/// polls /proc, with a deadline.
+/// Waits, with a deadline, for a grandchild to die. Reparented to init
+/// when its parent died, it may stay a zombie of init for a moment: dead,
+/// not ours to reap, and it counts as gone (see [`await_dead`]).
 async fn assert_gone(pid: i32) {
-    let deadline = Instant::now() + SOON;
-    loop {
-        match proc_stat(pid) {
-            None => return,
-            Some(stat) if stat.state == 'Z' && stat.ppid != getpid().as_raw() => return,
-            Some(stat) if Instant::now() >= deadline => {
-                panic!("pid {pid} survived the cancel: {stat:?}")
-            }
-            Some(_) => actix::clock::sleep(Duration::from_millis(10)).await,
-        }
-    }
-}
-
-/// Waits until the task's child was reaped while the task goes on (its
-/// output is still open). The actor sends no message for the reap alone,
-/// so this polls [`ProcessHandle::pid`], with a deadline.
-async fn await_reap(handle: &ProcessHandle) {
-    let deadline = Instant::now() + SOON;
-    while handle.pid().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the child was not reaped in time"
-        );
-        actix::clock::sleep(Duration::from_millis(10)).await;
+    if !await_dead(pid, Instant::now() + SOON).await {
+        panic!("pid {pid} survived the cancel: {:?}", proc_stat(pid));
     }
 }
 
@@ -324,11 +159,8 @@ async fn obedient_child_ends_with_sigterm() {
         .cancel_timeout(Duration::from_secs(60))
         .start()
         .expect("cannot start sleep");
-    let pid = handle.pid().expect("no pid") as i32;
-    let _cleanup = Cleanup {
-        groups: vec![pid],
-        pids: Vec::new(),
-    };
+    let cleanup = Cleanup::default();
+    let pid = cleanup.add(&handle);
 
     let cancelled = Instant::now();
     handle.do_send(Cancel);
@@ -399,7 +231,7 @@ async fn grandchild_ignoring_sigterm_is_killed_with_the_group_after_the_cancel_t
         "the task ended only after {elapsed:?}"
     );
     assert_gone(grandchild).await;
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0].returncode, code);
     assert!(
@@ -418,7 +250,7 @@ async fn without_a_process_group_cancel_signals_only_the_child() {
             .cancel_timeout(Duration::from_secs(60))
     });
     let grandchild = task.lines.next_pid().await;
-    task.cleanup.pids.push(grandchild);
+    task.cleanup.add_pid(grandchild);
     assert_eq!(
         proc_stat(task.pid).expect("the child is not running").pgrp,
         getpgrp().as_raw(),
@@ -426,7 +258,7 @@ async fn without_a_process_group_cancel_signals_only_the_child() {
     );
 
     task.handle.do_send(Cancel);
-    await_reap(&task.handle).await;
+    await_reap(&task.handle, SOON).await;
 
     assert!(
         is_running(grandchild),
@@ -444,7 +276,7 @@ async fn without_a_process_group_cancel_signals_only_the_child() {
     let code = wait(&task.handle, SOON).await;
     assert_eq!(code, ReturnCode::from_raw(-15));
     assert_gone(grandchild).await;
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1);
     assert!(exits[0].output_complete);
     assert_reaped(task.pid);
@@ -460,7 +292,7 @@ async fn task_is_released_when_its_output_stays_open_after_the_escalation() {
         p.process_group(false).cancel_timeout(timeout)
     });
     let grandchild = task.lines.next_pid().await;
-    task.cleanup.pids.push(grandchild);
+    task.cleanup.add_pid(grandchild);
 
     let cancelled = Instant::now();
     task.handle.do_send(Cancel);
@@ -469,7 +301,7 @@ async fn task_is_released_when_its_output_stays_open_after_the_escalation() {
 
     assert_eq!(code, ReturnCode::from_raw(-15));
     assert!(elapsed >= 2 * timeout, "released after {elapsed:?}");
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1);
     assert!(!exits[0].output_complete, "the output was cut short");
     assert!(
@@ -490,7 +322,7 @@ async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
     });
     let grandchild = task.lines.next_pid().await;
 
-    await_reap(&task.handle).await;
+    await_reap(&task.handle, SOON).await;
     assert_eq!(task.handle.send(GetPid).await.unwrap(), None);
     assert!(
         task.handle.send(IsAlive).await.unwrap(),
@@ -509,7 +341,7 @@ async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
         "the main child's own exit status"
     );
     assert_gone(grandchild).await;
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0].returncode, code);
     assert!(exits[0].output_complete);
@@ -526,7 +358,7 @@ async fn cancel_after_the_leader_exited_kills_a_grandchild_ignoring_sigterm() {
         p.cancel_timeout(timeout)
     });
     let grandchild = task.lines.next_pid().await;
-    await_reap(&task.handle).await;
+    await_reap(&task.handle, SOON).await;
     assert_eq!(
         task.handle.poll(),
         None,
@@ -561,21 +393,15 @@ async fn escalation_reaches_a_task_on_another_arbiter() {
     // another one.
     let timeout = Duration::from_millis(300);
     let arbiter = Arbiter::new();
-    let (tx, rx) = mpsc::unbounded();
+    let (sink, rx) = ChunkSink::start_new();
     let popen = Popen::new("sh")
         .args(["-c", IGNORES_TERM])
         .cancel_timeout(timeout)
-        .subscribe(ChunkSink(tx).start().recipient());
+        .subscribe(sink.recipient());
     let handle = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("cannot start sh");
-    let pid = handle.pid().expect("no pid") as i32;
-    let _cleanup = Cleanup {
-        groups: vec![pid],
-        pids: Vec::new(),
-    };
-    let mut lines = Lines {
-        chunks: rx,
-        buf: Vec::new(),
-    };
+    let cleanup = Cleanup::default();
+    let pid = cleanup.add(&handle);
+    let mut lines = LineReader::new(rx, SOON);
     assert_eq!(lines.next().await, "ready");
 
     let cancelled = Instant::now();
@@ -633,7 +459,7 @@ async fn second_cancel_starts_no_second_escalation() {
 
     task.handle.do_send(Cancel);
     assert_eq!(wait(&task.handle, SOON).await, code);
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
     assert_reaped(task.pid);
 }
@@ -652,7 +478,7 @@ async fn cancel_after_the_exit_changes_nothing() {
     assert!(!task.handle.send(IsAlive).await.unwrap());
     assert_eq!(task.handle.pid(), None);
 
-    let exits = task.exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&task.exits).await;
     assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
     assert_eq!(exits[0].returncode, code);
     assert_eq!(exits[0].pid, Some(task.pid as u32));
@@ -663,7 +489,7 @@ async fn cancel_after_the_exit_changes_nothing() {
 
 #[actix_rt::test]
 async fn cancel_before_the_start_ends_the_task_as_cancelled() {
-    let exits = ExitLog::default().start();
+    let (exits, _) = Waiter::start_new();
     let handle = Popen::new("sleep")
         .arg("100")
         .exit_listener(exits.clone().recipient())
@@ -679,7 +505,7 @@ async fn cancel_before_the_start_ends_the_task_as_cancelled() {
         Err(SpawnError::AlreadyStarted { .. }) => {}
         other => panic!("a cancelled task started: {other:?}"),
     }
-    let exits = exits.send(TakeExits).await.unwrap();
+    let exits = exits_of(&exits).await;
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0].returncode, ReturnCode::CANCELLED);
     assert_eq!(exits[0].pid, None);

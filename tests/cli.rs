@@ -1,5 +1,7 @@
 //! The `popen` example's contract, run as a real process.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use common::procs::wait_dead;
 
 /// Builds the example once (a no-op when `cargo test` already did) and
 /// returns its path.
@@ -265,21 +269,7 @@ fn start_with_grandchild() -> (Child, BufReader<std::process::ChildStdout>, i32)
 fn gone(pid: i32) -> bool {
     // A grandchild is reparented to init (or a subreaper) when killed; give
     // that reaper a moment, as an external event we cannot subscribe to.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        let alive = state.is_some_and(|s| {
-            let after_name = s.rsplit(')').next().unwrap_or("");
-            !after_name.trim_start().starts_with('Z')
-        });
-        if !alive {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dead(pid, Instant::now() + Duration::from_secs(10))
 }
 
 #[test]

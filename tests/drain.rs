@@ -8,17 +8,18 @@
 //! group. (A grandchild whose parent exited belongs to init; an init that
 //! does not reap leaves it a zombie, which counts as gone.)
 
-use std::fs;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, Collector, Exited, GetValue, IsAlive, Poll, Popen, ProcessHandle,
-    ReturnCode,
+    AsyncWait, Cancel, Chunk, Collector, GetValue, IsAlive, Poll, Popen, ProcessHandle, ReturnCode,
 };
 use futures::channel::oneshot;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{getsid, Pid};
+
+use common::procs::{await_reap, Leftovers};
+use common::{Events, Waiter};
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -38,115 +39,6 @@ const GRANDCHILD_HOLDS_STDOUT: &str = "(sleep 1000 &) ; echo main-done";
 // Helpers
 // ---------------------------------------------------------------------
 
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    pgrp: i32,
-    session: i32,
-    starttime: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        starttime: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// The process group a child leads, which outlives the child while a
-/// grandchild is in it.
-struct Leftovers {
-    leader: i32,
-    starttime: u64,
-}
-
-impl Leftovers {
-    fn of(handle: &ProcessHandle) -> Leftovers {
-        let leader = handle.pid().expect("no pid right after the start") as i32;
-        let stat = proc_stat(leader).expect("a child just started is not in /proc");
-        assert_eq!(stat.pgrp, leader, "the child does not lead its own group");
-        Leftovers {
-            leader,
-            starttime: stat.starttime,
-        }
-    }
-
-    /// The live (not zombie) members of the group: in our session, not
-    /// older than the leader, while the leader's pid (if it still exists)
-    /// is that leader.
-    fn live(&self) -> Vec<i32> {
-        if proc_stat(self.leader).is_some_and(|stat| stat.starttime != self.starttime) {
-            return Vec::new(); // the number belongs to somebody else now
-        }
-        let session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| {
-                proc_stat(pid).is_some_and(|stat| {
-                    stat.state != 'Z'
-                        && stat.session == session
-                        && stat.pgrp == self.leader
-                        && stat.starttime >= self.starttime
-                })
-            })
-            .collect()
-    }
-
-    /// Waits, with a deadline, until no member of the group is alive. A
-    /// grandchild cannot tell us when it dies, so this polls /proc.
-    async fn await_empty(&self) {
-        let deadline = Instant::now() + SOON;
-        loop {
-            let live = self.live();
-            if live.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "members of group {} still alive: {live:?}",
-                self.leader
-            );
-            actix::clock::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for pid in self.live() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Hands the first [`Exited`] it gets to a oneshot.
-struct ExitCatcher(Option<oneshot::Sender<Exited>>);
-
-impl Actor for ExitCatcher {
-    type Context = Context<Self>;
-}
-
-impl Handler<Exited> for ExitCatcher {
-    type Result = ();
-
-    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(exited);
-        }
-    }
-}
-
 /// Drops every chunk (where a collector would grow without end).
 struct Discard;
 
@@ -160,43 +52,29 @@ impl Handler<Chunk> for Discard {
     fn handle(&mut self, _chunk: Chunk, _ctx: &mut Context<Self>) {}
 }
 
-/// A started child with a collector on its output and a catcher for its
-/// exit.
+/// A started child with a collector on its output and a waiter for its
+/// exit; its group outlives the child while a grandchild is in it.
 struct Task {
     handle: ProcessHandle,
     collector: Addr<Collector>,
-    exited: oneshot::Receiver<Exited>,
+    exited: oneshot::Receiver<Events>,
     group: Leftovers,
 }
 
 fn start_sh(script: &str, configure: impl FnOnce(Popen) -> Popen) -> Task {
     let collector = Collector::start_default();
-    let (tx, exited) = oneshot::channel();
+    let (waiter, awaited) = Waiter::start_new();
     let handle = configure(Popen::new("sh").args(["-c", script]))
         .subscribe(collector.clone().recipient())
-        .exit_listener(ExitCatcher(Some(tx)).start().recipient())
+        .exit_listener(waiter.recipient())
         .start()
         .expect("cannot start sh");
     let group = Leftovers::of(&handle);
     Task {
         handle,
         collector,
-        exited,
+        exited: awaited.exited,
         group,
-    }
-}
-
-/// Waits, with a deadline, until the child was reaped while the task goes
-/// on. The actor sends no message for the reap alone, so this polls
-/// [`ProcessHandle::pid`].
-async fn await_reap(handle: &ProcessHandle) {
-    let deadline = Instant::now() + SOON;
-    while handle.pid().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the child was not reaped in time"
-        );
-        actix::clock::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -212,7 +90,8 @@ async fn drain_timeout_ends_the_task_while_a_grandchild_holds_stdout() {
     let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
         .await
         .expect("no Exited within the bound, despite the drain timeout")
-        .expect("the exit catcher is gone");
+        .expect("the waiter is gone")
+        .exited[0];
     let elapsed = started.elapsed();
     eprintln!("Exited {elapsed:?} after the start, with a drain timeout of {DRAIN:?}");
 
@@ -249,10 +128,11 @@ async fn drain_timeout_closes_the_read_ends_so_a_writing_grandchild_gets_sigpipe
     let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
         .await
         .expect("no Exited within the bound, despite the drain timeout")
-        .expect("the exit catcher is gone");
+        .expect("the waiter is gone")
+        .exited[0];
     assert_eq!(exited.returncode, ReturnCode::from_raw(0));
     assert!(!exited.output_complete);
-    task.group.await_empty().await;
+    task.group.await_empty(SOON).await;
 }
 
 #[actix_rt::test]
@@ -265,7 +145,8 @@ async fn output_closed_within_the_drain_timeout_is_complete() {
     let exited = tokio::time::timeout(SOON, task.exited)
         .await
         .expect("no Exited in time")
-        .expect("the exit catcher is gone");
+        .expect("the waiter is gone")
+        .exited[0];
     assert_eq!(exited.returncode, ReturnCode::from_raw(0));
     assert!(exited.output_complete);
     let output = task.collector.send(GetValue).await.expect("collector gone");
@@ -275,7 +156,7 @@ async fn output_closed_within_the_drain_timeout_is_complete() {
 #[actix_rt::test]
 async fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
     let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p);
-    await_reap(&task.handle).await;
+    await_reap(&task.handle, SOON).await;
 
     // The child is gone, its output is not: the task goes on.
     assert!(task.handle.send(IsAlive).await.expect("actor gone"));
@@ -291,12 +172,12 @@ async fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
         .expect("AsyncWait failed");
     // The child's own status: it exited with 0 before the cancel.
     assert_eq!(code, ReturnCode::from_raw(0));
-    let exited = task.exited.await.expect("the exit catcher is gone");
+    let exited = task.exited.await.expect("the waiter is gone").exited[0];
     assert_eq!(exited.returncode, code);
     assert!(exited.output_complete, "EOF came once the grandchild died");
     let output = task.collector.send(GetValue).await.expect("collector gone");
     assert_eq!(&output.stdout[..], b"main-done\n");
-    task.group.await_empty().await;
+    task.group.await_empty(SOON).await;
 }
 
 /// Takes each chunk slowly, on its own thread, and counts the bytes.
@@ -335,7 +216,7 @@ impl Handler<Count> for Slow {
 async fn a_slow_subscriber_loses_nothing_to_the_drain_timeout() {
     let arbiter = Arbiter::new();
     let slow = Slow::start_in_arbiter(&arbiter.handle(), |_| Slow(0));
-    let (tx, exited) = oneshot::channel();
+    let (waiter, awaited) = Waiter::start_new();
     // 32 chunks at 30 ms each: about 1 s of draining after an exit that
     // comes at once, against a drain timeout of 300 ms.
     let handle = Popen::new("head")
@@ -344,10 +225,10 @@ async fn a_slow_subscriber_loses_nothing_to_the_drain_timeout() {
         .window(1)
         .drain_timeout(Duration::from_millis(300))
         .subscribe(slow.clone().recipient())
-        .exit_listener(ExitCatcher(Some(tx)).start().recipient())
+        .exit_listener(waiter.recipient())
         .start()
         .expect("cannot start head");
-    let exited = exited.await.expect("no Exited");
+    let exited = awaited.exited.await.expect("no Exited").exited[0];
     assert_eq!(exited.returncode.code(), 0);
     assert!(exited.output_complete, "output was cut: {exited:?}");
     assert_eq!(slow.send(Count).await.unwrap(), 131072);

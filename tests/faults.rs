@@ -26,21 +26,24 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AddExitListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, GetPid, Input, IsAlive, Poll,
-    Popen, ProcessHandle, ReturnCode, Write,
+    AddExitListener, Cancel, Chunk, CloseStdin, Exited, GetPid, Input, IsAlive, Poll, Popen,
+    ProcessHandle, ReturnCode, Write,
 };
 use bytes::Bytes;
 use futures::channel::oneshot;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::{getpid, Pid};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-use common::{assert_gone, event, within, GetEvents, Waiter};
+use common::actors::{FirstChunk, LineCounter};
+use common::fds::open_fds;
+use common::harness::{self, lock};
+use common::procs::{is_running, Cleanup};
+use common::{assert_gone, async_wait, event, within, GetEvents, Waiter};
 
 // ---------------------------------------------------------------------
 // The harness: one System per test, on its own thread, checked afterwards
@@ -50,11 +53,8 @@ use common::{assert_gone, event, within, GetEvents, Waiter};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Panics seen anywhere in this process, counted by the hook that
-/// [`warm_up`] installs.
+/// [`count_panics`] installs.
 static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// How long a test's System may run before the test counts as hung.
-const HANG: Duration = Duration::from_secs(180);
 
 /// The bound for what nothing tells us about (an fd closing), polled.
 const SOON: Duration = Duration::from_secs(10);
@@ -62,14 +62,8 @@ const SOON: Duration = Duration::from_secs(10);
 /// `seq 1 200000`: 1.2 MB, some 300 chunks of 4096 bytes.
 const SEQ_END: u32 = 200_000;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Installs the panic counter and opens the first runtime of the process,
-/// whose fds (tokio's signal socket pair) live as long as the process, so
-/// that they are not counted as a test's leak.
-fn warm_up() {
+/// Installs the hook that counts panics in [`PANICS`].
+fn count_panics() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -77,85 +71,7 @@ fn warm_up() {
             PANICS.fetch_add(1, Ordering::SeqCst);
             previous(info);
         }));
-        drop(System::new());
     });
-}
-
-/// The fds this process has open, with what each refers to.
-fn open_fds() -> BTreeMap<u64, String> {
-    let listed: Vec<u64> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    // The directory's own fd was listed, and is closed now.
-    listed
-        .into_iter()
-        .filter_map(|fd| {
-            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-            Some((fd, target.display().to_string()))
-        })
-        .collect()
-}
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    ppid: i32,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid })
-}
-
-/// Every process whose parent we are, running or zombie.
-fn our_children() -> Vec<(i32, Stat)> {
-    let me = getpid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
-        .filter(|(_, stat)| stat.ppid == me)
-        .collect()
-}
-
-/// Kills, if the test fails, the group of every child it was told about
-/// (each leads one) and reaps it, so that a failed test leaves nothing
-/// running. Only a pid that is still our child is touched: its number
-/// cannot have been reused. On success everything is gone already.
-#[derive(Clone, Default)]
-struct Cleanup(Arc<Mutex<Vec<i32>>>);
-
-impl Cleanup {
-    fn add(&self, handle: &ProcessHandle) -> i32 {
-        let pid = handle.pid().expect("no pid right after the start") as i32;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-        pid
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let me = getpid().as_raw();
-        for &pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            if proc_stat(pid).is_some_and(|stat| stat.ppid == me) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(pid), None);
-            }
-        }
-    }
 }
 
 /// What a test may leave behind: nothing, except for what it says here.
@@ -169,62 +85,24 @@ const NOTHING: Allowed = Allowed { panics: 0 };
 
 const ONE_PANIC: Allowed = Allowed { panics: 1 };
 
-/// Runs `test` on a thread of its own (which owns its System), failing if
-/// it hangs past [`HANG`] or panics; then checks that it left no child of
-/// ours, running or zombie, no fd, and that no panic happened meanwhile,
-/// except for what `allowed` allows.
+/// [`common::harness::run_thread`] (the test on a thread of its own that
+/// owns its System, bounded in time, then no child of ours and no fd left),
+/// with the [`SERIAL`] mutex held, and checking that no panic happened
+/// meanwhile, except for what `allowed` allows.
 fn run_thread<T: Send + 'static>(
     allowed: Allowed,
     test: impl FnOnce(Cleanup) -> T + Send + 'static,
 ) -> T {
-    let _serial = serial();
-    warm_up();
-    let cleanup = Cleanup::default();
-    let fds = open_fds();
+    let _serial = lock(&SERIAL);
+    count_panics();
     let panics = PANICS.load(Ordering::SeqCst);
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("faults-system".into())
-        .spawn({
-            let cleanup = cleanup.clone();
-            move || {
-                let _ = tx.send(test(cleanup));
-            }
-        })
-        .expect("cannot start the System's thread");
-    let output = match rx.recv_timeout(HANG) {
-        Ok(output) => output,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("the test's System hung for {HANG:?}")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread ended without a result"),
-        },
-    };
-    thread.join().expect("the System's thread panicked");
-
-    let left = our_children();
-    assert!(left.is_empty(), "children of ours left behind: {left:?}");
-    let after = open_fds();
-    let leaked: Vec<(&u64, &String)> = after.iter().filter(|fd| !fds.contains_key(fd.0)).collect();
-    assert!(leaked.is_empty(), "fds left open: {leaked:?}");
-    let closed: Vec<_> = fds
-        .iter()
-        .filter(|fd| after.get(fd.0) != Some(fd.1))
-        .collect();
-    assert!(
-        closed.is_empty(),
-        "fds closed that the test did not open: {closed:?}"
-    );
+    let output = harness::run_thread(test);
     let panicked = PANICS.load(Ordering::SeqCst) - panics;
     assert_eq!(
         panicked, allowed.panics,
         "{panicked} panics, {} injected (see the test's output)",
         allowed.panics
     );
-    drop(cleanup);
     output
 }
 
@@ -287,14 +165,6 @@ fn assert_repeats(bytes: &[u8], pattern: &[u8]) {
             String::from_utf8_lossy(&bytes[at.saturating_sub(20)..(at + 20).min(bytes.len())])
         );
     }
-}
-
-/// Awaits the task's return code.
-async fn async_wait(handle: &ProcessHandle) -> ReturnCode {
-    within("AsyncWait", handle.send(AsyncWait))
-        .await
-        .expect("the process actor is gone")
-        .expect("AsyncWait failed")
 }
 
 // ---------------------------------------------------------------------
@@ -384,24 +254,6 @@ impl Handler<StopNow> for Hoarder {
 
     fn handle(&mut self, _msg: StopNow, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// A subscriber that tells when it got its first chunk and does nothing
-/// else; it lives on an arbiter that the test stops.
-struct FirstChunk(Option<oneshot::Sender<()>>);
-
-impl Actor for FirstChunk {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for FirstChunk {
-    type Result = ();
-
-    fn handle(&mut self, _chunk: Chunk, _ctx: &mut Context<Self>) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -876,10 +728,7 @@ fn a_child_that_closes_its_output_keeps_its_task_alive_until_it_exits() {
         assert_eq!(handle.poll(), None);
         let reported = within(&ask("GetPid"), handle.send(GetPid)).await.unwrap();
         assert_eq!(reported, Some(pid as u32));
-        assert!(
-            proc_stat(pid).is_some_and(|stat| stat.state != 'Z'),
-            "the child is not running"
-        );
+        assert!(is_running(pid), "the child is not running");
         let events = within("GetEvents", waiter.send(GetEvents)).await.unwrap();
         assert!(events.exited.is_empty(), "Exited before the child exited");
 
@@ -899,43 +748,13 @@ fn a_child_that_closes_its_output_keeps_its_task_alive_until_it_exits() {
 // 5. The System stops with a hundred children running
 // ---------------------------------------------------------------------
 
-/// Counts the lines it is sent and tells when there are `expected`.
-struct LineCounter {
-    lines: usize,
-    expected: usize,
-    done: Option<oneshot::Sender<()>>,
-}
-
-impl Actor for LineCounter {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for LineCounter {
-    type Result = ();
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        self.lines += chunk.data.iter().filter(|&&b| b == b'\n').count();
-        if self.lines >= self.expected {
-            if let Some(tx) = self.done.take() {
-                let _ = tx.send(());
-            }
-        }
-    }
-}
-
 #[test]
 fn stopping_the_system_under_a_hundred_children_leaves_no_child_and_no_fd() {
     const CHILDREN: usize = 100;
     let pids = run_thread(NOTHING, |cleanup| {
         let sys = System::new();
         let pids = sys.block_on(async move {
-            let (tx, all_up) = oneshot::channel();
-            let counter = LineCounter {
-                lines: 0,
-                expected: CHILDREN,
-                done: Some(tx),
-            }
-            .start();
+            let (counter, all_up) = LineCounter::start_new(CHILDREN);
             let mut pids = Vec::new();
             for _ in 0..CHILDREN {
                 let handle = Popen::new("sh")
@@ -947,10 +766,7 @@ fn stopping_the_system_under_a_hundred_children_leaves_no_child_and_no_fd() {
             }
             event("every child's \"up\"", all_up).await;
             for &pid in &pids {
-                assert!(
-                    proc_stat(pid).is_some_and(|stat| stat.state != 'Z'),
-                    "pid {pid} is not running before the stop"
-                );
+                assert!(is_running(pid), "pid {pid} is not running before the stop");
             }
             System::current().stop();
             pids

@@ -11,118 +11,24 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use actix::prelude::*;
-use actix_popen::{
-    AsyncWait, Input, IsAlive, Popen, ProcessHandle, ReturnCode, SpawnError, Start, Write,
-};
-use nix::libc;
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::{getpid, Pid};
+use actix_popen::{Input, IsAlive, Popen, ReturnCode, Start, Write};
+use nix::sys::resource::{getrlimit, Resource};
 
-use common::{assert_gone, event, within, Waiter};
+use common::fds::{assert_out_of_fds, limit_leaving, open_fds, LoweredLimit};
+use common::harness::{lock, run_system};
+use common::procs::Cleanup;
+use common::{assert_gone, async_wait, event, within, Waiter};
 
 /// Held by every test here.
 static FDS: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    FDS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How long the test's System may run before the test counts as hung.
-const HANG: Duration = Duration::from_secs(180);
 
 /// Tasks running when the fds run out.
 const RUNNING: usize = 4;
 
 /// Each of them prints `seq 1 SEQ_END` once released: about 290 KB.
 const SEQ_END: u32 = 50_000;
-
-/// The fds this process has open.
-fn open_fds() -> BTreeSet<u64> {
-    let listed: Vec<u64> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    // The directory's own fd was listed, and is closed now.
-    listed
-        .into_iter()
-        .filter(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok())
-        .collect()
-}
-
-/// The soft limit under which exactly `free` more fds can be opened: new
-/// fds take the lowest free numbers below the limit.
-fn limit_leaving(free: usize) -> u64 {
-    let open = open_fds();
-    (0u64..)
-        .find(|&limit| {
-            let below = open.iter().filter(|&&fd| fd < limit).count();
-            limit as usize - below == free
-        })
-        .expect("a limit")
-}
-
-/// The soft `RLIMIT_NOFILE` lowered to a value, for as long as it lives
-/// (across awaits, and restored even if the test panics).
-struct LoweredLimit(u64, u64);
-
-impl LoweredLimit {
-    fn to(soft: u64) -> LoweredLimit {
-        let (old_soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("lower RLIMIT_NOFILE");
-        LoweredLimit(old_soft, hard)
-    }
-}
-
-impl Drop for LoweredLimit {
-    fn drop(&mut self) {
-        setrlimit(Resource::RLIMIT_NOFILE, self.0, self.1).expect("restore RLIMIT_NOFILE");
-    }
-}
-
-/// Every process whose parent we are, running or zombie.
-fn our_children() -> Vec<i32> {
-    let me = getpid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let rest = stat.get(stat.rfind(')').unwrap_or(0) + 2..).unwrap_or("");
-            rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) == Some(me)
-        })
-        .collect()
-}
-
-/// Kills the groups of the children it holds (each leads one) if the test
-/// fails, and reaps them; on success they are gone already.
-#[derive(Default)]
-struct Cleanup(Mutex<Vec<i32>>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let ours = our_children();
-        for &pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            if ours.contains(&pid) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(pid), None);
-            }
-        }
-    }
-}
 
 /// What `up`, then `seq 1 SEQ_END`, prints.
 fn expected_output() -> Vec<u8> {
@@ -131,24 +37,6 @@ fn expected_output() -> Vec<u8> {
         expected.extend_from_slice(format!("{i}\n").as_bytes());
     }
     expected
-}
-
-async fn async_wait(handle: &ProcessHandle) -> ReturnCode {
-    within("AsyncWait", handle.send(AsyncWait))
-        .await
-        .expect("the process actor is gone")
-        .expect("AsyncWait failed")
-}
-
-/// Checks that a failed start is the clean out-of-fds error.
-fn assert_out_of_fds(err: &SpawnError, what: &str) {
-    assert!(
-        matches!(err, SpawnError::ResourceExhausted { .. }),
-        "{what}: {err:?}"
-    );
-    assert_eq!(err.program(), "true", "{what}");
-    let errno = err.io_error().and_then(|e| e.raw_os_error());
-    assert_eq!(errno, Some(libc::EMFILE), "{what}: {err:?}");
 }
 
 async fn body(cleanup: &Cleanup) {
@@ -165,11 +53,7 @@ async fn body(cleanup: &Cleanup) {
             .start()
             .expect("cannot start sh");
         let pid = handle.pid().expect("no pid right after the start");
-        cleanup
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(pid as i32);
+        cleanup.add(&handle);
         let common::Awaited {
             first_chunk,
             exited,
@@ -248,43 +132,13 @@ async fn body(cleanup: &Cleanup) {
 
 #[test]
 fn running_out_of_fds_mid_run_fails_the_start_and_spares_the_running_tasks() {
-    let _serial = serial();
-    // The first runtime of the process opens tokio's signal socket pair,
-    // which lives as long as the process: open it before counting.
-    drop(System::new());
-    let before = open_fds();
+    let _serial = lock(&FDS);
     let limit_before = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    let cleanup = std::sync::Arc::new(Cleanup::default());
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn({
-        let cleanup = cleanup.clone();
-        move || {
-            System::new().block_on(body(&cleanup));
-            let _ = tx.send(());
-        }
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(()) => thread.join().expect("the System's thread panicked"),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("the test's System hung for {HANG:?}")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = thread.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-    }
-
+    // No child of ours and no fd is left once the System's thread is gone.
+    run_system(|cleanup| async move { body(&cleanup).await });
     assert_eq!(
         getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit"),
         limit_before,
         "the limit was not restored"
     );
-    let left = our_children();
-    assert!(left.is_empty(), "children of ours left behind: {left:?}");
-    let after = open_fds();
-    let leaked: Vec<_> = after.difference(&before).collect();
-    assert!(leaked.is_empty(), "fds left open: {leaked:?}");
-    assert_eq!(after, before, "fds closed that the test did not open");
 }

@@ -1,11 +1,15 @@
 //! The supervisor's job pool: `--jobs` and `--load-average` for actors.
 
+mod common;
+
 use actix::prelude::*;
 use actix_popen::{
     AddStartListener, AsyncWait, Cancel, Exited, GetJobPool, JobPool, Popen, ProcessSupervisor,
     ReturnCode, SetJobLimits, SpawnError, Started,
 };
 use futures::channel::oneshot;
+
+use common::{event, Waiter};
 
 /// `(task index, true for its start / false for its exit)`, in order.
 type Events = Vec<(usize, bool)>;
@@ -138,20 +142,8 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
         .unwrap();
     let first = Popen::new("sleep").arg("1000").submit().unwrap();
     let queued = Popen::new("sleep").arg("1000").submit().unwrap();
-    let (tx, started) = oneshot::channel();
-    struct FirstStart(Option<oneshot::Sender<Started>>);
-    impl Actor for FirstStart {
-        type Context = Context<Self>;
-    }
-    impl Handler<Started> for FirstStart {
-        type Result = ();
-        fn handle(&mut self, started: Started, _: &mut Context<Self>) {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send(started);
-            }
-        }
-    }
-    queued.do_send(AddStartListener(FirstStart(Some(tx)).start().recipient()));
+    let (waiter, awaited) = Waiter::start_new();
+    queued.do_send(AddStartListener(waiter.recipient()));
     queued.do_send(Cancel);
     assert_eq!(
         queued.send(AsyncWait).await.unwrap().unwrap(),
@@ -167,7 +159,7 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
         }
     );
     assert_eq!(
-        started.await.unwrap().pid,
+        event("Started", awaited.started).await.pid,
         None,
         "start listeners hear of it"
     );

@@ -3,17 +3,17 @@
 //! tiny `bufsize`, stdout and stderr framed apart, and every line delivered
 //! before the forwarded [`Exited`].
 
-use std::fs;
+mod common;
+
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Exited, Line, LineFramer, LineKind, Overflow, Popen, ProcessHandle, ReturnCode,
-    Stream,
+    AsyncWait, Exited, Line, LineFramer, LineKind, Overflow, Popen, ReturnCode, Stream,
 };
 use futures::channel::oneshot;
-use nix::sys::signal::{kill, Signal};
 
+use common::procs::Leftovers;
 use LineKind::{Complete, Overflowed, Partial, Unterminated};
 
 /// The bound for anything that should happen "at once". Generous: the
@@ -66,38 +66,6 @@ impl Handler<Count> for Sink {
     }
 }
 
-/// Kills the child on drop if it still runs as the process we started.
-struct KillOnDrop {
-    pid: i32,
-    starttime: Option<String>,
-}
-
-impl KillOnDrop {
-    fn of(handle: &ProcessHandle) -> KillOnDrop {
-        let pid = handle.pid().expect("no pid right after the start") as i32;
-        KillOnDrop {
-            pid,
-            starttime: starttime(pid),
-        }
-    }
-}
-
-/// Field 22 of `/proc/<pid>/stat`: tells a process from a later one with
-/// the same pid.
-fn starttime(pid: i32) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(rest.split_whitespace().nth(19)?.to_owned())
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.starttime.is_some() && starttime(self.pid) == self.starttime {
-            let _ = kill(nix::unistd::Pid::from_raw(-self.pid), Signal::SIGKILL);
-        }
-    }
-}
-
 /// Runs `popen` through a framer of `max` bytes with `overflow`; returns
 /// the lines the sink had when the exit reached it.
 async fn frame(popen: Popen, max: usize, overflow: Overflow) -> (Lines, Exited) {
@@ -115,7 +83,8 @@ async fn frame(popen: Popen, max: usize, overflow: Overflow) -> (Lines, Exited) 
         .exit_listener(framer.recipient())
         .start()
         .expect("cannot start the child");
-    let _guard = KillOnDrop::of(&handle);
+    // Kills the child's group on drop if the test fails half-way.
+    let _guard = Leftovers::of(&handle);
     let (lines, exited) = tokio::time::timeout(SOON, at_exit)
         .await
         .expect("no exit reached the sink in time")

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Collector, Exited, GetPid, GetValue,
-    Input, IsAlive, Poll, Popen, PopenProcess, ProcessHandle, RemoveExitListener,
-    RemoveStartListener, ReturnCode, SpawnError, Start, Started, WaitError,
+    AddExitListener, AddStartListener, Cancel, Collector, Exited, GetPid, GetValue, Input, IsAlive,
+    Poll, Popen, PopenProcess, ProcessHandle, RemoveExitListener, RemoveStartListener, ReturnCode,
+    SpawnError, Start, Started, WaitError,
 };
 use futures::channel::oneshot;
 
-use common::{assert_gone, event, within, Events, GetEvents, ReapOnDrop, Waiter};
+use common::{assert_gone, async_wait, event, Events, GetEvents, ReapOnDrop, Waiter};
 
 /// The return code of a child that died of SIGTERM.
 const SIGTERMED: ReturnCode = ReturnCode::from_raw(-15);
@@ -46,14 +46,6 @@ async fn start_and_await_output(popen: Popen) -> (ProcessHandle, u32, oneshot::R
     assert_eq!(&chunk[..], b"ready\n");
     let pid = process.pid().expect("a running child has a pid");
     (process, pid, awaited.exited)
-}
-
-/// Awaits the task's return code, failing the test if it takes too long.
-async fn async_wait(process: &ProcessHandle) -> ReturnCode {
-    within("AsyncWait", process.send(AsyncWait))
-        .await
-        .expect("the process actor is gone")
-        .expect("AsyncWait")
 }
 
 #[actix_rt::test]

@@ -7,9 +7,10 @@
 //! guard kills, on drop, every process group it was told about that still
 //! has a live member.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,11 @@ use actix_popen::{
     AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, Input, PipeStatus, Pipeline,
     PipelineError, PipelineHandle, Popen, ReturnCode, SpawnError, Stream, Write,
 };
-use futures::channel::mpsc;
-use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{getsid, Pid};
+use nix::unistd::Pid;
+
+use common::actors::{await_output, ChunkSink};
+use common::procs::{all_pids, named_sleep, proc_comm, proc_stat, Leftovers, Stat};
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -30,122 +32,6 @@ const SOON: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    pgrp: i32,
-    session: i32,
-    /// Clock ticks after boot: tells a process from a later one that got
-    /// the same pid.
-    starttime: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        starttime: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// The command name of a process (kept for a zombie too).
-fn proc_comm(pid: i32) -> Option<String> {
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(comm.trim_end().to_owned())
-}
-
-/// Every pid in /proc.
-fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Kills on drop every live member of the process groups it was told about,
-/// so that a failed test leaves nothing running. A member counts only if it
-/// is in our session and not older than the group's leader was, and the
-/// leader's pid (if it still exists) is the leader we saw: a later process
-/// that got the same number is left alone.
-#[derive(Default)]
-struct Leftovers {
-    groups: Vec<(i32, u64)>,
-}
-
-impl Leftovers {
-    /// Records the process groups led by the pipeline's stages.
-    fn pipeline(handle: &PipelineHandle) -> Leftovers {
-        let mut leftovers = Leftovers::default();
-        for stage in handle.stages() {
-            let pid = stage
-                .pid()
-                .expect("a stage has no pid right after the start") as i32;
-            let stat = proc_stat(pid).expect("a stage just started is not in /proc");
-            assert_eq!(stat.pgrp, pid, "a stage does not lead its own group");
-            leftovers.groups.push((pid, stat.starttime));
-        }
-        leftovers
-    }
-
-    /// Pids of the live members of the recorded groups.
-    fn live(&self) -> Vec<i32> {
-        let session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
-        let groups: Vec<(i32, u64)> = self
-            .groups
-            .iter()
-            .copied()
-            .filter(|&(leader, starttime)| {
-                proc_stat(leader).is_none_or(|stat| stat.starttime == starttime)
-            })
-            .collect();
-        all_pids()
-            .into_iter()
-            .filter(|&pid| {
-                proc_stat(pid).is_some_and(|stat| {
-                    stat.state != 'Z'
-                        && stat.session == session
-                        && groups
-                            .iter()
-                            .any(|&(leader, start)| stat.pgrp == leader && stat.starttime >= start)
-                })
-            })
-            .collect()
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for pid in self.live() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Forwards every chunk it is sent into a channel.
-struct ChunkSink(mpsc::UnboundedSender<Chunk>);
-
-impl Actor for ChunkSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for ChunkSink {
-    type Result = ();
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        let _ = self.0.unbounded_send(chunk);
-    }
-}
 
 /// A stage running `sh -c script`.
 fn sh(script: &str) -> Popen {
@@ -224,21 +110,6 @@ fn bash_pipestatus(stages: &[&str], pipefail: bool) -> (i32, Vec<i32>) {
         .map(|n| n.parse().expect("bash printed no number"))
         .collect();
     (numbers[0], numbers[1..].to_vec())
-}
-
-/// A symlink to `sleep` named `name` in `dir`: its processes carry `name`
-/// as their command name, even as zombies, so a scan of /proc finds them.
-fn named_sleep(dir: &Path, name: &str) -> std::path::PathBuf {
-    let sleep = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("sleep"))
-                .find(|candidate| candidate.is_file())
-        })
-        .expect("no sleep on PATH");
-    let path = dir.join(name);
-    std::os::unix::fs::symlink(sleep, &path).expect("cannot link sleep");
-    path
 }
 
 /// Pids of the processes (live or zombie) whose command name is one of
@@ -474,25 +345,18 @@ async fn writes_to_the_first_stage_flow_through_the_pipeline() {
 
 #[actix_rt::test]
 async fn cancel_ends_every_stage_and_leaves_nothing() {
-    let (tx, mut chunks) = mpsc::unbounded();
+    let (sink, mut chunks) = ChunkSink::start_new();
     let pipeline = Pipeline::new()
         .stage(sh("echo started; exec sleep 1000"))
         .stage(Popen::new("cat"))
-        .stage(Popen::new("cat").subscribe(ChunkSink(tx).start().recipient()))
+        .stage(Popen::new("cat").subscribe(sink.recipient()))
         .start()
         .expect("cannot start the pipeline");
     let leftovers = Leftovers::pipeline(&pipeline);
-    let stages: Vec<(i32, u64)> = leftovers.groups.clone();
+    let stages: Vec<(i32, u64)> = leftovers.groups().to_vec();
 
     // The line went through both cats: every stage runs.
-    let mut seen = Vec::new();
-    while !seen.ends_with(b"started\n") {
-        let chunk = tokio::time::timeout(SOON, chunks.next())
-            .await
-            .expect("no output from the pipeline in time")
-            .expect("the output ended before the line");
-        seen.extend_from_slice(&chunk.data);
-    }
+    let seen = await_output(&mut chunks, b"started\n", SOON).await;
     assert_eq!(seen, b"started\n");
     assert_eq!(
         pipeline.send(PipeStatus).await.expect("actor gone"),

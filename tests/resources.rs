@@ -2,22 +2,25 @@
 //! ours beyond 0, 1 and 2, no O_NONBLOCK on its ends, no thread per child,
 //! and every fd released afterwards.
 
+mod common;
+
 use std::sync::Mutex;
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Cancel, Chunk, Collector, GetValue, Output, Popen, ProcessHandle};
+use actix_popen::{AsyncWait, Cancel, Collector, GetValue, Output, Popen, ProcessHandle};
+
+use common::actors::FirstChunk;
+use common::fds::{fd_count, settle_fds};
+use common::harness::lock;
+use common::usage::thread_count;
 
 /// Tests here count this process's fds and threads: one at a time.
 static COUNTING: Mutex<()> = Mutex::new(());
 
 /// Runs `test` in a System of its own while holding [`COUNTING`].
 fn serial<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let _guard = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = lock(&COUNTING);
     System::new().block_on(test());
-}
-
-fn count(dir: &str) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
 async fn output_of(popen: Popen) -> String {
@@ -109,31 +112,14 @@ async fn child_ends_are_blocking_body() {
     }
 }
 
-/// Forwards the first chunk it sees.
-struct FirstChunk(Option<futures::channel::oneshot::Sender<()>>);
-
-impl Actor for FirstChunk {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for FirstChunk {
-    type Result = ();
-
-    fn handle(&mut self, _chunk: Chunk, _ctx: &mut Context<Self>) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 #[test]
 fn no_thread_per_child_and_every_fd_released() {
     serial(no_thread_per_child_and_every_fd_released_body);
 }
 
 async fn no_thread_per_child_and_every_fd_released_body() {
-    let fds_before = count("/proc/self/fd");
-    let threads_before = count("/proc/self/task");
+    let fds_before = fd_count();
+    let threads_before = thread_count();
     let mut running: Vec<ProcessHandle> = Vec::new();
     let mut ready = Vec::new();
     for _ in 0..100 {
@@ -150,7 +136,7 @@ async fn no_thread_per_child_and_every_fd_released_body() {
     for rx in ready {
         rx.await.unwrap();
     }
-    let threads_during = count("/proc/self/task");
+    let threads_during = thread_count();
     assert!(
         threads_during <= threads_before + 2,
         "threads grew from {threads_before} to {threads_during} with 100 children"
@@ -167,9 +153,5 @@ async fn no_thread_per_child_and_every_fd_released_body() {
     // The actors release their fds as they stop; that happens once this
     // test yields, so yield until it has (every fd is gone at once when
     // the last actor stops).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count("/proc/self/fd") > fds_before && std::time::Instant::now() < deadline {
-        actix::clock::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(count("/proc/self/fd"), fds_before, "fds leaked");
+    assert_eq!(settle_fds(fds_before).await, fds_before, "fds leaked");
 }

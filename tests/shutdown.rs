@@ -7,28 +7,34 @@
 //! System is gone, that no child, grandchild or zombie of ours is left.
 //! The tests count our children, so they take [`PROCESSES`] in turn.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, Output, Popen, PopenProcess, ProcessHandle, ReturnCode, Stream,
-    WaitError,
+    AsyncWait, Cancel, Output, Popen, PopenProcess, ProcessHandle, ReturnCode, WaitError,
 };
-use futures::channel::{mpsc, oneshot};
-use futures::StreamExt;
-use nix::sys::signal::{killpg, Signal};
+use futures::channel::oneshot;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{getpid, Pid};
+use nix::unistd::Pid;
+
+use common::actors::{ChunkSink, LineReader};
+use common::harness::{lock, on_own_thread};
+use common::procs::{await_reap, is_running, our_children, proc_stat, wait_dead, Cleanup};
 
 /// Held by every test here: each one counts the processes we own.
 static PROCESSES: Mutex<()> = Mutex::new(());
 
 fn processes() -> MutexGuard<'static, ()> {
-    PROCESSES.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&PROCESSES)
 }
+
+/// How long a test's System may run before the test counts as hung.
+const SYSTEM_HANG: Duration = Duration::from_secs(120);
 
 /// The cancel timeout of every child here.
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -63,69 +69,6 @@ const ORPHANING: &str = r#"trap "" TERM; sleep 1000 & echo $!; exit 0"#;
 // Helpers
 // ---------------------------------------------------------------------
 
-/// Forwards the bytes of every chunk it is sent into a channel. It keeps
-/// no `Chunk`, so it never holds back the reader's window.
-struct ChunkSink(mpsc::UnboundedSender<(Stream, Vec<u8>)>);
-
-impl Actor for ChunkSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for ChunkSink {
-    type Result = ();
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        let _ = self.0.unbounded_send((chunk.stream, chunk.data.to_vec()));
-    }
-}
-
-/// Reads the first line of a child's stdout: the pid of its grandchild.
-async fn first_pid(chunks: &mut mpsc::UnboundedReceiver<(Stream, Vec<u8>)>) -> i32 {
-    let mut buf = Vec::new();
-    while !buf.contains(&b'\n') {
-        let (stream, data) = tokio::time::timeout(SOON, chunks.next())
-            .await
-            .expect("the child wrote no line in time")
-            .expect("the output ended before a whole line");
-        if stream == Stream::Stdout {
-            buf.extend_from_slice(&data);
-        }
-    }
-    let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or_default();
-    line.parse()
-        .unwrap_or_else(|_| panic!("expected a pid from the child, got {line:?}"))
-}
-
-/// Kills, if the test fails, the process group of every child it was told
-/// about (each child leads one, with its grandchild in it), and reaps a
-/// leader that is still our child. On success everything is already gone
-/// and it does nothing.
-#[derive(Clone, Default)]
-struct Cleanup(Arc<Mutex<Vec<i32>>>);
-
-impl Cleanup {
-    fn add(&self, group: i32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(group);
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let me = getpid().as_raw();
-        for &group in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-            // Reap a leader left unreaped, or it stays our zombie.
-            if proc_stat(group).is_some_and(|stat| stat.ppid == me) {
-                let _ = waitpid(Pid::from_raw(group), None);
-            }
-        }
-    }
-}
-
 /// What a System started, as the tests check it afterwards.
 #[derive(Debug)]
 struct Spawned {
@@ -151,17 +94,16 @@ async fn start_children(scripts: Vec<&'static str>, log: &Path, cleanup: Cleanup
     };
     let mut outputs = Vec::new();
     for script in scripts {
-        let (tx, rx) = mpsc::unbounded();
+        let (sink, rx) = ChunkSink::start_new();
         let handle = Popen::new("sh")
             .args(["-c", script])
             .env("CANCEL_LOG", log)
             .stderr(Output::Inherit)
             .cancel_timeout(CANCEL_TIMEOUT)
-            .subscribe(ChunkSink(tx).start().recipient())
+            .subscribe(sink.recipient())
             .start()
             .expect("cannot start sh");
-        let pid = handle.pid().expect("no pid right after the start") as i32;
-        cleanup.add(pid);
+        let pid = cleanup.add(&handle);
         if script == OBEDIENT {
             spawned.obedient.push(pid);
         }
@@ -169,8 +111,10 @@ async fn start_children(scripts: Vec<&'static str>, log: &Path, cleanup: Cleanup
         spawned.handles.push(handle);
         outputs.push(rx);
     }
-    for mut output in outputs {
-        spawned.grandchildren.push(first_pid(&mut output).await);
+    for output in outputs {
+        // The first line of the child's stdout: the pid of its grandchild.
+        let grandchild = LineReader::new(output, SOON).next_pid().await;
+        spawned.grandchildren.push(grandchild);
     }
     for (&pid, handle) in spawned.children.iter().zip(&spawned.handles) {
         // A leader that exits at once (ORPHANING) may be gone already.
@@ -196,72 +140,6 @@ fn many(count: usize, script: &'static str) -> Vec<&'static str> {
     vec![script; count]
 }
 
-/// Runs `f` on a thread of its own, with a bound, and returns what it
-/// returned; fails if it panicked or hung.
-fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the System's thread panicked or hung")
-}
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    ppid: i32,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid })
-}
-
-fn is_running(pid: i32) -> bool {
-    proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
-}
-
-/// Every process whose parent we are, running or zombie.
-fn our_children() -> Vec<(i32, Stat)> {
-    let me = getpid().as_raw();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
-        .filter(|(_, stat)| stat.ppid == me)
-        .collect()
-}
-
-/// Waits for every grandchild to die. Reparented to init when their parent
-/// died, they may stay zombies of init for a while: dead, not ours to reap,
-/// and counted as gone. Nothing tells us when they die, so this polls
-/// /proc, with a deadline.
-fn assert_gone(pids: &[i32]) {
-    let me = getpid().as_raw();
-    let deadline = Instant::now() + SOON;
-    for &pid in pids {
-        loop {
-            match proc_stat(pid) {
-                None => break,
-                Some(stat) if stat.state == 'Z' && stat.ppid != me => break,
-                Some(stat) if Instant::now() >= deadline => {
-                    panic!("pid {pid} survived the shutdown: {stat:?}")
-                }
-                Some(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-}
-
 /// Checks that nothing the System started is left: every child reaped
 /// (none left running, none a zombie of ours), every grandchild gone,
 /// every obedient child asked with SIGTERM first, and the handles report
@@ -272,7 +150,18 @@ fn assert_nothing_left(spawned: &Spawned, log: &Path) {
         left.is_empty(),
         "children of ours left after the shutdown: {left:?}"
     );
-    assert_gone(&spawned.grandchildren);
+    // Reparented to init when their parent died, the grandchildren may
+    // stay zombies of init for a while: dead, not ours to reap, and counted
+    // as gone. Nothing tells us when they die, so this polls /proc, with a
+    // deadline.
+    let deadline = Instant::now() + SOON;
+    for &pid in &spawned.grandchildren {
+        assert!(
+            wait_dead(pid, deadline),
+            "pid {pid} survived the shutdown: {:?}",
+            proc_stat(pid)
+        );
+    }
 
     let logged = fs::read_to_string(log).unwrap_or_default();
     let mut terminated: Vec<i32> = logged.lines().map(|l| l.parse().unwrap()).collect();
@@ -298,7 +187,7 @@ fn dropping_the_system_cancels_and_reaps_every_child() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
@@ -328,7 +217,7 @@ fn stopping_the_system_from_inside_cancels_and_reaps_every_child() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let sys = System::new();
@@ -363,7 +252,7 @@ fn stopping_the_system_while_it_runs_cancels_and_reaps_every_child() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let sys = System::new();
@@ -402,7 +291,7 @@ fn stopping_the_system_reaps_the_children_of_its_other_arbiters() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let sys = System::new();
@@ -447,7 +336,7 @@ fn a_hundred_children_are_all_reaped_when_the_system_stops() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let sys = System::new();
@@ -482,17 +371,13 @@ fn shutdown_kills_the_group_of_a_leader_already_reaped() {
     let log = dir.path().join("terminated");
     let cleanup = Cleanup::default();
 
-    let (spawned, shutdown) = on_own_thread({
+    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
         let (log, cleanup) = (log.clone(), cleanup.clone());
         move || {
             let spawned = System::new().block_on(async move {
                 let spawned = start_children(vec![ORPHANING], &log, cleanup).await;
                 // The leader exited; wait for its reap (no message says so).
-                let deadline = Instant::now() + SOON;
-                while spawned.handles[0].pid().is_some() {
-                    assert!(Instant::now() < deadline, "the leader was not reaped");
-                    actix::clock::sleep(Duration::from_millis(10)).await;
-                }
+                await_reap(&spawned.handles[0], SOON).await;
                 assert_eq!(
                     spawned.handles[0].poll(),
                     None,
@@ -520,7 +405,7 @@ fn a_lost_exit_status_cancels_no_other_child() {
     let _processes = processes();
     let cleanup = Cleanup::default();
 
-    let bystander_ended = on_own_thread({
+    let bystander_ended = on_own_thread(SYSTEM_HANG, {
         let cleanup = cleanup.clone();
         move || {
             System::new().block_on(async move {
@@ -529,7 +414,7 @@ fn a_lost_exit_status_cancels_no_other_child() {
                     .cancel_timeout(CANCEL_TIMEOUT)
                     .start()
                     .expect("cannot start sleep");
-                cleanup.add(bystander.pid().unwrap() as i32);
+                cleanup.add(&bystander);
 
                 let victim = Popen::new("sh")
                     .args(["-c", "exit 7"])
@@ -576,7 +461,7 @@ fn a_child_handed_to_a_stopped_arbiter_is_not_left_running() {
     let _processes = processes();
     let cleanup = Cleanup::default();
 
-    let started = on_own_thread({
+    let started = on_own_thread(SYSTEM_HANG, {
         let cleanup = cleanup.clone();
         move || {
             System::new().block_on(async move {
@@ -587,8 +472,8 @@ fn a_child_handed_to_a_stopped_arbiter_is_not_left_running() {
                 let popen = Popen::new("sleep").arg("1000");
                 let started = PopenProcess::start_in_arbiter(popen, &handle);
                 if let Ok(process) = &started {
-                    if let Some(pid) = process.pid() {
-                        cleanup.add(pid as i32);
+                    if process.pid().is_some() {
+                        cleanup.add(process);
                     }
                 }
                 started

@@ -8,12 +8,13 @@ mod common;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::mpsc;
 
 use actix_popen::{AsyncWait, Input, Output, Popen, PopenProcess, ReturnCode, SpawnError, Start};
 use nix::libc;
 use nix::unistd::{sysconf, SysconfVar};
 
+use common::harness::on_own_thread;
+use common::procs::{named_sleep, our_children, proc_comm};
 use common::{event, within, GetEvents, ReapOnDrop, Waiter};
 
 /// The kernel's limit on one argument or environment string
@@ -270,41 +271,11 @@ async fn working_directory_that_is_a_file_is_named() {
 
 /// Our children (and zombies) whose command name is `comm`.
 fn children_named(comm: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc") {
-        let Ok(pid) = entry
-            .expect("/proc entry")
-            .file_name()
-            .to_string_lossy()
-            .parse::<u32>()
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid = stat[close + 1..].split_whitespace().nth(1);
-        if &stat[open + 1..close] == comm && ppid == Some(&me.to_string()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// A link to `sleep` whose name becomes the command name of a child
-/// started through it, so a stray child can be found.
-fn probe(dir: &Path, name: &str) -> std::path::PathBuf {
-    let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+    our_children()
         .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("sleep");
-    let link = dir.join(name);
-    std::os::unix::fs::symlink(sleep, &link).expect("symlink");
-    link
+        .filter(|&(pid, _)| proc_comm(pid).as_deref() == Some(comm))
+        .map(|(pid, _)| pid as u32)
+        .collect()
 }
 
 /// Outside any actix System, `start` and `prepare` fail with `NoArbiter`
@@ -312,7 +283,7 @@ fn probe(dir: &Path, name: &str) -> std::path::PathBuf {
 #[test]
 fn start_outside_a_system_is_no_arbiter_and_spawns_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = probe(dir.path(), "noarb-probe");
+    let program = named_sleep(dir.path(), "noarb-probe");
     let popen = Popen::new(&program).arg("30").stdin(Input::Null);
     let err = popen.clone().start().unwrap_err();
     assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
@@ -327,7 +298,7 @@ fn start_outside_a_system_is_no_arbiter_and_spawns_nothing() {
 #[test]
 fn start_in_a_bare_tokio_runtime_is_no_arbiter_and_spawns_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = probe(dir.path(), "tokio-probe");
+    let program = named_sleep(dir.path(), "tokio-probe");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -368,28 +339,21 @@ fn start_in_a_stopped_arbiter_leaves_no_child() {
 /// from that very arbiter).
 #[test]
 fn start_in_the_current_arbiter_does_not_hang() {
-    let (tx, rx) = mpsc::channel();
-    // If it hangs, this thread never returns: it is joined only on success.
-    let thread = std::thread::spawn(move || {
+    // If it hangs, its thread never returns: it is joined only on success.
+    let result = on_own_thread(common::EVENT_TIMEOUT, || {
         let system = actix_rt::System::new();
         system.block_on(async move {
             let popen = Popen::new("true").stdin(Input::Null);
-            let result = match PopenProcess::start_in_arbiter(popen, &actix_rt::Arbiter::current())
-            {
+            match PopenProcess::start_in_arbiter(popen, &actix_rt::Arbiter::current()) {
                 Ok(process) => {
                     let pid = process.pid();
                     let code = within("AsyncWait", process.send(AsyncWait)).await;
                     Ok((pid, code.map(|c| c.map_err(|e| e.to_string()))))
                 }
                 Err(err) => Err(err),
-            };
-            let _ = tx.send(result);
-        });
+            }
+        })
     });
-    let result = rx
-        .recv_timeout(common::EVENT_TIMEOUT)
-        .expect("start_in_arbiter(current arbiter) hung");
-    thread.join().expect("System thread");
     let (pid, code) = result.expect("start_in_arbiter");
     let code = code.expect("actor").expect("AsyncWait");
     assert!(code.success(), "{code}");

@@ -6,21 +6,24 @@
 //! Every test leaves nothing running: a [`Leftovers`] guard kills, on drop,
 //! every live member of the process groups it was told about.
 
-use std::fs;
+mod common;
+
 use std::io::ErrorKind;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, Input, IsAlive, Output, Poll, Popen,
+    Cancel, Chunk, CloseStdin, Collector, GetValue, Input, IsAlive, Output, Poll, Popen,
     ProcessHandle, ReturnCode, Start, Stream, Write,
 };
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::StreamExt;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{getsid, Pid};
+
+use common::actors::{await_output, ChunkSink};
+use common::procs::{await_reap, Leftovers};
+use common::wait;
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -33,81 +36,6 @@ const PROMPT: Duration = Duration::from_secs(2);
 // ---------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------
-
-/// What `/proc/<pid>/stat` says of a process.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    state: char,
-    pgrp: i32,
-    session: i32,
-    starttime: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: skip past the last ')'.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        starttime: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// Kills on drop every live member of the process group led by the child
-/// it was given: members in our session, not older than the leader, while
-/// the leader's pid (if it still exists) is still that leader.
-struct Leftovers {
-    leader: i32,
-    starttime: u64,
-}
-
-impl Leftovers {
-    fn of(handle: &ProcessHandle) -> Leftovers {
-        let leader = handle.pid().expect("no pid right after the start") as i32;
-        let stat = proc_stat(leader).expect("a child just started is not in /proc");
-        assert_eq!(stat.pgrp, leader, "the child does not lead its own group");
-        Leftovers {
-            leader,
-            starttime: stat.starttime,
-        }
-    }
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        if proc_stat(self.leader).is_some_and(|stat| stat.starttime != self.starttime) {
-            return; // the number belongs to somebody else now
-        }
-        let session = getsid(None).map(Pid::as_raw).unwrap_or(-1);
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return;
-        };
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-            if proc_stat(pid).is_some_and(|stat| {
-                stat.state != 'Z'
-                    && stat.session == session
-                    && stat.pgrp == self.leader
-                    && stat.starttime >= self.starttime
-            }) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Waits, with a bound, for the task's return code.
-async fn wait(handle: &ProcessHandle) -> ReturnCode {
-    tokio::time::timeout(SOON, handle.send(AsyncWait))
-        .await
-        .unwrap_or_else(|_| panic!("the task did not end within {SOON:?}"))
-        .expect("the process actor is gone")
-        .expect("AsyncWait failed")
-}
 
 /// Sends `Write(data)` and waits, with a bound, for its outcome.
 async fn write(handle: &ProcessHandle, data: impl Into<Bytes>) -> std::io::Result<()> {
@@ -126,33 +54,6 @@ async fn poll_promptly(handle: &ProcessHandle) -> Option<ReturnCode> {
         .expect("the process actor is gone");
     eprintln!("Poll answered in {:?}", asked.elapsed());
     answer
-}
-
-/// Forwards every chunk it is sent into a channel.
-struct ChunkSink(mpsc::UnboundedSender<Chunk>);
-
-impl Actor for ChunkSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Chunk> for ChunkSink {
-    type Result = ();
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        let _ = self.0.unbounded_send(chunk);
-    }
-}
-
-/// Reads chunks until the bytes seen end with `expected`.
-async fn await_output(chunks: &mut mpsc::UnboundedReceiver<Chunk>, expected: &[u8]) {
-    let mut seen = Vec::new();
-    while !seen.ends_with(expected) {
-        let chunk = tokio::time::timeout(SOON, chunks.next())
-            .await
-            .expect("the child wrote nothing in time")
-            .expect("the output ended early");
-        seen.extend_from_slice(&chunk.data);
-    }
 }
 
 /// A subscriber that keeps whole chunks (and so their credit) until told
@@ -287,7 +188,7 @@ async fn round_trip_through_cat_with_a_write_larger_than_the_pipe() {
         .expect("the last write did not resolve")
         .expect("actor gone")
         .expect("the last write failed");
-    assert_eq!(wait(&cat).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&cat, SOON).await, ReturnCode::from_raw(0));
 
     let output = gate.send(TakeData).await.expect("gate gone");
     let expected: Vec<u8> = [&first[..], &big[..], &small[..]].concat();
@@ -329,7 +230,7 @@ async fn queued_writes_then_close_stdin_round_trip() {
     // The stdin is closed now, whether or not cat has exited yet.
     let err = write(&cat, "after the close\n").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
-    assert_eq!(wait(&cat).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&cat, SOON).await, ReturnCode::from_raw(0));
     let output = collector.send(GetValue).await.expect("collector gone");
     assert!(output.stdout == pieces.concat(), "the output differs");
 }
@@ -358,7 +259,7 @@ async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
             .expect("actor gone");
     }
     cat.do_send(CloseStdin);
-    assert_eq!(wait(&cat).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&cat, SOON).await, ReturnCode::from_raw(0));
     let output = collector.send(GetValue).await.expect("collector gone");
     assert!(output.stdout == pieces.concat(), "the output differs");
 
@@ -375,7 +276,7 @@ async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
         .expect("actor gone");
     assert_eq!(poll_promptly(&sleeper).await, None);
     sleeper.do_send(Cancel);
-    assert_eq!(wait(&sleeper).await, ReturnCode::from_raw(-15));
+    assert_eq!(wait(&sleeper, SOON).await, ReturnCode::from_raw(-15));
 }
 
 // ---------------------------------------------------------------------
@@ -389,7 +290,7 @@ async fn write_after_the_child_exited_is_broken_pipe() {
         .start()
         .expect("cannot start true");
     let _leftovers = Leftovers::of(&handle);
-    assert_eq!(wait(&handle).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(0));
 
     let err = write(&handle, "too late\n")
         .await
@@ -405,15 +306,15 @@ async fn write_after_the_child_exited_is_broken_pipe() {
 async fn write_to_a_closed_stdin_of_a_running_child_is_broken_pipe() {
     // The child closes its stdin and goes on: the kernel answers EPIPE
     // (and raises SIGPIPE, which our process ignores).
-    let (tx, mut chunks) = mpsc::unbounded();
+    let (sink, mut chunks) = ChunkSink::start_new();
     let handle = Popen::new("sh")
         .args(["-c", "exec 0<&-; echo closed; exec sleep 1000"])
         .stdin(Input::Pipe)
-        .subscribe(ChunkSink(tx).start().recipient())
+        .subscribe(sink.recipient())
         .start()
         .expect("cannot start sh");
     let _leftovers = Leftovers::of(&handle);
-    await_output(&mut chunks, b"closed\n").await;
+    await_output(&mut chunks, b"closed\n", SOON).await;
 
     let err = write(&handle, "nobody reads this\n")
         .await
@@ -425,7 +326,7 @@ async fn write_to_a_closed_stdin_of_a_running_child_is_broken_pipe() {
     assert_eq!(poll_promptly(&handle).await, None);
 
     handle.do_send(Cancel);
-    assert_eq!(wait(&handle).await, ReturnCode::from_raw(-15));
+    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-15));
 }
 
 #[actix_rt::test]
@@ -439,14 +340,7 @@ async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
         .start()
         .expect("cannot start sh");
     let _leftovers = Leftovers::of(&handle);
-    let deadline = Instant::now() + SOON;
-    while handle.pid().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the child was not reaped in time"
-        );
-        actix::clock::sleep(Duration::from_millis(10)).await;
-    }
+    await_reap(&handle, SOON).await;
     assert!(handle.send(IsAlive).await.expect("actor gone"));
 
     let err = write(&handle, "nobody reads this\n")
@@ -456,7 +350,7 @@ async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
 
     handle.do_send(Cancel);
     // The child itself exited with 0 before the cancel.
-    assert_eq!(wait(&handle).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(0));
 }
 
 #[actix_rt::test]
@@ -478,7 +372,7 @@ async fn write_without_a_stdin_pipe_is_not_connected() {
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{input:?}: {err}");
 
         handle.do_send(Cancel);
-        assert_eq!(wait(&handle).await, ReturnCode::from_raw(-15));
+        assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-15));
         let err = write(&handle, "nowhere\n").await.unwrap_err();
         assert_eq!(
             err.kind(),
@@ -527,7 +421,7 @@ async fn head_reading_ten_bytes_of_ten_mebibytes() {
     eprintln!("{written} of 10 writes of 1 MiB completed before EPIPE");
     handle.do_send(CloseStdin);
 
-    assert_eq!(wait(&handle).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(0));
     let output = collector.send(GetValue).await.expect("collector gone");
     assert_eq!(&output.stdout[..], &blocks[0][..10]);
 }
@@ -557,7 +451,7 @@ async fn write_to_a_prepared_piped_task_is_not_refused_as_not_a_pipe() {
         .await
         .expect("a write after the start failed");
     cat.do_send(CloseStdin);
-    assert_eq!(wait(&cat).await, ReturnCode::from_raw(0));
+    assert_eq!(wait(&cat, SOON).await, ReturnCode::from_raw(0));
 
     if let Err(err) = &early {
         assert_ne!(

@@ -1,16 +1,29 @@
 //! Helpers shared by the integration tests: an actor that records what it
 //! is sent and lets a test await the first event of each kind, a bound on
 //! how long any awaited event may take, and checks that a child is gone.
+//! In submodules: processes as /proc shows them and the guards that leave
+//! none running ([`procs`]), our fds ([`fds`]), threads and memory
+//! ([`usage`]), a System on a thread of its own checked for leaks
+//! ([`harness`]), and small subscribers ([`actors`]).
 //!
-//! Each test binary uses only some of these, hence the `dead_code` allows.
+//! Each test binary uses only some of these, hence the `dead_code` allows
+//! (which hold for the submodules too).
 
 #![allow(dead_code)]
+
+pub mod actors;
+pub mod fds;
+pub mod harness;
+pub mod procs;
+pub mod usage;
 
 use std::future::Future;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_popen::{Chunk, Exited, ReaderFinished, Started, Stream};
+use actix_popen::{
+    AsyncWait, Chunk, Exited, ProcessHandle, ReaderFinished, ReturnCode, Started, Stream,
+};
 use bytes::Bytes;
 use futures::channel::oneshot;
 
@@ -33,6 +46,22 @@ pub async fn event<T>(what: &str, receiver: oneshot::Receiver<T>) -> T {
     within(what, receiver)
         .await
         .unwrap_or_else(|_| panic!("the waiter stopped before {what}"))
+}
+
+/// Awaits the task's return code, failing the test if it takes longer
+/// than `bound`.
+pub async fn wait(handle: &ProcessHandle, bound: Duration) -> ReturnCode {
+    actix_rt::time::timeout(bound, handle.send(AsyncWait))
+        .await
+        .unwrap_or_else(|_| panic!("the task did not end within {bound:?}"))
+        .expect("the process actor is gone")
+        .expect("AsyncWait failed")
+}
+
+/// Awaits the task's return code, failing the test if it takes longer
+/// than [`EVENT_TIMEOUT`].
+pub async fn async_wait(handle: &ProcessHandle) -> ReturnCode {
+    wait(handle, EVENT_TIMEOUT).await
 }
 
 /// Everything a [`Waiter`] was sent so far, in arrival order per kind.
@@ -175,25 +204,13 @@ impl Handler<GetEvents> for Waiter {
     }
 }
 
-/// The state letter and parent pid of `pid` from `/proc/<pid>/stat`, or
-/// `None` if there is no such process.
-fn proc_state(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name in parentheses may hold spaces or ')': the fields
-    // we want follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
 /// Fails the test if `pid` is a zombie (an exited child nobody reaped).
 pub fn assert_no_zombie(pid: u32) {
-    if let Some((state, ppid)) = proc_state(pid) {
+    if let Some(stat) = procs::proc_stat(pid as i32) {
         assert_ne!(
-            state, 'Z',
-            "pid {pid} (parent {ppid}) is an unreaped zombie"
+            stat.state, 'Z',
+            "pid {pid} (parent {}) is an unreaped zombie",
+            stat.ppid
         );
     }
 }
@@ -202,9 +219,9 @@ pub fn assert_no_zombie(pid: u32) {
 /// now belongs to a process that is not our child (it was reused). A
 /// zombie of ours is not gone.
 pub fn process_gone(pid: u32) -> bool {
-    match proc_state(pid) {
+    match procs::proc_stat(pid as i32) {
         None => true,
-        Some((_, ppid)) => ppid != std::process::id(),
+        Some(stat) => stat.ppid != std::process::id() as i32,
     }
 }
 
