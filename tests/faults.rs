@@ -541,7 +541,9 @@ fn an_exit_listener_that_stopped_before_the_exit_is_skipped() {
         stopping.do_send(StopNow);
         event("the listener's stop", stopped).await;
         arbiter.stop();
-        event("the other arbiter's listener's stop", elsewhere_stopped).await;
+        // Its `stopped` runs if the arbiter had started it; if the arbiter
+        // stopped first, the actor is dropped unstarted: gone either way.
+        let _ = within("the other arbiter's listener's end", elsewhere_stopped).await;
         arbiter.join().expect("the arbiter's thread panicked");
         assert!(!stopping.connected() && !elsewhere.connected());
         assert_eq!(handle.poll(), None, "the child ended before its input");
