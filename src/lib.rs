@@ -57,6 +57,7 @@
 //! | `_cancelled_returncode = -2`              | [`ReturnCode::CANCELLED`]                          |
 //! | `stderr=subprocess.STDOUT`                | [`Output::MergeIntoStdout`]                        |
 //! | `_create_pty_or_pipe`                     | [`Output::Pty`], [`Popen::pty`]                    |
+//! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`]                |
 //!
 //! # Platform
 //! Linux 5.3 or later only (pidfds, ptys): the crate does not build
