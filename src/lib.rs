@@ -14,6 +14,14 @@
 //! * Every child is reaped (through its pidfd, without blocking a thread
 //!   and without a thread per child), and when an arbiter or the actix
 //!   System stops, every child it still runs is cancelled and reaped.
+//! * Backpressure: a chunk carries a credit of its reader's window, so a
+//!   slow subscriber slows the reader and the child, and memory stays flat.
+//! * The child's stdin can be fed by messages ([`Write`], [`CloseStdin`]);
+//!   a [`Pipeline`] chains processes as `a | b | c`, with backpressure end
+//!   to end; [`LineFramer`] turns chunks into lines.
+//! * The supervisor's job pool ([`Popen::submit`], [`SetJobLimits`]) caps
+//!   how many children run at once, as portage's `--jobs` and
+//!   `--load-average` do.
 //!
 //! ```
 //! use actix::Actor;
