@@ -109,6 +109,7 @@ pub struct Popen {
     pub(crate) cancel_timeout: Duration,
     pub(crate) drain_timeout: Option<Duration>,
     pub(crate) process_group: bool,
+    close_fds: bool,
     pub(crate) subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
@@ -133,6 +134,7 @@ impl Popen {
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             drain_timeout: None,
             process_group: true,
+            close_fds: false,
             subscribers: Vec::new(),
             exit_listeners: Vec::new(),
             start_listeners: Vec::new(),
@@ -262,6 +264,18 @@ impl Popen {
     /// a Ctrl-C at a terminal reaches it directly.
     pub fn process_group(mut self, enabled: bool) -> Popen {
         self.process_group = enabled;
+        self
+    }
+
+    /// Whether the child gets no fd but 0, 1 and 2 even of those the host
+    /// opened without close-on-exec (Python's `close_fds=True`, which
+    /// portage relies on). `false` by default: every fd this crate opens is
+    /// close-on-exec anyway, and closing the rest costs std's fast
+    /// `posix_spawn` path (a `pre_exec` step forces fork and exec; see
+    /// BENCHMARKS.md). On Linux older than 5.11 the step fails and the
+    /// spawn with it.
+    pub fn close_fds(mut self, enabled: bool) -> Popen {
+        self.close_fds = enabled;
         self
     }
 
@@ -398,6 +412,26 @@ impl Popen {
         }
         if self.process_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        if self.close_fds {
+            // SAFETY: the closure runs in the child between fork and exec,
+            // after std installed fds 0, 1 and 2; it makes one syscall,
+            // which is async-signal-safe, and touches no memory.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    // Mark every fd from 3 on close-on-exec; exec closes them.
+                    let res = nix::libc::syscall(
+                        nix::libc::SYS_close_range,
+                        3u32,
+                        u32::MAX,
+                        nix::libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    if res < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut stdin = None;
         command.stdin(match self.stdin {

@@ -87,6 +87,44 @@ async fn child_gets_only_fds_0_1_2_body() {
 }
 
 #[test]
+fn close_fds_closes_even_the_hosts_inheritable_fds() {
+    serial(close_fds_body);
+}
+
+async fn close_fds_body() {
+    // An fd opened the careless way, without close-on-exec: std passes it
+    // on, Python's close_fds (and `Popen::close_fds`) does not.
+    let leaked = std::fs::File::open("/dev/null").unwrap();
+    let leaked = nix::unistd::dup(&leaked).unwrap();
+    let number = std::os::fd::AsRawFd::as_raw_fd(&leaked) as u32;
+    let listed = |popen: Popen| async move {
+        let listed = output_of(popen).await;
+        let mut fds: Vec<u32> = listed
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        fds.sort();
+        fds
+    };
+    let plain = listed(Popen::new("ls").arg("/proc/self/fd")).await;
+    assert!(
+        plain.contains(&number),
+        "std passes fd {number} on: {plain:?}"
+    );
+    for popen in [
+        Popen::new("ls").arg("/proc/self/fd").close_fds(true),
+        Popen::new("ls").arg("/proc/self/fd").close_fds(true).pty(),
+    ] {
+        let fds = listed(popen).await;
+        // 0, 1, 2 and the directory ls itself opened (which may reuse the
+        // number the leaked fd had): the leaked fd is gone.
+        assert_eq!(fds.len(), 4, "the child saw {fds:?}");
+        assert_eq!(&fds[..3], &[0, 1, 2]);
+    }
+    drop(leaked);
+}
+
+#[test]
 fn child_ends_are_blocking() {
     serial(child_ends_are_blocking_body);
 }
