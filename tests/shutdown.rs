@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -176,188 +176,164 @@ fn assert_nothing_left(spawned: &Spawned, log: &Path) {
     }
 }
 
+/// A shutdown scenario run to its end: what it started, how long the
+/// shutdown took, and what the checks need (the SIGTERM log, and the guards
+/// that clean up if a check fails).
+struct Shutdown {
+    spawned: Spawned,
+    took: Duration,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _cleanup: Cleanup,
+    _processes: MutexGuard<'static, ()>,
+}
+
+impl Shutdown {
+    /// Runs `scenario` on a thread of its own: it starts children (with
+    /// the log and cleanup guard it is given), stops or drops its System,
+    /// and returns what it started and how long the shutdown took.
+    fn run<F>(scenario: F) -> Shutdown
+    where
+        F: FnOnce(PathBuf, Cleanup) -> (Spawned, Duration) + Send + 'static,
+    {
+        let processes = processes();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("terminated");
+        let cleanup = Cleanup::default();
+        let (spawned, took) = on_own_thread(SYSTEM_HANG, {
+            let (log, cleanup) = (log.clone(), cleanup.clone());
+            move || scenario(log, cleanup)
+        });
+        Shutdown {
+            spawned,
+            took,
+            log,
+            _dir: dir,
+            _cleanup: cleanup,
+            _processes: processes,
+        }
+    }
+
+    /// Checks the shutdown's duration: in parallel for every child (under
+    /// two cancel timeouts and a margin), and, when some child ignores
+    /// SIGTERM, no sooner than one cancel timeout. Then that nothing is
+    /// left.
+    fn check(&self, what: &str, stubborn: bool) {
+        let took = self.took;
+        eprintln!("{what} took {took:?}");
+        if stubborn {
+            assert!(
+                took >= CANCEL_TIMEOUT,
+                "children that ignore SIGTERM ended after {took:?}"
+            );
+        }
+        assert!(
+            took < 2 * CANCEL_TIMEOUT + MARGIN,
+            "the shutdown took {took:?}"
+        );
+        assert_nothing_left(&self.spawned, &self.log);
+    }
+}
+
 // ---------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------
 
 #[test]
 fn dropping_the_system_cancels_and_reaps_every_child() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
-            let spawned = System::new().block_on(start_children(scripts, &log, cleanup));
-            // The System was dropped at the end of the statement above.
-            let shutdown = spawned.returned.elapsed();
-            (spawned, shutdown)
-        }
+    let run = Shutdown::run(|log, cleanup| {
+        let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
+        let spawned = System::new().block_on(start_children(scripts, &log, cleanup));
+        // The System was dropped at the end of the statement above.
+        let shutdown = spawned.returned.elapsed();
+        (spawned, shutdown)
     });
-
-    eprintln!("dropping the System with 30 children took {shutdown:?}");
-    assert!(
-        shutdown >= CANCEL_TIMEOUT,
-        "children that ignore SIGTERM ended after {shutdown:?}"
-    );
-    assert!(
-        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
-        "the shutdown took {shutdown:?}"
-    );
-    assert_nothing_left(&spawned, &log);
+    run.check("dropping the System with 30 children", true);
 }
 
 #[test]
 fn stopping_the_system_from_inside_cancels_and_reaps_every_child() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let sys = System::new();
-            let spawned = sys.block_on(async {
-                let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
-                let spawned = start_children(scripts, &log, cleanup).await;
-                System::current().stop();
-                spawned
-            });
-            let stopping = Instant::now();
-            sys.run().expect("the System failed");
-            (spawned, stopping.elapsed())
-        }
+    let run = Shutdown::run(|log, cleanup| {
+        let sys = System::new();
+        let spawned = sys.block_on(async {
+            let scripts = [many(20, OBEDIENT), many(10, STUBBORN)].concat();
+            let spawned = start_children(scripts, &log, cleanup).await;
+            System::current().stop();
+            spawned
+        });
+        let stopping = Instant::now();
+        sys.run().expect("the System failed");
+        (spawned, stopping.elapsed())
     });
-
-    eprintln!("stopping the System with 30 children took {shutdown:?}");
-    assert!(
-        shutdown >= CANCEL_TIMEOUT,
-        "children that ignore SIGTERM ended after {shutdown:?}"
-    );
-    assert!(
-        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
-        "the shutdown took {shutdown:?}"
-    );
-    assert_nothing_left(&spawned, &log);
+    run.check("stopping the System with 30 children", true);
 }
 
 #[test]
 fn stopping_the_system_while_it_runs_cancels_and_reaps_every_child() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let sys = System::new();
-            let (tx, rx) = oneshot::channel();
-            sys.block_on(async move {
-                // Started by a task of the running System, which then stops it.
-                actix_rt::spawn(async move {
-                    let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
-                    let _ = tx.send(start_children(scripts, &log, cleanup).await);
-                    System::current().stop();
-                });
+    let run = Shutdown::run(|log, cleanup| {
+        let sys = System::new();
+        let (tx, rx) = oneshot::channel();
+        sys.block_on(async move {
+            // Started by a task of the running System, which then stops it.
+            actix_rt::spawn(async move {
+                let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
+                let _ = tx.send(start_children(scripts, &log, cleanup).await);
+                System::current().stop();
             });
-            sys.run().expect("the System failed");
-            let spawned = futures::executor::block_on(rx).expect("the children were not started");
-            let shutdown = spawned.returned.elapsed();
-            (spawned, shutdown)
-        }
+        });
+        sys.run().expect("the System failed");
+        let spawned = futures::executor::block_on(rx).expect("the children were not started");
+        let shutdown = spawned.returned.elapsed();
+        (spawned, shutdown)
     });
-
-    eprintln!("stopping the running System with 6 children took {shutdown:?}");
-    assert!(
-        shutdown >= CANCEL_TIMEOUT,
-        "the child that ignores SIGTERM ended after {shutdown:?}"
-    );
-    assert!(
-        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
-        "the shutdown took {shutdown:?}"
-    );
-    assert_nothing_left(&spawned, &log);
+    run.check("stopping the running System with 6 children", true);
 }
 
 #[test]
 fn stopping_the_system_reaps_the_children_of_its_other_arbiters() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let sys = System::new();
-            let (spawned, arbiter) = sys.block_on(async move {
-                let arbiter = Arbiter::new();
-                let (tx, rx) = oneshot::channel();
-                arbiter.spawn_fn(move || {
-                    actix_rt::spawn(async move {
-                        let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
-                        let _ = tx.send(start_children(scripts, &log, cleanup).await);
-                    });
+    let run = Shutdown::run(|log, cleanup| {
+        let sys = System::new();
+        let (spawned, arbiter) = sys.block_on(async move {
+            let arbiter = Arbiter::new();
+            let (tx, rx) = oneshot::channel();
+            arbiter.spawn_fn(move || {
+                actix_rt::spawn(async move {
+                    let scripts = [many(5, OBEDIENT), many(1, STUBBORN)].concat();
+                    let _ = tx.send(start_children(scripts, &log, cleanup).await);
                 });
-                let spawned = rx.await.expect("the children were not started");
-                System::current().stop();
-                (spawned, arbiter)
             });
-            sys.run().expect("the System failed");
-            // Stopping the System only asks the arbiter to stop: its thread
-            // takes its children down, and ends once they are reaped.
-            arbiter.join().expect("the arbiter's thread panicked");
-            let shutdown = spawned.returned.elapsed();
-            (spawned, shutdown)
-        }
+            let spawned = rx.await.expect("the children were not started");
+            System::current().stop();
+            (spawned, arbiter)
+        });
+        sys.run().expect("the System failed");
+        // Stopping the System only asks the arbiter to stop: its thread
+        // takes its children down, and ends once they are reaped.
+        arbiter.join().expect("the arbiter's thread panicked");
+        let shutdown = spawned.returned.elapsed();
+        (spawned, shutdown)
     });
-
-    eprintln!("stopping the System with 6 children on another arbiter took {shutdown:?}");
-    assert!(
-        shutdown >= CANCEL_TIMEOUT,
-        "the child that ignores SIGTERM ended after {shutdown:?}"
+    run.check(
+        "stopping the System with 6 children on another arbiter",
+        true,
     );
-    assert!(
-        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
-        "the shutdown took {shutdown:?}"
-    );
-    assert_nothing_left(&spawned, &log);
 }
 
 #[test]
 fn a_hundred_children_are_all_reaped_when_the_system_stops() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let sys = System::new();
-            let spawned = sys.block_on(async {
-                let spawned = start_children(many(100, PLAIN), &log, cleanup).await;
-                System::current().stop();
-                spawned
-            });
-            sys.run().expect("the System failed");
-            let shutdown = spawned.returned.elapsed();
-            (spawned, shutdown)
-        }
+    let run = Shutdown::run(|log, cleanup| {
+        let sys = System::new();
+        let spawned = sys.block_on(async {
+            let spawned = start_children(many(100, PLAIN), &log, cleanup).await;
+            System::current().stop();
+            spawned
+        });
+        sys.run().expect("the System failed");
+        let shutdown = spawned.returned.elapsed();
+        (spawned, shutdown)
     });
-
-    eprintln!("stopping the System with 100 children took {shutdown:?}");
-    assert_eq!(spawned.children.len(), 100);
-    assert!(
-        shutdown < 2 * CANCEL_TIMEOUT + MARGIN,
-        "the shutdown took {shutdown:?}"
-    );
-    assert_nothing_left(&spawned, &log);
+    assert_eq!(run.spawned.children.len(), 100);
+    run.check("stopping the System with 100 children", false);
 }
 
 /// The task runs on with its leader reaped (a grandchild holds the output)
@@ -366,35 +342,25 @@ fn a_hundred_children_are_all_reaped_when_the_system_stops() {
 /// group got SIGTERM only and the grandchild survived.
 #[test]
 fn shutdown_kills_the_group_of_a_leader_already_reaped() {
-    let _processes = processes();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminated");
-    let cleanup = Cleanup::default();
-
-    let (spawned, shutdown) = on_own_thread(SYSTEM_HANG, {
-        let (log, cleanup) = (log.clone(), cleanup.clone());
-        move || {
-            let spawned = System::new().block_on(async move {
-                let spawned = start_children(vec![ORPHANING], &log, cleanup).await;
-                // The leader exited; wait for its reap (no message says so).
-                await_reap(&spawned.handles[0], SOON).await;
-                assert_eq!(
-                    spawned.handles[0].poll(),
-                    None,
-                    "the task ended with its output open"
-                );
-                Spawned {
-                    returned: Instant::now(),
-                    ..spawned
-                }
-            });
-            let shutdown = spawned.returned.elapsed();
-            (spawned, shutdown)
-        }
+    let run = Shutdown::run(|log, cleanup| {
+        let spawned = System::new().block_on(async move {
+            let spawned = start_children(vec![ORPHANING], &log, cleanup).await;
+            // The leader exited; wait for its reap (no message says so).
+            await_reap(&spawned.handles[0], SOON).await;
+            assert_eq!(
+                spawned.handles[0].poll(),
+                None,
+                "the task ended with its output open"
+            );
+            Spawned {
+                returned: Instant::now(),
+                ..spawned
+            }
+        });
+        let shutdown = spawned.returned.elapsed();
+        (spawned, shutdown)
     });
-
-    eprintln!("dropping the System with a reaped leader took {shutdown:?}");
-    assert_nothing_left(&spawned, &log);
+    run.check("dropping the System with a reaped leader", false);
 }
 
 /// Regression: a task whose exit status was stolen (ECHILD) stayed
