@@ -8,7 +8,10 @@
 //! 1. 1000 sequential runs of `/bin/true`: `std::process::Command::status`,
 //!    `tokio::process::Command::status`, and `Popen::start` + `AsyncWait`
 //!    (output inherited, as the other two; and with both streams piped).
-//! 2. Cancel latency, `Cancel` sent to `Exited` received, for a child that
+//! 2. What the signal reset of `Popen::restore_signals` costs: the same
+//!    piped runs with it off, and with it on from a thread that blocks a
+//!    signal (which forces std's fork path).
+//! 3. Cancel latency, `Cancel` sent to `Exited` received, for a child that
 //!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
 //!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
 
@@ -57,10 +60,14 @@ fn tokio_status() -> Duration {
 }
 
 fn actor_status(piped: bool) -> Duration {
+    actor_runs(piped, true)
+}
+
+fn actor_runs(piped: bool, restore_signals: bool) -> Duration {
     System::new().block_on(async move {
         let started = Instant::now();
         for _ in 0..RUNS {
-            let mut popen = Popen::new("/bin/true");
+            let mut popen = Popen::new("/bin/true").restore_signals(restore_signals);
             if !piped {
                 popen = popen.stdout(Output::Inherit).stderr(Output::Inherit);
             }
@@ -171,6 +178,30 @@ fn main() {
         per_second(RUNS, p),
         a.as_secs_f64() / t.as_secs_f64(),
         p.as_secs_f64() / t.as_secs_f64(),
+    );
+    let (mut off, mut dirty) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        off.push(actor_runs(true, false));
+        dirty.push(
+            std::thread::spawn(|| {
+                let mut blocked = nix::sys::signal::SigSet::empty();
+                blocked.add(Signal::SIGUSR1);
+                blocked.thread_block().expect("block SIGUSR1");
+                actor_runs(true, true)
+            })
+            .join()
+            .expect("thread"),
+        );
+    }
+    let (off, dirty) = (common::median(off), common::median(dirty));
+    println!(
+        "restore_signals, piped: off {:.0}/s; on, clean thread (posix_spawn) {:.0}/s = {:.2}x the time of off; \
+         on, thread blocking SIGUSR1 (fork + reset) {:.0}/s = {:.2}x",
+        per_second(RUNS, off),
+        per_second(RUNS, p),
+        p.as_secs_f64() / off.as_secs_f64(),
+        per_second(RUNS, dirty),
+        dirty.as_secs_f64() / off.as_secs_f64(),
     );
     let floor = bare_kill();
     let obedient = cancel_latency("echo ready; exec sleep 100", Duration::from_secs(1));

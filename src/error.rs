@@ -66,6 +66,18 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// The running kernel lacks something the spawn needs: pidfds
+    /// (`pidfd_open`, Linux 5.3), `waitid` on a pidfd (Linux 5.4), or, for
+    /// [`Popen::close_fds`](crate::Popen::close_fds), `close_range` with
+    /// `CLOSE_RANGE_CLOEXEC` (Linux 5.11). Nothing was left running.
+    #[error("{program}: {source}")]
+    Unsupported {
+        /// The program that was asked for.
+        program: String,
+        /// What is missing, and the Linux version that has it.
+        #[source]
+        source: io::Error,
+    },
     /// Any other OS error while preparing or starting the child.
     #[error("{program}: {source}")]
     Io {
@@ -150,6 +162,10 @@ impl Clone for SpawnError {
                 program: program.clone(),
                 source: copy_io(source),
             },
+            SpawnError::Unsupported { program, source } => SpawnError::Unsupported {
+                program: program.clone(),
+                source: copy_io(source),
+            },
             SpawnError::InvalidConfig { program, reason } => SpawnError::InvalidConfig {
                 program: program.clone(),
                 reason: reason.clone(),
@@ -174,6 +190,7 @@ impl SpawnError {
             | SpawnError::WorkingDirectory { program, .. }
             | SpawnError::ResourceExhausted { program, .. }
             | SpawnError::Io { program, .. }
+            | SpawnError::Unsupported { program, .. }
             | SpawnError::InvalidConfig { program, .. }
             | SpawnError::NoArbiter { program }
             | SpawnError::AlreadyStarted { program } => program,
@@ -188,7 +205,8 @@ impl SpawnError {
             | SpawnError::ArgumentListTooLong { source, .. }
             | SpawnError::WorkingDirectory { source, .. }
             | SpawnError::ResourceExhausted { source, .. }
-            | SpawnError::Io { source, .. } => Some(source),
+            | SpawnError::Io { source, .. }
+            | SpawnError::Unsupported { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -9,8 +9,10 @@
 //! * Start and exit listeners are [`Recipient`](actix::Recipient)s of
 //!   [`Started`] and [`Exited`]; [`Exited`] comes only after the last chunk.
 //! * [`Cancel`] and [`AsyncWait`] are messages; the [`ProcessSupervisor`]
-//!   owns the timers: SIGTERM on cancel, SIGKILL after the cancel timeout
-//!   (1 s by default), then an orphan warning.
+//!   owns the timers: SIGTERM and SIGCONT on cancel, SIGKILL to whatever of
+//!   the group is left after the cancel timeout (1 s by default), then an
+//!   orphan warning ([`Cancel`] says what each process gets). No signal is
+//!   ever sent to a pid or process group id that may have been reused.
 //! * Every child is reaped (through its pidfd, without blocking a thread
 //!   and without a thread per child), and when an arbiter or the actix
 //!   System stops, every child it still runs is cancelled and reaped.
@@ -68,17 +70,27 @@
 //! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`]                |
 //!
 //! # Platform
-//! Linux 5.3 or later only (pidfds, ptys): the crate does not build
-//! elsewhere rather than misbehave.
+//! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;
+//! [`Popen::close_fds`] needs 5.11): the crate does not build elsewhere
+//! rather than misbehave, and on an older kernel a spawn fails with
+//! [`SpawnError::Unsupported`] rather than report a wrong status.
+//!
+//! The host must not reap children it did not spawn (`waitpid(-1)`): that
+//! loses our children's exit statuses and frees their pids while we may
+//! still signal them. SIGCHLD set to `SIG_IGN` (or `SA_NOCLDWAIT`) does the
+//! same, so the library puts SIGCHLD back to its default before each spawn,
+//! with a warning. Children start with an empty signal mask and default
+//! dispositions ([`Popen::restore_signals`]).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.3+) and Linux ptys");
+compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.4+) and Linux ptys");
 
 mod consumers;
 mod error;
+mod escalation;
 mod lines;
 mod messages;
 mod pipe_reader;
@@ -86,6 +98,7 @@ mod pipeline;
 mod popen;
 mod process;
 mod returncode;
+mod shutdown;
 mod stdin;
 mod supervisor;
 mod sys;

@@ -90,9 +90,15 @@ pub struct Started {
 
 /// Event: the task ended (portage's exit listeners).
 ///
-/// Sent only once the child was reaped *and* every output stream reached
-/// EOF, so a subscriber that also listens for exits has every [`Chunk`]
-/// before this.
+/// Sent once the child's exit status is known *and* the task is done with
+/// its output: every stream reached EOF, or was closed first (a drain
+/// timeout, [`CloseReader`], or a release at the end of the cancel
+/// escalation; then `output_complete` is `false`). A subscriber that also
+/// listens for exits has every [`Chunk`] before this.
+///
+/// The child may still be an unreaped zombie when this is sent, while a
+/// cancel escalation goes on with the rest of its process group: it is
+/// reaped when that ends (see [`Cancel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 #[non_exhaustive]
@@ -102,8 +108,9 @@ pub struct Exited {
     /// The return code in portage's convention.
     pub returncode: ReturnCode,
     /// `false` when reading stopped before EOF: the task was released after
-    /// the cancel escalation ran out (see [`Cancel`]), so output written
-    /// after that is not delivered.
+    /// the cancel escalation ran out (see [`Cancel`]), its drain timeout
+    /// passed, or it was sent [`CloseReader`]; output written after that is
+    /// not delivered.
     pub output_complete: bool,
 }
 
@@ -133,11 +140,28 @@ pub struct Start;
 /// Request: cancel the task (portage's `cancel()`); returns at once.
 ///
 /// The first `Cancel` marks the task cancelled. A task not yet started ends
-/// with [`ReturnCode::CANCELLED`]. A running child gets SIGTERM (to its
-/// process group, by default), SIGKILL if it is still there after the
-/// cancel timeout, and if it is still not gone after another cancel
-/// timeout an orphan warning is logged and the task is released: it
-/// reports [`Exited`] with `output_complete: false`. Later `Cancel`s do
+/// with [`ReturnCode::CANCELLED`]. For a running task (its child may have
+/// exited already, while a grandchild keeps the output open):
+///
+/// 1. the child's process group (or the child alone, with
+///    [`Popen::process_group(false)`](crate::Popen::process_group)) gets
+///    SIGTERM, then at once SIGCONT, so that a stopped process runs its
+///    SIGTERM handler (as systemd and shells do);
+/// 2. after the cancel timeout, every member of the group still alive gets
+///    SIGKILL, even if the child itself obeyed the SIGTERM at once;
+/// 3. if the task has still not ended after another cancel timeout (a
+///    process stuck in the kernel, or one outside the group, say after
+///    `setsid`, holding the output open), an orphan warning naming what is
+///    still alive is logged and the task is released: it reports
+///    [`Exited`] with `output_complete: false`.
+///
+/// Signals go to the group only while its leader, our child, is unreaped:
+/// the library reads an exited child's status without reaping it and keeps
+/// it a zombie until the escalation ends, so its pid and group id cannot be
+/// handed to another process in between. EPERM from `kill()` is logged at
+/// error level (portage bug #358211). The same escalation runs on every
+/// child still running when its arbiter or the actix System stops (then
+/// blocking the teardown, at most two cancel timeouts). Later `Cancel`s do
 /// nothing; so does a `Cancel` after the task ended.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]

@@ -23,6 +23,9 @@ pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) reads: Vec<(Stream, OwnedFd)>,
     pub(crate) stdin: Option<OwnedFd>,
+    /// What the child's piped output ends link to in /proc, to name who
+    /// holds them open in warnings.
+    pub(crate) outputs: Vec<String>,
 }
 
 /// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
@@ -110,6 +113,7 @@ pub struct Popen {
     pub(crate) drain_timeout: Option<Duration>,
     pub(crate) process_group: bool,
     close_fds: bool,
+    restore_signals: bool,
     pub(crate) subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
@@ -135,6 +139,7 @@ impl Popen {
             drain_timeout: None,
             process_group: true,
             close_fds: false,
+            restore_signals: true,
             subscribers: Vec::new(),
             exit_listeners: Vec::new(),
             start_listeners: Vec::new(),
@@ -272,10 +277,29 @@ impl Popen {
     /// portage relies on). `false` by default: every fd this crate opens is
     /// close-on-exec anyway, and closing the rest costs std's fast
     /// `posix_spawn` path (a `pre_exec` step forces fork and exec; see
-    /// BENCHMARKS.md). On Linux older than 5.11 the step fails and the
-    /// spawn with it.
+    /// BENCHMARKS.md). It needs Linux 5.11 (`close_range` with
+    /// `CLOSE_RANGE_CLOEXEC`); on an older kernel the spawn fails with
+    /// [`SpawnError::Unsupported`] and nothing runs.
     pub fn close_fds(mut self, enabled: bool) -> Popen {
         self.close_fds = enabled;
+        self
+    }
+
+    /// Whether the child starts with an empty signal mask and every signal
+    /// at its default disposition (`true` by default), whatever the thread
+    /// that spawns it blocks or the host ignores (Python's
+    /// `restore_signals`, process-wrap's reset-sigmask wrapper). Without
+    /// it, a child spawned from a thread that blocks SIGTERM would ignore
+    /// [`Cancel`](crate::Cancel) until the SIGKILL.
+    ///
+    /// The reset costs nothing when the spawning thread blocks no signal
+    /// and the host ignores none but SIGPIPE (std resets SIGPIPE itself):
+    /// the spawn then stays on std's `posix_spawn` path. Otherwise it adds
+    /// a step between fork and exec, which forces std's fork path (see
+    /// BENCHMARKS.md). With `false`, the child inherits both, as with
+    /// `std::process::Command`.
+    pub fn restore_signals(mut self, enabled: bool) -> Popen {
+        self.restore_signals = enabled;
         self
     }
 
@@ -391,10 +415,15 @@ impl Popen {
     /// the child, our read ends and our end of its stdin, non-blocking mode
     /// still unset.
     ///
-    /// `process_group(0)` keeps std on its `posix_spawn` fast path; no
-    /// `pre_exec` closure is used.
+    /// `process_group(0)` keeps std on its `posix_spawn` fast path; a
+    /// `pre_exec` step (which forces the fork path) is added only for
+    /// `close_fds(true)`, and for the signal reset when the spawning thread
+    /// is not clean (see `sys/signals.rs`).
     pub(crate) fn spawn(&self) -> Result<Spawned, SpawnError> {
         self.validate()?;
+        // A host that ignores SIGCHLD would have the kernel reap our
+        // children behind our back.
+        crate::sys::signals::restore_sigchld();
         let io_err = |source: io::Error| self.classify(source);
         let mut command = Command::new(&self.program);
         command.args(&self.args);
@@ -414,23 +443,26 @@ impl Popen {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
         if self.close_fds {
+            crate::sys::fd::close_range_works().map_err(io_err)?;
             // SAFETY: the closure runs in the child between fork and exec,
             // after std installed fds 0, 1 and 2; it makes one syscall,
             // which is async-signal-safe, and touches no memory.
             unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                    // Mark every fd from 3 on close-on-exec; exec closes them.
-                    let res = nix::libc::syscall(
-                        nix::libc::SYS_close_range,
-                        3u32,
-                        u32::MAX,
-                        nix::libc::CLOSE_RANGE_CLOEXEC,
-                    );
-                    if res < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+                std::os::unix::process::CommandExt::pre_exec(
+                    &mut command,
+                    crate::sys::fd::cloexec_from_3,
+                );
+            }
+        }
+        if self.restore_signals && !crate::sys::signals::host_is_clean() {
+            // SAFETY: the closure runs in the child between fork and exec;
+            // it only makes async-signal-safe calls (sigprocmask,
+            // sigaction, signal) and allocates nothing.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(
+                    &mut command,
+                    crate::sys::signals::reset_in_child,
+                );
             }
         }
         let mut stdin = None;
@@ -467,10 +499,12 @@ impl Popen {
             Output::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
             Output::Null | Output::MergeIntoStdout => None,
         };
+        let mut stderr_link = None;
         let stderr_stdio = match self.stderr {
             Output::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
                 reads.push((Stream::Stderr, read));
+                stderr_link = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(&write));
                 Stdio::from(write)
             }
             Output::Pty => Stdio::from(open_pty_slave(&mut reads, Stream::Stderr).map_err(io_err)?),
@@ -481,6 +515,15 @@ impl Popen {
                 None => Stdio::null(),
             },
         };
+        let mut outputs: Vec<String> = Vec::new();
+        for fd in stdout_fd.iter().chain(&pty) {
+            if let Some(link) = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(fd)) {
+                if !outputs.contains(&link) {
+                    outputs.push(link);
+                }
+            }
+        }
+        outputs.extend(stderr_link);
         command.stderr(stderr_stdio);
         command.stdout(match stdout_fd {
             Some(fd) => Stdio::from(fd),
@@ -503,6 +546,7 @@ impl Popen {
             child,
             reads,
             stdin,
+            outputs,
         })
     }
 
@@ -540,6 +584,9 @@ impl Popen {
             }
             Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM) => {
                 SpawnError::ResourceExhausted { program, source }
+            }
+            None if source.kind() == io::ErrorKind::Unsupported => {
+                SpawnError::Unsupported { program, source }
             }
             _ => SpawnError::Io { program, source },
         }

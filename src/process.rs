@@ -7,13 +7,15 @@
 //!    starts a [`PipeReader`] on the child's output (if any stream is piped)
 //!    and watches the child's pidfd, then notifies its start listeners.
 //! 2. Output arrives at the subscribers as [`Chunk`]s.
-//! 3. The child exits; the actor reaps it as soon as its pidfd is readable,
-//!    so it never stays a zombie. The task ends only once the reader has
-//!    also reached EOF on every stream: output a grandchild writes after
-//!    the child exited is still delivered, and [`Exited`] always comes after
+//! 3. The child exits; the actor reads its status as soon as its pidfd is
+//!    readable, without reaping it (see `sys/child.rs`). The task ends only
+//!    once the reader is also done: output a grandchild writes after the
+//!    child exited is still delivered, and [`Exited`] always comes after
 //!    the last chunk (portage's `PopenProcess._start`).
-//! 4. The actor sets the return code, forgets the child and notifies its
-//!    exit listeners. It stops once nobody holds its address.
+//! 4. The actor sets the return code and notifies its exit listeners; the
+//!    child is reaped then, or, if a cancel escalation is still dealing
+//!    with its group, when that ends. The actor stops once nobody holds its
+//!    address.
 //!
 //! The actor does not stop while its child runs, even if every address is
 //! dropped: the child is neither killed nor left unreaped. If its arbiter
@@ -31,8 +33,8 @@ use actix::prelude::*;
 use actix::WeakRecipient;
 use futures::channel::oneshot;
 use nix::sys::signal::Signal;
-use tokio::io::unix::AsyncFd;
 
+use crate::escalation::{terminate_blocking, Tracked};
 use crate::messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, GetPid,
     IsAlive, Poll, ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
@@ -40,9 +42,10 @@ use crate::messages::{
 };
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
+use crate::shutdown;
 use crate::stdin::StdinQueue;
-use crate::supervisor::{self, Kill, Live, ProcessSupervisor, Release, Terminate};
-use crate::sys::child::{Child, Delivery};
+use crate::supervisor::{Adopt, ProcessSupervisor, Release, Terminate};
+use crate::sys::child::Child;
 use crate::{CloseReader, Popen, ReturnCode, SpawnError, WaitError};
 
 /// What the actor shares with its [`ProcessHandle`]s and the supervisor.
@@ -92,29 +95,6 @@ impl Shared {
     }
 }
 
-/// The cancel escalation's view of a running task.
-struct Target {
-    child: Arc<Child>,
-    shared: Arc<Shared>,
-    name: String,
-}
-
-impl Kill for Target {
-    fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
-        // After the reap the group is signalled only while the task has not
-        // ended: something in it still holds our output open.
-        self.child.signal(signal, !self.is_finished())
-    }
-
-    fn is_finished(&self) -> bool {
-        self.shared.returncode().is_some()
-    }
-
-    fn describe(&self) -> String {
-        format!("{} (pid {})", self.name, self.child.pid())
-    }
-}
-
 /// A handle on a task: the actor's address plus a synchronous view of its
 /// return code. It dereferences to the [`Addr`], so every message can be
 /// sent through it.
@@ -147,7 +127,7 @@ impl ProcessHandle {
     /// before the start and after the reap (the number may then be reused).
     pub fn pid(&self) -> Option<u32> {
         let child = self.shared.child.get()?;
-        child.returncode().is_none().then(|| child.pid())
+        (!child.is_reaped()).then(|| child.pid())
     }
 
     /// Why the task's child could not be spawned, when its start was
@@ -175,14 +155,16 @@ impl ProcessHandle {
     /// runs inside a tokio runtime or actix System, or on the thread of the
     /// actor's arbiter: blocking there would deadlock, so it refuses, as
     /// portage raises `InvalidStateError`. [`WaitError::ActorGone`] if the
-    /// actor stopped before the task ended.
+    /// actor stopped before the task ended and the child's exit status is
+    /// not known either (when it is, as after the System's shutdown reaped
+    /// the child, that status is returned).
     pub fn wait(&self) -> Result<ReturnCode, WaitError> {
         let mut state = self.shared.lock();
         if let Some(code) = state.returncode {
             return Ok(code);
         }
         if state.actor_gone {
-            return Err(WaitError::ActorGone);
+            return self.child_status();
         }
         // A thread that runs no runtime and is not the actor's (or the
         // actor has not started yet, so we cannot be inside its arbiter)
@@ -197,7 +179,7 @@ impl ProcessHandle {
                 return Ok(code);
             }
             if state.actor_gone {
-                return Err(WaitError::ActorGone);
+                return self.child_status();
             }
             state = self
                 .shared
@@ -205,6 +187,18 @@ impl ProcessHandle {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl ProcessHandle {
+    /// For a task whose actor is gone: the child's own exit status, if it
+    /// was seen.
+    fn child_status(&self) -> Result<ReturnCode, WaitError> {
+        self.shared
+            .child
+            .get()
+            .and_then(|child| child.returncode())
+            .ok_or(WaitError::ActorGone)
     }
 }
 
@@ -245,18 +239,24 @@ pub struct PopenProcess {
     phase: Phase,
     shared: Arc<Shared>,
     child: Option<Arc<Child>>,
+    /// The child as the escalation and the shutdown see it, from the start
+    /// of the watch until the reap.
+    tracked: Option<Arc<Tracked>>,
+    /// What the child's output ends link to in /proc.
+    outputs: Vec<String>,
     reads: Vec<(Stream, OwnedFd)>,
     stdin_fd: Option<OwnedFd>,
     stdin: StdinQueue,
     reader: Option<Addr<PipeReader>>,
     /// When the reader waited for credit (slow subscribers).
     stalls: Arc<Stalls>,
-    reaped: Option<ReturnCode>,
+    /// The child's exit status, once seen.
+    exited: Option<ReturnCode>,
     output_done: bool,
     output_complete: bool,
     cancelled: bool,
     released: bool,
-    registered: bool,
+    torn_down: bool,
     started_sent: bool,
     start_listeners: Vec<Recipient<Started>>,
     exit_listeners: Vec<Recipient<Exited>>,
@@ -285,17 +285,18 @@ impl PopenProcess {
         } else {
             StdinQueue::none()
         };
-        let (child, reads, stdin_fd, phase) = match spawned {
+        let (child, reads, stdin_fd, outputs, phase) = match spawned {
             Some(Spawned {
                 child,
                 reads,
                 stdin,
+                outputs,
             }) => {
                 let child = Arc::new(child);
                 let _ = shared.child.set(child.clone());
-                (Some(child), reads, stdin, Phase::Running)
+                (Some(child), reads, stdin, outputs, Phase::Running)
             }
-            None => (None, Vec::new(), None, Phase::Pending),
+            None => (None, Vec::new(), None, Vec::new(), Phase::Pending),
         };
         PopenProcess {
             name: popen.program_name(),
@@ -305,17 +306,19 @@ impl PopenProcess {
             phase,
             shared,
             child,
+            tracked: None,
+            outputs,
             reads,
             stdin_fd,
             stdin,
             reader: None,
             stalls: Arc::new(Stalls::default()),
-            reaped: None,
+            exited: None,
             output_done: false,
             output_complete: true,
             cancelled: false,
             released: false,
-            registered: false,
+            torn_down: false,
             started_sent: false,
             started_notified: Vec::new(),
             exit_notified: Vec::new(),
@@ -383,12 +386,14 @@ impl PopenProcess {
             // teardown that follows cancels and reaps the child.
             return;
         }
-        supervisor::register(Live {
-            child: child.clone(),
-            cancel_timeout: self.popen.cancel_timeout,
-            name: self.name.clone(),
-        });
-        self.registered = true;
+        let tracked = Tracked::new(
+            child.clone(),
+            self.name.clone(),
+            self.popen.cancel_timeout,
+            std::mem::take(&mut self.outputs),
+        );
+        shutdown::register(&tracked);
+        self.tracked = Some(tracked);
 
         if let Some(fd) = self.stdin_fd.take() {
             match self.stdin.attach(fd) {
@@ -424,18 +429,14 @@ impl PopenProcess {
         // subscribers' actors alive as long as this one.
         self.popen.subscribers.clear();
 
-        // SAFETY: the Child owns its pidfd for its whole life and the
-        // AsyncFd holds an Arc to it, so the fd stays open and unchanged
-        // until the AsyncFd is dropped.
-        let registered = unsafe {
-            AsyncFd::register_with_interest(child.clone(), tokio::io::Interest::READABLE)
-        };
-        match registered.map_err(io::Error::from) {
-            Ok(pidfd) => {
+        match child.watch() {
+            Ok(Some(pidfd)) => {
+                let child = child.clone();
                 let wait = async move {
                     loop {
                         let mut guard = pidfd.readable().await?;
-                        match pidfd.get_ref().try_reap()? {
+                        // The status is read, not reaped: see sys/child.rs.
+                        match child.poll_exit()? {
                             Some(code) => return Ok(code),
                             None => guard.clear_ready(),
                         }
@@ -448,6 +449,7 @@ impl PopenProcess {
                         }),
                 );
             }
+            Ok(None) => {}
             Err(err) => {
                 // Cannot happen with a pidfd on a running reactor; say so
                 // loudly rather than never reporting the exit.
@@ -475,10 +477,13 @@ impl PopenProcess {
                 self.name
             );
         }
-        self.reaped = Some(code);
+        self.exited = Some(code);
         self.maybe_finish();
-        // A released task may be reaped long after it ended.
-        self.unregister_if_reaped();
+        if let Some(tracked) = &self.tracked {
+            // A released task's child may exit (and be reaped) long after
+            // the task ended.
+            shutdown::forget_if_reaped(tracked);
+        }
         if let (Some(timeout), false) = (self.popen.drain_timeout, self.output_done) {
             let (exited, stalled) = (Instant::now(), self.stalls.stalled());
             self.arm_drain_timeout(timeout, exited, stalled, ctx);
@@ -500,8 +505,16 @@ impl PopenProcess {
             .saturating_sub(self.stalls.stalled().saturating_sub(stalled));
         let Some(left) = timeout.checked_sub(waited).filter(|left| !left.is_zero()) else {
             if let (false, Some(reader)) = (self.output_done, &self.reader) {
-                log::debug!(
-                    "{}: output still open {timeout:?} after the exit; closing it",
+                let holders = crate::sys::proc::holders(
+                    &self
+                        .tracked
+                        .as_ref()
+                        .map(|t| t.outputs.clone())
+                        .unwrap_or_default(),
+                );
+                log::warn!(
+                    "{}: output still open {timeout:?} after the exit (held by pids {holders:?}); \
+                     closing it: those processes are left running",
                     self.name
                 );
                 reader.do_send(CloseReader);
@@ -519,7 +532,7 @@ impl PopenProcess {
         if self.phase != Phase::Running || !self.output_done {
             return;
         }
-        let code = match (self.reaped, self.released) {
+        let code = match (self.exited, self.released) {
             (Some(code), _) => code,
             // Released with the child not yet reaped: it was sent SIGKILL,
             // and will be reaped whenever it finally exits.
@@ -534,7 +547,9 @@ impl PopenProcess {
         self.phase = Phase::Ended;
         self.reader = None;
         self.stdin.close();
-        self.unregister_if_reaped();
+        if let Some(tracked) = &self.tracked {
+            tracked.task_ended();
+        }
         self.shared.set_returncode(code);
         self.notify_started(None);
         let pid = self.child.as_ref().map(|c| c.pid());
@@ -545,18 +560,6 @@ impl PopenProcess {
         }
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(code);
-        }
-    }
-
-    /// Forgets the child once the task ended and the child was reaped; a
-    /// reaped child whose task goes on (a grandchild holds the output) stays
-    /// registered, so a shutdown still takes its group down.
-    fn unregister_if_reaped(&mut self) {
-        if let (true, Phase::Ended, Some(child)) = (self.registered, self.phase, &self.child) {
-            if child.returncode().is_some() {
-                supervisor::unregister(std::thread::current().id(), child.pid());
-                self.registered = false;
-            }
         }
     }
 
@@ -610,41 +613,42 @@ impl Actor for PopenProcess {
 }
 
 impl PopenProcess {
-    /// Runs when the actor stops or is dropped.
+    /// Runs when the actor stops or is dropped, once.
     ///
     /// A task still running only stops this way when its arbiter is torn
-    /// down: then every child of that arbiter is cancelled and reaped. A
-    /// child whose actor never started (its arbiter stopped first) is
-    /// cancelled and reaped here, on its own.
+    /// down: then every child of that arbiter is cancelled and reaped (see
+    /// `shutdown.rs`). A task that ended leaves nothing to do, unless it
+    /// was released with its child still running: the supervisor adopts
+    /// the child and reaps it when it exits. A child whose actor never
+    /// started (its arbiter stopped first) is cancelled and reaped here.
     fn teardown(&mut self) {
-        if self.registered {
-            self.registered = false;
-            if self.phase == Phase::Ended {
-                // Released before its child was reaped: only ours is left.
-                supervisor::unregister(
-                    std::thread::current().id(),
-                    self.started_pid().unwrap_or(0),
-                );
-                self.terminate_own_child();
-            } else {
-                supervisor::shutdown_thread(std::thread::current().id());
+        if std::mem::replace(&mut self.torn_down, true) {
+            return;
+        }
+        match (&self.tracked, &self.child) {
+            (Some(tracked), _) if !tracked.child.is_reaped() => {
+                let running = self.phase != Phase::Ended;
+                let live_system = tokio::runtime::Handle::try_current().is_ok()
+                    && System::try_current().is_some();
+                if running || !live_system {
+                    shutdown::shutdown_thread(tracked.thread);
+                } else if !tracked.escalating() {
+                    ProcessSupervisor::get().do_send(Adopt(tracked.clone()));
+                }
             }
-        } else {
-            self.terminate_own_child();
+            (Some(_), _) | (None, None) => {}
+            (None, Some(child)) => {
+                if !child.is_reaped() {
+                    terminate_blocking(vec![Tracked::new(
+                        child.clone(),
+                        self.name.clone(),
+                        self.popen.cancel_timeout,
+                        Vec::new(),
+                    )]);
+                }
+            }
         }
         self.shared.set_actor_gone();
-    }
-
-    fn terminate_own_child(&mut self) {
-        if let Some(child) = &self.child {
-            if child.returncode().is_none() {
-                supervisor::terminate_now(Live {
-                    child: child.clone(),
-                    cancel_timeout: self.popen.cancel_timeout,
-                    name: self.name.clone(),
-                });
-            }
-        }
     }
 }
 
@@ -668,6 +672,7 @@ impl Handler<Start> for PopenProcess {
                 child,
                 reads,
                 stdin,
+                outputs,
             }) => {
                 let child = Arc::new(child);
                 let pid = child.pid();
@@ -675,6 +680,7 @@ impl Handler<Start> for PopenProcess {
                 self.child = Some(child);
                 self.reads = reads;
                 self.stdin_fd = stdin;
+                self.outputs = outputs;
                 self.phase = Phase::Running;
                 self.begin(ctx);
                 Ok(pid)
@@ -689,7 +695,7 @@ impl Handler<Start> for PopenProcess {
                 self.shared.lock().spawn_error = Some(err.clone());
                 self.phase = Phase::Running;
                 self.output_done = true;
-                self.reaped = Some(ReturnCode::from_raw(code));
+                self.exited = Some(ReturnCode::from_raw(code));
                 self.maybe_finish();
                 Err(err)
             }
@@ -705,15 +711,10 @@ impl Handler<Cancel> for PopenProcess {
             return;
         }
         self.cancelled = true;
-        match (self.phase, &self.child) {
-            (Phase::Running, Some(child)) => {
+        match (self.phase, &self.tracked) {
+            (Phase::Running, Some(tracked)) => {
                 ProcessSupervisor::get().do_send(Terminate {
-                    target: Arc::new(Target {
-                        child: child.clone(),
-                        shared: self.shared.clone(),
-                        name: self.name.clone(),
-                    }),
-                    cancel_timeout: self.popen.cancel_timeout,
+                    task: tracked.clone(),
                     release: ctx.address().recipient(),
                 });
             }
@@ -722,7 +723,7 @@ impl Handler<Cancel> for PopenProcess {
             _ => {
                 self.phase = Phase::Running;
                 self.output_done = true;
-                self.reaped = Some(ReturnCode::CANCELLED);
+                self.exited = Some(ReturnCode::CANCELLED);
                 self.maybe_finish();
             }
         }
@@ -790,7 +791,7 @@ impl Handler<GetPid> for PopenProcess {
 
     fn handle(&mut self, _msg: GetPid, _ctx: &mut Context<Self>) -> Option<u32> {
         let child = self.child.as_ref()?;
-        child.returncode().is_none().then(|| child.pid())
+        (!child.is_reaped()).then(|| child.pid())
     }
 }
 

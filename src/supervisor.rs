@@ -1,13 +1,13 @@
-//! The [`ProcessSupervisor`]: timers, the cancel escalation, and the
-//! cleanup of children when their arbiter stops.
+//! The [`ProcessSupervisor`]: the cancel timers and the job pool, one per
+//! actix System.
 //!
 //! On [`Cancel`](crate::Cancel) a process actor hands its child to the
-//! supervisor, which sends SIGTERM at once. If the task has not ended after
-//! the cancel timeout, it sends SIGKILL; if the task has still not ended
-//! after another cancel timeout, it logs an orphan warning (portage's
-//! `_orphan_process_warn`) and tells the actor to release the task. EPERM
-//! from `kill()` is logged at error level (portage bug #358211); ESRCH
-//! means the child is already gone and is ignored.
+//! supervisor, which runs the cancel escalation (`escalation.rs` says what
+//! each process gets, and when) on its timers. When the System stops, the
+//! escalations still under way are finished at once, blocking, by the same
+//! state machine. A task released by the escalation whose child has still
+//! not exited, and whose actor stops, is adopted: the supervisor reaps the
+//! child whenever it finally exits.
 //!
 //! # Job pool
 //! Tasks submitted with [`Popen::submit`](crate::Popen::submit) go through
@@ -19,54 +19,33 @@
 //! running (its start listeners still hear of it), and frees its place in
 //! the queue. Without limits ([`SetJobLimits`] never sent) submitted tasks
 //! start at once.
-//!
-//! When an arbiter stops (and so when the actix System stops), the actors
-//! it ran are dropped. The first process actor dropped with a child still
-//! running cancels every running child of that arbiter at once, the same
-//! way (SIGTERM to each group, SIGKILL after the cancel timeout) but
-//! synchronously, since no event loop is left to run timers. When a
-//! group's leader has exited, the rest of its group gets SIGKILL before
-//! the leader is reaped. Every child is reaped before the drop returns, so
-//! nothing is left behind, not even a zombie (a child stuck in the kernel
-//! even after SIGKILL gets the orphan warning).
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix::WeakAddr;
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
 
+use crate::escalation::{Next, Tracked};
 use crate::process::ProcessHandle;
-use crate::sys::child::{Child, Delivery};
+use crate::sys::proc::Groups;
 use crate::SpawnError;
-
-/// What the escalation needs of a task: a way to signal it and to know
-/// whether it has ended. A trait so that the state machine can be tested
-/// with a mock (a child whose uid changed, one that never dies).
-pub(crate) trait Kill: Send + Sync + 'static {
-    /// Sends `signal` to the task's child (or its group).
-    fn send_signal(&self, signal: Signal) -> io::Result<Delivery>;
-    /// Whether the task has ended: nothing more to signal.
-    fn is_finished(&self) -> bool;
-    /// Names the task in log messages.
-    fn describe(&self) -> String;
-}
 
 /// Asks the supervisor to run the cancel escalation on a task.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Terminate {
-    pub(crate) target: Arc<dyn Kill>,
-    pub(crate) cancel_timeout: Duration,
+    pub(crate) task: Arc<Tracked>,
     /// Told when the escalation gave up on the task.
     pub(crate) release: Recipient<Release>,
 }
+
+/// Asks the supervisor to reap a child whose task has ended and whose
+/// actor is stopping, whenever the child exits.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Adopt(pub(crate) Arc<Tracked>);
 
 /// Tells a process actor that the escalation gave up: the orphan warning
 /// was logged, and the task must end without waiting any longer.
@@ -106,6 +85,9 @@ pub struct ProcessSupervisor {
     queue: VecDeque<ProcessHandle>,
     running: usize,
     load_retry: Option<SpawnHandle>,
+    /// Escalations under way, finished at once if the supervisor is
+    /// dropped with its System.
+    escalations: Vec<Arc<Tracked>>,
     /// Its own address, which keeps it running for as long as its System
     /// runs; dropped with it when the System's arbiter is torn down.
     _this: Option<Addr<ProcessSupervisor>>,
@@ -135,10 +117,9 @@ impl ProcessSupervisor {
             return addr;
         }
         let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), |ctx| {
-            ProcessSupervisor {
-                _this: Some(ctx.address()),
-                ..ProcessSupervisor::default()
-            }
+            let mut supervisor = ProcessSupervisor::default();
+            supervisor._this = Some(ctx.address());
+            supervisor
         });
         supervisors.push((system.id(), addr.downgrade()));
         addr
@@ -147,6 +128,16 @@ impl ProcessSupervisor {
 
 impl Actor for ProcessSupervisor {
     type Context = Context<Self>;
+}
+
+impl Drop for ProcessSupervisor {
+    fn drop(&mut self) {
+        let pending: Vec<_> = std::mem::take(&mut self.escalations)
+            .into_iter()
+            .filter(|task| task.escalating())
+            .collect();
+        crate::shutdown::finish_now(pending);
+    }
 }
 
 /// Request to the [`ProcessSupervisor`]: set the job pool's limits
@@ -294,345 +285,67 @@ impl Handler<Freed> for ProcessSupervisor {
     }
 }
 
-fn send_logged(target: &dyn Kill, signal: Signal) -> Delivery {
-    match target.send_signal(signal) {
-        Ok(delivery) => delivery,
-        Err(err) if err.raw_os_error() == Some(Errno::EPERM as i32) => {
-            log::error!(
-                "cannot send {signal} to {}: {err} (EPERM)",
-                target.describe()
-            );
-            Delivery::Gone
-        }
-        Err(err) => {
-            log::error!("cannot send {signal} to {}: {err}", target.describe());
-            Delivery::Gone
-        }
+impl ProcessSupervisor {
+    /// Steps `task`'s escalation at `at`, and again until it ends.
+    fn escalate_at(
+        &mut self,
+        task: Arc<Tracked>,
+        release: Recipient<Release>,
+        at: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.run_later(
+            at.saturating_duration_since(Instant::now()),
+            move |act, ctx| {
+                match task.step(&mut Groups::default()) {
+                    Next::Wait(at) => return act.escalate_at(task, release, at, ctx),
+                    Next::Release => release.do_send(Release),
+                    Next::Done => {}
+                }
+                act.escalations.retain(|t| !Arc::ptr_eq(t, &task));
+            },
+        );
     }
 }
 
 impl Handler<Terminate> for ProcessSupervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
-        let Terminate {
-            target,
-            cancel_timeout,
-            release,
-        } = msg;
-        if target.is_finished() {
-            return;
+    fn handle(&mut self, Terminate { task, release }: Terminate, ctx: &mut Context<Self>) {
+        if let Some(at) = task.begin() {
+            self.escalations.push(task.clone());
+            self.escalate_at(task, release, at, ctx);
         }
-        log::debug!("cancel: SIGTERM to {}", target.describe());
-        send_logged(&*target, Signal::SIGTERM);
-        ctx.run_later(cancel_timeout, move |_, ctx| {
-            if target.is_finished() {
-                return;
-            }
-            log::debug!("cancel timeout: SIGKILL to {}", target.describe());
-            send_logged(&*target, Signal::SIGKILL);
-            ctx.run_later(cancel_timeout, move |_, _| {
-                if target.is_finished() {
-                    return;
-                }
-                log::warn!(
-                    "{} was sent SIGKILL {:?} ago and has not ended; it may be left as an orphan",
-                    target.describe(),
-                    cancel_timeout
-                );
-                release.do_send(Release);
-            });
-        });
     }
 }
 
-/// A running child as the shutdown cleanup sees it.
-pub(crate) struct Live {
-    pub(crate) child: Arc<Child>,
-    pub(crate) cancel_timeout: Duration,
-    pub(crate) name: String,
-}
+impl Handler<Adopt> for ProcessSupervisor {
+    type Result = ();
 
-/// Every running child, by the arbiter thread whose actor owns it.
-static LIVE: Mutex<Option<HashMap<ThreadId, HashMap<u32, Live>>>> = Mutex::new(None);
-
-fn with_live<R>(f: impl FnOnce(&mut HashMap<ThreadId, HashMap<u32, Live>>) -> R) -> R {
-    let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
-}
-
-/// Records a running child of the current thread's arbiter.
-pub(crate) fn register(live: Live) {
-    let thread = std::thread::current().id();
-    with_live(|map| {
-        map.entry(thread)
-            .or_default()
-            .insert(live.child.pid(), live)
-    });
-}
-
-/// Forgets a child whose task has ended and which was reaped.
-pub(crate) fn unregister(thread: ThreadId, pid: u32) {
-    with_live(|map| {
-        if let Some(children) = map.get_mut(&thread) {
-            children.remove(&pid);
-            if children.is_empty() {
-                map.remove(&thread);
-            }
-        }
-    });
-}
-
-/// Cancels and reaps every child registered by `thread`, blocking until
-/// they are gone (at most two cancel timeouts). Called when that thread's
-/// arbiter is being torn down.
-pub(crate) fn shutdown_thread(thread: ThreadId) {
-    let children: Vec<Live> = with_live(|map| map.remove(&thread))
-        .map(|children| children.into_values().collect())
-        .unwrap_or_default();
-    if !children.is_empty() {
-        log::debug!(
-            "arbiter stopping: cancelling {} running children",
-            children.len()
-        );
-        terminate_blocking(children);
-    }
-}
-
-/// Cancels and reaps one child now, blocking (at most two cancel
-/// timeouts): for a child whose actor can no longer watch it.
-pub(crate) fn terminate_now(live: Live) {
-    terminate_blocking(vec![live]);
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Terminated(Instant),
-    Killed(Instant),
-    Done,
-}
-
-/// The escalation, run synchronously for many children at once: SIGTERM
-/// to all, then wait on all their pidfds together.
-///
-/// A child already reaped (its grandchildren still hold our output) has no
-/// pidfd event left to wait for: its group is checked every few
-/// milliseconds instead, and gets SIGKILL at the deadline like the rest.
-fn terminate_blocking(children: Vec<Live>) {
-    const GROUP_CHECK: Duration = Duration::from_millis(20);
-    let now = Instant::now();
-    let mut stages: Vec<Stage> = children
-        .iter()
-        .map(|live| {
-            let _ = live.child.signal(Signal::SIGTERM, true);
-            Stage::Terminated(now + live.cancel_timeout)
-        })
-        .collect();
-    loop {
-        let now = Instant::now();
-        for (live, stage) in children.iter().zip(stages.iter_mut()) {
-            let leader_reaped = live.child.returncode().is_some();
-            if leader_reaped && !live.child.group_alive() {
-                *stage = Stage::Done;
-                continue;
-            }
-            match *stage {
-                Stage::Terminated(deadline) if now >= deadline => {
-                    let _ = live.child.signal(Signal::SIGKILL, true);
-                    // A reaped leader's grandchildren are not ours to reap.
-                    *stage = if leader_reaped {
-                        Stage::Done
-                    } else {
-                        Stage::Killed(now + live.cancel_timeout)
-                    };
-                }
-                Stage::Killed(deadline) if now >= deadline => {
-                    log::warn!(
-                        "{} (pid {}) was sent SIGKILL and has not exited; it is left as an orphan",
-                        live.name,
-                        live.child.pid()
-                    );
-                    *stage = Stage::Done;
-                }
-                _ => {}
-            }
-        }
-        let pending: Vec<usize> = (0..children.len())
-            .filter(|&i| stages[i] != Stage::Done)
-            .collect();
-        let Some(mut deadline) = pending
-            .iter()
-            .filter_map(|&i| match stages[i] {
-                Stage::Terminated(d) | Stage::Killed(d) => Some(d),
-                Stage::Done => None,
-            })
-            .min()
-        else {
-            return;
-        };
-        let watching: Vec<usize> = pending
-            .iter()
-            .copied()
-            .filter(|&i| children[i].child.returncode().is_none())
-            .collect();
-        if watching.len() < pending.len() {
-            deadline = deadline.min(Instant::now() + GROUP_CHECK);
-        }
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let mut fds: Vec<PollFd<'_>> = watching
-            .iter()
-            .map(|&i| PollFd::new(children[i].child.pidfd(), PollFlags::POLLIN))
-            .collect();
-        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(_) | Err(Errno::EINTR) => {}
+    fn handle(&mut self, Adopt(task): Adopt, ctx: &mut Context<Self>) {
+        let watch = match task.child.watch() {
+            Ok(Some(pidfd)) => pidfd,
+            Ok(None) => return,
             Err(err) => {
-                log::error!("shutdown: poll on pidfds failed: {err}");
+                log::error!("cannot watch pid {}: {err}", task.child.pid());
                 return;
             }
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        for (&i, ready) in watching.iter().zip(ready) {
-            if !ready {
-                continue;
-            }
-            let child = &children[i].child;
-            // The leader has exited but is not reaped yet, so its group id
-            // cannot have been reused: take the rest of the group down too.
-            let _ = child.signal(Signal::SIGKILL, false);
-            match child.try_reap() {
-                Ok(Some(code)) => {
-                    log::debug!("shutdown: pid {} ended with {code}", child.pid());
-                    stages[i] = Stage::Done;
+        };
+        ctx.spawn(
+            async move {
+                loop {
+                    let Ok(mut guard) = watch.readable().await else {
+                        return;
+                    };
+                    match task.child.poll_exit() {
+                        Ok(None) => guard.clear_ready(),
+                        _ => break,
+                    }
                 }
-                Ok(None) => {}
-                Err(err) => {
-                    log::error!("shutdown: cannot reap pid {}: {err}", child.pid());
-                    stages[i] = Stage::Done;
-                }
+                log::debug!("adopted pid {} exited and was reaped", task.child.pid());
+                crate::shutdown::forget_if_reaped(&task);
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// A task that records signals, refuses them with EPERM if asked, and
-    /// ends only when told.
-    struct Mock {
-        signals: Mutex<Vec<Signal>>,
-        eperm: bool,
-        finish_on: Option<Signal>,
-        finished: AtomicBool,
-    }
-
-    impl Mock {
-        fn new(eperm: bool, finish_on: Option<Signal>) -> Arc<Mock> {
-            Arc::new(Mock {
-                signals: Mutex::new(Vec::new()),
-                eperm,
-                finish_on,
-                finished: AtomicBool::new(false),
-            })
-        }
-        fn signals(&self) -> Vec<Signal> {
-            self.signals.lock().unwrap().clone()
-        }
-    }
-
-    impl Kill for Mock {
-        fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
-            self.signals.lock().unwrap().push(signal);
-            if self.eperm {
-                return Err(Errno::EPERM.into());
-            }
-            if self.finish_on == Some(signal) {
-                self.finished.store(true, Ordering::SeqCst);
-            }
-            Ok(Delivery::Sent)
-        }
-        fn is_finished(&self) -> bool {
-            self.finished.load(Ordering::SeqCst)
-        }
-        fn describe(&self) -> String {
-            "mock".to_owned()
-        }
-    }
-
-    struct Released(Option<futures::channel::oneshot::Sender<Instant>>);
-    impl Actor for Released {
-        type Context = Context<Self>;
-    }
-    impl Handler<Release> for Released {
-        type Result = ();
-        fn handle(&mut self, _: Release, _: &mut Context<Self>) {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send(Instant::now());
-            }
-        }
-    }
-
-    async fn escalate(mock: Arc<Mock>, timeout: Duration) -> Option<Duration> {
-        let (tx, rx) = futures::channel::oneshot::channel();
-        let release = Released(Some(tx)).start().recipient();
-        let started = Instant::now();
-        ProcessSupervisor::default().start().do_send(Terminate {
-            target: mock,
-            cancel_timeout: timeout,
-            release,
-        });
-        let deadline = actix::clock::sleep(timeout * 4);
-        futures::pin_mut!(deadline);
-        match futures::future::select(rx, deadline).await {
-            futures::future::Either::Left((Ok(at), _)) => Some(at - started),
-            _ => None,
-        }
-    }
-
-    #[actix_rt::test]
-    async fn unkillable_task_gets_term_then_kill_then_is_released() {
-        let mock = Mock::new(false, None);
-        let released = escalate(mock.clone(), Duration::from_millis(50)).await;
-        let after = released.expect("the task was never released");
-        assert!(
-            after >= Duration::from_millis(100),
-            "released after {after:?}"
+            .into_actor(self),
         );
-        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
-    }
-
-    #[actix_rt::test]
-    async fn eperm_is_logged_and_the_escalation_goes_on() {
-        let mock = Mock::new(true, None);
-        let released = escalate(mock.clone(), Duration::from_millis(50)).await;
-        assert!(released.is_some());
-        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
-    }
-
-    #[actix_rt::test]
-    async fn obedient_task_gets_only_sigterm() {
-        let mock = Mock::new(false, Some(Signal::SIGTERM));
-        assert_eq!(
-            escalate(mock.clone(), Duration::from_millis(50)).await,
-            None
-        );
-        assert_eq!(mock.signals(), vec![Signal::SIGTERM]);
-    }
-
-    #[actix_rt::test]
-    async fn task_ending_on_sigkill_is_not_released() {
-        let mock = Mock::new(false, Some(Signal::SIGKILL));
-        assert_eq!(
-            escalate(mock.clone(), Duration::from_millis(50)).await,
-            None
-        );
-        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGKILL]);
     }
 }

@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpgrp, getpid, Pid};
 
 use common::actors::{ChunkSink, LineReader};
-use common::procs::{await_dead, await_reap, is_running, proc_stat, Cleanup};
+use common::procs::{await_dead, await_leader_exit, is_running, proc_stat, Cleanup};
 use common::{wait, GetEvents, Waiter};
 
 /// The bound for anything that should happen "at once". Generous: the
@@ -258,7 +258,7 @@ async fn without_a_process_group_cancel_signals_only_the_child() {
     );
 
     task.handle.do_send(Cancel);
-    await_reap(&task.handle, SOON).await;
+    await_leader_exit(&task.handle, SOON).await;
 
     assert!(
         is_running(grandchild),
@@ -322,8 +322,12 @@ async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
     });
     let grandchild = task.lines.next_pid().await;
 
-    await_reap(&task.handle, SOON).await;
-    assert_eq!(task.handle.send(GetPid).await.unwrap(), None);
+    await_leader_exit(&task.handle, SOON).await;
+    assert_eq!(
+        task.handle.send(GetPid).await.unwrap(),
+        Some(task.pid as u32),
+        "the exited leader stays our zombie while its task goes on"
+    );
     assert!(
         task.handle.send(IsAlive).await.unwrap(),
         "the task ended with its output open"
@@ -331,7 +335,7 @@ async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
     assert_eq!(task.handle.send(Poll).await.unwrap(), None);
     assert!(is_running(grandchild));
 
-    // The group outlives its reaped leader; Cancel reaches it all the same.
+    // The group outlives its leader; Cancel reaches it all the same.
     task.handle.do_send(Cancel);
     let code = wait(&task.handle, SOON).await;
 
@@ -358,7 +362,7 @@ async fn cancel_after_the_leader_exited_kills_a_grandchild_ignoring_sigterm() {
         p.cancel_timeout(timeout)
     });
     let grandchild = task.lines.next_pid().await;
-    await_reap(&task.handle, SOON).await;
+    await_leader_exit(&task.handle, SOON).await;
     assert_eq!(
         task.handle.poll(),
         None,

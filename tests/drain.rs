@@ -18,7 +18,7 @@ use actix_popen::{
 };
 use futures::channel::oneshot;
 
-use common::procs::{await_reap, Leftovers};
+use common::procs::{await_leader_exit, Leftovers};
 use common::{Events, Waiter};
 
 /// The bound for anything that should happen "at once". Generous: the
@@ -156,7 +156,7 @@ async fn output_closed_within_the_drain_timeout_is_complete() {
 #[actix_rt::test]
 async fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
     let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p);
-    await_reap(&task.handle, SOON).await;
+    await_leader_exit(&task.handle, SOON).await;
 
     // The child is gone, its output is not: the task goes on.
     assert!(task.handle.send(IsAlive).await.expect("actor gone"));

@@ -22,7 +22,7 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 
 use common::actors::{await_output, ChunkSink};
-use common::procs::{await_reap, Leftovers};
+use common::procs::{await_leader_exit, Leftovers};
 use common::wait;
 
 /// The bound for anything that should happen "at once". Generous: the
@@ -340,7 +340,7 @@ async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
         .start()
         .expect("cannot start sh");
     let _leftovers = Leftovers::of(&handle);
-    await_reap(&handle, SOON).await;
+    await_leader_exit(&handle, SOON).await;
     assert!(handle.send(IsAlive).await.expect("actor gone"));
 
     let err = write(&handle, "nobody reads this\n")

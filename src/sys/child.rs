@@ -1,25 +1,57 @@
-//! A spawned child, watched and signalled through its pidfd.
+//! A spawned child, watched and signalled through its pidfd, and the one
+//! rule that keeps every signal of ours away from strangers.
 //!
+//! # The invariant
+//! **A pid or process group id is signalled only while the child that
+//! owns it is our unreaped child.** The kernel keeps the number of an
+//! unreaped child (a zombie included) reserved: no new process can get it,
+//! and so no new process group can have it as its id either. Once a child
+//! is reaped, its number may be handed out again at once, and a signal
+//! sent to it could reach an unrelated process. So:
+//!
+//! * the exit status is read **without reaping** (`waitid` with `WNOWAIT`):
+//!   an exited leader stays our zombie, and its group id stays ours, for as
+//!   long as the task may still signal its group;
+//! * the child is reaped only when nobody needs the number any more: its
+//!   task has ended (no more [`Cancel`](crate::Cancel) can come) *and* no
+//!   cancel escalation is under way (see `escalation.rs`). Each is a
+//!   [`Hold`]; the reap happens when the last hold is released;
+//! * [`Child::signal`] refuses once the child is reaped, and every path that
+//!   reaps (or may have reaped) marks it so under the same lock, even when
+//!   the reap reports an error;
+//! * signals and the reap are serialised by that lock, so no signal can
+//!   race with the reap.
+//!
+//! The cost: a child whose task goes on after its exit (a grandchild holds
+//! its output, or a cancelled group is still being escalated) shows as a
+//! zombie (`<defunct>`) until then.
+//!
+//! What a host must not do, since it breaks the rule behind our back: reap
+//! children it did not spawn (`waitpid(-1)`, or SIGCHLD set to `SIG_IGN`,
+//! which makes the kernel reap every child at once). The second one is
+//! undone before each spawn; see `signals.rs`.
+//!
+//! # Exit without SIGCHLD
 //! We wait for exactly our own pids, never `waitpid(-1)`, so the exit
 //! statuses of other libraries' children are never stolen. Exit is noticed
-//! through a pidfd (Linux 5.3 and later): it becomes readable when the child
-//! exits, so the reactor wakes us with no SIGCHLD handler, no thread per
-//! child and no polling. A SIGCHLD handler would be process-global state
-//! shared with every other library; the pidfd is ours alone.
-//!
-//! Signals and reaping are serialised by one lock per child. A pid (and so
-//! a process group id equal to it) cannot be reused while the child is an
-//! unreaped zombie, so a signal sent under the lock before the reap can
-//! never hit a stranger.
+//! through a pidfd (Linux 5.3; `waitid` on a pidfd needs 5.4): it becomes
+//! readable when the child exits, so the reactor wakes us with no SIGCHLD
+//! handler, no thread per child and no polling. A SIGCHLD handler would be
+//! process-global state shared with every other library; the pidfd is ours
+//! alone. The pidfd is closed when the task ends; a zombie kept after that
+//! is reaped by pid, which is safe because the number is still ours.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::ReturnCode;
 
@@ -32,13 +64,43 @@ pub(crate) enum Delivery {
     Gone,
 }
 
+/// Who still needs the child's numbers reserved (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// The task has not ended: a cancel may still come.
+    Task,
+    /// A cancel escalation is under way.
+    Escalation,
+}
+
+/// Where the child is in its life, as far as we know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Running, or exited without our having looked.
+    Running,
+    /// Exited with this code; still our zombie.
+    Exited(ReturnCode),
+    /// Reaped (by us, or, if `None`, by someone else, its status lost).
+    /// Its numbers are no longer ours.
+    Reaped(Option<ReturnCode>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    status: Status,
+    /// Closed when the task ends; the AsyncFd that watches it holds its own
+    /// `Arc`, so it is never closed while registered with the reactor.
+    pidfd: Option<Arc<OwnedFd>>,
+    task_hold: bool,
+    escalation_hold: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: u32,
-    pidfd: OwnedFd,
     /// The child leads its own process group and signals go to the group.
     group: bool,
-    returncode: Mutex<Option<ReturnCode>>,
+    inner: Mutex<Inner>,
 }
 
 impl Child {
@@ -48,14 +110,22 @@ impl Child {
     /// The pidfd could not be opened (ENOSYS before Linux 5.3, EMFILE). The
     /// child is then killed and reaped here, so it is not left behind.
     pub(crate) fn new(pid: u32, group: bool) -> io::Result<Child> {
-        match pidfd_open(pid) {
+        match pidfd_open(pid).and_then(|pidfd| {
+            waitid_on_pidfd_works(&pidfd)?;
+            Ok(pidfd)
+        }) {
             Ok(pidfd) => Ok(Child {
                 pid,
-                pidfd,
                 group,
-                returncode: Mutex::new(None),
+                inner: Mutex::new(Inner {
+                    status: Status::Running,
+                    pidfd: Some(Arc::new(pidfd)),
+                    task_hold: true,
+                    escalation_hold: false,
+                }),
             }),
             Err(err) => {
+                // Still our unreaped child: the pid names it.
                 let pid = Pid::from_raw(pid as i32);
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(pid, None);
@@ -68,93 +138,265 @@ impl Child {
         self.pid
     }
 
-    /// The pidfd: readable once the child has exited.
-    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// Whether signals go to the child's process group.
+    pub(crate) fn leads_group(&self) -> bool {
+        self.group
     }
 
-    fn state(&self) -> MutexGuard<'_, Option<ReturnCode>> {
-        // A panic while holding this lock cannot leave the Option torn.
-        self.returncode.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update below is a single assignment: a panic elsewhere
+        // while the lock was held cannot leave it torn.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The return code, once the child was reaped.
-    pub(crate) fn returncode(&self) -> Option<ReturnCode> {
-        *self.state()
+    /// The pidfd, to watch for the exit; `None` once the task ended.
+    pub(crate) fn pidfd(&self) -> Option<Arc<OwnedFd>> {
+        self.lock().pidfd.clone()
     }
 
-    /// Reaps the child if it has exited, without blocking.
+    /// Registers the pidfd with the current thread's reactor: it becomes
+    /// readable once the child exits. `None` once the pidfd was closed
+    /// (the task ended after the exit was seen).
     ///
     /// # Errors
-    /// waitid failed; ECHILD means someone else reaped our child (the host
-    /// set SIGCHLD to SIG_IGN, or called `waitpid(-1)`).
-    pub(crate) fn try_reap(&self) -> io::Result<Option<ReturnCode>> {
-        let mut state = self.state();
-        if let Some(code) = *state {
-            return Ok(Some(code));
-        }
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
-        let code = loop {
-            match waitid(Id::PIDFd(self.pidfd.as_fd()), flags) {
-                Ok(WaitStatus::Exited(_, code)) => break ReturnCode::from_raw(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    break ReturnCode::from_raw(-(signal as i32))
-                }
-                Ok(_) => return Ok(None),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => {
-                    // Somebody else reaped it: the pid is no longer ours to
-                    // signal, and its status is lost (reported as 255).
-                    *state = Some(ReturnCode::from_raw(255));
-                    return Err(Errno::ECHILD.into());
-                }
-                Err(errno) => return Err(errno.into()),
-            }
+    /// No reactor runs on this thread, or epoll refused the fd.
+    pub(crate) fn watch(&self) -> io::Result<Option<AsyncFd<Arc<OwnedFd>>>> {
+        let Some(pidfd) = self.pidfd() else {
+            return Ok(None);
         };
-        *state = Some(code);
-        Ok(Some(code))
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other("no tokio reactor runs on this thread"));
+        }
+        // SAFETY: the AsyncFd owns an `Arc` of the OwnedFd, so the fd stays
+        // open and keeps its number until the AsyncFd is dropped.
+        let watched = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
+        Ok(Some(watched.map_err(io::Error::from)?))
     }
 
-    /// Sends `signal` to the child, or to its process group.
+    /// The return code, once the exit was seen.
+    pub(crate) fn returncode(&self) -> Option<ReturnCode> {
+        match self.lock().status {
+            Status::Running => None,
+            Status::Exited(code) => Some(code),
+            Status::Reaped(code) => code,
+        }
+    }
+
+    /// Whether the exit was seen (the child is our zombie, or reaped).
+    pub(crate) fn has_exited(&self) -> bool {
+        self.lock().status != Status::Running
+    }
+
+    /// Whether the child was reaped: its numbers are no longer ours.
+    pub(crate) fn is_reaped(&self) -> bool {
+        matches!(self.lock().status, Status::Reaped(_))
+    }
+
+    /// Reads the exit status if the child has exited, without blocking and
+    /// without reaping it (`WNOWAIT`): it stays our zombie until every
+    /// [`Hold`] is released.
     ///
-    /// Before the reap, the signal goes to the group (group mode) or through
-    /// the pidfd. After the reap, only the group can still be signalled, and
-    /// only when `after_reap` says something of ours is still open to it
-    /// (a grandchild holding our pipe keeps the group, and so its id, alive).
+    /// # Errors
+    /// ECHILD: somebody else reaped our child (the host called
+    /// `waitpid(-1)`); its status is lost and it counts as reaped.
+    pub(crate) fn poll_exit(&self) -> io::Result<Option<ReturnCode>> {
+        let mut inner = self.lock();
+        match inner.status {
+            Status::Exited(code) | Status::Reaped(Some(code)) => return Ok(Some(code)),
+            Status::Reaped(None) => return Err(Errno::ECHILD.into()),
+            Status::Running => {}
+        }
+        let target = match &inner.pidfd {
+            Some(pidfd) => WaitTarget::Pidfd(pidfd.as_raw_fd()),
+            None => WaitTarget::Pid(self.pid),
+        };
+        match wait_status(target, libc::WNOWAIT) {
+            Ok(Some(code)) => {
+                inner.status = Status::Exited(code);
+                self.reap_if_free(&mut inner);
+                Ok(Some(code))
+            }
+            Ok(None) => Ok(None),
+            Err(errno) => {
+                if errno == Errno::ECHILD {
+                    inner.status = Status::Reaped(None);
+                    inner.pidfd = None;
+                }
+                Err(errno.into())
+            }
+        }
+    }
+
+    /// Takes a hold on the child's numbers; `false` if it was reaped
+    /// already (there is nothing left to hold).
+    pub(crate) fn hold(&self, hold: Hold) -> bool {
+        let mut inner = self.lock();
+        if matches!(inner.status, Status::Reaped(_)) {
+            return false;
+        }
+        match hold {
+            Hold::Task => inner.task_hold = true,
+            Hold::Escalation => inner.escalation_hold = true,
+        }
+        true
+    }
+
+    /// Releases a hold; reaps the child if it has exited and nothing holds
+    /// it any more. Releasing the task's hold also closes the pidfd once
+    /// the exit was seen (nothing is left to watch). Returns whether the
+    /// child is reaped now.
+    pub(crate) fn release(&self, hold: Hold) -> bool {
+        let mut inner = self.lock();
+        match hold {
+            Hold::Task => {
+                inner.task_hold = false;
+                if inner.status != Status::Running {
+                    inner.pidfd = None;
+                }
+            }
+            Hold::Escalation => inner.escalation_hold = false,
+        }
+        self.reap_if_free(&mut inner);
+        matches!(inner.status, Status::Reaped(_))
+    }
+
+    /// Reaps an exited child that nothing holds. Whatever the reap
+    /// returns, the child counts as reaped afterwards: once the kernel may
+    /// have reaped it, its numbers are never signalled again.
+    fn reap_if_free(&self, inner: &mut Inner) {
+        let Status::Exited(code) = inner.status else {
+            return;
+        };
+        if inner.task_hold || inner.escalation_hold {
+            return;
+        }
+        let target = match &inner.pidfd {
+            Some(pidfd) => WaitTarget::Pidfd(pidfd.as_raw_fd()),
+            None => WaitTarget::Pid(self.pid),
+        };
+        if let Err(errno) = wait_status(target, 0) {
+            log::error!("reaping pid {}: {errno}", self.pid);
+        }
+        inner.status = Status::Reaped(Some(code));
+        inner.pidfd = None;
+    }
+
+    /// Sends `signal` to the child's process group (group mode) or to the
+    /// child, but only while the child is unreaped (see the module docs):
+    /// after the reap nothing is sent and the answer is
+    /// [`Delivery::Gone`]. A child that is not a group leader and has
+    /// exited is gone too: only its zombie is left.
     ///
     /// # Errors
     /// The kernel refused (EPERM: the child changed its uid, or a hardened
     /// kernel). ESRCH is [`Delivery::Gone`], not an error.
-    pub(crate) fn signal(&self, signal: Signal, after_reap: bool) -> io::Result<Delivery> {
-        let state = self.state();
-        let result = match (*state, self.group) {
-            (None, true) => killpg(Pid::from_raw(self.pid as i32), signal),
-            (None, false) => pidfd_send_signal(self.pidfd.as_raw_fd(), signal),
-            (Some(_), true) if after_reap => killpg(Pid::from_raw(self.pid as i32), signal),
-            (Some(_), _) => return Ok(Delivery::Gone),
+    pub(crate) fn signal(&self, signal: Signal) -> io::Result<Delivery> {
+        let inner = self.lock();
+        let result = match (inner.status, self.group, &inner.pidfd) {
+            (Status::Reaped(_), _, _) => return Ok(Delivery::Gone),
+            (_, true, _) => killpg(Pid::from_raw(self.pid as i32), signal),
+            (Status::Running, false, Some(pidfd)) => pidfd_send_signal(pidfd.as_raw_fd(), signal),
+            (Status::Running, false, None) => {
+                nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal)
+            }
+            (Status::Exited(_), false, _) => return Ok(Delivery::Gone),
         };
-        drop(state);
+        drop(inner);
         match result {
             Ok(()) => Ok(Delivery::Sent),
             Err(Errno::ESRCH) => Ok(Delivery::Gone),
             Err(errno) => Err(errno.into()),
         }
     }
-}
 
-impl Child {
-    /// Whether the child's process group still has members, once the
-    /// child itself was reaped (grandchildren holding our output). Always
-    /// `false` when the child does not lead a group of its own.
-    pub(crate) fn group_alive(&self) -> bool {
-        self.group && killpg(Pid::from_raw(self.pid as i32), None).is_ok()
+    /// The live members of the child's process group, while its group id
+    /// is still ours (empty otherwise, and when the child leads no group).
+    pub(crate) fn live_group_members(&self) -> Vec<u32> {
+        let inner = self.lock();
+        if !self.group || matches!(inner.status, Status::Reaped(_)) {
+            return Vec::new();
+        }
+        super::proc::live_members(self.pid)
+    }
+
+    /// Whether the group has a live member, read from `groups`; `false`
+    /// once the group id is no longer ours or when there is no group.
+    pub(crate) fn group_has_live_member(&self, groups: &mut super::proc::Groups) -> bool {
+        let inner = self.lock();
+        self.group && !matches!(inner.status, Status::Reaped(_)) && groups.has_live_member(self.pid)
     }
 }
 
-impl AsRawFd for Child {
-    /// The pidfd, readable once the child has exited.
-    fn as_raw_fd(&self) -> RawFd {
-        self.pidfd.as_raw_fd()
+/// What a `waitid` call waits for.
+#[derive(Clone, Copy)]
+enum WaitTarget {
+    Pidfd(RawFd),
+    /// Only for our own zombie, whose number cannot be reused.
+    Pid(u32),
+}
+
+/// One `waitid(WEXITED | WNOHANG | extra)`: the exit status if the child
+/// has exited. Every status the kernel reports is decoded: an exit code,
+/// or `-N` for a death by signal `N`, real-time signals included (as
+/// Python does).
+fn wait_status(target: WaitTarget, extra: libc::c_int) -> Result<Option<ReturnCode>, Errno> {
+    let (idtype, id) = match target {
+        WaitTarget::Pidfd(fd) => (libc::P_PIDFD, fd as libc::id_t),
+        WaitTarget::Pid(pid) => (libc::P_PID, pid as libc::id_t),
+    };
+    loop {
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `info` is a zeroed siginfo_t the kernel fills in; the id
+        // is a pidfd we keep open for the call, or a pid.
+        let res = unsafe {
+            libc::waitid(
+                idtype,
+                id,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOHANG | extra,
+            )
+        };
+        if res < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                errno => return Err(errno),
+            }
+        }
+        // SAFETY: zeroed, then possibly filled in by the kernel: every
+        // field is initialised either way.
+        let info = unsafe { info.assume_init() };
+        // SAFETY: for SIGCHLD siginfo (or the zeroed one WNOHANG leaves
+        // when nothing has exited), si_pid and si_status are the fields the
+        // kernel sets.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => ReturnCode::from_raw(status),
+            // CLD_KILLED, CLD_DUMPED: `status` is the signal number.
+            _ => ReturnCode::from_raw(-status),
+        }));
+    }
+}
+
+/// Checks, once per process, that `waitid` accepts a pidfd (Linux 5.4;
+/// 5.3 has pidfds but answers EINVAL).
+///
+/// # Errors
+/// [`io::ErrorKind::Unsupported`], naming the kernel version needed.
+fn waitid_on_pidfd_works(pidfd: &OwnedFd) -> io::Result<()> {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let works = *WORKS.get_or_init(|| {
+        wait_status(WaitTarget::Pidfd(pidfd.as_raw_fd()), libc::WNOWAIT) != Err(Errno::EINVAL)
+    });
+    if works {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel cannot wait on a pidfd: Linux 5.4 or later is needed",
+        ))
     }
 }
 
@@ -162,9 +404,16 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
     // it touches no memory of ours. Since Linux 5.10 the fd is always
     // close-on-exec.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel has no pidfds: Linux 5.4 or later is needed",
+            ));
+        }
+        return Err(err);
     }
     // SAFETY: the syscall returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -174,11 +423,11 @@ fn pidfd_send_signal(pidfd: RawFd, signal: Signal) -> Result<(), Errno> {
     // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no
     // memory of ours; `pidfd` is open for the duration of the call.
     let res = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_pidfd_send_signal,
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
             pidfd,
-            signal as nix::libc::c_int,
-            std::ptr::null::<nix::libc::siginfo_t>(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
             0,
         )
     };
@@ -192,30 +441,56 @@ fn pidfd_send_signal(pidfd: RawFd, signal: Signal) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     use std::process::Command;
+
+    fn await_exit(child: &Child) -> ReturnCode {
+        loop {
+            let pidfd = child.pidfd().unwrap();
+            let mut fds = [nix::poll::PollFd::new(
+                pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+            if let Some(code) = child.poll_exit().unwrap() {
+                return code;
+            }
+        }
+    }
+
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].chars().next()
+    }
 
     // The std handle is dropped unwaited on purpose: our Child reaps it.
     #[allow(clippy::zombie_processes)]
     #[test]
-    fn signal_after_reap_is_gone_and_reap_is_idempotent() {
+    fn exit_is_read_without_reaping_until_every_hold_is_released() {
         let spawned = Command::new("sleep").arg("100").spawn().unwrap();
         let child = Child::new(spawned.id(), false).unwrap();
-        assert_eq!(
-            child.signal(Signal::SIGKILL, false).unwrap(),
-            Delivery::Sent
-        );
-        let code = loop {
-            let mut fds = [nix::poll::PollFd::new(
-                child.pidfd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
-            if let Some(code) = child.try_reap().unwrap() {
-                break code;
-            }
-        };
-        assert_eq!(code, ReturnCode::from_raw(-9));
-        assert_eq!(child.try_reap().unwrap(), Some(code));
-        assert_eq!(child.signal(Signal::SIGTERM, true).unwrap(), Delivery::Gone);
+        assert_eq!(child.signal(Signal::SIGKILL).unwrap(), Delivery::Sent);
+        assert_eq!(await_exit(&child), ReturnCode::from_raw(-9));
+        assert_eq!(state(child.pid()), Some('Z'), "kept as our zombie");
+        assert!(child.hold(Hold::Escalation));
+        assert!(!child.release(Hold::Task), "the escalation still holds it");
+        assert_eq!(state(child.pid()), Some('Z'));
+        assert!(child.release(Hold::Escalation));
+        assert_eq!(state(child.pid()), None, "reaped");
+        assert_eq!(child.returncode(), Some(ReturnCode::from_raw(-9)));
+        assert_eq!(child.signal(Signal::SIGTERM).unwrap(), Delivery::Gone);
+        assert!(!child.hold(Hold::Task));
+    }
+
+    #[allow(clippy::zombie_processes)]
+    #[test]
+    fn a_real_time_signal_is_decoded() {
+        let spawned = Command::new("sleep").arg("100").spawn().unwrap();
+        let child = Child::new(spawned.id(), false).unwrap();
+        let rt = libc::SIGRTMIN() + 6;
+        // SAFETY: a plain kill(2) of our own unreaped child.
+        assert_eq!(unsafe { libc::kill(child.pid() as i32, rt) }, 0);
+        assert_eq!(await_exit(&child), ReturnCode::from_raw(-rt));
+        assert!(child.release(Hold::Task));
     }
 }

@@ -26,6 +26,56 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Checks, in the parent, that `close_range` with `CLOSE_RANGE_CLOEXEC`
+/// works (Linux 5.11), on a range no fd can be in.
+///
+/// # Errors
+/// [`io::ErrorKind::Unsupported`], naming the kernel version needed.
+pub(crate) fn close_range_works() -> io::Result<()> {
+    let beyond = u32::MAX - 1;
+    // SAFETY: close_range on a range holding no open fd changes nothing;
+    // it takes integers only.
+    let res = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            beyond,
+            beyond,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if res < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "close_fds needs close_range with CLOSE_RANGE_CLOEXEC, Linux 5.11 or later: {}",
+                io::Error::last_os_error()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Between fork and exec: marks every fd from 3 on close-on-exec, so exec
+/// closes them (`close_fds`).
+///
+/// # Errors
+/// `close_range` failed.
+pub(crate) fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: one async-signal-safe syscall taking integers only.
+    let res = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if res < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What one `read()` gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Read {

@@ -5,4 +5,6 @@
 
 pub(crate) mod child;
 pub(crate) mod fd;
+pub(crate) mod proc;
 pub(crate) mod pty;
+pub(crate) mod signals;

@@ -128,18 +128,23 @@ pub async fn await_dead(pid: i32, deadline: Instant) -> bool {
     }
 }
 
-/// Waits, with a bound, until the task's child was reaped while the task
-/// goes on (its output is still open). The actor sends no message for the
-/// reap alone, so this polls [`ProcessHandle::pid`].
-pub async fn await_reap(handle: &ProcessHandle, bound: Duration) {
+/// Waits, with a bound, until the task's child has exited while the task
+/// goes on (its output is still open). The library keeps such a child as
+/// its zombie, so that its pid and group id cannot be reused while the
+/// task may still signal them; the actor sends no message for the exit
+/// alone, so this polls /proc.
+pub async fn await_leader_exit(handle: &ProcessHandle, bound: Duration) {
     let deadline = Instant::now() + bound;
-    while handle.pid().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the child was not reaped in time"
-        );
+    let pid = handle.pid().expect("the task has no child") as i32;
+    while proc_stat(pid).is_some_and(|stat| stat.state != 'Z') {
+        assert!(Instant::now() < deadline, "the child did not exit in time");
         actix::clock::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        handle.pid(),
+        Some(pid as u32),
+        "the exited child must stay unreaped while its task goes on"
+    );
 }
 
 /// A symlink to `sleep` named `name` in `dir`: its processes carry `name`

@@ -1,0 +1,472 @@
+//! The cancel escalation: one state machine, driven by the supervisor's
+//! timers on [`Cancel`](crate::Cancel) and by the blocking shutdown when an
+//! arbiter or the System stops.
+//!
+//! # What each process gets
+//! 1. **Cancel**: SIGTERM, then at once SIGCONT, to the child's process
+//!    group (or to the child alone with `process_group(false)`). SIGCONT
+//!    wakes a stopped member (SIGSTOP, SIGTSTP, SIGTTIN) so that it can run
+//!    its SIGTERM handler, as systemd and shells do.
+//! 2. **Cancel timeout** later (1 s by default): SIGKILL to every member of
+//!    the group still alive, *whether or not the leader has exited*: a
+//!    leader that obeys at once does not let its SIGTERM-ignoring
+//!    children survive. The escalation ends earlier only when the leader
+//!    has exited, no member of its group is alive and the task has ended.
+//! 3. **Another cancel timeout** later, if the task has still not ended (a
+//!    process stuck in the kernel even after SIGKILL, or a process outside
+//!    the group, such as one that called `setsid`, holding the output
+//!    open): an orphan warning naming what is still alive (portage's
+//!    `_orphan_process_warn`), and the task is released: it ends without
+//!    waiting any longer.
+//!
+//! Signals go only where `sys/child.rs`'s invariant allows: while the
+//! leader is our unreaped child. The escalation holds the leader unreaped
+//! ([`Hold::Escalation`]) from step 1 until it ends, so its group id cannot
+//! be reused in between. EPERM is logged at error level (portage bug
+//! #358211), on every path; ESRCH means nobody was left, and is ignored.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+use crate::sys::child::{Child, Delivery, Hold};
+use crate::sys::proc::Groups;
+
+/// What the escalation needs of a task. A trait so that the state machine
+/// is tested with a mock (a child whose uid changed, one that never dies).
+pub(crate) trait Kill: Send + Sync + 'static {
+    /// Sends `signal` to the task's child (or its group).
+    fn send_signal(&self, signal: Signal) -> io::Result<Delivery>;
+    /// Whether the leader's exit was seen.
+    fn leader_exited(&self) -> bool;
+    /// Whether a member of the leader's group is alive (read through
+    /// `groups`, one read of /proc per step).
+    fn group_alive(&self, groups: &mut Groups) -> bool;
+    /// Whether the task has ended (or nobody will end it any more).
+    fn task_finished(&self) -> bool;
+    /// Names the task in log messages.
+    fn describe(&self) -> String;
+    /// Names what is still alive, for the orphan warning.
+    fn survivors(&self) -> String;
+}
+
+/// Where an escalation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Not cancelled.
+    Idle,
+    /// SIGTERM and SIGCONT were sent; SIGKILL is due at the instant.
+    Terminated(Instant),
+    /// SIGKILL was sent; the orphan warning is due at the instant.
+    Killed(Instant),
+    /// Over.
+    Done,
+}
+
+/// What the driver should do after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Step again at this instant (or sooner, when something happened).
+    Wait(Instant),
+    /// The orphan warning was logged: release the task. The escalation is
+    /// over.
+    Release,
+    /// The escalation is over.
+    Done,
+}
+
+fn send_logged(target: &dyn Kill, signal: Signal) {
+    match target.send_signal(signal) {
+        Ok(_) => {}
+        Err(err) if err.raw_os_error() == Some(Errno::EPERM as i32) => {
+            log::error!(
+                "cannot send {signal} to {}: {err} (EPERM)",
+                target.describe()
+            );
+        }
+        Err(err) => log::error!("cannot send {signal} to {}: {err}", target.describe()),
+    }
+}
+
+/// Step 1: SIGTERM and SIGCONT, if `phase` is idle. Returns whether it
+/// began (a second cancel begins nothing).
+pub(crate) fn begin(target: &dyn Kill, phase: &mut Phase, timeout: Duration, now: Instant) -> bool {
+    if *phase != Phase::Idle {
+        return false;
+    }
+    log::debug!("cancel: SIGTERM and SIGCONT to {}", target.describe());
+    send_logged(target, Signal::SIGTERM);
+    send_logged(target, Signal::SIGCONT);
+    *phase = Phase::Terminated(now + timeout);
+    true
+}
+
+/// Moves the escalation on as far as it can go at `now`.
+pub(crate) fn step(
+    target: &dyn Kill,
+    phase: &mut Phase,
+    timeout: Duration,
+    now: Instant,
+    groups: &mut Groups,
+) -> Next {
+    loop {
+        match *phase {
+            Phase::Idle => return Next::Done,
+            Phase::Done => return Next::Done,
+            Phase::Terminated(deadline) => {
+                if target.task_finished() && target.leader_exited() && !target.group_alive(groups) {
+                    *phase = Phase::Done;
+                    continue;
+                }
+                if now < deadline {
+                    return Next::Wait(deadline);
+                }
+                log::debug!("cancel timeout: SIGKILL to {}", target.describe());
+                send_logged(target, Signal::SIGKILL);
+                *phase = Phase::Killed(now + timeout);
+            }
+            Phase::Killed(deadline) => {
+                if target.task_finished() && target.leader_exited() {
+                    *phase = Phase::Done;
+                    continue;
+                }
+                if now < deadline {
+                    return Next::Wait(deadline);
+                }
+                log::warn!(
+                    "{} was sent SIGKILL {timeout:?} ago and its task has not ended; \
+                     still alive: {}; it may be left as an orphan",
+                    target.describe(),
+                    target.survivors()
+                );
+                *phase = Phase::Done;
+                return Next::Release;
+            }
+        }
+    }
+}
+
+/// A child from its spawn until it is reaped, as the escalation, the
+/// supervisor and the shutdown see it.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    pub(crate) child: Arc<Child>,
+    pub(crate) name: String,
+    pub(crate) cancel_timeout: Duration,
+    /// The arbiter thread of the task's actor.
+    pub(crate) thread: ThreadId,
+    /// What the child's output ends link to in /proc (`pipe:[N]`,
+    /// `/dev/pts/N`), to name who holds them open.
+    pub(crate) outputs: Vec<String>,
+    phase: Mutex<Phase>,
+    finished: AtomicBool,
+}
+
+impl Tracked {
+    pub(crate) fn new(
+        child: Arc<Child>,
+        name: String,
+        cancel_timeout: Duration,
+        outputs: Vec<String>,
+    ) -> Arc<Tracked> {
+        Arc::new(Tracked {
+            child,
+            name,
+            cancel_timeout,
+            thread: std::thread::current().id(),
+            outputs,
+            phase: Mutex::new(Phase::Idle),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Step 1, if not begun yet; takes the escalation's hold on the child.
+    /// Returns when to step next, or `None` if nothing began.
+    pub(crate) fn begin(&self) -> Option<Instant> {
+        let mut phase = self.phase();
+        if *phase != Phase::Idle || !self.child.hold(Hold::Escalation) {
+            return None;
+        }
+        let now = Instant::now();
+        begin(self, &mut phase, self.cancel_timeout, now);
+        Some(now + self.cancel_timeout)
+    }
+
+    /// Moves the escalation on; when it ends, releases its hold (which
+    /// may reap the child).
+    pub(crate) fn step(&self, groups: &mut Groups) -> Next {
+        let mut phase = self.phase();
+        let was_running = !matches!(*phase, Phase::Idle | Phase::Done);
+        let next = step(
+            self,
+            &mut phase,
+            self.cancel_timeout,
+            Instant::now(),
+            groups,
+        );
+        drop(phase);
+        if was_running && !matches!(next, Next::Wait(_)) {
+            self.child.release(Hold::Escalation);
+            crate::shutdown::forget_if_reaped(self);
+        }
+        next
+    }
+
+    /// The task ended: it no longer needs the child's numbers. An
+    /// escalation under way may end now (its group is empty).
+    pub(crate) fn task_ended(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.child.release(Hold::Task);
+        self.step(&mut Groups::default());
+        crate::shutdown::forget_if_reaped(self);
+    }
+
+    /// Whether an escalation has begun and not ended.
+    pub(crate) fn escalating(&self) -> bool {
+        !matches!(*self.phase(), Phase::Idle | Phase::Done)
+    }
+}
+
+impl Kill for Tracked {
+    fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
+        self.child.signal(signal)
+    }
+
+    fn leader_exited(&self) -> bool {
+        // A lost status (someone else reaped it) counts as an exit.
+        !matches!(self.child.poll_exit(), Ok(None))
+    }
+
+    fn group_alive(&self, groups: &mut Groups) -> bool {
+        self.child.group_has_live_member(groups)
+    }
+
+    fn task_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.child.leads_group() {
+            "process group"
+        } else {
+            "pid"
+        };
+        format!("{} ({what} {})", self.name, self.child.pid())
+    }
+
+    fn survivors(&self) -> String {
+        let mut alive: Vec<String> = Vec::new();
+        if !self.child.has_exited() {
+            alive.push(format!("the child itself, pid {}", self.child.pid()));
+        }
+        let members: Vec<u32> = self
+            .child
+            .live_group_members()
+            .into_iter()
+            .filter(|&pid| pid != self.child.pid())
+            .collect();
+        if !members.is_empty() {
+            alive.push(format!("group members {members:?}"));
+        }
+        let holders = crate::sys::proc::holders(&self.outputs);
+        if !holders.is_empty() {
+            alive.push(format!("holding its output open: pids {holders:?}"));
+        }
+        if alive.is_empty() {
+            "nothing found".to_owned()
+        } else {
+            alive.join("; ")
+        }
+    }
+}
+
+/// The escalation for many tasks at once, blocking the thread: for an
+/// arbiter or System being torn down, when no event loop is left to run
+/// timers. Tasks not cancelled yet get step 1 now; tasks already being
+/// escalated go on from where they are. Nobody will end these tasks any
+/// more, so each counts as ended. Returns once every escalation is over;
+/// every child that exited by then is reaped.
+///
+/// The leaders' exits wake the thread through their pidfds; a group whose
+/// leader has exited is looked at in /proc every few milliseconds, so the
+/// wait ends as soon as nothing is left.
+pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
+    const GROUP_CHECK: Duration = Duration::from_millis(20);
+    let mut pending: Vec<Arc<Tracked>> = Vec::new();
+    for task in tasks {
+        task.finished.store(true, Ordering::SeqCst);
+        task.begin();
+        task.child.release(Hold::Task);
+        pending.push(task);
+    }
+    loop {
+        let mut groups = Groups::default();
+        let mut wake: Option<Instant> = None;
+        pending.retain(|task| match task.step(&mut groups) {
+            Next::Wait(at) => {
+                wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+                true
+            }
+            Next::Release | Next::Done => false,
+        });
+        let Some(mut wake) = wake else {
+            return;
+        };
+        let pidfds: Vec<_> = pending
+            .iter()
+            .filter(|task| !task.child.has_exited())
+            .filter_map(|task| task.child.pidfd())
+            .collect();
+        if pidfds.len() < pending.len() {
+            wake = wake.min(Instant::now() + GROUP_CHECK);
+        }
+        let timeout = wake.saturating_duration_since(Instant::now());
+        let mut fds: Vec<PollFd<'_>> = pidfds
+            .iter()
+            .map(|fd| PollFd::new(std::os::fd::AsFd::as_fd(&**fd), PollFlags::POLLIN))
+            .collect();
+        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                log::error!("shutdown: poll on pidfds failed: {err}");
+                std::thread::sleep(GROUP_CHECK);
+            }
+        }
+        drop(fds);
+        for task in &pending {
+            // Notes an exit, if any, so that the next step sees it.
+            let _ = task.child.poll_exit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A task that records signals, refuses them with EPERM if asked, and
+    /// whose leader exits (and task ends) on a given signal; its group
+    /// keeps a member alive unless `group_dies_on` comes.
+    struct Mock {
+        signals: Mutex<Vec<Signal>>,
+        eperm: bool,
+        leader_exits_on: Option<Signal>,
+        group_dies_on: Option<Signal>,
+        exited: AtomicBool,
+        group_alive: AtomicBool,
+    }
+
+    impl Mock {
+        fn new(
+            eperm: bool,
+            leader_exits_on: Option<Signal>,
+            group_dies_on: Option<Signal>,
+        ) -> Mock {
+            Mock {
+                signals: Mutex::new(Vec::new()),
+                eperm,
+                leader_exits_on,
+                group_dies_on,
+                exited: AtomicBool::new(false),
+                group_alive: AtomicBool::new(true),
+            }
+        }
+        fn signals(&self) -> Vec<Signal> {
+            self.signals.lock().unwrap().clone()
+        }
+    }
+
+    impl Kill for Mock {
+        fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
+            self.signals.lock().unwrap().push(signal);
+            if self.eperm {
+                return Err(Errno::EPERM.into());
+            }
+            if self.leader_exits_on == Some(signal) || signal == Signal::SIGKILL {
+                self.exited.store(true, Ordering::SeqCst);
+            }
+            if self.group_dies_on == Some(signal) || signal == Signal::SIGKILL {
+                self.group_alive.store(false, Ordering::SeqCst);
+            }
+            Ok(Delivery::Sent)
+        }
+        fn leader_exited(&self) -> bool {
+            self.exited.load(Ordering::SeqCst)
+        }
+        fn group_alive(&self, _: &mut Groups) -> bool {
+            self.group_alive.load(Ordering::SeqCst)
+        }
+        fn task_finished(&self) -> bool {
+            self.leader_exited()
+        }
+        fn describe(&self) -> String {
+            "mock".to_owned()
+        }
+        fn survivors(&self) -> String {
+            "mock survivors".to_owned()
+        }
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    /// Runs the machine to its end, stepping at each deadline; returns the
+    /// last `Next` and the virtual time it took.
+    fn run(mock: &Mock) -> (Next, Duration) {
+        let start = Instant::now();
+        let mut phase = Phase::Idle;
+        assert!(begin(mock, &mut phase, T, start));
+        assert!(
+            !begin(mock, &mut phase, T, start),
+            "a second begin does nothing"
+        );
+        let mut now = start;
+        loop {
+            match step(mock, &mut phase, T, now, &mut Groups::default()) {
+                Next::Wait(at) => {
+                    assert!(at > now, "a wait must move time on");
+                    now = at;
+                }
+                last => return (last, now - start),
+            }
+        }
+    }
+
+    #[test]
+    fn obedient_group_gets_sigterm_and_sigcont_only() {
+        let mock = Mock::new(false, Some(Signal::SIGTERM), Some(Signal::SIGTERM));
+        assert_eq!(run(&mock), (Next::Done, Duration::ZERO));
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGCONT]);
+    }
+
+    #[test]
+    fn leader_exiting_at_once_does_not_spare_members_ignoring_sigterm() {
+        let mock = Mock::new(false, Some(Signal::SIGTERM), None);
+        assert_eq!(run(&mock), (Next::Done, T));
+        assert_eq!(
+            mock.signals(),
+            vec![Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+        );
+    }
+
+    #[test]
+    fn unkillable_task_gets_term_cont_kill_then_is_released() {
+        let mock = Mock::new(true, None, None);
+        assert_eq!(run(&mock), (Next::Release, 2 * T));
+        assert_eq!(
+            mock.signals(),
+            vec![Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Every child not yet reaped, by the arbiter thread of its task's actor,
+//! and what becomes of them when that arbiter (or the actix System) stops.
+//!
+//! When an arbiter stops, the actors it ran are dropped. The first process
+//! actor dropped with a task still running takes every child of that
+//! arbiter out of the registry and runs the cancel escalation on all of
+//! them at once, blocking (see `escalation::terminate_blocking`): the same
+//! steps and the same signals as [`Cancel`](crate::Cancel), with the pidfds
+//! waited on together instead of timers. A child whose escalation had
+//! begun goes on from where it was. Every child that exits is reaped before
+//! the drop returns; one stuck in the kernel even after SIGKILL gets the
+//! orphan warning.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+
+use crate::escalation::{terminate_blocking, Tracked};
+
+type Registry = HashMap<ThreadId, HashMap<u32, Arc<Tracked>>>;
+
+static LIVE: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with_live<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+/// Records a child until it is reaped.
+pub(crate) fn register(task: &Arc<Tracked>) {
+    with_live(|map| {
+        map.entry(task.thread)
+            .or_default()
+            .insert(task.child.pid(), task.clone())
+    });
+}
+
+/// Forgets `task` if its child was reaped (and only that entry: the pid
+/// may since belong to a newer child of ours).
+pub(crate) fn forget_if_reaped(task: &Tracked) {
+    if !task.child.is_reaped() {
+        return;
+    }
+    with_live(|map| {
+        if let Some(children) = map.get_mut(&task.thread) {
+            if children
+                .get(&task.child.pid())
+                .is_some_and(|entry| std::ptr::eq(&**entry, task))
+            {
+                children.remove(&task.child.pid());
+            }
+            if children.is_empty() {
+                map.remove(&task.thread);
+            }
+        }
+    });
+}
+
+/// Takes `task` out of the registry, if it is there.
+fn take(task: &Tracked) -> bool {
+    with_live(|map| {
+        let Some(children) = map.get_mut(&task.thread) else {
+            return false;
+        };
+        let taken = children
+            .get(&task.child.pid())
+            .is_some_and(|entry| std::ptr::eq(&**entry, task));
+        if taken {
+            children.remove(&task.child.pid());
+        }
+        if children.is_empty() {
+            map.remove(&task.thread);
+        }
+        taken
+    })
+}
+
+/// Cancels and reaps every child registered by `thread`, blocking until
+/// their escalations are over (at most two cancel timeouts). Called when
+/// that thread's arbiter is being torn down.
+pub(crate) fn shutdown_thread(thread: ThreadId) {
+    let tasks: Vec<Arc<Tracked>> = with_live(|map| map.remove(&thread))
+        .map(|children| children.into_values().collect())
+        .unwrap_or_default();
+    let tasks: Vec<_> = tasks.into_iter().filter(|t| !t.child.is_reaped()).collect();
+    if !tasks.is_empty() {
+        log::debug!("arbiter stopping: cancelling {} children", tasks.len());
+        terminate_blocking(tasks);
+    }
+}
+
+/// Finishes the escalation of `tasks` now, blocking: for escalations whose
+/// timers are being dropped with the supervisor. A task already taken by
+/// its arbiter's shutdown is left to it.
+pub(crate) fn finish_now(tasks: Vec<Arc<Tracked>>) {
+    let tasks: Vec<_> = tasks.into_iter().filter(|task| take(task)).collect();
+    if !tasks.is_empty() {
+        log::debug!("supervisor stopping: finishing {} escalations", tasks.len());
+        terminate_blocking(tasks);
+    }
+}

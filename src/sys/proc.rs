@@ -1,0 +1,107 @@
+//! What `/proc` says of other processes: who is in a process group, and who
+//! holds a pipe or terminal of ours open.
+//!
+//! Used only where the kernel gives no event: to tell whether a group whose
+//! leader has exited still has live members (so that its escalation can end
+//! early), and to name what is still alive in an orphan warning. A process
+//! that appears or vanishes while we read is simply seen or missed, which
+//! is all either use needs.
+
+use std::collections::HashSet;
+use std::fs;
+
+/// Every pid listed in /proc.
+fn all_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// The state and process group of `pid` from `/proc/<pid>/stat`.
+fn state_and_group(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: skip past the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// The live (not zombie, not dead) processes, by process group, read once
+/// and only when first asked: one read of /proc serves every group an
+/// escalation step looks at.
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    live: Option<HashSet<u32>>,
+}
+
+impl Groups {
+    /// Whether any live process is in group `pgid`.
+    pub(crate) fn has_live_member(&mut self, pgid: u32) -> bool {
+        self.live
+            .get_or_insert_with(|| {
+                all_pids()
+                    .filter_map(state_and_group)
+                    .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+                    .map(|(_, pgrp)| pgrp)
+                    .collect()
+            })
+            .contains(&pgid)
+    }
+}
+
+/// The live members of group `pgid`.
+pub(crate) fn live_members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .filter(|&pid| {
+            state_and_group(pid)
+                .is_some_and(|(state, pgrp)| pgrp == pgid && !matches!(state, 'Z' | 'X' | 'x'))
+        })
+        .collect()
+}
+
+/// What `/proc/self/fd/<fd>` links to: `pipe:[inode]` for a pipe,
+/// `/dev/pts/N` for a terminal.
+pub(crate) fn fd_link(fd: i32) -> Option<String> {
+    let link = fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    Some(link.to_string_lossy().into_owned())
+}
+
+/// The processes other than this one that have an fd linking to any of
+/// `links` (see [`fd_link`]).
+pub(crate) fn holders(links: &[String]) -> Vec<u32> {
+    if links.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    all_pids()
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+                .any(|link| links.iter().any(|l| link.as_os_str() == l.as_str()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_group_has_a_live_member_and_holders_find_a_pipe() {
+        let pgid = nix::unistd::getpgrp().as_raw() as u32;
+        assert!(Groups::default().has_live_member(pgid));
+        assert!(live_members(pgid).contains(&std::process::id()));
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let link = fd_link(std::os::fd::AsRawFd::as_raw_fd(&read)).unwrap();
+        assert!(link.starts_with("pipe:["), "{link}");
+        // Only this process holds it, and holders() leaves this one out.
+        assert!(holders(&[link]).is_empty());
+        drop((read, write));
+    }
+}
