@@ -91,7 +91,7 @@ mod supervisor;
 mod sys;
 
 pub use consumers::{Collector, PipeLogger};
-pub use error::{SpawnError, WaitError};
+pub use error::{JobLimitsError, SpawnError, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin,

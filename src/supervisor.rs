@@ -66,7 +66,7 @@ use nix::sys::signal::Signal;
 
 use crate::process::ProcessHandle;
 use crate::sys::child::{Child, Delivery};
-use crate::SpawnError;
+use crate::{JobLimitsError, SpawnError};
 
 /// What the escalation needs of a task: a way to signal it and to know
 /// whether it has ended. A trait so that the state machine can be tested
@@ -112,7 +112,7 @@ pub(crate) struct Release;
 /// // At most two children at once, like `emerge --jobs 2`.
 /// ProcessSupervisor::get()
 ///     .send(SetJobLimits { max_jobs: Some(2), max_load: None })
-///     .await?;
+///     .await??;
 /// let tasks: Vec<_> = (0..5)
 ///     .map(|_| Popen::new("true").submit())
 ///     .collect::<Result<_, _>>()?;
@@ -186,8 +186,12 @@ impl Actor for ProcessSupervisor {
 /// `min(1 s × jobs ^ 1.5, 5 s)` after the previous one (portage's
 /// `_job_delay`): 1 s with one running, 2.8 s with two, 5 s with three or
 /// more. With none running, a task starts at once.
+///
+/// # Errors
+/// [`JobLimitsError`] for a `max_jobs` of 0 or a `max_load` that is not a
+/// finite number above 0; the limits in force before stay in force.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), JobLimitsError>")]
 pub struct SetJobLimits {
     /// The most submitted tasks running at once; `None` for no limit.
     pub max_jobs: Option<usize>,
@@ -373,12 +377,28 @@ impl ProcessSupervisor {
     }
 }
 
-impl Handler<SetJobLimits> for ProcessSupervisor {
-    type Result = ();
+impl SetJobLimits {
+    fn validate(&self) -> Result<(), JobLimitsError> {
+        if self.max_jobs == Some(0) {
+            return Err(JobLimitsError::ZeroJobs);
+        }
+        match self.max_load {
+            Some(max_load) if !(max_load.is_finite() && max_load > 0.0) => {
+                Err(JobLimitsError::InvalidLoad { max_load })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
-    fn handle(&mut self, limits: SetJobLimits, ctx: &mut Context<Self>) {
+impl Handler<SetJobLimits> for ProcessSupervisor {
+    type Result = Result<(), JobLimitsError>;
+
+    fn handle(&mut self, limits: SetJobLimits, ctx: &mut Context<Self>) -> Self::Result {
+        limits.validate()?;
         self.limits = limits;
         self.dispatch(ctx);
+        Ok(())
     }
 }
 
@@ -780,7 +800,7 @@ mod tests {
         futures::channel::mpsc::UnboundedReceiver<Instant>,
     ) {
         let pool = ProcessSupervisor::with_pacing(pacing).start();
-        pool.send(limits).await.unwrap();
+        pool.send(limits).await.unwrap().unwrap();
         let (tx, starts) = futures::channel::mpsc::unbounded();
         let times = StartTimes(tx).start();
         let tasks: Vec<ProcessHandle> = (0..count)

@@ -9,22 +9,32 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, Input, JobPool, Output, Popen,
-    ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError, Started,
+    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, Input, JobLimitsError, JobPool,
+    Output, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError, Started,
 };
 use futures::channel::oneshot;
 
 use common::procs::Leftovers;
 use common::{async_wait, event, within, Waiter};
 
-/// Sets the pool's limits, with a bound.
-async fn set_limits(max_jobs: Option<usize>, max_load: Option<f64>) {
+/// Sets the pool's limits, with a bound; returns the supervisor's answer.
+async fn try_set_limits(
+    max_jobs: Option<usize>,
+    max_load: Option<f64>,
+) -> Result<(), JobLimitsError> {
     within(
         "SetJobLimits",
         ProcessSupervisor::get().send(SetJobLimits { max_jobs, max_load }),
     )
     .await
-    .expect("the supervisor is gone");
+    .expect("the supervisor is gone")
+}
+
+/// Sets the pool's limits, which must be accepted.
+async fn set_limits(max_jobs: Option<usize>, max_load: Option<f64>) {
+    try_set_limits(max_jobs, max_load)
+        .await
+        .unwrap_or_else(|err| panic!("limits refused: {err}"));
 }
 
 /// The pool's state, with a bound.
@@ -178,8 +188,10 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
 
 #[actix_rt::test]
 async fn a_high_load_holds_new_starts_while_a_task_runs() {
-    // A load average is never below zero: only an idle pool may start one.
-    set_limits(None, Some(0.0)).await;
+    // The smallest limit accepted: any load reading above 0.00 holds the
+    // second task while the first runs. (On an idle machine, reading
+    // 0.00, the start spacing holds it for the first second.)
+    set_limits(None, Some(f64::MIN_POSITIVE)).await;
     let first = Popen::new("sleep").arg("1000").submit().unwrap();
     let second = Popen::new("true").submit().unwrap();
     assert_eq!(
@@ -270,4 +282,46 @@ async fn under_max_load_starts_are_spaced_while_tasks_run() {
     for task in &tasks {
         assert!(async_wait(task).await.success());
     }
+}
+
+#[actix_rt::test]
+async fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
+    set_limits(Some(1), None).await;
+    // GNU make refuses `-j0`: with 0 places nothing would ever start.
+    assert_eq!(
+        try_set_limits(Some(0), None).await,
+        Err(JobLimitsError::ZeroJobs)
+    );
+    for max_load in [0.0, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(
+            try_set_limits(None, Some(max_load)).await,
+            Err(JobLimitsError::InvalidLoad { max_load })
+        );
+    }
+    let nan = try_set_limits(Some(4), Some(f64::NAN)).await;
+    assert!(
+        matches!(nan, Err(JobLimitsError::InvalidLoad { max_load }) if max_load.is_nan()),
+        "{nan:?}"
+    );
+    // One place still, and no load limit: the second task waits.
+    let (waiter, awaited) = Waiter::start_new();
+    let first = Popen::new("cat")
+        .stdin(Input::Pipe)
+        .stdout(Output::Null)
+        .start_listener(waiter.recipient())
+        .submit()
+        .expect("cannot submit cat");
+    let second = Popen::new("true").submit().expect("cannot submit true");
+    event("the first task's start", awaited.started).await;
+    let _leftovers = Leftovers::of(&first);
+    assert_eq!(
+        job_pool().await,
+        JobPool {
+            running: 1,
+            queued: 1
+        }
+    );
+    first.do_send(CloseStdin);
+    assert!(async_wait(&first).await.success());
+    assert!(async_wait(&second).await.success());
 }

@@ -526,7 +526,8 @@ impl Deferred {
                     }),
                 )
                 .await
-                .expect("the supervisor is gone");
+                .expect("the supervisor is gone")
+                .expect("limits refused");
                 let (blocker_waiter, blocker_awaited) = Waiter::start_new();
                 let blocker = Popen::new("cat")
                     .stdin(Input::Pipe)
