@@ -264,7 +264,8 @@ pub struct CloseReader;
 pub struct GetValue;
 
 /// Request to a [`Collector`](crate::Collector): everything collected so
-/// far, moved out without a copy; the collector starts empty again.
+/// far, moved out without a copy; the collector starts empty again, its
+/// counts of dropped bytes at 0.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Collected")]
 pub struct TakeValue;
@@ -272,10 +273,16 @@ pub struct TakeValue;
 /// What a [`Collector`](crate::Collector) holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, actix::MessageResponse)]
 pub struct Collected {
-    /// Every stdout chunk, in order.
+    /// The stdout chunks, in order, within the collector's limit.
     pub stdout: Bytes,
-    /// Every stderr chunk, in order.
+    /// The stderr chunks, in order, within the collector's limit.
     pub stderr: Bytes,
+    /// How many stdout bytes were dropped over the limit (since the last
+    /// [`TakeValue`]); 0 if `stdout` is everything.
+    pub stdout_dropped: u64,
+    /// How many stderr bytes were dropped over the limit (since the last
+    /// [`TakeValue`]); 0 if `stderr` is everything.
+    pub stderr_dropped: u64,
 }
 
 /// Request to a [`PipeLogger`](crate::PipeLogger): flush what was written
