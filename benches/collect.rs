@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Collector, GetValue, Popen};
+use actix_popen::{AsyncWait, Collector, CollectorOverflow, GetValue, Popen};
 use nix::sys::resource::{getrusage, UsageWho};
 
 fn main() {
@@ -24,7 +24,8 @@ fn main() {
     let bytes = mib << 20;
     System::new().block_on(async move {
         let started = Instant::now();
-        let collector = Collector::start_default();
+        // Beyond the default limit of 64 MiB: keep all of it.
+        let collector = Collector::with_limit(usize::MAX, CollectorOverflow::KeepHead).start();
         let process = Popen::new("head")
             .args(["-c", &bytes.to_string(), "/dev/zero"])
             .subscribe(collector.clone().recipient())

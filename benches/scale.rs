@@ -130,7 +130,8 @@ async fn soak(children: usize, at_once: usize) {
             max_load: None,
         })
         .await
-        .expect("supervisor");
+        .expect("supervisor")
+        .expect("limits refused");
     let thousand = 1000.min(children / 2).max(1);
     let started = Instant::now();
     let mut marks = Vec::new();

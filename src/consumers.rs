@@ -1,17 +1,53 @@
-//! The two consumers portage has: one keeps everything in memory
-//! (`PipeReader.getvalue()`), one appends it to a log file (`PipeLogger`).
+//! The two consumers portage has: one keeps the output in memory
+//! (`PipeReader.getvalue()`), up to a limit, one appends it to a log file
+//! (`PipeLogger`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::messages::{Chunk, Collected, Flush, GetValue, Stream, TakeValue};
 
-/// An actor that keeps every chunk it is sent, one growing buffer per
-/// stream (portage's `PipeReader.getvalue()`).
+/// How many bytes of each stream a [`Collector`] keeps unless told
+/// otherwise: 64 MiB.
+///
+/// portage's `getvalue()` keeps everything, and so would a host that
+/// collects the output of a runaway child until it is killed for its
+/// memory. 64 MiB is far more than the output anyone collects on purpose
+/// (a large build log is a few MiB), so no one hits it by accident, yet
+/// small enough that a host under a memory limit survives a child that
+/// writes for ever. A host collecting from many children at once should
+/// set a smaller limit with [`Collector::with_limit`].
+pub const DEFAULT_COLLECTOR_LIMIT: usize = 64 * 1024 * 1024;
+
+/// What a [`Collector`] keeps of a stream longer than its limit. Either
+/// way the bytes dropped are counted in
+/// [`Collected::stdout_dropped`]/[`Collected::stderr_dropped`], and a
+/// warning is logged when a stream first goes over the limit.
+///
+/// (Node's `maxBuffer` also kills the child. A collector cannot: it is
+/// created, and subscribed, before the task it would cancel exists; send
+/// [`Cancel`](crate::Cancel) yourself when `Collected` reports drops.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CollectorOverflow {
+    /// Keep the first `limit` bytes and drop what follows, as `head -c`.
+    /// The default: what is kept is a prefix of what the child wrote, and
+    /// [`GetValue`] keeps handing out the buffer without a copy.
+    #[default]
+    KeepHead,
+    /// Keep the last `limit` bytes, dropping the oldest as new ones come,
+    /// as `tail -c`: for a log, where the end says why it failed. The
+    /// buffer of a stream rolling this way takes up to about twice the
+    /// limit and a chunk.
+    KeepTail,
+}
+
+/// An actor that keeps the chunks it is sent, one growing buffer per
+/// stream, up to a limit (portage's `PipeReader.getvalue()`, which has
+/// none).
 ///
 /// Subscribe it with [`Popen::subscribe`](crate::Popen::subscribe), then
 /// ask with [`GetValue`] or [`TakeValue`] after the task's
@@ -20,10 +56,58 @@ use crate::messages::{Chunk, Collected, Flush, GetValue, Stream, TakeValue};
 /// buffer; [`GetValue`] then hands out the buffer itself (a shared
 /// [`Bytes`]), not a copy, unless chunks arrived since the last
 /// [`GetValue`] and must be joined to it.
-#[derive(Debug, Default)]
+///
+/// [`Collector::start_default`](Actor::start_default) (or
+/// [`Default`]) keeps at most [`DEFAULT_COLLECTOR_LIMIT`] bytes of each
+/// stream, the first ones ([`CollectorOverflow::KeepHead`]);
+/// [`Collector::with_limit`] sets another limit and policy.
+///
+/// ```
+/// use actix::Actor;
+/// use actix_popen::{AsyncWait, Collector, CollectorOverflow, GetValue, Popen};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let collector = Collector::with_limit(4, CollectorOverflow::KeepTail).start();
+/// let process = Popen::new("echo")
+///     .arg("hello")
+///     .subscribe(collector.clone().recipient())
+///     .start()?;
+/// process.send(AsyncWait).await??;
+/// let output = collector.send(GetValue).await?;
+/// assert_eq!(&output.stdout[..], b"llo\n");
+/// assert_eq!(output.stdout_dropped, 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
 pub struct Collector {
     stdout: Part,
     stderr: Part,
+    limit: usize,
+    overflow: CollectorOverflow,
+}
+
+impl Default for Collector {
+    /// Keeps the first [`DEFAULT_COLLECTOR_LIMIT`] bytes of each stream.
+    fn default() -> Collector {
+        Collector::with_limit(DEFAULT_COLLECTOR_LIMIT, CollectorOverflow::KeepHead)
+    }
+}
+
+impl Collector {
+    /// A collector (to [`start`](Actor::start)) that keeps at most `limit`
+    /// bytes of each stream, which ones as `overflow` says. A limit of 0
+    /// keeps nothing (and counts everything); `usize::MAX` keeps
+    /// everything, as portage does.
+    pub fn with_limit(limit: usize, overflow: CollectorOverflow) -> Collector {
+        Collector {
+            stdout: Part::default(),
+            stderr: Part::default(),
+            limit,
+            overflow,
+        }
+    }
 }
 
 /// What was collected of one stream: a frozen part already handed out,
@@ -32,9 +116,43 @@ pub struct Collector {
 struct Part {
     frozen: Bytes,
     open: BytesMut,
+    /// Bytes dropped over the limit since the last [`TakeValue`].
+    dropped: u64,
+    /// Whether the warning about the limit was logged.
+    warned: bool,
 }
 
 impl Part {
+    fn len(&self) -> usize {
+        self.frozen.len() + self.open.len()
+    }
+
+    /// Keeps what `overflow` keeps of `data` within `limit`; returns how
+    /// many bytes were dropped.
+    fn collect(&mut self, data: &[u8], limit: usize, overflow: CollectorOverflow) -> usize {
+        match overflow {
+            CollectorOverflow::KeepHead => {
+                let kept = data.len().min(limit.saturating_sub(self.len()));
+                self.open.extend_from_slice(&data[..kept]);
+                data.len() - kept
+            }
+            CollectorOverflow::KeepTail => {
+                // Of the chunk itself, at most its last `limit` bytes stay.
+                let tail = &data[data.len().saturating_sub(limit)..];
+                let mut dropped = data.len() - tail.len();
+                // Then make room by dropping the oldest bytes: those handed
+                // out already (a slice, no copy), then the newer ones.
+                let excess = (self.len() + tail.len()).saturating_sub(limit);
+                let from_frozen = excess.min(self.frozen.len());
+                self.frozen.advance(from_frozen);
+                self.open.advance(excess - from_frozen);
+                dropped += excess;
+                self.open.extend_from_slice(tail);
+                dropped
+            }
+        }
+    }
+
     fn value(&mut self) -> Bytes {
         if !self.open.is_empty() {
             self.frozen = if self.frozen.is_empty() {
@@ -49,10 +167,10 @@ impl Part {
         self.frozen.clone()
     }
 
-    fn take(&mut self) -> Bytes {
+    fn take(&mut self) -> (Bytes, u64) {
         let value = self.value();
         self.frozen = Bytes::new();
-        value
+        (value, std::mem::take(&mut self.dropped))
     }
 }
 
@@ -68,7 +186,23 @@ impl Handler<Chunk> for Collector {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
         };
-        part.open.extend_from_slice(&chunk.data);
+        let dropped = part.collect(&chunk.data, self.limit, self.overflow);
+        if dropped > 0 {
+            part.dropped += dropped as u64;
+            if !part.warned {
+                part.warned = true;
+                let kept = match self.overflow {
+                    CollectorOverflow::KeepHead => "first",
+                    CollectorOverflow::KeepTail => "last",
+                };
+                log::warn!(
+                    "collector: the {:?} output is longer than {} bytes; keeping the {kept} {}, counting the rest as dropped",
+                    chunk.stream,
+                    self.limit,
+                    self.limit
+                );
+            }
+        }
     }
 }
 
@@ -79,6 +213,8 @@ impl Handler<GetValue> for Collector {
         Collected {
             stdout: self.stdout.value(),
             stderr: self.stderr.value(),
+            stdout_dropped: self.stdout.dropped,
+            stderr_dropped: self.stderr.dropped,
         }
     }
 }
@@ -87,9 +223,13 @@ impl Handler<TakeValue> for Collector {
     type Result = Collected;
 
     fn handle(&mut self, _msg: TakeValue, _ctx: &mut Context<Self>) -> Collected {
+        let (stdout, stdout_dropped) = self.stdout.take();
+        let (stderr, stderr_dropped) = self.stderr.take();
         Collected {
-            stdout: self.stdout.take(),
-            stderr: self.stderr.take(),
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
         }
     }
 }
@@ -201,5 +341,96 @@ mod tests {
             b"abcd"
         );
         assert!(collector.send(GetValue).await.unwrap().stdout.is_empty());
+    }
+
+    async fn feed(collector: &Addr<Collector>, stream: Stream, data: &'static [u8]) {
+        collector.send(Chunk::new(stream, data)).await.unwrap();
+    }
+
+    #[test]
+    fn the_default_keeps_the_first_64_mib() {
+        let collector = Collector::default();
+        assert_eq!(collector.limit, 64 << 20);
+        assert_eq!(collector.overflow, CollectorOverflow::KeepHead);
+    }
+
+    #[actix_rt::test]
+    async fn keep_head_keeps_the_first_bytes_and_counts_the_rest() {
+        let collector = Collector::with_limit(5, CollectorOverflow::KeepHead).start();
+        feed(&collector, Stream::Stdout, b"abc").await;
+        let first = collector.send(GetValue).await.unwrap();
+        feed(&collector, Stream::Stdout, b"defg").await;
+        feed(&collector, Stream::Stdout, b"hij").await;
+        feed(&collector, Stream::Stderr, b"12").await;
+        let value = collector.send(GetValue).await.unwrap();
+        assert_eq!(&value.stdout[..], b"abcde");
+        assert_eq!(value.stdout_dropped, 5);
+        assert_eq!(&value.stderr[..], b"12", "each stream has its own limit");
+        assert_eq!(value.stderr_dropped, 0);
+        assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
+        // TakeValue empties the collector and its counts.
+        assert_eq!(collector.send(TakeValue).await.unwrap(), value);
+        feed(&collector, Stream::Stdout, b"klmnopq").await;
+        let value = collector.send(GetValue).await.unwrap();
+        assert_eq!(
+            (&value.stdout[..], value.stdout_dropped),
+            (&b"klmno"[..], 2)
+        );
+    }
+
+    #[actix_rt::test]
+    async fn keep_tail_keeps_the_last_bytes_and_counts_the_rest() {
+        let collector = Collector::with_limit(5, CollectorOverflow::KeepTail).start();
+        feed(&collector, Stream::Stdout, b"abc").await;
+        let first = collector.send(GetValue).await.unwrap();
+        feed(&collector, Stream::Stdout, b"defg").await;
+        let value = collector.send(GetValue).await.unwrap();
+        assert_eq!(
+            (&value.stdout[..], value.stdout_dropped),
+            (&b"cdefg"[..], 2)
+        );
+        // A chunk longer than the limit: only its end stays.
+        feed(&collector, Stream::Stdout, b"0123456789").await;
+        let value = collector.send(GetValue).await.unwrap();
+        assert_eq!(
+            (&value.stdout[..], value.stdout_dropped),
+            (&b"56789"[..], 12)
+        );
+        assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
+        assert_eq!(value.stderr_dropped, 0);
+    }
+
+    #[test]
+    fn keep_tail_rolling_for_long_stays_within_about_twice_the_limit_and_a_chunk() {
+        let mut part = Part::default();
+        let limit = 1000;
+        let chunk = [7u8; 333];
+        let mut dropped = 0;
+        for round in 0..10_000 {
+            dropped += part.collect(&chunk, limit, CollectorOverflow::KeepTail);
+            if round % 100 == 0 {
+                // Now and then handed out, as GetValue does.
+                drop(part.value());
+            }
+            assert!(part.len() <= limit);
+            // Right after the buffer moves or grows this is its whole size,
+            // so a buffer that kept growing would show here.
+            assert!(
+                part.open.capacity() <= 2 * (limit + chunk.len()),
+                "capacity {} after {round} rounds",
+                part.open.capacity()
+            );
+        }
+        assert_eq!(dropped, 10_000 * chunk.len() - limit);
+    }
+
+    #[actix_rt::test]
+    async fn a_limit_of_zero_keeps_nothing_and_counts_everything() {
+        for overflow in [CollectorOverflow::KeepHead, CollectorOverflow::KeepTail] {
+            let collector = Collector::with_limit(0, overflow).start();
+            feed(&collector, Stream::Stderr, b"abc").await;
+            let value = collector.send(GetValue).await.unwrap();
+            assert_eq!((value.stderr.len(), value.stderr_dropped), (0, 3));
+        }
     }
 }

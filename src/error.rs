@@ -212,6 +212,24 @@ impl SpawnError {
     }
 }
 
+/// Why [`SetJobLimits`](crate::SetJobLimits) refused new limits; the
+/// limits in force before stay in force.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobLimitsError {
+    /// `max_jobs` is 0: no task would ever start (GNU make refuses `-j0`
+    /// too). Use `None` for no limit.
+    #[error("max_jobs must be at least 1: with 0 no task would ever start")]
+    ZeroJobs,
+    /// `max_load` is not a number above 0 (it is 0, negative, NaN or
+    /// infinite). Use `None` for no limit.
+    #[error("max_load must be a finite number above 0, not {max_load}")]
+    InvalidLoad {
+        /// The load that was asked for.
+        max_load: f64,
+    },
+}
+
 /// Why a wait for a task's return code did not give one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -103,8 +103,8 @@ mod stdin;
 mod supervisor;
 mod sys;
 
-pub use consumers::{Collector, PipeLogger};
-pub use error::{SpawnError, WaitError};
+pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
+pub use error::{JobLimitsError, SpawnError, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin,

@@ -230,16 +230,26 @@ pub struct RemoveStartListener(pub Recipient<Started>);
 /// written to the pipe. Writes are performed in the order they arrive, as
 /// the pipe drains, without blocking the actor's thread.
 ///
+/// Sent to a task whose start is deferred
+/// ([`Popen::prepare`](crate::Popen::prepare),
+/// [`Popen::submit`](crate::Popen::submit)) before its child exists, the
+/// bytes wait, in order with any [`CloseStdin`] and fed [`Chunk`]s, and are
+/// written once the child starts, with the same effect as if sent after.
+///
 /// # Errors
 /// EPIPE ([`std::io::ErrorKind::BrokenPipe`]) when the child exited or
-/// closed its stdin, or the stdin was closed with [`CloseStdin`];
-/// `NotConnected` when the stdin is not [`Input::Pipe`](crate::Input::Pipe).
+/// closed its stdin, the stdin was closed with [`CloseStdin`], or the task
+/// ended before its child ran ([`Cancel`] before the start, or a failed
+/// spawn); `NotConnected` when the stdin is not
+/// [`Input::Pipe`](crate::Input::Pipe).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "std::io::Result<()>")]
 pub struct Write(pub Bytes);
 
 /// Request: close the child's stdin once every write queued before it was
-/// written; the child reads EOF.
+/// written; the child reads EOF. Sent before a deferred start, it waits
+/// behind those writes and takes effect once the child starts (see
+/// [`Write`]).
 ///
 /// "Before" means before in the actor's mailbox. `send()` queues a message
 /// only while the mailbox has room (16 by default) and waits otherwise,
@@ -265,7 +275,8 @@ pub struct ReaderFinished {
 /// inputs. Its finish listeners hear `ReaderFinished { complete: false }`
 /// unless every input had already reached EOF. Sent to a
 /// [`PopenProcess`](crate::PopenProcess), it closes the process's output:
-/// the child's next write fails with EPIPE.
+/// the child's next write fails with EPIPE; sent before a deferred start,
+/// it closes the output as the child starts, before anything is read.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct CloseReader;
@@ -277,7 +288,8 @@ pub struct CloseReader;
 pub struct GetValue;
 
 /// Request to a [`Collector`](crate::Collector): everything collected so
-/// far, moved out without a copy; the collector starts empty again.
+/// far, moved out without a copy; the collector starts empty again, its
+/// counts of dropped bytes at 0.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Collected")]
 pub struct TakeValue;
@@ -285,10 +297,16 @@ pub struct TakeValue;
 /// What a [`Collector`](crate::Collector) holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, actix::MessageResponse)]
 pub struct Collected {
-    /// Every stdout chunk, in order.
+    /// The stdout chunks, in order, within the collector's limit.
     pub stdout: Bytes,
-    /// Every stderr chunk, in order.
+    /// The stderr chunks, in order, within the collector's limit.
     pub stderr: Bytes,
+    /// How many stdout bytes were dropped over the limit (since the last
+    /// [`TakeValue`]); 0 if `stdout` is everything.
+    pub stdout_dropped: u64,
+    /// How many stderr bytes were dropped over the limit (since the last
+    /// [`TakeValue`]); 0 if `stderr` is everything.
+    pub stderr_dropped: u64,
 }
 
 /// Request to a [`PipeLogger`](crate::PipeLogger): flush what was written

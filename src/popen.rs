@@ -164,6 +164,11 @@ impl Popen {
     }
 
     /// Sets an environment variable for the child.
+    ///
+    /// A `key` that is empty or holds `=` or a NUL byte, or a `value` that
+    /// holds a NUL byte, cannot be passed on: the start refuses it with
+    /// [`SpawnError::InvalidConfig`] (std's `Command` would pass `A=B` set
+    /// to `c` on as `A=B=c`, setting `A`).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Popen {
         self.env
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
@@ -345,9 +350,12 @@ impl Popen {
     ///
     /// # Errors
     /// [`SpawnError`] when the child could not be spawned (the program is
-    /// named, with the OS reason), when the description is invalid (a
-    /// `bufsize` of 0, stdout set to [`Output::MergeIntoStdout`]), or when
-    /// no actix arbiter runs on this thread. Nothing is left running.
+    /// named, with the OS reason), when the description is invalid
+    /// ([`SpawnError::InvalidConfig`]: a `bufsize` of 0, stdout set to
+    /// [`Output::MergeIntoStdout`], an environment variable name that is
+    /// empty or holds `=` or a NUL byte, a NUL byte in the program, an
+    /// argument, a value or the working directory), or when no actix
+    /// arbiter runs on this thread. Nothing is left running.
     pub fn start(self) -> Result<ProcessHandle, SpawnError> {
         PopenProcess::spawn_and_start(self)
     }
@@ -396,18 +404,69 @@ impl Popen {
 
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let reason = if self.bufsize == 0 {
-            "bufsize must be at least 1"
+            "bufsize must be at least 1".to_owned()
         } else if self.window == 0 {
-            "window must be at least 1"
+            "window must be at least 1".to_owned()
         } else if self.stdout == Output::MergeIntoStdout {
-            "stdout cannot be merged into itself"
+            "stdout cannot be merged into itself".to_owned()
         } else {
-            return Ok(());
+            match self.exec_strings_error() {
+                Some(reason) => reason,
+                None => return Ok(()),
+            }
         };
         Err(SpawnError::InvalidConfig {
             program: self.program_name(),
-            reason: reason.to_owned(),
+            reason,
         })
+    }
+
+    /// What exec could not pass on as given, if anything: a C string ends
+    /// at its first NUL, and an environment entry is `NAME=VALUE`, so a
+    /// name with `=` in it would set another variable (`PATH=/x:` set to
+    /// `y` would give `PATH=/x:=y`).
+    fn exec_strings_error(&self) -> Option<String> {
+        use std::os::unix::ffi::OsStrExt;
+        let has_nul = |s: &OsStr| s.as_bytes().contains(&0);
+        if has_nul(&self.program) {
+            return Some(format!(
+                "the program {:?} contains a NUL byte",
+                self.program
+            ));
+        }
+        if let Some((index, arg)) = self.args.iter().enumerate().find(|(_, a)| has_nul(a)) {
+            // Numbered as in argv, where the program is argument 0.
+            return Some(format!(
+                "argument {} ({arg:?}) contains a NUL byte",
+                index + 1
+            ));
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() {
+                return Some("an environment variable name is empty".to_owned());
+            }
+            if name.as_bytes().contains(&b'=') {
+                return Some(format!(
+                    "the environment variable name {name:?} contains '='"
+                ));
+            }
+            if has_nul(name) {
+                return Some(format!(
+                    "the environment variable name {name:?} contains a NUL byte"
+                ));
+            }
+            if value.as_deref().is_some_and(has_nul) {
+                return Some(format!(
+                    "the value of the environment variable {name:?} contains a NUL byte"
+                ));
+            }
+        }
+        match &self.current_dir {
+            Some(dir) if has_nul(dir.as_os_str()) => {
+                Some(format!("the working directory {dir:?} contains a NUL byte"))
+            }
+            _ => None,
+        }
     }
 
     /// Spawns the child: a std `Command` built afresh (so the description
@@ -624,12 +683,34 @@ impl Popen {
     }
 }
 
+/// What std's `Command` keeps of a program, argument or working directory
+/// that holds a NUL byte: this text instead (its spawn then fails with
+/// "nul byte found in provided data").
+const STD_NUL_PLACEHOLDER: &str = "<string-with-nul>";
+
+/// `s`, with a NUL byte put back if it is std's placeholder for a string
+/// that held one, so that the start refuses it as the original.
+fn nul_restored(s: &OsStr) -> OsString {
+    let mut s = s.to_owned();
+    if s == STD_NUL_PLACEHOLDER {
+        s.push("\0");
+    }
+    s
+}
+
 impl From<&Command> for Popen {
     /// Copies the program, arguments, environment changes and working
     /// directory of `command`. std does not expose `env_clear()`, stdio or
     /// platform extensions set on a `Command`; set those on the `Popen`.
+    ///
+    /// std keeps a program, argument or working directory that held a NUL
+    /// byte as the text `<string-with-nul>`; the `Popen` takes that text
+    /// as a string with a NUL byte, so its start refuses it (as the
+    /// `Command`'s spawn would), even if `<string-with-nul>` was meant
+    /// literally.
     fn from(command: &Command) -> Popen {
-        let mut popen = Popen::new(command.get_program()).args(command.get_args());
+        let mut popen = Popen::new(nul_restored(command.get_program()))
+            .args(command.get_args().map(nul_restored));
         for (key, value) in command.get_envs() {
             popen = match value {
                 Some(value) => popen.env(key, value),
@@ -637,7 +718,7 @@ impl From<&Command> for Popen {
             };
         }
         if let Some(dir) = command.get_current_dir() {
-            popen = popen.current_dir(dir);
+            popen = popen.current_dir(nul_restored(dir.as_os_str()));
         }
         popen
     }

@@ -254,6 +254,9 @@ pub struct PopenProcess {
     exited: Option<ReturnCode>,
     output_done: bool,
     output_complete: bool,
+    /// [`CloseReader`] came before the child existed: its output is closed
+    /// as it starts, before anything is read.
+    close_output_at_start: bool,
     cancelled: bool,
     released: bool,
     torn_down: bool,
@@ -316,6 +319,7 @@ impl PopenProcess {
             exited: None,
             output_done: false,
             output_complete: true,
+            close_output_at_start: false,
             cancelled: false,
             released: false,
             torn_down: false,
@@ -407,6 +411,12 @@ impl PopenProcess {
         let reads = std::mem::take(&mut self.reads);
         if reads.is_empty() {
             self.output_done = true;
+        } else if self.close_output_at_start {
+            // Dropping our read ends closes them: the child's first write
+            // gets EPIPE (or SIGPIPE), as after a `CloseReader` in its run.
+            drop(reads);
+            self.output_done = true;
+            self.output_complete = false;
         } else {
             let mut reader = PipeReader::new()
                 .bufsize(self.popen.bufsize)
@@ -895,7 +905,7 @@ impl Handler<CloseStdin> for PopenProcess {
     /// Closes the child's stdin once every write queued before has been
     /// written: the child reads EOF.
     fn handle(&mut self, _msg: CloseStdin, _ctx: &mut Context<Self>) {
-        self.stdin.close();
+        self.stdin.queue_close();
     }
 }
 
@@ -905,9 +915,13 @@ impl Handler<CloseReader> for PopenProcess {
     /// Stops reading the child's output and closes our read ends: the
     /// child's next write to them fails with EPIPE (or SIGPIPE kills it),
     /// as in a shell pipeline whose reader exited. The task then ends when
-    /// the child exits, with `output_complete: false`.
+    /// the child exits, with `output_complete: false`. Sent before a
+    /// deferred start, it takes effect as the child starts: nothing is
+    /// read, and the child's first write gets EPIPE.
     fn handle(&mut self, _msg: CloseReader, _ctx: &mut Context<Self>) {
-        if let (false, Some(reader)) = (self.output_done, &self.reader) {
+        if self.phase == Phase::Pending {
+            self.close_output_at_start = true;
+        } else if let (false, Some(reader)) = (self.output_done, &self.reader) {
             reader.do_send(CloseReader);
         }
     }

@@ -6,6 +6,15 @@
 //! so a large write never blocks the actor's thread. Each write resolves
 //! once all its bytes are in the pipe, or with the error that stopped it.
 //!
+//! Before the child exists (a task made by
+//! [`Popen::prepare`](crate::Popen::prepare) or
+//! [`Popen::submit`](crate::Popen::submit), not started yet) writes and the
+//! close wait in the same queue, in the order they came; the start hands
+//! the queue to the new pipe, which writes them in that order, so input
+//! sent early has the same effect as input sent after the start. A task
+//! that ends without its child ever running (cancelled, or its spawn
+//! failed) answers every queued write with an error.
+//!
 //! A child that exited (or closed its stdin) makes the next write fail
 //! with EPIPE, returned as an error value. The kernel also raises SIGPIPE
 //! for that write; Rust programs ignore SIGPIPE from their start (std sets
@@ -141,15 +150,38 @@ impl StdinQueue {
         rx
     }
 
-    /// Closes the write end after everything queued so far (EOF for the
-    /// child). Later writes fail.
-    pub(crate) fn close(&mut self) {
-        // Writes queued before the pipe existed are answered with an error
-        // when their requests are dropped with the receiver.
-        self.rx = None;
+    /// Queues the close of the write end ([`CloseStdin`](crate::CloseStdin)):
+    /// the child reads EOF once everything queued before was written.
+    /// Before the pipe exists the close waits in the queue, behind the
+    /// writes, and takes effect in its place once the child starts. Later
+    /// writes fail.
+    pub(crate) fn queue_close(&mut self) {
         if let Some(tx) = self.tx.take() {
             self.closed = true;
             let _ = tx.unbounded_send(Request::Close);
+        }
+    }
+
+    /// Closes the queue because the task ended: a pipe closes once what
+    /// was queued is written, as with [`queue_close`](Self::queue_close). A
+    /// queue that never got its pipe (the child never ran: the task was
+    /// cancelled first, or its spawn failed) answers each write it holds
+    /// with an error now.
+    pub(crate) fn close(&mut self) {
+        self.queue_close();
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            while let Ok(request) = rx.try_recv() {
+                if let Request::Write {
+                    done: Some(done), ..
+                } = request
+                {
+                    let _ = done.send(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the task ended before its child ran",
+                    )));
+                }
+            }
         }
     }
 

@@ -1,15 +1,48 @@
 //! The supervisor's job pool: `--jobs` and `--load-average` for actors.
+//!
+//! Every await is bounded ([`within`], [`async_wait`]): a regression fails
+//! the test rather than hanging it.
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use actix::prelude::*;
 use actix_popen::{
-    AddStartListener, AsyncWait, Cancel, Exited, GetJobPool, JobPool, Popen, ProcessSupervisor,
-    ReturnCode, SetJobLimits, SpawnError, Started,
+    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, Input, JobLimitsError, JobPool,
+    Output, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError, Started,
 };
 use futures::channel::oneshot;
 
-use common::{event, Waiter};
+use common::procs::Leftovers;
+use common::{async_wait, event, within, Waiter};
+
+/// Sets the pool's limits, with a bound; returns the supervisor's answer.
+async fn try_set_limits(
+    max_jobs: Option<usize>,
+    max_load: Option<f64>,
+) -> Result<(), JobLimitsError> {
+    within(
+        "SetJobLimits",
+        ProcessSupervisor::get().send(SetJobLimits { max_jobs, max_load }),
+    )
+    .await
+    .expect("the supervisor is gone")
+}
+
+/// Sets the pool's limits, which must be accepted.
+async fn set_limits(max_jobs: Option<usize>, max_load: Option<f64>) {
+    try_set_limits(max_jobs, max_load)
+        .await
+        .unwrap_or_else(|err| panic!("limits refused: {err}"));
+}
+
+/// The pool's state, with a bound.
+async fn job_pool() -> JobPool {
+    within("GetJobPool", ProcessSupervisor::get().send(GetJobPool))
+        .await
+        .expect("the supervisor is gone")
+}
 
 /// `(task index, true for its start / false for its exit)`, in order.
 type Events = Vec<(usize, bool)>;
@@ -82,13 +115,7 @@ impl Handler<Exited> for Tag {
 
 #[actix_rt::test]
 async fn at_most_max_jobs_run_at_once_in_submission_order() {
-    ProcessSupervisor::get()
-        .send(SetJobLimits {
-            max_jobs: Some(2),
-            max_load: None,
-        })
-        .await
-        .unwrap();
+    set_limits(Some(2), None).await;
     let recorder = Recorder::default().start();
     let tasks: Vec<_> = (0..8)
         .map(|index| {
@@ -104,9 +131,9 @@ async fn at_most_max_jobs_run_at_once_in_submission_order() {
     let (tx, rx) = oneshot::channel();
     recorder.do_send(WhenCount(16, tx));
     for task in &tasks {
-        assert!(task.send(AsyncWait).await.unwrap().unwrap().success());
+        assert!(async_wait(task).await.success());
     }
-    let events = rx.await.unwrap();
+    let events = event("every start and exit", rx).await;
     let mut running = 0i32;
     let mut peak = 0;
     let mut start_order = Vec::new();
@@ -121,9 +148,8 @@ async fn at_most_max_jobs_run_at_once_in_submission_order() {
     }
     assert_eq!(peak, 2, "at most two at once, and two were used");
     assert_eq!(start_order, (0..8).collect::<Vec<_>>());
-    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
     assert_eq!(
-        pool,
+        job_pool().await,
         JobPool {
             running: 0,
             queued: 0
@@ -133,26 +159,16 @@ async fn at_most_max_jobs_run_at_once_in_submission_order() {
 
 #[actix_rt::test]
 async fn a_task_cancelled_in_the_queue_never_runs() {
-    ProcessSupervisor::get()
-        .send(SetJobLimits {
-            max_jobs: Some(1),
-            max_load: None,
-        })
-        .await
-        .unwrap();
+    set_limits(Some(1), None).await;
     let first = Popen::new("sleep").arg("1000").submit().unwrap();
     let queued = Popen::new("sleep").arg("1000").submit().unwrap();
     let (waiter, awaited) = Waiter::start_new();
     queued.do_send(AddStartListener(waiter.recipient()));
     queued.do_send(Cancel);
-    assert_eq!(
-        queued.send(AsyncWait).await.unwrap().unwrap(),
-        ReturnCode::CANCELLED
-    );
+    assert_eq!(async_wait(&queued).await, ReturnCode::CANCELLED);
     // It gave its place in the queue back at once.
-    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
     assert_eq!(
-        pool,
+        job_pool().await,
         JobPool {
             running: 1,
             queued: 0
@@ -164,27 +180,22 @@ async fn a_task_cancelled_in_the_queue_never_runs() {
         "start listeners hear of it"
     );
     first.do_send(Cancel);
-    assert_eq!(first.send(AsyncWait).await.unwrap().unwrap().code(), -15);
+    assert_eq!(async_wait(&first).await.code(), -15);
     // The cancelled task's place is given back too.
     let after = Popen::new("true").submit().unwrap();
-    assert!(after.send(AsyncWait).await.unwrap().unwrap().success());
+    assert!(async_wait(&after).await.success());
 }
 
 #[actix_rt::test]
 async fn a_high_load_holds_new_starts_while_a_task_runs() {
-    // A load average is never below zero: only an idle pool may start one.
-    ProcessSupervisor::get()
-        .send(SetJobLimits {
-            max_jobs: None,
-            max_load: Some(0.0),
-        })
-        .await
-        .unwrap();
+    // The smallest limit accepted: any load reading above 0.00 holds the
+    // second task while the first runs. (On an idle machine, reading
+    // 0.00, the start spacing holds it for the first second.)
+    set_limits(None, Some(f64::MIN_POSITIVE)).await;
     let first = Popen::new("sleep").arg("1000").submit().unwrap();
     let second = Popen::new("true").submit().unwrap();
-    let pool = ProcessSupervisor::get().send(GetJobPool).await.unwrap();
     assert_eq!(
-        pool,
+        job_pool().await,
         JobPool {
             running: 1,
             queued: 1
@@ -192,27 +203,125 @@ async fn a_high_load_holds_new_starts_while_a_task_runs() {
     );
     assert_eq!(second.poll(), None);
     first.do_send(Cancel);
-    first.send(AsyncWait).await.unwrap().unwrap();
+    async_wait(&first).await;
     // With nothing running, the next one starts whatever the load.
-    assert!(second.send(AsyncWait).await.unwrap().unwrap().success());
+    assert!(async_wait(&second).await.success());
 }
 
 #[actix_rt::test]
 async fn a_failed_start_frees_its_place_and_reports_127() {
-    ProcessSupervisor::get()
-        .send(SetJobLimits {
-            max_jobs: Some(1),
-            max_load: None,
-        })
-        .await
-        .unwrap();
+    set_limits(Some(1), None).await;
     let missing = Popen::new("no-such-program-xyz").submit().unwrap();
     let next = Popen::new("true").submit().unwrap();
-    assert_eq!(missing.send(AsyncWait).await.unwrap().unwrap().code(), 127);
+    assert_eq!(async_wait(&missing).await.code(), 127);
     assert!(
         matches!(missing.spawn_error(), Some(SpawnError::NotFound { ref program, .. }) if program == "no-such-program-xyz"),
         "{:?}",
         missing.spawn_error()
     );
-    assert!(next.send(AsyncWait).await.unwrap().unwrap().success());
+    assert!(async_wait(&next).await.success());
+}
+
+/// Tells when its task started.
+struct StartTime(Option<oneshot::Sender<Instant>>);
+
+impl Actor for StartTime {
+    type Context = Context<Self>;
+}
+
+impl Handler<Started> for StartTime {
+    type Result = ();
+    fn handle(&mut self, _: Started, _: &mut Context<Self>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Instant::now());
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn under_max_load_starts_are_spaced_while_tasks_run() {
+    // A limit above any load this machine has: the load never holds a
+    // start back, so only the spacing does. (Before it, all three started
+    // at once, each checked against the same /proc/loadavg reading.) The
+    // tasks run until their stdin closes, so each start finds the earlier
+    // ones running.
+    set_limits(None, Some(1000.0)).await;
+    let mut tasks: Vec<ProcessHandle> = Vec::new();
+    let mut starts: Vec<oneshot::Receiver<Instant>> = Vec::new();
+    for _ in 0..3 {
+        let (tx, started) = oneshot::channel();
+        let task = Popen::new("cat")
+            .stdin(Input::Pipe)
+            .stdout(Output::Null)
+            .start_listener(StartTime(Some(tx)).start().recipient())
+            .submit()
+            .expect("cannot submit cat");
+        tasks.push(task);
+        starts.push(started);
+    }
+    let mut times = Vec::new();
+    let mut leftovers = Leftovers::default();
+    for (task, started) in tasks.iter().zip(starts) {
+        times.push(event("a start", started).await);
+        leftovers.add(task);
+    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("gaps between the starts: {gaps:?}");
+    // 1 s with one task running, 1 s × 2^1.5 = 2.83 s with two; a little
+    // slack for the spawns themselves.
+    let slack = Duration::from_millis(50);
+    for (gap, least) in gaps.iter().zip([1000, 2828]) {
+        assert!(
+            *gap + slack >= Duration::from_millis(least),
+            "gaps {gaps:?}: one is under {least} ms"
+        );
+    }
+    for task in &tasks {
+        task.do_send(CloseStdin);
+    }
+    for task in &tasks {
+        assert!(async_wait(task).await.success());
+    }
+}
+
+#[actix_rt::test]
+async fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
+    set_limits(Some(1), None).await;
+    // GNU make refuses `-j0`: with 0 places nothing would ever start.
+    assert_eq!(
+        try_set_limits(Some(0), None).await,
+        Err(JobLimitsError::ZeroJobs)
+    );
+    for max_load in [0.0, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(
+            try_set_limits(None, Some(max_load)).await,
+            Err(JobLimitsError::InvalidLoad { max_load })
+        );
+    }
+    let nan = try_set_limits(Some(4), Some(f64::NAN)).await;
+    assert!(
+        matches!(nan, Err(JobLimitsError::InvalidLoad { max_load }) if max_load.is_nan()),
+        "{nan:?}"
+    );
+    // One place still, and no load limit: the second task waits.
+    let (waiter, awaited) = Waiter::start_new();
+    let first = Popen::new("cat")
+        .stdin(Input::Pipe)
+        .stdout(Output::Null)
+        .start_listener(waiter.recipient())
+        .submit()
+        .expect("cannot submit cat");
+    let second = Popen::new("true").submit().expect("cannot submit true");
+    event("the first task's start", awaited.started).await;
+    let _leftovers = Leftovers::of(&first);
+    assert_eq!(
+        job_pool().await,
+        JobPool {
+            running: 1,
+            queued: 1
+        }
+    );
+    first.do_send(CloseStdin);
+    assert!(async_wait(&first).await.success());
+    assert!(async_wait(&second).await.success());
 }

@@ -214,7 +214,8 @@ fn two_thousand_short_children_through_the_job_pool_grow_nothing() {
             }),
         )
         .await
-        .expect("the supervisor is gone");
+        .expect("the supervisor is gone")
+        .expect("limits refused");
         let fds_base = fd_count();
         let warm = Popen::new("true").submit().expect("cannot submit true");
         assert!(within("AsyncWait", warm.send(AsyncWait))

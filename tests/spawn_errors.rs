@@ -9,7 +9,10 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use actix_popen::{AsyncWait, Input, Output, Popen, PopenProcess, ReturnCode, SpawnError, Start};
+use actix_popen::{
+    AsyncWait, Cancel, Input, Output, Pipeline, PipelineError, Popen, PopenProcess, ProcessHandle,
+    ReturnCode, SpawnError, Start,
+};
 use nix::libc;
 use nix::unistd::{sysconf, SysconfVar};
 
@@ -212,6 +215,125 @@ async fn invalid_descriptions_are_refused() {
     assert!(err.to_string().contains("bufsize"), "{err}");
     let err = merged().start().unwrap_err();
     assert!(err.to_string().contains("stdout"), "{err}");
+}
+
+/// Expects `result` to be a refusal; a task that was started or queued
+/// instead is cancelled (or left to end) and awaited, then the test fails.
+async fn refused(what: &str, result: Result<ProcessHandle, SpawnError>) -> SpawnError {
+    match result {
+        Err(err) => err,
+        Ok(handle) => {
+            handle.do_send(Cancel);
+            let code = within("the task that should not exist", handle.send(AsyncWait)).await;
+            panic!("{what}: accepted, and the task ended with {code:?}");
+        }
+    }
+}
+
+/// Strings that exec cannot pass on as given are refused by every way to
+/// start a task, before anything is spawned: an environment variable name
+/// that is empty or holds `=` (std would pass `PATH=/x:` set to `y` on as
+/// `PATH=/x:=y`, overriding PATH) or a NUL byte, and a NUL byte in a
+/// value, an argument, the program or the working directory.
+#[actix_rt::test]
+async fn strings_exec_cannot_pass_on_are_refused_everywhere() {
+    type Case = (&'static str, fn() -> Popen, &'static str);
+    let cases: [Case; 8] = [
+        (
+            "a name with '='",
+            || Popen::new("true").env("PATH=/x:", "y"),
+            "\"PATH=/x:\" contains '='",
+        ),
+        (
+            "an empty name",
+            || Popen::new("true").env("", "y"),
+            "name is empty",
+        ),
+        (
+            "a name with NUL",
+            || Popen::new("true").env("A\0B", "y"),
+            "\"A\\0B\" contains a NUL byte",
+        ),
+        (
+            "a value with NUL",
+            || Popen::new("true").env("GOOD", "a\0b"),
+            "value of the environment variable \"GOOD\" contains a NUL byte",
+        ),
+        (
+            "a removed name with '='",
+            || Popen::new("true").env_remove("A=B"),
+            "\"A=B\" contains '='",
+        ),
+        (
+            "an argument with NUL",
+            || Popen::new("true").args(["ok", "a\0b"]),
+            "argument 2 (\"a\\0b\") contains a NUL byte",
+        ),
+        (
+            "a program with NUL",
+            || Popen::new("tr\0ue"),
+            "contains a NUL byte",
+        ),
+        (
+            "a working directory with NUL",
+            || Popen::new("true").current_dir("/tmp\0x"),
+            "working directory \"/tmp\\0x\" contains a NUL byte",
+        ),
+    ];
+    for (what, popen, reason) in cases {
+        for (how, err) in [
+            ("start", refused(what, popen().start()).await),
+            ("prepare", refused(what, popen().prepare()).await),
+            ("submit", refused(what, popen().submit()).await),
+        ] {
+            assert!(
+                matches!(err, SpawnError::InvalidConfig { .. }),
+                "{what}, {how}: {err:?}"
+            );
+            assert!(err.to_string().contains(reason), "{what}, {how}: {err}");
+        }
+        let pipeline = Pipeline::new()
+            .stage(popen())
+            .stage(Popen::new("true"))
+            .start();
+        match pipeline {
+            Err(PipelineError::Spawn {
+                stage: 0,
+                source: SpawnError::InvalidConfig { .. },
+            }) => {}
+            Err(err) => panic!("{what}, pipeline: {err:?}"),
+            Ok(pipeline) => {
+                pipeline.do_send(Cancel);
+                let code = within(
+                    "the pipeline that should not exist",
+                    pipeline.send(AsyncWait),
+                )
+                .await;
+                panic!("{what}, pipeline: accepted, and it ended with {code:?}");
+            }
+        }
+    }
+    // What a std `Command` holds is checked the same way.
+    let mut command = std::process::Command::new("true");
+    command.env("PATH=/x:", "y");
+    let err = refused("Command::env", Popen::from(&command).start()).await;
+    assert!(
+        err.to_string().contains("\"PATH=/x:\" contains '='"),
+        "{err}"
+    );
+    // std keeps only a placeholder for a string with a NUL byte.
+    let mut command = std::process::Command::new("true");
+    command.arg("ok").arg("a\0b");
+    let err = refused("Command::arg", Popen::from(&command).start()).await;
+    assert!(err.to_string().contains("argument 2"), "{err}");
+    let mut command = std::process::Command::new("tr\0ue");
+    command.current_dir("/tmp");
+    let err = refused("Command::new", Popen::from(&command).prepare()).await;
+    assert!(err.to_string().contains("the program"), "{err}");
+    let mut command = std::process::Command::new("true");
+    command.current_dir("/tmp\0x");
+    let err = refused("Command::current_dir", Popen::from(&command).submit()).await;
+    assert!(err.to_string().contains("working directory"), "{err}");
 }
 
 /// A working directory that does not exist is reported as such, not as a

@@ -14,16 +14,18 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, Chunk, CloseStdin, Collector, GetValue, Input, IsAlive, Output, Poll, Popen,
-    ProcessHandle, ReturnCode, Start, Stream, Write,
+    AddExitListener, AddStartListener, Cancel, Chunk, CloseReader, CloseStdin, Collector, Exited,
+    GetJobPool, GetValue, Input, IsAlive, JobPool, Output, Poll, Popen, ProcessHandle,
+    ProcessSupervisor, RemoveExitListener, RemoveStartListener, ReturnCode, SetJobLimits,
+    SpawnError, Start, Stream, Write,
 };
 use bytes::Bytes;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
 use common::actors::{await_output, ChunkSink};
 use common::procs::{await_leader_exit, Leftovers};
-use common::wait;
+use common::{event, wait, within, Awaited, GetEvents, Waiter};
 
 /// The bound for anything that should happen "at once". Generous: the
 /// machine is shared and other builds run on it.
@@ -467,4 +469,369 @@ async fn write_to_a_prepared_piped_task_is_not_refused_as_not_a_pipe() {
         b"late\n"
     };
     assert_eq!(&output.stdout[..], expected);
+}
+
+// ---------------------------------------------------------------------
+// Input before a deferred start
+// ---------------------------------------------------------------------
+//
+// A task made by `Popen::prepare` (started by `Start`) or `Popen::submit`
+// (started by the job pool) accepts messages before its child exists.
+// Each must keep its order and effect once the child starts. Every
+// scenario runs both ways: through `Start`, and through a pool of one
+// place held by a blocker task until the scenario releases it.
+
+/// How a scenario's task is started.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `Popen::prepare`, then `Start`.
+    Prepare,
+    /// `Popen::submit` behind a blocker in a pool of one place.
+    Pool,
+}
+
+const VIAS: [Via; 2] = [Via::Prepare, Via::Pool];
+
+/// A task whose start is deferred, with a collector on its output and a
+/// waiter on its start and exit.
+struct Deferred {
+    via: Via,
+    task: ProcessHandle,
+    collector: Addr<Collector>,
+    awaited: Awaited,
+    /// With [`Via::Pool`]: the task that holds the pool's one place, and
+    /// its start.
+    blocker: Option<(ProcessHandle, Leftovers)>,
+    leftovers: Option<Leftovers>,
+}
+
+impl Deferred {
+    /// `popen` with a collector subscribed and the waiter listening,
+    /// prepared or queued in the pool: its child does not exist yet.
+    async fn new(via: Via, popen: Popen) -> Deferred {
+        let collector = Collector::start_default();
+        let (waiter, awaited) = Waiter::start_new();
+        let popen = popen
+            .subscribe(collector.clone().recipient())
+            .start_listener(waiter.clone().recipient())
+            .exit_listener(waiter.recipient());
+        let (task, blocker) = match via {
+            Via::Prepare => (popen.prepare().expect("cannot prepare the task"), None),
+            Via::Pool => {
+                within(
+                    "SetJobLimits",
+                    ProcessSupervisor::get().send(SetJobLimits {
+                        max_jobs: Some(1),
+                        max_load: None,
+                    }),
+                )
+                .await
+                .expect("the supervisor is gone")
+                .expect("limits refused");
+                let (blocker_waiter, blocker_awaited) = Waiter::start_new();
+                let blocker = Popen::new("cat")
+                    .stdin(Input::Pipe)
+                    .stdout(Output::Null)
+                    .start_listener(blocker_waiter.recipient())
+                    .submit()
+                    .expect("cannot submit the blocker");
+                event("the blocker's start", blocker_awaited.started).await;
+                let blocker_leftovers = Leftovers::of(&blocker);
+                let task = popen.submit().expect("cannot submit the task");
+                let pool = within("GetJobPool", ProcessSupervisor::get().send(GetJobPool))
+                    .await
+                    .expect("the supervisor is gone");
+                assert_eq!(
+                    pool,
+                    JobPool {
+                        running: 1,
+                        queued: 1
+                    },
+                    "the task is not held in the queue"
+                );
+                (task, Some((blocker, blocker_leftovers)))
+            }
+        };
+        Deferred {
+            via,
+            task,
+            collector,
+            awaited,
+            blocker,
+            leftovers: None,
+        }
+    }
+
+    /// Starts the child (`Start`, or frees the pool's place) and waits
+    /// for its start event; returns its pid.
+    async fn start(&mut self) -> u32 {
+        match self.via {
+            Via::Prepare => {
+                within("Start", self.task.send(Start))
+                    .await
+                    .expect("the process actor is gone")
+                    .expect("cannot start the task");
+            }
+            Via::Pool => {
+                let (blocker, _) = self.blocker.as_ref().expect("no blocker");
+                blocker.do_send(CloseStdin);
+            }
+        }
+        let started = next_event("the task's start", &mut self.awaited.started).await;
+        let pid = started.pid.expect("the task started without a child");
+        // Only this thread reaps (the actor runs on it), so the child, if it
+        // exited already, is still in /proc as a zombie.
+        if self.task.pid().is_some() {
+            self.leftovers = Some(Leftovers::of(&self.task));
+        }
+        pid
+    }
+
+    /// Waits for the task's end; returns its exit event and output.
+    async fn end(&mut self) -> (Exited, Vec<u8>) {
+        let events = next_event("the task's exit", &mut self.awaited.exited).await;
+        let exited = events.exited[0];
+        let output = within("GetValue", self.collector.send(GetValue))
+            .await
+            .expect("the collector is gone");
+        if let Some((blocker, _)) = &self.blocker {
+            // Frees the pool for the next scenario (harmless if it ended).
+            blocker.do_send(CloseStdin);
+            wait(blocker, SOON).await;
+        }
+        (exited, output.stdout.to_vec())
+    }
+}
+
+/// [`event`] on a channel the caller keeps.
+async fn next_event<T>(what: &str, receiver: &mut oneshot::Receiver<T>) -> T {
+    within(what, receiver)
+        .await
+        .unwrap_or_else(|_| panic!("the waiter stopped before {what}"))
+}
+
+/// `cat` with its stdin a pipe of ours.
+fn cat() -> Popen {
+    Popen::new("cat").stdin(Input::Pipe)
+}
+
+/// Sends `Write(data)` now (it is in the mailbox when this returns); the
+/// returned future gives its outcome, with a bound.
+fn send_write(
+    handle: &ProcessHandle,
+    data: &'static [u8],
+) -> impl std::future::Future<Output = std::io::Result<()>> {
+    let request = handle.send(Write(Bytes::from_static(data)));
+    async move {
+        within("a write's outcome", request)
+            .await
+            .expect("the process actor is gone")
+    }
+}
+
+#[actix_rt::test]
+async fn writes_and_close_before_the_start_reach_the_child() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        let a = send_write(&deferred.task, b"a\n");
+        let b = send_write(&deferred.task, b"b\n");
+        deferred.task.do_send(CloseStdin);
+        deferred.start().await;
+        a.await
+            .unwrap_or_else(|err| panic!("{via:?}: write a: {err}"));
+        b.await
+            .unwrap_or_else(|err| panic!("{via:?}: write b: {err}"));
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
+        assert_eq!(output, b"a\nb\n", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_write_before_the_start_comes_before_one_after() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        let a = send_write(&deferred.task, b"a\n");
+        deferred.start().await;
+        let b = send_write(&deferred.task, b"b\n");
+        deferred.task.do_send(CloseStdin);
+        a.await
+            .unwrap_or_else(|err| panic!("{via:?}: write a: {err}"));
+        b.await
+            .unwrap_or_else(|err| panic!("{via:?}: write b: {err}"));
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
+        assert_eq!(output, b"a\nb\n", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn close_before_the_start_gives_the_child_eof_at_once() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        deferred.task.do_send(CloseStdin);
+        deferred.start().await;
+        // Nothing else is sent: `cat` ends only if it read EOF.
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
+        assert!(exited.output_complete, "{via:?}");
+        assert_eq!(output, b"", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_write_after_the_close_before_the_start_is_broken_pipe() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        let a = send_write(&deferred.task, b"a\n");
+        deferred.task.do_send(CloseStdin);
+        // Refused at once: the close is already queued.
+        let late = send_write(&deferred.task, b"late\n").await;
+        let err = late.expect_err("a write after CloseStdin succeeded");
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{via:?}: {err}");
+        deferred.start().await;
+        a.await
+            .unwrap_or_else(|err| panic!("{via:?}: the write before the close: {err}"));
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
+        assert_eq!(output, b"a\n", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn chunks_and_writes_before_the_start_keep_their_order() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        // Upstream chunks (of either stream) and writes, interleaved.
+        let one = deferred
+            .task
+            .send(Chunk::new(Stream::Stdout, &b"1 chunk\n"[..]));
+        let two = send_write(&deferred.task, b"2 write\n");
+        let three = deferred
+            .task
+            .send(Chunk::new(Stream::Stderr, &b"3 chunk\n"[..]));
+        deferred.task.do_send(CloseStdin);
+        deferred.start().await;
+        within("the first chunk written", one)
+            .await
+            .expect("the process actor is gone");
+        two.await
+            .unwrap_or_else(|err| panic!("{via:?}: write: {err}"));
+        within("the second chunk written", three)
+            .await
+            .expect("the process actor is gone");
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
+        assert_eq!(output, b"1 chunk\n2 write\n3 chunk\n", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn listeners_changed_before_the_start_are_kept() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        let (kept, kept_awaited) = Waiter::start_new();
+        let (removed, _) = Waiter::start_new();
+        let (starts, starts_awaited) = Waiter::start_new();
+        let (unstarted, _) = Waiter::start_new();
+        deferred
+            .task
+            .do_send(AddExitListener(kept.clone().recipient()));
+        deferred
+            .task
+            .do_send(AddExitListener(removed.clone().recipient()));
+        deferred
+            .task
+            .do_send(RemoveExitListener(removed.clone().recipient()));
+        deferred
+            .task
+            .do_send(AddStartListener(starts.clone().recipient()));
+        deferred
+            .task
+            .do_send(AddStartListener(unstarted.clone().recipient()));
+        deferred
+            .task
+            .do_send(RemoveStartListener(unstarted.clone().recipient()));
+        let pid = deferred.start().await;
+        let started = event("the added start listener", starts_awaited.started).await;
+        assert_eq!(started.pid, Some(pid), "{via:?}");
+        deferred.task.do_send(CloseStdin);
+        let exits = event("the added exit listener", kept_awaited.exited).await;
+        let (exited, _) = deferred.end().await;
+        assert_eq!(exits.exited, vec![exited], "{via:?}");
+        // Everything the task sent them was sent before the exit above.
+        let removed_events = within("GetEvents", removed.send(GetEvents))
+            .await
+            .expect("waiter gone");
+        assert!(
+            removed_events.exited.is_empty(),
+            "{via:?}: removed, yet told"
+        );
+        let unstarted_events = within("GetEvents", unstarted.send(GetEvents))
+            .await
+            .expect("waiter gone");
+        assert!(
+            unstarted_events.started.is_empty(),
+            "{via:?}: removed, yet told"
+        );
+        let starts_events = within("GetEvents", starts.send(GetEvents))
+            .await
+            .expect("waiter gone");
+        assert_eq!(starts_events.started.len(), 1, "{via:?}: told once");
+    }
+}
+
+#[actix_rt::test]
+async fn cancel_after_a_write_before_the_start_fails_the_write_and_spawns_nothing() {
+    for via in VIAS {
+        let mut deferred = Deferred::new(via, cat()).await;
+        let a = send_write(&deferred.task, b"a\n");
+        deferred.task.do_send(Cancel);
+        let err = a
+            .await
+            .expect_err("a write to a task cancelled unstarted succeeded");
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{via:?}: {err}");
+        let started = next_event("the task's start", &mut deferred.awaited.started).await;
+        assert_eq!(started.pid, None, "{via:?}: a child was spawned");
+        if let Via::Prepare = via {
+            let start = within("Start", deferred.task.send(Start))
+                .await
+                .expect("the process actor is gone");
+            assert!(
+                matches!(start, Err(SpawnError::AlreadyStarted { .. })),
+                "{via:?}: {start:?}"
+            );
+        }
+        let (exited, output) = deferred.end().await;
+        assert_eq!(exited.returncode, ReturnCode::CANCELLED, "{via:?}");
+        assert_eq!(exited.pid, None, "{via:?}");
+        assert_eq!(output, b"", "{via:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn close_reader_before_the_start_closes_the_output_as_the_child_starts() {
+    for via in VIAS {
+        // The child writes only once told to, so the close came first; it
+        // ignores SIGPIPE to report the EPIPE as exit status 42.
+        let popen = Popen::new("sh")
+            .args(["-c", "trap '' PIPE; read line; echo x || exit 42; exit 7"])
+            .stdin(Input::Pipe)
+            .stderr(Output::Null);
+        let mut deferred = Deferred::new(via, popen).await;
+        deferred.task.do_send(CloseReader);
+        deferred.start().await;
+        send_write(&deferred.task, b"go\n")
+            .await
+            .unwrap_or_else(|err| panic!("{via:?}: write: {err}"));
+        deferred.task.do_send(CloseStdin);
+        let (exited, output) = deferred.end().await;
+        assert_eq!(
+            exited.returncode,
+            ReturnCode::from_raw(42),
+            "{via:?}: the child's write did not fail"
+        );
+        assert!(!exited.output_complete, "{via:?}");
+        assert_eq!(output, b"", "{via:?}");
+    }
 }

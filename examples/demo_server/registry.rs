@@ -505,11 +505,20 @@ impl Actor for Jobs {
             // when it drops it): there is no timer to set any more.
             return;
         }
-        // Sent before any job is submitted (both from this actor, in order).
-        ProcessSupervisor::get().do_send(SetJobLimits {
+        // Sent before any job is submitted (both from this actor, in order:
+        // `send` queues the request at once).
+        let set = ProcessSupervisor::get().send(SetJobLimits {
             max_jobs: Some(self.limits.max_running),
             max_load: self.limits.max_load,
         });
+        ctx.spawn(
+            async move {
+                if let Ok(Err(err)) = set.await {
+                    log::error!("job pool limits refused: {err}");
+                }
+            }
+            .into_actor(self),
+        );
         ctx.run_interval(self.limits.keep_alive, |act, _ctx| {
             for job in act.jobs.values_mut() {
                 job.broadcast(&Event::KeepAlive);
