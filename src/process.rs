@@ -439,34 +439,14 @@ impl PopenProcess {
         // subscribers' actors alive as long as this one.
         self.popen.subscribers.clear();
 
-        match child.watch() {
-            Ok(Some(pidfd)) => {
-                let child = child.clone();
-                let wait = async move {
-                    loop {
-                        let mut guard = pidfd.readable().await?;
-                        // The status is read, not reaped: see sys/child.rs.
-                        match child.poll_exit()? {
-                            Some(code) => return Ok(code),
-                            None => guard.clear_ready(),
-                        }
-                    }
-                };
-                ctx.spawn(
-                    wait.into_actor(self)
-                        .map(|result: io::Result<ReturnCode>, act, ctx| {
-                            act.child_exited(result, ctx)
-                        }),
-                );
-            }
-            Ok(None) => {}
-            Err(err) => {
-                // Cannot happen with a pidfd on a running reactor; say so
-                // loudly rather than never reporting the exit.
-                log::error!("cannot watch pid {}: {err}", child.pid());
-                self.child_exited(Err(err), ctx);
-            }
-        }
+        // The status is read, not reaped: see sys/child.rs.
+        ctx.spawn(
+            child
+                .clone()
+                .exited()
+                .into_actor(self)
+                .map(|result, act, ctx| act.child_exited(result, ctx)),
+        );
         self.notify_started(Some(child.pid()));
     }
 

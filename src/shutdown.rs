@@ -35,28 +35,15 @@ pub(crate) fn register(task: &Arc<Tracked>) {
     });
 }
 
-/// Forgets `task` if its child was reaped (and only that entry: the pid
-/// may since belong to a newer child of ours).
+/// Forgets `task` if its child was reaped.
 pub(crate) fn forget_if_reaped(task: &Tracked) {
-    if !task.child.is_reaped() {
-        return;
+    if task.child.is_reaped() {
+        take(task);
     }
-    with_live(|map| {
-        if let Some(children) = map.get_mut(&task.thread) {
-            if children
-                .get(&task.child.pid())
-                .is_some_and(|entry| std::ptr::eq(&**entry, task))
-            {
-                children.remove(&task.child.pid());
-            }
-            if children.is_empty() {
-                map.remove(&task.thread);
-            }
-        }
-    });
 }
 
-/// Takes `task` out of the registry, if it is there.
+/// Takes `task` out of the registry, if it is there (that entry only: the
+/// pid may since belong to a newer child of ours). Returns whether it was.
 fn take(task: &Tracked) -> bool {
     with_live(|map| {
         let Some(children) = map.get_mut(&task.thread) else {

@@ -461,26 +461,15 @@ impl Handler<Adopt> for ProcessSupervisor {
     type Result = ();
 
     fn handle(&mut self, Adopt(task): Adopt, ctx: &mut Context<Self>) {
-        let watch = match task.child.watch() {
-            Ok(Some(pidfd)) => pidfd,
-            Ok(None) => return,
-            Err(err) => {
-                log::error!("cannot watch pid {}: {err}", task.child.pid());
-                return;
-            }
-        };
         ctx.spawn(
             async move {
-                loop {
-                    let Ok(mut guard) = watch.readable().await else {
-                        return;
-                    };
-                    match task.child.poll_exit() {
-                        Ok(None) => guard.clear_ready(),
-                        _ => break,
-                    }
+                match task.child.clone().exited().await {
+                    Ok(code) => log::debug!(
+                        "adopted pid {} exited with return code {code}",
+                        task.child.pid()
+                    ),
+                    Err(err) => log::error!("adopted pid {}: {err}", task.child.pid()),
                 }
-                log::debug!("adopted pid {} exited and was reaped", task.child.pid());
                 crate::shutdown::forget_if_reaped(&task);
             }
             .into_actor(self),

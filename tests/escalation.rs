@@ -14,7 +14,7 @@ use actix::prelude::*;
 use actix_popen::{Cancel, Collector, GetValue, Popen, ProcessHandle, ReturnCode};
 
 use common::actors::{ChunkSink, LineReader};
-use common::procs::{await_dead, proc_stat, wait_dead, Cleanup};
+use common::procs::{await_dead, await_stopped, poll_until, proc_stat, wait_dead, Cleanup};
 use common::wait;
 
 const SOON: Duration = Duration::from_secs(20);
@@ -37,15 +37,6 @@ fn start_sh(
         .expect("cannot start sh");
     cleanup.add(&handle);
     (handle, LineReader::new(chunks, SOON), collector)
-}
-
-/// Waits until `pid` is stopped (state `T`).
-async fn await_stopped(pid: i32) {
-    let deadline = Instant::now() + SOON;
-    while proc_stat(pid).is_none_or(|stat| stat.state != 'T') {
-        assert!(Instant::now() < deadline, "pid {pid} did not stop");
-        actix::clock::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A member of the group that ignores SIGTERM (it says its pid once it
@@ -73,11 +64,7 @@ async fn a_member_ignoring_sigterm_gets_sigkill_though_the_leader_obeyed() {
     let died_after = cancelled.elapsed();
     assert!(died_after >= timeout, "killed after {died_after:?}");
     // The leader, kept as a zombie until the SIGKILL, is reaped then.
-    let deadline = Instant::now() + SOON;
-    while handle.pid().is_some() {
-        assert!(Instant::now() < deadline, "the leader was never reaped");
-        actix::clock::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until("the leader's reap", SOON, || handle.pid().is_none()).await;
 }
 
 #[test]
@@ -107,7 +94,7 @@ async fn a_stopped_child_runs_its_cleanup_on_cancel() {
     // Long enough that a SIGKILL at the timeout would fail the test.
     let (handle, mut lines, collector) = start_sh(STOPS_ITSELF, Duration::from_secs(5), &cleanup);
     assert_eq!(lines.next().await, "ready");
-    await_stopped(handle.pid().expect("pid") as i32).await;
+    await_stopped(handle.pid().expect("pid") as i32, SOON).await;
     handle.do_send(Cancel);
     let code = wait(&handle, SOON).await;
     let output = collector.send(GetValue).await.unwrap();
@@ -127,7 +114,7 @@ async fn a_stopped_member_of_the_group_runs_its_cleanup_on_cancel() {
     let (handle, mut lines, collector) = start_sh(script, Duration::from_secs(5), &cleanup);
     let member = lines.next_pid().await;
     cleanup.add_pid(member);
-    await_stopped(member).await;
+    await_stopped(member, SOON).await;
     handle.do_send(Cancel);
     wait(&handle, SOON).await;
     let output = collector.send(GetValue).await.unwrap();
@@ -152,7 +139,7 @@ fn a_stopped_child_runs_its_cleanup_when_the_system_stops() {
     system.block_on(async {
         let (handle, mut lines, _) = start_sh(&script, Duration::from_secs(5), &cleanup);
         assert_eq!(lines.next().await, "ready");
-        await_stopped(handle.pid().expect("pid") as i32).await;
+        await_stopped(handle.pid().expect("pid") as i32, SOON).await;
     });
     let stopping = Instant::now();
     drop(system);

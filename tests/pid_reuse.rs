@@ -23,7 +23,7 @@ use actix::prelude::*;
 use actix_popen::{Cancel, Popen, ReturnCode};
 
 use common::actors::{ChunkSink, LineReader};
-use common::procs::proc_stat;
+use common::procs::{leads_own_session, proc_stat, wait_until};
 
 /// Names the scenario the inner test runs.
 const SCENARIO: &str = "ACTIX_POPEN_PIDNS_SCENARIO";
@@ -154,11 +154,9 @@ fn assert_survived(mut stranger: Child, took_the_number: bool) {
 
 /// Waits until `pid` has exited: a zombie, or gone.
 fn await_exit(pid: u32) {
-    let deadline = Instant::now() + SOON;
-    while proc_stat(pid as i32).is_some_and(|stat| stat.state != 'Z') {
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(&format!("pid {pid} exited"), SOON, || {
+        proc_stat(pid as i32).is_none_or(|stat| stat.state == 'Z')
+    });
 }
 
 /// The leader exits while a grandchild that left its group (`setsid`)
@@ -177,14 +175,9 @@ fn leader_exited_then(end: End) {
         let leader = handle.pid().expect("the leader's pid");
         let grandchild = LineReader::new(chunks, SOON).next_pid().await as u32;
         // Once it has called setsid, nothing sent to the group reaches it.
-        let deadline = Instant::now() + SOON;
-        while proc_stat(grandchild as i32).is_none_or(|stat| stat.session != grandchild as i32) {
-            assert!(
-                Instant::now() < deadline,
-                "the grandchild never called setsid"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the grandchild's setsid", SOON, || {
+            leads_own_session(grandchild as i32)
+        });
         await_exit(leader);
         assert_eq!(handle.poll(), None, "the task goes on: its output is open");
         let stranger = stranger_taking(leader);

@@ -629,72 +629,82 @@ fn send_write(
     }
 }
 
-#[actix_rt::test]
-async fn writes_and_close_before_the_start_reach_the_child() {
-    for via in VIAS {
-        let mut deferred = Deferred::new(via, cat()).await;
-        let a = send_write(&deferred.task, b"a\n");
-        let b = send_write(&deferred.task, b"b\n");
-        deferred.task.do_send(CloseStdin);
-        deferred.start().await;
-        a.await
-            .unwrap_or_else(|err| panic!("{via:?}: write a: {err}"));
-        b.await
-            .unwrap_or_else(|err| panic!("{via:?}: write b: {err}"));
-        let (exited, output) = deferred.end().await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
-        assert_eq!(output, b"a\nb\n", "{via:?}");
+/// One thing sent to a deferred task, in a test of message orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Write(&'static [u8]),
+    Close,
+    Start,
+}
+
+/// Every order of two writes, a close and the start: each permutation of
+/// the writes and the close, with the start at each place.
+fn every_order() -> Vec<Vec<Step>> {
+    let items = [Step::Write(b"a\n"), Step::Write(b"b\n"), Step::Close];
+    let mut orders = Vec::new();
+    for first in 0..3 {
+        for second in (0..3).filter(|&i| i != first) {
+            let third = 3 - first - second;
+            let sent = [items[first], items[second], items[third]];
+            for start_at in 0..=3 {
+                let mut order = sent.to_vec();
+                order.insert(start_at, Step::Start);
+                orders.push(order);
+            }
+        }
     }
+    orders
 }
 
 #[actix_rt::test]
-async fn a_write_before_the_start_comes_before_one_after() {
+async fn every_order_of_writes_close_and_start_keeps_its_effect() {
     for via in VIAS {
-        let mut deferred = Deferred::new(via, cat()).await;
-        let a = send_write(&deferred.task, b"a\n");
-        deferred.start().await;
-        let b = send_write(&deferred.task, b"b\n");
-        deferred.task.do_send(CloseStdin);
-        a.await
-            .unwrap_or_else(|err| panic!("{via:?}: write a: {err}"));
-        b.await
-            .unwrap_or_else(|err| panic!("{via:?}: write b: {err}"));
-        let (exited, output) = deferred.end().await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
-        assert_eq!(output, b"a\nb\n", "{via:?}");
-    }
-}
-
-#[actix_rt::test]
-async fn close_before_the_start_gives_the_child_eof_at_once() {
-    for via in VIAS {
-        let mut deferred = Deferred::new(via, cat()).await;
-        deferred.task.do_send(CloseStdin);
-        deferred.start().await;
-        // Nothing else is sent: `cat` ends only if it read EOF.
-        let (exited, output) = deferred.end().await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
-        assert!(exited.output_complete, "{via:?}");
-        assert_eq!(output, b"", "{via:?}");
-    }
-}
-
-#[actix_rt::test]
-async fn a_write_after_the_close_before_the_start_is_broken_pipe() {
-    for via in VIAS {
-        let mut deferred = Deferred::new(via, cat()).await;
-        let a = send_write(&deferred.task, b"a\n");
-        deferred.task.do_send(CloseStdin);
-        // Refused at once: the close is already queued.
-        let late = send_write(&deferred.task, b"late\n").await;
-        let err = late.expect_err("a write after CloseStdin succeeded");
-        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{via:?}: {err}");
-        deferred.start().await;
-        a.await
-            .unwrap_or_else(|err| panic!("{via:?}: the write before the close: {err}"));
-        let (exited, output) = deferred.end().await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0), "{via:?}");
-        assert_eq!(output, b"a\n", "{via:?}");
+        for order in every_order() {
+            let mut deferred = Deferred::new(via, cat()).await;
+            let mut writes = Vec::new();
+            let mut expected = Vec::new();
+            let mut closed = false;
+            for step in &order {
+                match *step {
+                    Step::Write(data) => {
+                        writes.push((data, closed, send_write(&deferred.task, data)));
+                        if !closed {
+                            expected.extend_from_slice(data);
+                        }
+                    }
+                    Step::Close => {
+                        deferred.task.do_send(CloseStdin);
+                        closed = true;
+                    }
+                    Step::Start => {
+                        deferred.start().await;
+                    }
+                }
+            }
+            for (data, after_close, outcome) in writes {
+                let outcome = outcome.await;
+                if after_close {
+                    let err = outcome.expect_err("a write after CloseStdin succeeded");
+                    assert_eq!(
+                        err.kind(),
+                        ErrorKind::BrokenPipe,
+                        "{via:?} {order:?}: {err}"
+                    );
+                } else {
+                    outcome
+                        .unwrap_or_else(|err| panic!("{via:?} {order:?}: write {data:?}: {err}"));
+                }
+            }
+            // `cat` ends only once it read EOF.
+            let (exited, output) = deferred.end().await;
+            assert_eq!(
+                exited.returncode,
+                ReturnCode::from_raw(0),
+                "{via:?} {order:?}"
+            );
+            assert!(exited.output_complete, "{via:?} {order:?}");
+            assert_eq!(output, expected, "{via:?} {order:?}");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_popen::{Cancel, Popen};
 
 use common::actors::{ChunkSink, LineReader};
-use common::procs::{await_dead, Cleanup};
+use common::procs::{await_dead, leads_own_session, poll_until, Cleanup};
 use common::wait;
 
 const SOON: Duration = Duration::from_secs(20);
@@ -52,19 +52,6 @@ fn warnings_naming(needle: &str) -> Vec<String> {
 /// A grandchild that left the group (`setsid`) holds the output.
 const SETSID_HOLDER: &str = "setsid sleep 1000 & echo $!; exit 0";
 
-/// Waits until `pid` leads a session of its own (it has called `setsid`):
-/// before that, a signal to its old group still reaches it.
-async fn await_own_session(pid: i32) {
-    let deadline = std::time::Instant::now() + SOON;
-    while common::procs::proc_stat(pid).is_none_or(|stat| stat.session != pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pid {pid} never called setsid"
-        );
-        actix::clock::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Starts `sh` with a `setsid` grandchild holding its output, as
 /// `configure` says; returns the handle, the grandchild's pid and the
 /// guard that kills it.
@@ -81,7 +68,7 @@ async fn start_with_holder(
     cleanup.add(&handle);
     let holder = LineReader::new(chunks, SOON).next_pid().await;
     cleanup.add_pid(holder);
-    await_own_session(holder).await;
+    poll_until("the setsid", SOON, || leads_own_session(holder)).await;
     (handle, holder, cleanup)
 }
 

@@ -154,23 +154,34 @@ impl Child {
         self.lock().pidfd.clone()
     }
 
-    /// Registers the pidfd with the current thread's reactor: it becomes
-    /// readable once the child exits. `None` once the pidfd was closed
-    /// (the task ended after the exit was seen).
+    /// Waits, through the current thread's reactor, until the child has
+    /// exited, and reads its status without reaping it (see
+    /// [`poll_exit`](Self::poll_exit)).
     ///
     /// # Errors
-    /// No reactor runs on this thread, or epoll refused the fd.
-    pub(crate) fn watch(&self) -> io::Result<Option<AsyncFd<Arc<OwnedFd>>>> {
+    /// No reactor runs on this thread, epoll refused the pidfd, or the
+    /// status was lost (ECHILD).
+    pub(crate) async fn exited(self: Arc<Self>) -> io::Result<ReturnCode> {
         let Some(pidfd) = self.pidfd() else {
-            return Ok(None);
+            // Closed only once the exit was seen.
+            return self
+                .poll_exit()?
+                .ok_or_else(|| io::Error::other("the pidfd was closed before the exit"));
         };
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other("no tokio reactor runs on this thread"));
         }
         // SAFETY: the AsyncFd owns an `Arc` of the OwnedFd, so the fd stays
         // open and keeps its number until the AsyncFd is dropped.
-        let watched = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
-        Ok(Some(watched.map_err(io::Error::from)?))
+        let watched = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        loop {
+            let mut guard = watched.readable().await?;
+            match self.poll_exit()? {
+                Some(code) => return Ok(code),
+                None => guard.clear_ready(),
+            }
+        }
     }
 
     /// The return code, once the exit was seen.

@@ -128,18 +128,51 @@ pub async fn await_dead(pid: i32, deadline: Instant) -> bool {
     }
 }
 
+/// Polls `ready` every few milliseconds until it holds, failing the test
+/// (naming `what`) after `bound`: for the process states nothing notifies
+/// us of (a stop, a `setsid`, an exit of a process that is not our child).
+pub async fn poll_until(what: &str, bound: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        actix::clock::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`poll_until`] for code outside a runtime: blocks the thread.
+pub fn wait_until(what: &str, bound: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `pid` is stopped (state `T`).
+pub async fn await_stopped(pid: i32, bound: Duration) {
+    poll_until(&format!("pid {pid} stopped"), bound, || {
+        proc_stat(pid).is_some_and(|stat| stat.state == 'T')
+    })
+    .await;
+}
+
+/// Whether `pid` leads a session of its own (it has called `setsid`, so
+/// nothing sent to its old group reaches it any more).
+pub fn leads_own_session(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|stat| stat.session == pid)
+}
+
 /// Waits, with a bound, until the task's child has exited while the task
 /// goes on (its output is still open). The library keeps such a child as
 /// its zombie, so that its pid and group id cannot be reused while the
 /// task may still signal them; the actor sends no message for the exit
 /// alone, so this polls /proc.
 pub async fn await_leader_exit(handle: &ProcessHandle, bound: Duration) {
-    let deadline = Instant::now() + bound;
     let pid = handle.pid().expect("the task has no child") as i32;
-    while proc_stat(pid).is_some_and(|stat| stat.state != 'Z') {
-        assert!(Instant::now() < deadline, "the child did not exit in time");
-        actix::clock::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until("the child's exit", bound, || {
+        proc_stat(pid).is_none_or(|stat| stat.state == 'Z')
+    })
+    .await;
     assert_eq!(
         handle.pid(),
         Some(pid as u32),
