@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Semaphore;
 
-use crate::messages::{Chunk, CloseReader, ReaderFinished, Stream};
+use crate::messages::{Chunk, CloseReader, CloseStdin, ReaderFinished, Stream};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
 
 /// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
@@ -97,6 +98,8 @@ pub struct PipeReader {
     window: usize,
     subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
+    finish_channels: Vec<oneshot::Sender<bool>>,
+    eof_listeners: Vec<(Stream, Recipient<CloseStdin>)>,
     stalls: Arc<Stalls>,
     open: usize,
     finished: bool,
@@ -119,6 +122,8 @@ impl PipeReader {
             window: DEFAULT_WINDOW,
             subscribers: Vec::new(),
             finish_listeners: Vec::new(),
+            finish_channels: Vec::new(),
+            eof_listeners: Vec::new(),
             stalls: Arc::new(Stalls::default()),
             open: 0,
             finished: false,
@@ -175,6 +180,23 @@ impl PipeReader {
         self
     }
 
+    /// Sends whether every input reached EOF on `tx` when the reader
+    /// finishes, as [`on_finished`](Self::on_finished) does by message,
+    /// but without holding an address of the listener.
+    pub(crate) fn on_finished_channel(mut self, tx: oneshot::Sender<bool>) -> PipeReader {
+        self.finish_channels.push(tx);
+        self
+    }
+
+    /// Sends [`CloseStdin`] to `recipient` once the inputs tagged `stream`
+    /// reach EOF, after their last chunk: in a pipeline, the next stage
+    /// reads EOF as soon as this one closed its output, as through a
+    /// kernel pipe.
+    pub(crate) fn on_eof(mut self, stream: Stream, recipient: Recipient<CloseStdin>) -> PipeReader {
+        self.eof_listeners.push((stream, recipient));
+        self
+    }
+
     /// Records, for whoever else holds `stalls`, when reading waits for
     /// credit.
     pub(crate) fn record_stalls(mut self, stalls: Arc<Stalls>) -> PipeReader {
@@ -189,6 +211,9 @@ impl PipeReader {
         self.finished = true;
         for listener in self.finish_listeners.drain(..) {
             listener.do_send(ReaderFinished { complete });
+        }
+        for tx in self.finish_channels.drain(..) {
+            let _ = tx.send(complete);
         }
         ctx.stop();
     }
@@ -224,6 +249,12 @@ impl Actor for PipeReader {
                         credit: Arc::new(Semaphore::new(self.window)),
                         stalls: self.stalls.clone(),
                         subscribers,
+                        eof_listeners: self
+                            .eof_listeners
+                            .iter()
+                            .filter(|(only, _)| *only == stream)
+                            .map(|(_, recipient)| recipient.clone())
+                            .collect(),
                     };
                     ctx.spawn(
                         input
@@ -277,11 +308,22 @@ struct Input {
     credit: Arc<Semaphore>,
     stalls: Arc<Stalls>,
     subscribers: Vec<Recipient<Chunk>>,
+    eof_listeners: Vec<Recipient<CloseStdin>>,
 }
 
 impl Input {
-    /// Reads until EOF, sending each chunk to every subscriber.
+    /// Reads until EOF, sending each chunk to every subscriber, then
+    /// [`CloseStdin`] to the EOF listeners (after the last chunk, in the
+    /// same mailbox order). Dropped early (by [`CloseReader`]), it tells
+    /// them nothing.
     async fn pump(mut self) {
+        self.forward().await;
+        for listener in &self.eof_listeners {
+            listener.do_send(CloseStdin);
+        }
+    }
+
+    async fn forward(&mut self) {
         let mut buf = BytesMut::new();
         loop {
             // Take the credit first: with the window used up, nothing is

@@ -6,11 +6,16 @@
 //! chunk is written into the downstream pipe, so a slow last stage slows
 //! every stage before it and memory stays flat.
 //!
+//! EOF and EPIPE cross each boundary as through a kernel pipe:
+//! * when a stage closes its stdout (or ends), the next stage's stdin is
+//!   closed at once, after everything the stage wrote: the next stage
+//!   reads EOF while the stage may still run;
+//! * when a stage's child closes its stdin (or ends), the previous stage's
+//!   output is closed at once, so its next write fails with EPIPE (or
+//!   SIGPIPE kills it), as in a shell, and nothing more is read from it
+//!   only to be thrown away.
+//!
 //! The [`PipelineProcess`] actor watches every stage:
-//! * when a stage ends, the next stage's stdin is closed (EOF), after
-//!   everything the ended stage wrote;
-//! * when a stage ends, the previous stage's output is closed, so its next
-//!   write fails with EPIPE (or SIGPIPE kills it), as in a shell;
 //! * [`Cancel`] cancels every stage;
 //! * once every stage has ended, [`AsyncWait`] resolves with the pipeline's
 //!   return code: the last stage's, or with [`Pipeline::pipefail`] the last
@@ -20,13 +25,14 @@
 use std::ops::Deref;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use futures::channel::oneshot;
 
 use crate::messages::{
     AddExitListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, Exited, Stream,
 };
 use crate::popen::{Input, Output};
-use crate::process::{PopenProcess, ProcessHandle};
+use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
 
 /// The chunk size a stage gathers for the next one unless its [`Popen`]
@@ -138,9 +144,22 @@ impl Pipeline {
                 popen = popen
                     .stdout(Output::Pipe)
                     .subscribe_stream(Stream::Stdout, next.addr().clone().recipient::<Chunk>());
+                // EOF crosses at once: the next stage's stdin closes as
+                // soon as this stage's stdout does, not when it exits.
+                popen.eof_listeners.push((
+                    Stream::Stdout,
+                    next.addr().clone().recipient::<CloseStdin>(),
+                ));
             }
             match popen.start() {
-                Ok(handle) => started.push(handle),
+                Ok(handle) => {
+                    // And EPIPE the other way: when the next stage's child
+                    // closes its stdin, this stage's output is closed.
+                    if let Some(next) = started.last() {
+                        next.do_send(SetUpstream(handle.addr().clone().recipient().downgrade()));
+                    }
+                    started.push(handle);
+                }
                 Err(source) => {
                     for handle in &started {
                         handle.do_send(Cancel);
@@ -155,7 +174,7 @@ impl Pipeline {
         started.reverse();
         let stages = started;
         let actor = PipelineProcess {
-            stages: stages.iter().map(|h| h.addr().clone()).collect(),
+            stages: stages.iter().map(|h| h.addr().downgrade()).collect(),
             pids: stages.iter().map(|h| h.pid()).collect(),
             returncodes: vec![None; count],
             pipefail: self.pipefail,
@@ -206,7 +225,10 @@ pub struct PipeStatus;
 /// [`AsyncWait`] and [`PipeStatus`].
 #[derive(Debug)]
 pub struct PipelineProcess {
-    stages: Vec<Addr<PopenProcess>>,
+    /// Held weakly: a stage whose every handle was dropped must see its
+    /// stdin close (see [`Popen`]'s stdin), and a stage whose actor is gone
+    /// has ended.
+    stages: Vec<WeakAddr<PopenProcess>>,
     pids: Vec<Option<u32>>,
     returncodes: Vec<Option<ReturnCode>>,
     pipefail: bool,
@@ -237,7 +259,7 @@ impl Actor for PipelineProcess {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        for stage in &self.stages {
+        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
             stage.do_send(AddExitListener(ctx.address().recipient()));
         }
     }
@@ -257,11 +279,15 @@ impl Handler<Exited> for PipelineProcess {
         self.returncodes[index] = Some(exited.returncode);
         // Everything this stage wrote is already queued at the next one:
         // its exit is reported only after its last chunk was sent.
-        if let Some(next) = self.stages.get(index + 1) {
+        if let Some(next) = self.stages.get(index + 1).and_then(WeakAddr::upgrade) {
             next.do_send(CloseStdin);
         }
         // Nobody reads what the previous stage writes any more.
-        if let Some(previous) = index.checked_sub(1).and_then(|i| self.stages.get(i)) {
+        if let Some(previous) = index
+            .checked_sub(1)
+            .and_then(|i| self.stages.get(i))
+            .and_then(WeakAddr::upgrade)
+        {
             previous.do_send(CloseReader);
         }
         if let Some(code) = self.returncode() {
@@ -277,7 +303,7 @@ impl Handler<Cancel> for PipelineProcess {
 
     /// Cancels every stage (see [`Cancel`]).
     fn handle(&mut self, _msg: Cancel, _ctx: &mut Context<Self>) {
-        for stage in &self.stages {
+        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
             stage.do_send(Cancel);
         }
     }

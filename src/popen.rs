@@ -63,7 +63,11 @@ pub enum Input {
     Null,
     /// A pipe written by the task: send [`Write`](crate::Write) (or
     /// [`Chunk`]s, from an upstream process) and [`CloseStdin`](crate::CloseStdin)
-    /// to the actor.
+    /// to the actor. Once every address of the actor is dropped (every
+    /// [`ProcessHandle`](crate::ProcessHandle), `Addr` and `Recipient`),
+    /// nobody can write any more and the pipe is closed after what was
+    /// queued: the child reads EOF and is not killed (as std and tokio
+    /// close a child's stdin when its handle is dropped).
     Pipe,
 }
 
@@ -117,6 +121,9 @@ pub struct Popen {
     pub(crate) subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
+    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
+    /// stage).
+    pub(crate) eof_listeners: Vec<(Stream, Recipient<crate::CloseStdin>)>,
 }
 
 impl Popen {
@@ -143,6 +150,7 @@ impl Popen {
             subscribers: Vec::new(),
             exit_listeners: Vec::new(),
             start_listeners: Vec::new(),
+            eof_listeners: Vec::new(),
         }
     }
 

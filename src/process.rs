@@ -37,8 +37,7 @@ use nix::sys::signal::Signal;
 use crate::escalation::{terminate_blocking, Tracked};
 use crate::messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, GetPid,
-    IsAlive, Poll, ReaderFinished, RemoveExitListener, RemoveStartListener, Start, Started, Stream,
-    Write,
+    IsAlive, Poll, RemoveExitListener, RemoveStartListener, Start, Started, Stream, Write,
 };
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
@@ -403,6 +402,14 @@ impl PopenProcess {
             match self.stdin.attach(fd) {
                 Ok(drain) => {
                     ctx.spawn(drain.into_actor(self));
+                    // Once no address is left, nobody can write any more:
+                    // close the stdin (after what is queued), as std and
+                    // tokio do when the child's stdin handle is dropped.
+                    // The child reads EOF; it is not killed.
+                    ctx.spawn(WhenDisconnected.map(|(), act, _ctx| {
+                        log::debug!("{}: every handle dropped; closing its stdin", act.name);
+                        act.stdin.queue_close();
+                    }));
                 }
                 Err(err) => log::error!("{}: cannot write to stdin: {err}", self.name),
             }
@@ -422,13 +429,25 @@ impl PopenProcess {
                 .bufsize(self.popen.bufsize)
                 .coalesce(self.popen.coalesce)
                 .window(self.popen.window)
-                .record_stalls(self.stalls.clone())
-                .on_finished(ctx.address().recipient());
+                .record_stalls(self.stalls.clone());
+            // A channel, not a message: the reader holds no address of this
+            // actor, so that dropping every handle can be noticed (see
+            // `WhenDisconnected`), while the wait keeps the actor running.
+            let (finished_tx, finished) = oneshot::channel();
+            reader = reader.on_finished_channel(finished_tx);
+            ctx.spawn(finished.into_actor(self).map(|complete, act, _ctx| {
+                // A reader dropped unfinished (its arbiter stopped) read
+                // nothing more.
+                act.reader_finished(complete.unwrap_or(false));
+            }));
             for (only, subscriber) in &self.popen.subscribers {
                 reader = match only {
                     Some(stream) => reader.subscribe_stream(*stream, subscriber.clone()),
                     None => reader.subscribe(subscriber.clone()),
                 };
+            }
+            for (stream, listener) in &self.popen.eof_listeners {
+                reader = reader.on_eof(*stream, listener.clone());
             }
             for (stream, fd) in reads {
                 reader = reader.input(stream, fd);
@@ -438,6 +457,7 @@ impl PopenProcess {
         // The reader has them now; holding them here too would keep the
         // subscribers' actors alive as long as this one.
         self.popen.subscribers.clear();
+        self.popen.eof_listeners.clear();
 
         // The status is read, not reaped: see sys/child.rs.
         ctx.spawn(
@@ -516,6 +536,14 @@ impl PopenProcess {
                 act.arm_drain_timeout(timeout, exited, stalled, ctx);
             }
         });
+    }
+
+    /// The reader finished: every stream reached EOF (`complete`), or it
+    /// was closed first.
+    fn reader_finished(&mut self, complete: bool) {
+        self.output_done = true;
+        self.output_complete = complete;
+        self.maybe_finish();
     }
 
     fn maybe_finish(&mut self) {
@@ -737,16 +765,6 @@ impl Handler<Release> for PopenProcess {
     }
 }
 
-impl Handler<ReaderFinished> for PopenProcess {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReaderFinished, _ctx: &mut Context<Self>) {
-        self.output_done = true;
-        self.output_complete = msg.complete;
-        self.maybe_finish();
-    }
-}
-
 impl Handler<AsyncWait> for PopenProcess {
     type Result = ResponseFuture<Result<ReturnCode, WaitError>>;
 
@@ -903,6 +921,47 @@ impl Handler<CloseReader> for PopenProcess {
             self.close_output_at_start = true;
         } else if let (false, Some(reader)) = (self.output_done, &self.reader) {
             reader.do_send(CloseReader);
+        }
+    }
+}
+
+/// Tells a pipeline stage which stage feeds its stdin: when the child's
+/// end of its stdin goes away, that stage's output is closed (see
+/// `stdin.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetUpstream(pub(crate) WeakRecipient<CloseReader>);
+
+impl Handler<SetUpstream> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, SetUpstream(upstream): SetUpstream, _ctx: &mut Context<Self>) {
+        self.stdin.hangup.set_upstream(upstream);
+    }
+}
+
+/// Completes once no address of the actor is left (every handle,
+/// `Addr` and `Recipient` of it dropped).
+///
+/// actix wakes an actor's context when the last sender of its mailbox is
+/// dropped, and polls every future spawned in the context each time it is
+/// woken, so checking `connected()` on each poll is enough: no waker of
+/// our own is needed.
+struct WhenDisconnected;
+
+impl ActorFuture<PopenProcess> for WhenDisconnected {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _act: &mut PopenProcess,
+        ctx: &mut Context<PopenProcess>,
+        _task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if ctx.connected() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
         }
     }
 }

@@ -15,6 +15,13 @@
 //! that ends without its child ever running (cancelled, or its spawn
 //! failed) answers every queued write with an error.
 //!
+//! A child that closes its stdin (or exits, with no other process holding
+//! it) is noticed at once, even with no write pending: the write end then
+//! reports an error (EPOLLERR) to the reactor. Every later write fails with
+//! EPIPE, and the [`Hangup`] hears of it: in a pipeline, the stage upstream
+//! has its output closed, so its next write fails as through a kernel
+//! pipe instead of feeding a reader that is gone.
+//!
 //! A child that exited (or closed its stdin) makes the next write fail
 //! with EPIPE, returned as an error value. The kernel also raises SIGPIPE
 //! for that write; Rust programs ignore SIGPIPE from their start (std sets
@@ -26,8 +33,15 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
+use std::sync::{Arc, Mutex};
+
+use actix::WeakRecipient;
+use futures::future::Either;
 use futures::StreamExt;
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::messages::CloseReader;
 
 use crate::sys::fd::set_nonblocking;
 
@@ -44,6 +58,50 @@ pub(crate) enum Request {
     Close,
 }
 
+/// Who is told when the child's end of its stdin goes away: in a
+/// pipeline, the stage upstream, whose output is then closed. Held weakly,
+/// so that it does not keep the upstream stage's actor connected (its own
+/// stdin closes once its handles are dropped).
+#[derive(Debug, Default)]
+pub(crate) struct Hangup(Mutex<HangupState>);
+
+#[derive(Debug, Default)]
+struct HangupState {
+    upstream: Option<WeakRecipient<CloseReader>>,
+    happened: bool,
+}
+
+impl Hangup {
+    fn state(&self) -> std::sync::MutexGuard<'_, HangupState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells `upstream` (now, if the hang-up already happened).
+    pub(crate) fn set_upstream(&self, upstream: WeakRecipient<CloseReader>) {
+        let mut state = self.state();
+        if state.happened {
+            tell(&upstream);
+        } else {
+            state.upstream = Some(upstream);
+        }
+    }
+
+    fn happened(&self) {
+        let mut state = self.state();
+        state.happened = true;
+        if let Some(upstream) = state.upstream.take() {
+            tell(&upstream);
+        }
+    }
+}
+
+/// Closes the upstream stage's output, if its actor is still there.
+fn tell(upstream: &WeakRecipient<CloseReader>) {
+    if let Some(upstream) = upstream.upgrade() {
+        upstream.do_send(CloseReader);
+    }
+}
+
 /// The actor's side of the queue.
 #[derive(Debug)]
 pub(crate) struct StdinQueue {
@@ -53,6 +111,7 @@ pub(crate) struct StdinQueue {
     rx: Option<mpsc::UnboundedReceiver<Request>>,
     /// Whether there was a pipe, since closed.
     closed: bool,
+    pub(crate) hangup: Arc<Hangup>,
 }
 
 impl StdinQueue {
@@ -62,6 +121,7 @@ impl StdinQueue {
             tx: None,
             rx: None,
             closed: false,
+            hangup: Arc::default(),
         }
     }
 
@@ -73,6 +133,7 @@ impl StdinQueue {
             tx: Some(tx),
             rx: Some(rx),
             closed: false,
+            hangup: Arc::default(),
         }
     }
 
@@ -104,10 +165,12 @@ impl StdinQueue {
         let registered = set_nonblocking(fd.as_fd()).and_then(|()| {
             // SAFETY: the AsyncFd owns the OwnedFd, which stays open and
             // keeps its number until the AsyncFd is dropped.
-            Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)? })
+            Ok(unsafe {
+                AsyncFd::register_with_interest(fd, Interest::WRITABLE | Interest::ERROR)?
+            })
         });
         match registered {
-            Ok(fd) => Ok(drain(fd, rx)),
+            Ok(fd) => Ok(drain(fd, rx, self.hangup.clone())),
             Err(err) => {
                 self.close();
                 Err(err)
@@ -194,9 +257,34 @@ impl StdinQueue {
 }
 
 /// Writes queued requests in order until `Close` or the queue is dropped.
-async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
+///
+/// While the pipe is whole, a hang-up (the child's end closed: the write
+/// end reports an error) is watched for beside the queue, so that it is
+/// noticed, and `hangup` told, with no write pending.
+async fn drain(
+    fd: AsyncFd<OwnedFd>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    hangup: Arc<Hangup>,
+) {
     let mut broken: Option<io::ErrorKind> = None;
-    while let Some(request) = rx.next().await {
+    loop {
+        let request = if broken.is_some() {
+            rx.next().await
+        } else {
+            let gone = fd.ready(Interest::ERROR);
+            futures::pin_mut!(gone);
+            match futures::future::select(rx.next(), gone).await {
+                Either::Left((request, _)) => request,
+                Either::Right(_) => {
+                    broken = Some(io::ErrorKind::BrokenPipe);
+                    hangup.happened();
+                    continue;
+                }
+            }
+        };
+        let Some(request) = request else {
+            break;
+        };
         match request {
             Request::Write { data, done, keep } => {
                 let result = match broken {
@@ -204,7 +292,10 @@ async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
                     None => write_all(&fd, &data).await,
                 };
                 if let Err(err) = &result {
-                    broken.get_or_insert(err.kind());
+                    if broken.is_none() {
+                        broken = Some(err.kind());
+                        hangup.happened();
+                    }
                 }
                 drop(keep);
                 if let Some(done) = done {

@@ -353,7 +353,11 @@ impl ProcessSupervisor {
             actix::spawn(async move {
                 match task.send(crate::messages::Start).await {
                     Ok(Ok(_pid)) => {
-                        let _ = task.send(crate::messages::AsyncWait).await;
+                        // The wait holds no address of the task: with every
+                        // user handle dropped, its stdin can close.
+                        let ended = task.send(crate::messages::AsyncWait);
+                        drop(task);
+                        let _ = ended.await;
                     }
                     // The task ended with 127 or 126; nobody else hears why.
                     Ok(Err(err)) if !matches!(err, SpawnError::AlreadyStarted { .. }) => {

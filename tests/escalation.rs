@@ -110,9 +110,21 @@ async fn a_stopped_child_runs_its_cleanup_on_cancel() {
 #[actix_rt::test]
 async fn a_stopped_member_of_the_group_runs_its_cleanup_on_cancel() {
     let cleanup = Cleanup::default();
-    let script = r#"sh -c 'trap "echo member cleanup; exit 0" TERM; echo $$; kill -STOP $$; exec sleep 1000' & wait"#;
+    // The leader outlives the SIGTERM (it ignores it, after starting the
+    // member, which could not trap it otherwise): were it to die first, the
+    // group would become orphaned with a stopped member, and the kernel
+    // itself would send that member SIGHUP, which kills it before its
+    // SIGTERM handler runs.
+    let script = r#"sh -c 'trap "echo member cleanup; exit 0" TERM; echo $$; kill -STOP $$; exec sleep 1000' & trap "" TERM; echo leader ready; wait"#;
     let (handle, mut lines, collector) = start_sh(script, Duration::from_secs(5), &cleanup);
-    let member = lines.next_pid().await;
+    let (first, second) = (lines.next().await, lines.next().await);
+    let member: i32 = if first == "leader ready" {
+        &second
+    } else {
+        &first
+    }
+    .parse()
+    .expect("the member's pid");
     cleanup.add_pid(member);
     await_stopped(member, SOON).await;
     handle.do_send(Cancel);

@@ -469,3 +469,81 @@ async fn failed_stage_spawn_names_the_stage_and_cancels_the_others() {
 async fn empty_pipeline_is_an_error() {
     assert!(matches!(Pipeline::new().start(), Err(PipelineError::Empty)));
 }
+
+// ---------------------------------------------------------------------
+// EOF and EPIPE cross a stage boundary as through a kernel pipe
+// ---------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn a_stage_closing_its_stdout_gives_the_next_eof_at_once() {
+    // The first stage closes its stdout and goes on running; `cat` ends
+    // only once it reads EOF, which `sh -c 'a | cat'` gives it at once.
+    let collector = Collector::start_default();
+    let pipeline = Pipeline::new()
+        .stage(sh("echo hi; exec >&-; exec sleep 1000"))
+        .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
+        .start()
+        .expect("start");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    let cat = pipeline.stages()[1].clone();
+    let code = common::wait(&cat, SOON).await;
+    assert_eq!(code, ReturnCode::from_raw(0));
+    assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
+    assert_eq!(
+        pipeline.stages()[0].poll(),
+        None,
+        "the first stage still runs: the EOF came from its close, not its exit"
+    );
+    pipeline.do_send(Cancel);
+    wait(&pipeline).await;
+}
+
+#[actix_rt::test]
+async fn a_stage_closing_its_stdin_gets_its_upstream_epipe_at_once() {
+    // The second stage closes its stdin and goes on running; `yes` must
+    // die of SIGPIPE on its next write, as in `sh -c 'yes | ...'`, rather
+    // than write into the void until the second stage exits.
+    let (sink, mut chunks) = ChunkSink::start_new();
+    let pipeline = Pipeline::new()
+        .stage(Popen::new("yes"))
+        .stage(sh("exec <&-; echo closed; exec sleep 1000").subscribe(sink.recipient()))
+        .start()
+        .expect("start");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    await_output(&mut chunks, b"closed\n", SOON).await;
+    let yes = pipeline.stages()[0].clone();
+    let code = common::wait(&yes, SOON).await;
+    assert_eq!(code, ReturnCode::from_raw(-13), "yes died of SIGPIPE");
+    assert_eq!(pipeline.stages()[1].poll(), None, "the reader still runs");
+    pipeline.do_send(Cancel);
+    wait(&pipeline).await;
+}
+
+#[actix_rt::test]
+async fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
+    // Nobody can write to the first stage any more: its stdin closes, the
+    // EOF flows down, and every stage ends, as in `printf x | cat | cat`.
+    let collector = Collector::start_default();
+    let (waiter, awaited) = common::Waiter::start_new();
+    let pipeline = Pipeline::new()
+        .stage(Popen::new("cat").stdin(Input::Pipe))
+        .stage(
+            Popen::new("cat")
+                .subscribe(collector.clone().recipient())
+                .exit_listener(waiter.recipient()),
+        )
+        .start()
+        .expect("start");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    common::within(
+        "the write",
+        pipeline.stages()[0].send(Write(bytes::Bytes::from_static(b"x\n"))),
+    )
+    .await
+    .expect("the first stage's actor is gone")
+    .expect("the write failed");
+    drop(pipeline);
+    let events = common::event("the last stage's exit", awaited.exited).await;
+    assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
+    assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"x\n");
+}

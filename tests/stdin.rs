@@ -845,3 +845,39 @@ async fn close_reader_before_the_start_closes_the_output_as_the_child_starts() {
         assert_eq!(output, b"", "{via:?}");
     }
 }
+
+/// With every handle dropped nobody can write any more: the stdin closes
+/// (after what was queued) and `cat` ends on the EOF, as with std's and
+/// tokio's child stdin handles (issue 8, kind 10). Through `start` and
+/// through the job pool, whose bookkeeping must not hold the task either.
+#[actix_rt::test]
+async fn dropping_every_handle_closes_the_stdin() {
+    for via in VIAS {
+        let collector = Collector::start_default();
+        let (waiter, awaited) = Waiter::start_new();
+        let popen = cat()
+            .subscribe(collector.clone().recipient())
+            .start_listener(waiter.clone().recipient())
+            .exit_listener(waiter.recipient());
+        let handle = match via {
+            Via::Prepare => popen.start().expect("start"),
+            Via::Pool => popen.submit().expect("submit"),
+        };
+        event("cat's start", awaited.started).await;
+        let _leftovers = Leftovers::of(&handle);
+        send_write(&handle, b"last words\n")
+            .await
+            .unwrap_or_else(|err| panic!("{via:?}: write: {err}"));
+        drop(handle);
+        let events = event("cat's exit once its handles were dropped", awaited.exited).await;
+        assert_eq!(
+            events.exited[0].returncode,
+            ReturnCode::from_raw(0),
+            "{via:?}"
+        );
+        let output = within("GetValue", collector.send(GetValue))
+            .await
+            .expect("the collector is gone");
+        assert_eq!(&output.stdout[..], b"last words\n", "{via:?}");
+    }
+}
