@@ -222,13 +222,16 @@ impl Tracked {
         next
     }
 
-    /// The task ended: it no longer needs the child's numbers. An
-    /// escalation under way may end now (its group is empty).
-    pub(crate) fn task_ended(&self) {
+    /// The task ended: it no longer needs the child's numbers. Returns
+    /// whether an escalation is under way, which may end early now if the
+    /// group is empty: the caller has the supervisor look, in a batch (a
+    /// look is a read of /proc, too slow to make once per task when
+    /// thousands are cancelled at once).
+    pub(crate) fn task_ended(&self) -> bool {
         self.finished.store(true, Ordering::SeqCst);
         self.child.release(Hold::Task);
-        self.step(&mut Groups::default());
         crate::shutdown::forget_if_reaped(self);
+        self.escalating()
     }
 
     /// Whether an escalation has begun and not ended.

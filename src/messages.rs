@@ -96,9 +96,11 @@ pub struct Started {
 /// escalation; then `output_complete` is `false`). A subscriber that also
 /// listens for exits has every [`Chunk`] before this.
 ///
-/// The child may still be an unreaped zombie when this is sent, while a
-/// cancel escalation goes on with the rest of its process group: it is
-/// reaped when that ends (see [`Cancel`]).
+/// A cancelled task's child may still be an unreaped zombie when this is
+/// sent: it is reaped a moment later, once the supervisor has seen that
+/// nothing else of its process group is alive, or at the SIGKILL of the
+/// cancel timeout if something is (see [`Cancel`]). The zombie keeps its
+/// pid and group id from being reused while they may still be signalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 #[non_exhaustive]
@@ -190,10 +192,12 @@ pub struct Poll;
 #[rtype(result = "bool")]
 pub struct IsAlive;
 
-/// Request: the child's pid, while it is running or an unreaped zombie.
+/// Request: the child's pid, while the task runs (see
+/// [`ProcessHandle::pid`](crate::ProcessHandle::pid)).
 ///
-/// `None` before the start and once the child was reaped, since the kernel
-/// may then give the number to another process (as tokio's `Child::id`).
+/// `None` before the start and once the task has ended, since the child is
+/// then reaped and the kernel may give the number to another process (as
+/// tokio's `Child::id`).
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Option<u32>")]
 pub struct GetPid;

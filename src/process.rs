@@ -43,7 +43,7 @@ use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
 use crate::shutdown;
 use crate::stdin::StdinQueue;
-use crate::supervisor::{Adopt, ProcessSupervisor, Release, Terminate};
+use crate::supervisor::{Adopt, ProcessSupervisor, Release, Settle, Terminate};
 use crate::sys::child::Child;
 use crate::{CloseReader, Popen, ReturnCode, SpawnError, WaitError};
 
@@ -122,11 +122,15 @@ impl ProcessHandle {
         self.addr
     }
 
-    /// The child's pid while it runs or is an unreaped zombie; `None`
-    /// before the start and after the reap (the number may then be reused).
+    /// The child's pid while the task runs (the child may have exited
+    /// while its output is still open: it is then kept as a zombie, so the
+    /// number still names it); `None` before the start and once the task
+    /// has ended, as tokio's `Child::id` after `wait`: the child is then
+    /// reaped, at once or when its cancel escalation ends, and the number
+    /// may be given to another process.
     pub fn pid(&self) -> Option<u32> {
         let child = self.shared.child.get()?;
-        (!child.is_reaped()).then(|| child.pid())
+        (self.shared.returncode().is_none() && !child.is_reaped()).then(|| child.pid())
     }
 
     /// Why the task's child could not be spawned, when its start was
@@ -566,7 +570,9 @@ impl PopenProcess {
         self.reader = None;
         self.stdin.close();
         if let Some(tracked) = &self.tracked {
-            tracked.task_ended();
+            if tracked.task_ended() {
+                ProcessSupervisor::get().do_send(Settle);
+            }
         }
         self.shared.set_returncode(code);
         self.notify_started(None);
@@ -799,7 +805,7 @@ impl Handler<GetPid> for PopenProcess {
 
     fn handle(&mut self, _msg: GetPid, _ctx: &mut Context<Self>) -> Option<u32> {
         let child = self.child.as_ref()?;
-        (!child.is_reaped()).then(|| child.pid())
+        (self.phase != Phase::Ended && !child.is_reaped()).then(|| child.pid())
     }
 }
 

@@ -63,6 +63,14 @@ pub(crate) struct Terminate {
     pub(crate) release: Recipient<Release>,
 }
 
+/// Tells the supervisor that a task being escalated has ended: if its
+/// group is empty, the escalation ends (and the child is reaped) now
+/// rather than at its next deadline. Ended tasks are looked at together,
+/// one read of /proc for all of them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Settle;
+
 /// Asks the supervisor to reap a child whose task has ended and whose
 /// actor is stopping, whenever the child exits.
 #[derive(Message)]
@@ -114,7 +122,9 @@ pub struct ProcessSupervisor {
     pacing: Pacing,
     /// Escalations under way, finished at once if the supervisor is
     /// dropped with its System.
-    escalations: Vec<Arc<Tracked>>,
+    escalations: Vec<Escalating>,
+    /// When the next pass over the escalations runs, and its timer.
+    next_pass: Option<(Instant, SpawnHandle)>,
     /// Its own address, which keeps it running for as long as its System
     /// runs; dropped with it when the System's arbiter is torn down.
     _this: Option<Addr<ProcessSupervisor>>,
@@ -161,6 +171,7 @@ impl Drop for ProcessSupervisor {
     fn drop(&mut self) {
         let pending: Vec<_> = std::mem::take(&mut self.escalations)
             .into_iter()
+            .map(|escalating| escalating.task)
             .filter(|task| task.escalating())
             .collect();
         crate::shutdown::finish_now(pending);
@@ -427,26 +438,53 @@ impl Handler<Freed> for ProcessSupervisor {
     }
 }
 
+/// An escalation the supervisor drives.
+#[derive(Debug)]
+struct Escalating {
+    task: Arc<Tracked>,
+    release: Recipient<Release>,
+    /// When it must be stepped next.
+    due: Instant,
+}
+
+/// How long after the earliest deadline a pass runs, so that deadlines
+/// close together share one pass (and one read of /proc).
+const PASS_SLACK: Duration = Duration::from_millis(2);
+
 impl ProcessSupervisor {
-    /// Steps `task`'s escalation at `at`, and again until it ends.
-    fn escalate_at(
-        &mut self,
-        task: Arc<Tracked>,
-        release: Recipient<Release>,
-        at: Instant,
-        ctx: &mut Context<Self>,
-    ) {
-        ctx.run_later(
-            at.saturating_duration_since(Instant::now()),
-            move |act, ctx| {
-                match task.step(&mut Groups::default()) {
-                    Next::Wait(at) => return act.escalate_at(task, release, at, ctx),
-                    Next::Release => release.do_send(Release),
-                    Next::Done => {}
+    /// Steps every escalation once, with one read of /proc for all of them
+    /// (when any needs it), and sets the timer for the next deadline.
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        self.next_pass = None;
+        let mut groups = Groups::default();
+        self.escalations.retain_mut(|escalating| {
+            match escalating.task.step(&mut groups) {
+                Next::Wait(at) => {
+                    escalating.due = at;
+                    return true;
                 }
-                act.escalations.retain(|t| !Arc::ptr_eq(t, &task));
-            },
-        );
+                Next::Release => escalating.release.do_send(Release),
+                Next::Done => {}
+            }
+            false
+        });
+        if let Some(due) = self.escalations.iter().map(|e| e.due).min() {
+            self.pass_at(due + PASS_SLACK, ctx);
+        }
+    }
+
+    /// Makes sure a pass runs at `at` or earlier.
+    fn pass_at(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if let Some((planned, handle)) = self.next_pass {
+            if planned <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.pass(ctx)
+        });
+        self.next_pass = Some((at, handle));
     }
 }
 
@@ -454,10 +492,20 @@ impl Handler<Terminate> for ProcessSupervisor {
     type Result = ();
 
     fn handle(&mut self, Terminate { task, release }: Terminate, ctx: &mut Context<Self>) {
-        if let Some(at) = task.begin() {
-            self.escalations.push(task.clone());
-            self.escalate_at(task, release, at, ctx);
+        if let Some(due) = task.begin() {
+            self.escalations.push(Escalating { task, release, due });
+            self.pass_at(due + PASS_SLACK, ctx);
         }
+    }
+}
+
+impl Handler<Settle> for ProcessSupervisor {
+    type Result = ();
+
+    /// A pass now, after the messages already in the mailbox: a burst of
+    /// ended tasks shares it.
+    fn handle(&mut self, _msg: Settle, ctx: &mut Context<Self>) {
+        self.pass_at(Instant::now(), ctx);
     }
 }
 

@@ -417,13 +417,19 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, fields.next()?.parse().ok()?))
 }
 
-/// Fails unless our former child `pid` is gone (not even a zombie).
-fn assert_child_gone(pid: u32) {
-    if let Some((state, parent)) = proc_stat(pid) {
+/// Fails unless our former child `pid` is gone (not even a zombie) within
+/// a bound: a cancelled job's child is reaped a moment after its exit,
+/// once the library has seen its process group empty.
+async fn assert_child_gone(pid: u32) {
+    let ours = || proc_stat(pid).is_some_and(|(_, parent)| parent == std::process::id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ours() {
         assert!(
-            parent != std::process::id(),
-            "pid {pid} is still our child (state {state})"
+            std::time::Instant::now() < deadline,
+            "pid {pid} is still our child: {:?}",
+            proc_stat(pid)
         );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -613,7 +619,7 @@ async fn jobs_are_listed_with_state_pid_time_and_return_code() {
     let exit = exit.expect("exit");
     assert_eq!(exit["returncode"], 3);
     let pid = exit["pid"].as_u64().expect("a pid") as u32;
-    assert_child_gone(pid);
+    assert_child_gone(pid).await;
 
     let echo = start(&app, "echo", json!({"word": "hello"})).await;
     let (_, output, _) = decode(&watch(&app, echo, None).await.rest().await);
@@ -678,7 +684,7 @@ async fn cancel_kills_a_job_that_ignores_sigterm_after_the_cancel_timeout() {
         waited >= CANCEL_TIMEOUT && waited < CANCEL_TIMEOUT + Duration::from_secs(20),
         "ended {waited:?} after the cancel"
     );
-    assert_child_gone(pid);
+    assert_child_gone(pid).await;
 
     let (status, body) = send(&app, delete(&format!("/jobs/{id}"))).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -1425,7 +1431,7 @@ async fn shutdown_cancels_every_queued_and_running_job() {
         let (_, job) = send(&app, get(&format!("/jobs/{id}"))).await;
         assert_eq!(job["state"], "cancelled");
         assert_eq!(job["returncode"], code);
-        assert_child_gone(job["pid"].as_u64().expect("pid") as u32);
+        assert_child_gone(job["pid"].as_u64().expect("pid") as u32).await;
     }
     let (_, job) = send(&app, get(&format!("/jobs/{queued}"))).await;
     assert_eq!(job["state"], "cancelled");

@@ -742,7 +742,7 @@ fn a_child_that_closes_its_output_keeps_its_task_alive_until_it_exits() {
         assert_eq!(at_exit.bytes(), b"ready\n");
         assert_eq!(async_wait(&handle).await, ReturnCode::from_raw(-15));
         assert!(!within("IsAlive", handle.send(IsAlive)).await.unwrap());
-        assert_gone(pid as u32);
+        common::await_gone(pid as u32).await;
     });
 }
 

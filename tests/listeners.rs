@@ -19,7 +19,7 @@ use actix_popen::{
 };
 use futures::channel::oneshot;
 
-use common::{assert_gone, async_wait, event, Events, GetEvents, ReapOnDrop, Waiter};
+use common::{assert_gone, async_wait, await_gone, event, Events, GetEvents, ReapOnDrop, Waiter};
 
 /// The return code of a child that died of SIGTERM.
 const SIGTERMED: ReturnCode = ReturnCode::from_raw(-15);
@@ -63,7 +63,7 @@ async fn exit_listener_added_twice_is_notified_once() {
     assert_eq!(events.exited.len(), 1, "{:?}", events.exited);
     assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
     assert!(events.exited[0].output_complete);
-    assert_gone(events.exited[0].pid.expect("pid"));
+    await_gone(events.exited[0].pid.expect("pid")).await;
 }
 
 #[actix_rt::test]
@@ -88,7 +88,7 @@ async fn start_listener_added_twice_is_notified_once() {
     assert_eq!(events.started.len(), 1, "{:?}", events.started);
     assert_eq!(events.exited.len(), 1);
     assert_eq!(events.exited[0].pid, Some(pid));
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 #[actix_rt::test]
@@ -111,7 +111,7 @@ async fn exit_listener_added_after_the_exit_is_notified_once() {
     // A second notification would already be in the waiter's mailbox.
     let events = waiter.send(GetEvents).await.expect("waiter");
     assert_eq!(events.exited.len(), 1, "{:?}", events.exited);
-    assert_gone(events.exited[0].pid.expect("pid"));
+    await_gone(events.exited[0].pid.expect("pid")).await;
 }
 
 /// "Adding the same recipient twice notifies it once" (the documentation
@@ -128,7 +128,7 @@ async fn listener_added_again_after_the_event_is_not_notified_again() {
         .start()
         .expect("spawn true");
     let events = event("Exited", awaited.exited).await;
-    assert_gone(events.exited[0].pid.expect("pid"));
+    await_gone(events.exited[0].pid.expect("pid")).await;
     for _ in 0..2 {
         process
             .send(AddStartListener(waiter.clone().recipient()))
@@ -179,7 +179,7 @@ async fn removed_listeners_are_never_notified() {
         "{:?}",
         removed_events.exited
     );
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 #[actix_rt::test]
@@ -203,7 +203,7 @@ async fn exit_listener_removed_while_running_is_never_notified() {
         "{:?}",
         removed_events.exited
     );
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 /// A listener that stops on request and reports when it has stopped.
@@ -278,7 +278,7 @@ async fn listener_whose_actor_stopped_is_skipped() {
         process.send(Poll).await.expect("actor"),
         Some(ReturnCode::from_raw(0))
     );
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 #[actix_rt::test]
@@ -295,7 +295,7 @@ async fn start_listener_added_after_the_start_gets_the_pid() {
     let events = event("Exited", exited).await;
     assert_eq!(events.exited[0].returncode, SIGTERMED);
     assert_eq!(late.send(GetEvents).await.expect("waiter").started.len(), 1);
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 /// portage's `_was_cancelled`: a task cancelled before it started ends
@@ -350,7 +350,7 @@ async fn start_after_the_start_is_refused() {
     let err = process.send(Start).await.expect("actor").unwrap_err();
     assert!(matches!(err, SpawnError::AlreadyStarted { .. }), "{err:?}");
     assert!(async_wait(&process).await.success());
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 /// `Poll`, `IsAlive`, `GetPid` and the handle's `poll`/`pid` while the
@@ -373,7 +373,7 @@ async fn state_queries_follow_the_child() {
     assert_eq!(process.send(GetPid).await.expect("actor"), None);
     assert_eq!(process.poll(), Some(code));
     assert_eq!(process.pid(), None);
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 #[actix_rt::test]
@@ -408,7 +408,7 @@ async fn cancel_is_idempotent_and_a_no_op_after_the_exit() {
     process.send(Cancel).await.expect("actor");
     assert_eq!(async_wait(&process).await, SIGTERMED);
     assert_eq!(process.poll(), Some(SIGTERMED));
-    assert_gone(pid);
+    await_gone(pid).await;
 
     let (waiter, awaited) = Waiter::start_new();
     let finished = Popen::new("true")
@@ -454,8 +454,8 @@ async fn a_clone_can_be_started_again() {
         events.exited[1].pid.expect("pid"),
     );
     assert_ne!(a, b);
-    assert_gone(a);
-    assert_gone(b);
+    await_gone(a).await;
+    await_gone(b).await;
 }
 
 /// Inside the runtime a blocking `wait()` would deadlock: it is refused
@@ -469,7 +469,7 @@ async fn blocking_wait_inside_the_runtime_is_refused_until_the_end() {
     process.do_send(Cancel);
     let code = async_wait(&process).await;
     assert_eq!(process.wait().expect("wait after the end"), code);
-    assert_gone(pid);
+    await_gone(pid).await;
 }
 
 /// From a plain thread, with the actor on another thread's arbiter,

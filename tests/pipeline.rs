@@ -371,7 +371,11 @@ async fn cancel_ends_every_stage_and_leaves_nothing() {
     for (stage, handle) in pipeline.stages().iter().enumerate() {
         assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
     }
-    // Reaped before the exit was reported: not alive, not a zombie.
+    // Reaped (a moment after the exit event, once the supervisor saw each
+    // group empty): not alive, not a zombie.
+    for &(pid, _) in &stages {
+        common::await_gone(pid as u32).await;
+    }
     for (stage, &(pid, starttime)) in stages.iter().enumerate() {
         if let Some(stat) = proc_stat(pid) {
             assert_ne!(

@@ -231,6 +231,17 @@ pub fn assert_gone(pid: u32) {
     assert!(process_gone(pid), "pid {pid} is still our child");
 }
 
+/// Waits, within [`EVENT_TIMEOUT`], until our former child `pid` is gone
+/// and not a zombie: a cancelled task's child is reaped a moment after
+/// its exit event, once the supervisor has seen that its process group is
+/// empty. Nothing tells us when, so this polls /proc.
+pub async fn await_gone(pid: u32) {
+    procs::poll_until(&format!("pid {pid} reaped"), EVENT_TIMEOUT, || {
+        process_gone(pid) && procs::proc_stat(pid as i32).is_none_or(|stat| stat.state != 'Z')
+    })
+    .await;
+}
+
 /// Kills (SIGKILL) and reaps `pid` on drop if it is still our child: the
 /// cleanup for tests that expose a child the library failed to reap, so
 /// that a failing test leaves nothing behind.
