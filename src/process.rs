@@ -571,7 +571,7 @@ impl PopenProcess {
         self.stdin.close();
         if let Some(tracked) = &self.tracked {
             if tracked.task_ended() {
-                ProcessSupervisor::get().do_send(Settle);
+                ProcessSupervisor::get().do_send(Settle(tracked.clone()));
             }
         }
         self.shared.set_returncode(code);

@@ -42,7 +42,7 @@
 //! the queue. Without limits ([`SetJobLimits`] never sent) submitted tasks
 //! start at once.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,7 @@ pub(crate) struct Terminate {
 /// one read of /proc for all of them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Settle;
+pub(crate) struct Settle(pub(crate) Arc<Tracked>);
 
 /// Asks the supervisor to reap a child whose task has ended and whose
 /// actor is stopping, whenever the child exits.
@@ -120,9 +120,14 @@ pub struct ProcessSupervisor {
     /// back by the load or the spacing.
     retry: Option<SpawnHandle>,
     pacing: Pacing,
-    /// Escalations under way, finished at once if the supervisor is
-    /// dropped with its System.
-    escalations: Vec<Escalating>,
+    /// Escalations under way, by when each must be stepped next (and a
+    /// number that keeps keys apart); finished at once if the supervisor
+    /// is dropped with its System.
+    escalations: BTreeMap<(Instant, u64), Escalating>,
+    escalations_started: u64,
+    /// Tasks that ended while being escalated, to be looked at in the next
+    /// pass.
+    settling: Vec<Arc<Tracked>>,
     /// When the next pass over the escalations runs, and its timer.
     next_pass: Option<(Instant, SpawnHandle)>,
     /// Its own address, which keeps it running for as long as its System
@@ -170,7 +175,7 @@ impl Actor for ProcessSupervisor {
 impl Drop for ProcessSupervisor {
     fn drop(&mut self) {
         let pending: Vec<_> = std::mem::take(&mut self.escalations)
-            .into_iter()
+            .into_values()
             .map(|escalating| escalating.task)
             .filter(|task| task.escalating())
             .collect();
@@ -443,8 +448,6 @@ impl Handler<Freed> for ProcessSupervisor {
 struct Escalating {
     task: Arc<Tracked>,
     release: Recipient<Release>,
-    /// When it must be stepped next.
-    due: Instant,
 }
 
 /// How long after the earliest deadline a pass runs, so that deadlines
@@ -452,23 +455,34 @@ struct Escalating {
 const PASS_SLACK: Duration = Duration::from_millis(2);
 
 impl ProcessSupervisor {
-    /// Steps every escalation once, with one read of /proc for all of them
-    /// (when any needs it), and sets the timer for the next deadline.
+    /// Steps the escalations of the tasks that ended and those that are
+    /// due, with one read of /proc for all of them (when any needs it),
+    /// and sets the timer for the next deadline. A task that ended keeps
+    /// its deadline entry; stepped then, an escalation already over costs
+    /// nothing.
     fn pass(&mut self, ctx: &mut Context<Self>) {
         self.next_pass = None;
+        let now = Instant::now();
         let mut groups = Groups::default();
-        self.escalations.retain_mut(|escalating| {
+        for task in std::mem::take(&mut self.settling) {
+            // Whatever this step gives, the deadline entry finds it over,
+            // or steps it on; the task has ended: nobody to release.
+            let _ = task.step(&mut groups);
+        }
+        while let Some(entry) = self.escalations.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, number), escalating) = entry.remove_entry();
             match escalating.task.step(&mut groups) {
                 Next::Wait(at) => {
-                    escalating.due = at;
-                    return true;
+                    self.escalations.insert((at, number), escalating);
                 }
                 Next::Release => escalating.release.do_send(Release),
                 Next::Done => {}
             }
-            false
-        });
-        if let Some(due) = self.escalations.iter().map(|e| e.due).min() {
+        }
+        if let Some(&(due, _)) = self.escalations.keys().next() {
             self.pass_at(due + PASS_SLACK, ctx);
         }
     }
@@ -493,7 +507,11 @@ impl Handler<Terminate> for ProcessSupervisor {
 
     fn handle(&mut self, Terminate { task, release }: Terminate, ctx: &mut Context<Self>) {
         if let Some(due) = task.begin() {
-            self.escalations.push(Escalating { task, release, due });
+            self.escalations_started += 1;
+            self.escalations.insert(
+                (due, self.escalations_started),
+                Escalating { task, release },
+            );
             self.pass_at(due + PASS_SLACK, ctx);
         }
     }
@@ -504,7 +522,8 @@ impl Handler<Settle> for ProcessSupervisor {
 
     /// A pass now, after the messages already in the mailbox: a burst of
     /// ended tasks shares it.
-    fn handle(&mut self, _msg: Settle, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Settle(task): Settle, ctx: &mut Context<Self>) {
+        self.settling.push(task);
         self.pass_at(Instant::now(), ctx);
     }
 }
