@@ -76,10 +76,12 @@
 //! [`SpawnError::Unsupported`] rather than report a wrong status.
 //!
 //! The host must not reap children it did not spawn (`waitpid(-1)`): that
-//! loses our children's exit statuses and frees their pids while we may
-//! still signal them. SIGCHLD set to `SIG_IGN` (or `SA_NOCLDWAIT`) does the
-//! same, so the library puts SIGCHLD back to its default before each spawn,
-//! with a warning. Children start with an empty signal mask and default
+//! frees their pids while we may still signal them, and before Linux 6.15
+//! loses their exit statuses (reported as 255, logged at error level;
+//! from 6.15 on, the status is still read from the child's pidfd, with a
+//! warning). SIGCHLD set to `SIG_IGN` (or `SA_NOCLDWAIT`) does the same,
+//! so the library puts SIGCHLD back to its default before each spawn, with
+//! a warning. Children start with an empty signal mask and default
 //! dispositions ([`Popen::restore_signals`]).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_popen::{Cancel, Collector, GetValue, Input, Popen, ReturnCode};
+use actix_popen::{Cancel, CloseStdin, Collector, GetValue, Input, Popen, ReturnCode};
 use nix::sys::signal::{pthread_sigmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
 
 use common::harness::{lock, on_own_thread};
@@ -153,4 +153,45 @@ fn restore_signals_false_keeps_what_the_host_gives() {
     });
     assert_ne!(blocked & bit(Signal::SIGTERM), 0, "{blocked:#x}");
     assert_ne!(ignored & bit(Signal::SIGINT), 0, "{ignored:#x}");
+}
+
+/// SIGCHLD ignored *after* the spawn (another library sets it while the
+/// child runs): the kernel reaps the child itself at its exit. Since Linux
+/// 6.15 the status is still known, from the pidfd; it is never invented.
+#[test]
+fn sigchld_ignored_while_the_child_runs_loses_no_status() {
+    let _serial = lock(&SIGNALS);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version: Vec<u32> = kernel
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    if version < vec![6, 15] {
+        eprintln!("skipped: needs Linux 6.15 (PIDFD_INFO_EXIT); this is {kernel}");
+        return;
+    }
+    let codes = System::new().block_on(async {
+        let cleanup = Cleanup::default();
+        let exits = Popen::new("sh")
+            .args(["-c", "read line; exit 7"])
+            .stdin(Input::Pipe)
+            .start()
+            .expect("spawn");
+        let killed = Popen::new("sleep")
+            .arg("1000")
+            .stdin(Input::Null)
+            .start()
+            .expect("spawn");
+        cleanup.add(&exits);
+        cleanup.add(&killed);
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("ignore SIGCHLD");
+        exits.do_send(CloseStdin);
+        killed.do_send(Cancel);
+        (wait(&exits, SOON).await, wait(&killed, SOON).await)
+    });
+    // SAFETY: back to the default.
+    unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.expect("SIGCHLD");
+    assert_eq!(codes, (ReturnCode::from_raw(7), ReturnCode::from_raw(-15)));
 }

@@ -29,7 +29,10 @@
 //! What a host must not do, since it breaks the rule behind our back: reap
 //! children it did not spawn (`waitpid(-1)`, or SIGCHLD set to `SIG_IGN`,
 //! which makes the kernel reap every child at once). The second one is
-//! undone before each spawn; see `signals.rs`.
+//! undone before each spawn; see `signals.rs`. Should a child be reaped
+//! behind our back all the same, it counts as reaped at once, and its
+//! status is read from its pidfd (`PIDFD_GET_INFO`, Linux 6.15); only on
+//! an older kernel is it lost.
 //!
 //! # Exit without SIGCHLD
 //! We wait for exactly our own pids, never `waitpid(-1)`, so the exit
@@ -228,13 +231,25 @@ impl Child {
                 Ok(Some(code))
             }
             Ok(None) => Ok(None),
-            Err(errno) => {
-                if errno == Errno::ECHILD {
-                    inner.status = Status::Reaped(None);
-                    inner.pidfd = None;
+            Err(Errno::ECHILD) => {
+                // Reaped behind our back. Since Linux 6.15 the pidfd still
+                // knows how the child ended.
+                let code = inner.pidfd.as_deref().and_then(exit_info);
+                inner.status = Status::Reaped(code);
+                inner.pidfd = None;
+                match code {
+                    Some(code) => {
+                        log::warn!(
+                            "pid {} was reaped by someone else (a waitpid(-1) in the host?); \
+                             its status was read from its pidfd",
+                            self.pid
+                        );
+                        Ok(Some(code))
+                    }
+                    None => Err(Errno::ECHILD.into()),
                 }
-                Err(errno.into())
             }
+            Err(errno) => Err(errno.into()),
         }
     }
 
@@ -344,6 +359,34 @@ enum WaitTarget {
     Pidfd(RawFd),
     /// Only for our own zombie, whose number cannot be reused.
     Pid(u32),
+}
+
+/// How a reaped child ended, from its pidfd (`PIDFD_GET_INFO` with
+/// `PIDFD_INFO_EXIT`, Linux 6.15): the only record left once someone else
+/// reaped it. `None` on an older kernel.
+fn exit_info(pidfd: &OwnedFd) -> Option<ReturnCode> {
+    let mut info = MaybeUninit::<libc::pidfd_info>::zeroed();
+    // SAFETY: `info` is a zeroed pidfd_info of the size the ioctl number
+    // encodes; the kernel reads its mask and fills it in.
+    let res = unsafe {
+        (*info.as_mut_ptr()).mask = u64::from(libc::PIDFD_INFO_EXIT);
+        libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, info.as_mut_ptr())
+    };
+    if res < 0 {
+        return None;
+    }
+    // SAFETY: zeroed, then filled in by the kernel.
+    let info = unsafe { info.assume_init() };
+    if info.mask & u64::from(libc::PIDFD_INFO_EXIT) == 0 {
+        return None;
+    }
+    // A wait status, as waitpid(2) gives it.
+    let status = info.exit_code;
+    Some(if libc::WIFEXITED(status) {
+        ReturnCode::from_raw(libc::WEXITSTATUS(status))
+    } else {
+        ReturnCode::from_raw(-libc::WTERMSIG(status))
+    })
 }
 
 /// One `waitid(WEXITED | WNOHANG | extra)`: the exit status if the child
