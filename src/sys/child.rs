@@ -127,6 +127,10 @@ impl Child {
                     escalation_hold: false,
                 }),
             }),
+            // ESRCH: the child ran and was already reaped behind our back
+            // (see the module docs); its pid may name a stranger by now,
+            // so it is not touched.
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Err(err),
             Err(err) => {
                 // Still our unreaped child: the pid names it.
                 let pid = Pid::from_raw(pid as i32);
