@@ -115,7 +115,10 @@ pub use messages::{
 };
 pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE, DEFAULT_WINDOW};
 pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
-pub use popen::{Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT};
+pub use popen::{
+    Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT, MAX_BUFSIZE, MAX_COALESCE, MAX_TIMEOUT,
+    MAX_WINDOW,
+};
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};

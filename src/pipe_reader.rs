@@ -139,26 +139,29 @@ impl PipeReader {
     }
 
     /// Sets the most bytes one `read()` asks for; values below 1 are
-    /// raised to 1.
+    /// raised to 1, values above [`MAX_BUFSIZE`](crate::MAX_BUFSIZE)
+    /// lowered to it.
     pub fn bufsize(mut self, bufsize: usize) -> PipeReader {
-        self.bufsize = bufsize.max(1);
+        self.bufsize = bufsize.clamp(1, crate::MAX_BUFSIZE);
         self
     }
 
     /// Lets one chunk gather up to `bytes` from reads that are ready at
     /// once (each read still asks for at most `bufsize`). By default each
     /// chunk is one read, as in portage; coalescing trades that for fewer
-    /// messages when the child writes fast.
+    /// messages when the child writes fast. Values above
+    /// [`MAX_COALESCE`](crate::MAX_COALESCE) are lowered to it.
     pub fn coalesce(mut self, bytes: usize) -> PipeReader {
-        self.coalesce = bytes;
+        self.coalesce = bytes.min(crate::MAX_COALESCE);
         self
     }
 
     /// Sets how many chunks of one input may be unconsumed at once; values
-    /// below 1 are raised to 1. Memory held per input is about
-    /// `window × bufsize`.
+    /// below 1 are raised to 1, values above
+    /// [`MAX_WINDOW`](crate::MAX_WINDOW) lowered to it. Memory held per
+    /// input is about `window × bufsize`.
     pub fn window(mut self, window: usize) -> PipeReader {
-        self.window = window.max(1);
+        self.window = window.clamp(1, crate::MAX_WINDOW);
         self
     }
 

@@ -28,6 +28,19 @@ pub(crate) struct Spawned {
     pub(crate) outputs: Vec<String>,
 }
 
+/// The largest [`Popen::bufsize`]: 64 MiB per `read()`.
+pub const MAX_BUFSIZE: usize = 64 << 20;
+
+/// The largest [`Popen::coalesce`]: 1 GiB per chunk.
+pub const MAX_COALESCE: usize = 1 << 30;
+
+/// The largest [`Popen::window`]: 2^20 chunks per stream.
+pub const MAX_WINDOW: usize = 1 << 20;
+
+/// The longest [`Popen::cancel_timeout`] and [`Popen::drain_timeout`]: 365
+/// days (longer ones would overflow the clock arithmetic of the timers).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
 /// SIGKILL, and between SIGKILL and the orphan warning.
 pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -227,7 +240,8 @@ impl Popen {
     }
 
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
-    /// 4096 by default). It must be at least 1.
+    /// 4096 by default), from 1 to [`MAX_BUFSIZE`]; the start refuses
+    /// other values with [`SpawnError::InvalidConfig`].
     pub fn bufsize(mut self, bufsize: usize) -> Popen {
         self.bufsize = bufsize;
         self
@@ -237,7 +251,7 @@ impl Popen {
     /// once; each `read()` still asks for at most `bufsize`. By default a
     /// chunk is one read (portage's behaviour); with a child that writes
     /// fast, coalescing sends one message per `bytes` instead of one per
-    /// read.
+    /// read. At most [`MAX_COALESCE`]; the start refuses more.
     pub fn coalesce(mut self, bytes: usize) -> Popen {
         self.coalesce = bytes;
         self
@@ -246,7 +260,8 @@ impl Popen {
     /// Sets how many chunks of one stream may be unconsumed by the
     /// subscribers at once (16 by default, at least 1); see [`Chunk`] for
     /// how the credit returns. With the window used up the task stops
-    /// reading and the child blocks in `write()`.
+    /// reading and the child blocks in `write()`. At most [`MAX_WINDOW`];
+    /// the start refuses more.
     pub fn window(mut self, window: usize) -> Popen {
         self.window = window;
         self
@@ -260,7 +275,7 @@ impl Popen {
     /// [`Exited::output_complete`](crate::Exited::output_complete) `false`.
     /// Time the reader spends waiting for slow subscribers (backpressure)
     /// does not count: output already in the pipe is not cut off because a
-    /// consumer is slow.
+    /// consumer is slow. At most [`MAX_TIMEOUT`]; the start refuses more.
     pub fn drain_timeout(mut self, timeout: Duration) -> Popen {
         self.drain_timeout = Some(timeout);
         self
@@ -268,7 +283,7 @@ impl Popen {
 
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning (portage's `_cancel_timeout`, 1 s by
-    /// default).
+    /// default). At most [`MAX_TIMEOUT`]; the start refuses more.
     pub fn cancel_timeout(mut self, timeout: Duration) -> Popen {
         self.cancel_timeout = timeout;
         self
@@ -411,10 +426,31 @@ impl Popen {
     }
 
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
-        let reason = if self.bufsize == 0 {
-            "bufsize must be at least 1".to_owned()
-        } else if self.window == 0 {
-            "window must be at least 1".to_owned()
+        let reason = if !(1..=MAX_BUFSIZE).contains(&self.bufsize) {
+            format!(
+                "bufsize must be from 1 to {MAX_BUFSIZE} bytes, not {}",
+                self.bufsize
+            )
+        } else if self.coalesce > MAX_COALESCE {
+            format!(
+                "coalesce must be at most {MAX_COALESCE} bytes, not {}",
+                self.coalesce
+            )
+        } else if !(1..=MAX_WINDOW).contains(&self.window) {
+            format!(
+                "window must be from 1 to {MAX_WINDOW} chunks, not {}",
+                self.window
+            )
+        } else if self.cancel_timeout > MAX_TIMEOUT {
+            format!(
+                "cancel_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
+                self.cancel_timeout
+            )
+        } else if self.drain_timeout.is_some_and(|t| t > MAX_TIMEOUT) {
+            format!(
+                "drain_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
+                self.drain_timeout
+            )
         } else if self.stdout == Output::MergeIntoStdout {
             "stdout cannot be merged into itself".to_owned()
         } else {

@@ -481,3 +481,66 @@ fn start_in_the_current_arbiter_does_not_hang() {
     assert!(code.success(), "{code}");
     common::assert_gone(pid.expect("pid"));
 }
+
+/// Sizes and timeouts too large to honour are refused at the start, not
+/// met later with an allocation abort, an arithmetic panic or a semaphore
+/// panic in the middle of the task (issue 8, kind 8).
+#[actix_rt::test]
+async fn sizes_and_timeouts_beyond_the_limits_are_refused() {
+    type Case = (&'static str, fn() -> Popen, &'static str);
+    let cases: [Case; 6] = [
+        (
+            "a 1 TiB read",
+            || Popen::new("true").bufsize(1 << 40),
+            "bufsize",
+        ),
+        (
+            "an overflowing read",
+            || Popen::new("true").bufsize(usize::MAX / 2),
+            "bufsize",
+        ),
+        (
+            "a huge chunk",
+            || Popen::new("true").coalesce(usize::MAX),
+            "coalesce",
+        ),
+        (
+            "an endless window",
+            || Popen::new("true").window(usize::MAX),
+            "window",
+        ),
+        (
+            "a cancel timeout past the clock",
+            || Popen::new("true").cancel_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
+            "cancel_timeout",
+        ),
+        (
+            "a drain timeout past the clock",
+            || Popen::new("true").drain_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
+            "drain_timeout",
+        ),
+    ];
+    for (what, popen, named) in cases {
+        for (how, result) in [("start", popen().start()), ("prepare", popen().prepare())] {
+            let err = refused(&format!("{what}, {how}"), result).await;
+            assert!(
+                matches!(err, SpawnError::InvalidConfig { .. }) && err.to_string().contains(named),
+                "{what}, {how}: {err}"
+            );
+        }
+    }
+    // The limits themselves are accepted.
+    let at_limits = Popen::new("true")
+        .bufsize(actix_popen::MAX_BUFSIZE)
+        .window(actix_popen::MAX_WINDOW)
+        .coalesce(actix_popen::MAX_COALESCE)
+        .cancel_timeout(actix_popen::MAX_TIMEOUT)
+        .drain_timeout(actix_popen::MAX_TIMEOUT)
+        .start()
+        .expect("the limits are allowed");
+    let code = within("true at the limits", at_limits.send(AsyncWait))
+        .await
+        .expect("actor")
+        .expect("wait");
+    assert!(code.success());
+}
