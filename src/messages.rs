@@ -322,3 +322,11 @@ pub struct Collected {
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "std::io::Result<u64>")]
 pub struct Flush;
+
+/// Request (internal): stop reading one stream and close its read end,
+/// leaving the others open. Sent to a pipeline stage whose next stage's
+/// child closed its stdin: only the stage's stdout is closed, as a kernel
+/// pipe would be; its stderr goes on.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseStream(pub(crate) Stream);

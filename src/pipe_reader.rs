@@ -37,7 +37,7 @@ use futures::channel::oneshot;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Semaphore;
 
-use crate::messages::{Chunk, CloseReader, CloseStdin, ReaderFinished, Stream};
+use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, ReaderFinished, Stream};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
 
 /// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
@@ -101,6 +101,10 @@ pub struct PipeReader {
     finish_channels: Vec<oneshot::Sender<bool>>,
     eof_listeners: Vec<(Stream, Recipient<CloseStdin>)>,
     stalls: Arc<Stalls>,
+    /// Each input's pump while it runs, to close one stream alone.
+    pumps: Vec<Option<(Stream, SpawnHandle)>>,
+    /// An input was closed before its EOF.
+    cut_short: bool,
     open: usize,
     finished: bool,
 }
@@ -125,6 +129,8 @@ impl PipeReader {
             finish_channels: Vec::new(),
             eof_listeners: Vec::new(),
             stalls: Arc::new(Stalls::default()),
+            pumps: Vec::new(),
+            cut_short: false,
             open: 0,
             finished: false,
         }
@@ -221,10 +227,14 @@ impl PipeReader {
         ctx.stop();
     }
 
-    fn input_done(&mut self, ctx: &mut Context<Self>) {
+    /// Input `index` is over (EOF, or closed alone by [`CloseStream`]).
+    fn input_done(&mut self, index: usize, ctx: &mut Context<Self>) {
+        if let Some(pump) = self.pumps.get_mut(index) {
+            *pump = None;
+        }
         self.open = self.open.saturating_sub(1);
         if self.open == 0 {
-            self.finish(true, ctx);
+            self.finish(!self.cut_short, ctx);
         }
     }
 }
@@ -259,18 +269,38 @@ impl Actor for PipeReader {
                             .map(|(_, recipient)| recipient.clone())
                             .collect(),
                     };
-                    ctx.spawn(
+                    let index = self.pumps.len();
+                    let pump = ctx.spawn(
                         input
                             .pump()
                             .into_actor(self)
-                            .map(|_, act, ctx| act.input_done(ctx)),
+                            .map(move |_, act, ctx| act.input_done(index, ctx)),
                     );
+                    self.pumps.push(Some((stream, pump)));
                 }
                 Err(err) => log::error!("pipe reader: cannot watch the {stream:?} input: {err}"),
             }
         }
         if self.open == 0 {
             self.finish(true, ctx);
+        }
+    }
+}
+
+impl Handler<CloseStream> for PipeReader {
+    type Result = ();
+
+    /// Stops reading the inputs tagged with the stream and closes them
+    /// (dropping a pump closes its fd); the reader finishes, incomplete,
+    /// once the others reach EOF.
+    fn handle(&mut self, CloseStream(stream): CloseStream, ctx: &mut Context<Self>) {
+        for index in 0..self.pumps.len() {
+            // Inputs still being pumped only: an ended one is `None`.
+            if let Some((_, pump)) = self.pumps[index].filter(|(s, _)| *s == stream) {
+                ctx.cancel_future(pump);
+                self.cut_short = true;
+                self.input_done(index, ctx);
+            }
         }
     }
 }

@@ -10,10 +10,13 @@
 //! * when a stage closes its stdout (or ends), the next stage's stdin is
 //!   closed at once, after everything the stage wrote: the next stage
 //!   reads EOF while the stage may still run;
-//! * when a stage's child closes its stdin (or ends), the previous stage's
-//!   output is closed at once, so its next write fails with EPIPE (or
-//!   SIGPIPE kills it), as in a shell, and nothing more is read from it
-//!   only to be thrown away.
+//! * when nothing holds a stage's stdin any more (its child closed it, or
+//!   ended, with no process of its own still reading it), the previous
+//!   stage's stdout (only: its stderr goes on) is closed at once, so its
+//!   next write fails with EPIPE (or SIGPIPE kills it), as in a shell, and
+//!   nothing more is read from it only to be thrown away;
+//! * a stage that ends while a process it started still reads its stdin
+//!   keeps being fed, as through a kernel pipe.
 //!
 //! The [`PipelineProcess`] actor watches every stage:
 //! * [`Cancel`] cancels every stage;
@@ -28,9 +31,8 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use futures::channel::oneshot;
 
-use crate::messages::{
-    AddExitListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, Exited, Stream,
-};
+use crate::messages::CloseStream;
+use crate::messages::{AddExitListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, Stream};
 use crate::popen::{Input, Output};
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
@@ -156,7 +158,9 @@ impl Pipeline {
                     // And EPIPE the other way: when the next stage's child
                     // closes its stdin, this stage's output is closed.
                     if let Some(next) = started.last() {
-                        next.do_send(SetUpstream(handle.addr().clone().recipient().downgrade()));
+                        next.do_send(SetUpstream(
+                            handle.addr().clone().recipient::<CloseStream>().downgrade(),
+                        ));
                     }
                     started.push(handle);
                 }
@@ -282,14 +286,10 @@ impl Handler<Exited> for PipelineProcess {
         if let Some(next) = self.stages.get(index + 1).and_then(WeakAddr::upgrade) {
             next.do_send(CloseStdin);
         }
-        // Nobody reads what the previous stage writes any more.
-        if let Some(previous) = index
-            .checked_sub(1)
-            .and_then(|i| self.stages.get(i))
-            .and_then(WeakAddr::upgrade)
-        {
-            previous.do_send(CloseReader);
-        }
+        // The previous stage is not told anything here: a process this
+        // stage started may still read its stdin, as from a kernel pipe.
+        // When nothing does any more, the hang-up closes the previous
+        // stage's stdout (see `stdin.rs`).
         if let Some(code) = self.returncode() {
             for waiter in self.waiters.drain(..) {
                 let _ = waiter.send(code);

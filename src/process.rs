@@ -36,8 +36,8 @@ use nix::sys::signal::Signal;
 
 use crate::escalation::{terminate_blocking, Tracked};
 use crate::messages::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, GetPid,
-    IsAlive, Poll, RemoveExitListener, RemoveStartListener, Start, Started, Stream, Write,
+    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, CloseStream, Exited,
+    GetPid, IsAlive, Poll, RemoveExitListener, RemoveStartListener, Start, Started, Stream, Write,
 };
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
@@ -263,6 +263,8 @@ pub struct PopenProcess {
     cancelled: bool,
     released: bool,
     torn_down: bool,
+    /// A pipeline stage fed by an upstream stage (see `SetUpstream`).
+    fed: bool,
     started_sent: bool,
     start_listeners: Vec<Recipient<Started>>,
     exit_listeners: Vec<Recipient<Exited>>,
@@ -326,6 +328,7 @@ impl PopenProcess {
             cancelled: false,
             released: false,
             torn_down: false,
+            fed: false,
             started_sent: false,
             started_notified: Vec::new(),
             exit_notified: Vec::new(),
@@ -568,7 +571,9 @@ impl PopenProcess {
     fn finish(&mut self, code: ReturnCode) {
         self.phase = Phase::Ended;
         self.reader = None;
-        self.stdin.close();
+        if !self.fed {
+            self.stdin.close();
+        }
         if let Some(tracked) = &self.tracked {
             if tracked.task_ended() {
                 ProcessSupervisor::get().do_send(Settle(tracked.clone()));
@@ -936,13 +941,28 @@ impl Handler<CloseReader> for PopenProcess {
 /// `stdin.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SetUpstream(pub(crate) WeakRecipient<CloseReader>);
+pub(crate) struct SetUpstream(pub(crate) WeakRecipient<CloseStream>);
 
 impl Handler<SetUpstream> for PopenProcess {
     type Result = ();
 
+    /// From now on the stdin stays open after the task ends, for as long
+    /// as the upstream stage feeds it and something holds its read end (a
+    /// background process of this stage may still read it, as through a
+    /// kernel pipe): it closes at the upstream's EOF or at the hang-up.
     fn handle(&mut self, SetUpstream(upstream): SetUpstream, _ctx: &mut Context<Self>) {
+        self.fed = true;
         self.stdin.hangup.set_upstream(upstream);
+    }
+}
+
+impl Handler<CloseStream> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseStream, _ctx: &mut Context<Self>) {
+        if let (false, Some(reader)) = (self.output_done, &self.reader) {
+            reader.do_send(msg);
+        }
     }
 }
 

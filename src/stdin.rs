@@ -41,7 +41,7 @@ use futures::StreamExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::messages::CloseReader;
+use crate::messages::{CloseStream, Stream};
 
 use crate::sys::fd::set_nonblocking;
 
@@ -67,7 +67,7 @@ pub(crate) struct Hangup(Mutex<HangupState>);
 
 #[derive(Debug, Default)]
 struct HangupState {
-    upstream: Option<WeakRecipient<CloseReader>>,
+    upstream: Option<WeakRecipient<CloseStream>>,
     happened: bool,
 }
 
@@ -77,7 +77,7 @@ impl Hangup {
     }
 
     /// Tells `upstream` (now, if the hang-up already happened).
-    pub(crate) fn set_upstream(&self, upstream: WeakRecipient<CloseReader>) {
+    pub(crate) fn set_upstream(&self, upstream: WeakRecipient<CloseStream>) {
         let mut state = self.state();
         if state.happened {
             tell(&upstream);
@@ -95,10 +95,11 @@ impl Hangup {
     }
 }
 
-/// Closes the upstream stage's output, if its actor is still there.
-fn tell(upstream: &WeakRecipient<CloseReader>) {
+/// Closes the upstream stage's stdout (only: its stderr goes on), if its
+/// actor is still there.
+fn tell(upstream: &WeakRecipient<CloseStream>) {
     if let Some(upstream) = upstream.upgrade() {
-        upstream.do_send(CloseReader);
+        upstream.do_send(CloseStream(Stream::Stdout));
     }
 }
 

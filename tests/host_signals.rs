@@ -161,14 +161,8 @@ fn restore_signals_false_keeps_what_the_host_gives() {
 #[test]
 fn sigchld_ignored_while_the_child_runs_loses_no_status() {
     let _serial = lock(&SIGNALS);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let version: Vec<u32> = kernel
-        .split(|c: char| !c.is_ascii_digit())
-        .take(2)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    if version < vec![6, 15] {
-        eprintln!("skipped: needs Linux 6.15 (PIDFD_INFO_EXIT); this is {kernel}");
+    if !common::linux_at_least(6, 15) {
+        eprintln!("skipped: needs Linux 6.15 (PIDFD_INFO_EXIT)");
         return;
     }
     let codes = System::new().block_on(async {

@@ -551,3 +551,72 @@ async fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
     assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
     assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"x\n");
 }
+
+#[actix_rt::test]
+async fn a_closed_downstream_closes_only_the_upstream_stdout() {
+    // `yes`-like writer that survives EPIPE and then writes to stderr: in
+    // `sh`, its stderr goes on after its stdout broke.
+    let collector = Collector::start_default();
+    let pipeline = Pipeline::new()
+        .stage(
+            sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
+                .subscribe_stream(Stream::Stderr, collector.clone().recipient()),
+        )
+        .stage(
+            Popen::new("head")
+                .arg("-n1")
+                .stdout(actix_popen::Output::Null),
+        )
+        .start()
+        .expect("start");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    wait(&pipeline).await;
+    assert_eq!(pipestatus(&pipeline).await, codes(&[4, 0]));
+    let stderr = collector.send(GetValue).await.unwrap().stderr;
+    assert!(
+        stderr.ends_with(b"EPIPE seen\n"),
+        "the upstream's stderr was closed with its stdout: {:?}",
+        String::from_utf8_lossy(&stderr)
+    );
+}
+
+#[actix_rt::test]
+async fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
+    // The stage exits at once; a background `cat` it started keeps reading
+    // its stdin. As through a kernel pipe, every byte reaches it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("out");
+    // (A background job's stdin is /dev/null unless redirected: fd 3
+    // carries the pipe to it.)
+    let script = format!(
+        "exec 3<&0; cat <&3 > {} 2>/dev/null 3<&- & exit 0",
+        file.display()
+    );
+    let (expected, _) = shell_output("sh", "seq 1 300000");
+    // The first stage writes only once told to, after the second ended.
+    let pipeline = Pipeline::new()
+        .stage(sh("read go; exec seq 1 300000").stdin(Input::Pipe))
+        .stage(sh(&script))
+        .start()
+        .expect("start");
+    let _leftovers = Leftovers::pipeline(&pipeline);
+    let second = pipeline.stages()[1].clone();
+    assert_eq!(common::wait(&second, SOON).await, ReturnCode::from_raw(0));
+    let first = &pipeline.stages()[0];
+    common::within(
+        "the go",
+        first.send(Write(bytes::Bytes::from_static(b"go\n"))),
+    )
+    .await
+    .expect("actor")
+    .expect("write");
+    first.do_send(CloseStdin);
+    assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+    assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0]));
+    // The background cat ends at the EOF; nothing tells us when.
+    common::procs::poll_until("the whole file", SOON, || {
+        fs::read(&file).is_ok_and(|got| got.len() == expected.len())
+    })
+    .await;
+    assert_eq!(fs::read(&file).expect("read"), expected);
+}

@@ -242,6 +242,17 @@ pub async fn await_gone(pid: u32) {
     .await;
 }
 
+/// Whether the running kernel is Linux `major.minor` or later.
+pub fn linux_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    version >= vec![major, minor]
+}
+
 /// Kills (SIGKILL) and reaps `pid` on drop if it is still our child: the
 /// cleanup for tests that expose a child the library failed to reap, so
 /// that a failing test leaves nothing behind.
