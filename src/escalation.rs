@@ -161,6 +161,8 @@ pub(crate) struct Tracked {
     pub(crate) cancel_timeout: Duration,
     /// The arbiter thread of the task's actor.
     pub(crate) thread: ThreadId,
+    /// The actix System it runs in.
+    pub(crate) system: Option<usize>,
     /// What the child's output ends link to in /proc (`pipe:[N]`,
     /// `/dev/pts/N`), to name who holds them open.
     pub(crate) outputs: Vec<String>,
@@ -180,6 +182,7 @@ impl Tracked {
             name,
             cancel_timeout,
             thread: std::thread::current().id(),
+            system: actix::System::try_current().map(|system| system.id()),
             outputs,
             phase: Mutex::new(Phase::Idle),
             finished: AtomicBool::new(false),
@@ -305,6 +308,7 @@ impl Kill for Tracked {
 /// wait ends as soon as nothing is left.
 pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
     const GROUP_CHECK: Duration = Duration::from_millis(20);
+    let all = tasks.clone();
     let mut pending: Vec<Arc<Tracked>> = Vec::new();
     for task in tasks {
         task.finished.store(true, Ordering::SeqCst);
@@ -323,6 +327,7 @@ pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
             Next::Release | Next::Done => false,
         });
         let Some(mut wake) = wake else {
+            warn_of_held_outputs(&all);
             return;
         };
         let pidfds: Vec<_> = pending
@@ -350,6 +355,39 @@ pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
         for task in &pending {
             // Notes an exit, if any, so that the next step sees it.
             let _ = task.child.poll_exit();
+        }
+    }
+}
+
+/// After a blocking escalation: names, for each task, the processes that
+/// still hold its output open. They are outside the task's process group
+/// (after `setsid`, say), so no signal of ours reached them; they are left
+/// running. One pass over /proc for all the tasks.
+fn warn_of_held_outputs(tasks: &[Arc<Tracked>]) {
+    let links: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect();
+    let held = crate::sys::proc::holders_of_each(&links);
+    if held.is_empty() {
+        return;
+    }
+    for task in tasks {
+        let mut pids: Vec<u32> = task
+            .outputs
+            .iter()
+            .filter_map(|link| held.get(link))
+            .flatten()
+            .copied()
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if !pids.is_empty() {
+            log::warn!(
+                "{}: its output is still held open by pids {pids:?}, outside its process \
+                 group; they are left running",
+                task.describe()
+            );
         }
     }
 }

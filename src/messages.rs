@@ -107,7 +107,10 @@ pub struct Started {
 pub struct Exited {
     /// The child's pid; `None` if it never ran.
     pub pid: Option<u32>,
-    /// The return code in portage's convention.
+    /// The return code in portage's convention. A task released at the
+    /// end of the cancel escalation before its child exited (see
+    /// [`Cancel`]) reports -9: the child was sent SIGKILL, and is reaped
+    /// whenever it exits.
     pub returncode: ReturnCode,
     /// `false` when reading stopped before EOF: the task was released after
     /// the cancel escalation ran out (see [`Cancel`]), its drain timeout

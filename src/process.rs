@@ -141,9 +141,16 @@ impl ProcessHandle {
     }
 
     /// The return code if the task has ended (portage's `poll()`); never
-    /// blocks.
+    /// blocks. Once the actor is gone (its arbiter stopped first), the
+    /// child's own exit status if it was read, as [`wait`](Self::wait)
+    /// gives it.
     pub fn poll(&self) -> Option<ReturnCode> {
-        self.shared.returncode()
+        let state = self.shared.lock();
+        match (state.returncode, state.actor_gone) {
+            (Some(code), _) => Some(code),
+            (None, true) => self.child_status().ok(),
+            (None, false) => None,
+        }
     }
 
     /// Blocks the calling thread until the task ends (portage's `wait()`).
@@ -404,6 +411,12 @@ impl PopenProcess {
         );
         shutdown::register(&tracked);
         self.tracked = Some(tracked);
+        if System::try_current().is_some() {
+            // Started now if need be, so that its teardown with the System
+            // takes this child down even when this arbiter's own teardown
+            // comes too late (see `shutdown.rs`).
+            let _ = ProcessSupervisor::get();
+        }
 
         if let Some(fd) = self.stdin_fd.take() {
             match self.stdin.attach(fd) {

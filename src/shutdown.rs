@@ -9,7 +9,9 @@
 //! waited on together instead of timers. A child whose escalation had
 //! begun goes on from where it was. Every child that exits is reaped before
 //! the drop returns; one stuck in the kernel even after SIGKILL gets the
-//! orphan warning.
+//! orphan warning. When the System's own arbiter is torn down, the
+//! supervisor does the same for every child of the System, whichever
+//! arbiter runs it, so that nothing is left when `System::run` returns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,6 +85,31 @@ pub(crate) fn finish_now(tasks: Vec<Arc<Tracked>>) {
     let tasks: Vec<_> = tasks.into_iter().filter(|task| take(task)).collect();
     if !tasks.is_empty() {
         log::debug!("supervisor stopping: finishing {} escalations", tasks.len());
+        terminate_blocking(tasks);
+    }
+}
+
+/// Cancels and reaps every child of System `system`, whichever arbiter
+/// runs its task, blocking until their escalations are over: for the
+/// System's own teardown, which may end (and the process exit) before its
+/// other arbiters' threads have torn theirs down.
+pub(crate) fn shutdown_system(system: usize) {
+    let tasks: Vec<Arc<Tracked>> = with_live(|map| {
+        let mut taken = Vec::new();
+        for children in map.values_mut() {
+            let pids: Vec<u32> = children
+                .iter()
+                .filter(|(_, task)| task.system == Some(system))
+                .map(|(&pid, _)| pid)
+                .collect();
+            taken.extend(pids.into_iter().filter_map(|pid| children.remove(&pid)));
+        }
+        map.retain(|_, children| !children.is_empty());
+        taken
+    });
+    let tasks: Vec<_> = tasks.into_iter().filter(|t| !t.child.is_reaped()).collect();
+    if !tasks.is_empty() {
+        log::debug!("System stopping: cancelling {} children", tasks.len());
         terminate_blocking(tasks);
     }
 }

@@ -130,6 +130,9 @@ pub struct ProcessSupervisor {
     settling: Vec<Arc<Tracked>>,
     /// When the next pass over the escalations runs, and its timer.
     next_pass: Option<(Instant, SpawnHandle)>,
+    /// The System it serves: when it is dropped with it, every child of
+    /// that System is cancelled and reaped.
+    system: Option<usize>,
     /// Its own address, which keeps it running for as long as its System
     /// runs; dropped with it when the System's arbiter is torn down.
     _this: Option<Addr<ProcessSupervisor>>,
@@ -158,9 +161,11 @@ impl ProcessSupervisor {
         {
             return addr;
         }
-        let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), |ctx| {
+        let system_id = system.id();
+        let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), move |ctx| {
             let mut supervisor = ProcessSupervisor::default();
             supervisor._this = Some(ctx.address());
+            supervisor.system = Some(system_id);
             supervisor
         });
         supervisors.push((system.id(), addr.downgrade()));
@@ -180,6 +185,9 @@ impl Drop for ProcessSupervisor {
             .filter(|task| task.escalating())
             .collect();
         crate::shutdown::finish_now(pending);
+        if let Some(system) = self.system {
+            crate::shutdown::shutdown_system(system);
+        }
     }
 }
 

@@ -553,6 +553,11 @@ fn blocking_wait_returns_the_status_when_the_arbiter_stops_first() {
         .expect("wait() did not return");
     waiter.join().expect("waiting thread");
     assert_eq!(result.ok(), Some(ReturnCode::from_raw(-15)));
+    assert_eq!(
+        process.poll(),
+        Some(ReturnCode::from_raw(-15)),
+        "poll agrees"
+    );
     assert_eq!(process.pid(), None, "the child was reaped");
     assert_gone(pid);
 }

@@ -467,3 +467,52 @@ fn a_child_handed_to_a_stopped_arbiter_is_not_left_running() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// When the System stops, `run()` returns only once every child of the
+/// System is gone, including those of tasks on its other arbiters, whose
+/// own teardown may come after the process has exited (issue 8, kind 2:
+/// one escalation for every path). Here a leader whose child ignores
+/// SIGTERM runs on another arbiter, which is not joined.
+#[test]
+fn the_system_stopping_ends_the_children_of_its_other_arbiters_before_run_returns() {
+    let _processes = processes();
+    let cleanup = Cleanup::default();
+    let (leader, grandchild, arbiter) = on_own_thread(SYSTEM_HANG, {
+        let cleanup = cleanup.clone();
+        move || {
+            let system = System::new();
+            let arbiter = Arbiter::new();
+            let (leader, grandchild) = system.block_on(async {
+                let (sink, chunks) = ChunkSink::start_new();
+                let popen = Popen::new("sh")
+                    .args(["-c", "trap '' TERM; sleep 1000 & echo $!; wait"])
+                    .cancel_timeout(CANCEL_TIMEOUT)
+                    .subscribe(sink.recipient());
+                let handle = PopenProcess::start_in_arbiter(popen, &arbiter.handle())
+                    .expect("cannot start sh");
+                let leader = handle.pid().expect("pid") as i32;
+                cleanup.add_group(leader);
+                let grandchild = LineReader::new(chunks, SOON).next_pid().await;
+                cleanup.add_pid(grandchild);
+                System::current().stop();
+                (leader, grandchild)
+            });
+            system.run().expect("the System ran");
+            (leader, grandchild, arbiter)
+        }
+    });
+    // Right after `run()`, with the other arbiter not joined.
+    let stat = |pid| proc_stat(pid).map(|stat| (stat.state, stat.ppid));
+    assert!(
+        common::procs::is_dead(grandchild),
+        "the grandchild survived the System's stop: {:?}",
+        stat(grandchild)
+    );
+    assert!(
+        proc_stat(leader).is_none_or(|stat| stat.ppid != std::process::id() as i32),
+        "the leader is still our child after the System's stop: {:?}",
+        stat(leader)
+    );
+    arbiter.stop();
+    let _ = arbiter.join();
+}

@@ -104,3 +104,24 @@ async fn the_drain_timeout_warns_naming_the_process_holding_the_output() {
     wait(&handle, SOON).await;
     assert_warned_and_kill(holder, "output still open").await;
 }
+
+#[test]
+fn stopping_the_system_warns_of_a_process_left_holding_the_output() {
+    let system = actix::System::new();
+    let (holder, _cleanup) = system.block_on(async {
+        let (_handle, holder, cleanup) =
+            start_with_holder(|p| p.cancel_timeout(Duration::from_millis(100))).await;
+        (holder, cleanup)
+    });
+    drop(system);
+    let named = warnings_naming(&holder.to_string());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(
+        named.iter().any(|w| w.contains("left running")),
+        "no warning names pid {holder}: {:?}",
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner())
+    );
+}

@@ -86,23 +86,38 @@ pub(crate) fn fd_link(fd: i32) -> Option<String> {
     Some(link.to_string_lossy().into_owned())
 }
 
+/// For each of `links` (see [`fd_link`]), the processes other than this one
+/// that have an fd linking to it, in one pass over /proc; links nobody
+/// else holds are left out.
+pub(crate) fn holders_of_each(links: &[String]) -> HashMap<String, Vec<u32>> {
+    let mut held: HashMap<String, Vec<u32>> = HashMap::new();
+    if links.is_empty() {
+        return held;
+    }
+    let me = std::process::id();
+    for pid in all_pids().filter(|&pid| pid != me) {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for link in fds.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok()) {
+            if let Some(ours) = links.iter().find(|l| link.as_os_str() == l.as_str()) {
+                let pids = held.entry(ours.clone()).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    held
+}
+
 /// The processes other than this one that have an fd linking to any of
 /// `links` (see [`fd_link`]).
 pub(crate) fn holders(links: &[String]) -> Vec<u32> {
-    if links.is_empty() {
-        return Vec::new();
-    }
-    let me = std::process::id();
-    all_pids()
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            fs::read_dir(format!("/proc/{pid}/fd"))
-                .into_iter()
-                .flatten()
-                .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
-                .any(|link| links.iter().any(|l| link.as_os_str() == l.as_str()))
-        })
-        .collect()
+    let mut pids: Vec<u32> = holders_of_each(links).into_values().flatten().collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 #[cfg(test)]
