@@ -334,10 +334,11 @@ async fn write_to_a_closed_stdin_of_a_running_child_is_broken_pipe() {
 #[actix_rt::test]
 async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
     // The child exits at once; a grandchild holds its stdout open, so the
-    // task goes on, but nobody has the stdin (an asynchronous command of a
-    // non-interactive shell reads /dev/null).
+    // task goes on, but nobody has the stdin: the child closes it before it
+    // starts the grandchild (which would otherwise hold a copy until it
+    // has redirected its stdin to /dev/null).
     let handle = Popen::new("sh")
-        .args(["-c", "(sleep 1000 &); exit 0"])
+        .args(["-c", "exec 0<&-; (sleep 1000 &); exit 0"])
         .stdin(Input::Pipe)
         .start()
         .expect("cannot start sh");
@@ -825,7 +826,14 @@ async fn close_reader_before_the_start_closes_the_output_as_the_child_starts() {
         // The child writes only once told to, so the close came first; it
         // ignores SIGPIPE to report the EPIPE as exit status 42.
         let popen = Popen::new("sh")
-            .args(["-c", "trap '' PIPE; read line; echo x || exit 42; exit 7"])
+            // It writes a few times: a child another test spawns at that
+            // moment holds a copy of every fd of ours until its exec, and a
+            // write in that window finds a reader.
+            .args([
+                "-c",
+                "trap '' PIPE; read line; for i in 1 2 3 4 5 6 7 8 9 10; do \
+                 echo x 2>/dev/null || exit 42; sleep 0.05; done; exit 7",
+            ])
             .stdin(Input::Pipe)
             .stderr(Output::Null);
         let mut deferred = Deferred::new(via, popen).await;
