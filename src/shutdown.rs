@@ -2,9 +2,8 @@
 //! and what becomes of them when that arbiter (or the actix System) stops.
 //!
 //! When an arbiter stops, the actors it ran are dropped. The first process
-//! actor dropped with a task still running takes every child of that
-//! arbiter out of the registry and runs the cancel escalation on all of
-//! them at once, blocking (see `escalation::terminate_blocking`): the same
+//! actor dropped with a task still running runs the cancel escalation on
+//! every child of that arbiter at once, blocking (see `escalation::terminate_blocking`): the same
 //! steps and the same signals as [`Cancel`](crate::Cancel), with the pidfds
 //! waited on together instead of timers. A child whose escalation had
 //! begun goes on from where it was. Every child that exits is reaped before
@@ -68,25 +67,12 @@ fn take(task: &Tracked) -> bool {
 /// their escalations are over (at most two cancel timeouts). Called when
 /// that thread's arbiter is being torn down.
 pub(crate) fn shutdown_thread(thread: ThreadId) {
-    let tasks: Vec<Arc<Tracked>> = with_live(|map| map.remove(&thread))
-        .map(|children| children.into_values().collect())
-        .unwrap_or_default();
-    let tasks: Vec<_> = tasks.into_iter().filter(|t| !t.child.is_reaped()).collect();
-    if !tasks.is_empty() {
-        log::debug!("arbiter stopping: cancelling {} children", tasks.len());
-        terminate_blocking(tasks);
-    }
-}
-
-/// Finishes the escalation of `tasks` now, blocking: for escalations whose
-/// timers are being dropped with the supervisor. A task already taken by
-/// its arbiter's shutdown is left to it.
-pub(crate) fn finish_now(tasks: Vec<Arc<Tracked>>) {
-    let tasks: Vec<_> = tasks.into_iter().filter(|task| take(task)).collect();
-    if !tasks.is_empty() {
-        log::debug!("supervisor stopping: finishing {} escalations", tasks.len());
-        terminate_blocking(tasks);
-    }
+    let tasks = with_live(|map| {
+        map.get(&thread)
+            .map(|children| children.values().cloned().collect())
+            .unwrap_or_default()
+    });
+    drive(tasks, "arbiter stopping");
 }
 
 /// Cancels and reaps every child of System `system`, whichever arbiter
@@ -94,22 +80,24 @@ pub(crate) fn finish_now(tasks: Vec<Arc<Tracked>>) {
 /// System's own teardown, which may end (and the process exit) before its
 /// other arbiters' threads have torn theirs down.
 pub(crate) fn shutdown_system(system: usize) {
-    let tasks: Vec<Arc<Tracked>> = with_live(|map| {
-        let mut taken = Vec::new();
-        for children in map.values_mut() {
-            let pids: Vec<u32> = children
-                .iter()
-                .filter(|(_, task)| task.system == Some(system))
-                .map(|(&pid, _)| pid)
-                .collect();
-            taken.extend(pids.into_iter().filter_map(|pid| children.remove(&pid)));
-        }
-        map.retain(|_, children| !children.is_empty());
-        taken
+    let tasks = with_live(|map| {
+        map.values()
+            .flat_map(|children| children.values())
+            .filter(|task| task.system == Some(system))
+            .cloned()
+            .collect()
     });
+    drive(tasks, "System stopping");
+}
+
+/// Runs the blocking escalation on `tasks` not reaped yet. The entries
+/// stay in the registry until their reap: two teardowns (an arbiter's, the
+/// System's) may drive the same task at once, each waiting until it is
+/// over, which the escalation's own lock makes safe.
+fn drive(tasks: Vec<Arc<Tracked>>, why: &str) {
     let tasks: Vec<_> = tasks.into_iter().filter(|t| !t.child.is_reaped()).collect();
     if !tasks.is_empty() {
-        log::debug!("System stopping: cancelling {} children", tasks.len());
+        log::debug!("{why}: cancelling {} children", tasks.len());
         terminate_blocking(tasks);
     }
 }

@@ -130,9 +130,9 @@ pub struct ProcessSupervisor {
     settling: Vec<Arc<Tracked>>,
     /// When the next pass over the escalations runs, and its timer.
     next_pass: Option<(Instant, SpawnHandle)>,
-    /// The System it serves: when it is dropped with it, every child of
-    /// that System is cancelled and reaped.
-    system: Option<usize>,
+    /// Takes down every child of the System it serves, when dropped with
+    /// it.
+    _system: Option<SystemGuard>,
     /// Its own address, which keeps it running for as long as its System
     /// runs; dropped with it when the System's arbiter is torn down.
     _this: Option<Addr<ProcessSupervisor>>,
@@ -161,12 +161,13 @@ impl ProcessSupervisor {
         {
             return addr;
         }
-        let system_id = system.id();
+        let guard = SystemGuard(system.id());
         let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), move |ctx| {
-            let mut supervisor = ProcessSupervisor::default();
-            supervisor._this = Some(ctx.address());
-            supervisor.system = Some(system_id);
-            supervisor
+            ProcessSupervisor {
+                _this: Some(ctx.address()),
+                _system: Some(guard),
+                ..ProcessSupervisor::default()
+            }
         });
         supervisors.push((system.id(), addr.downgrade()));
         addr
@@ -177,17 +178,18 @@ impl Actor for ProcessSupervisor {
     type Context = Context<Self>;
 }
 
-impl Drop for ProcessSupervisor {
+/// Cancels and reaps every child of its System when dropped (see
+/// `shutdown.rs`). The supervisor holds it, so it drops with the
+/// supervisor when the System's arbiter is torn down; and should the
+/// System stop before the supervisor was even built (it is built on the
+/// System's arbiter, later), it drops with the unrun start, at the same
+/// teardown.
+#[derive(Debug)]
+struct SystemGuard(usize);
+
+impl Drop for SystemGuard {
     fn drop(&mut self) {
-        let pending: Vec<_> = std::mem::take(&mut self.escalations)
-            .into_values()
-            .map(|escalating| escalating.task)
-            .filter(|task| task.escalating())
-            .collect();
-        crate::shutdown::finish_now(pending);
-        if let Some(system) = self.system {
-            crate::shutdown::shutdown_system(system);
-        }
+        crate::shutdown::shutdown_system(self.0);
     }
 }
 
@@ -310,9 +312,10 @@ impl ProcessSupervisor {
     /// A supervisor with its own load source and spacing, for unit tests.
     #[cfg(test)]
     fn with_pacing(pacing: Pacing) -> ProcessSupervisor {
-        let mut supervisor = ProcessSupervisor::default();
-        supervisor.pacing = pacing;
-        supervisor
+        ProcessSupervisor {
+            pacing,
+            ..ProcessSupervisor::default()
+        }
     }
 
     /// Why the next queued task may not start at `now`, if it may not.

@@ -130,7 +130,10 @@ impl Child {
             // ESRCH: the child ran and was already reaped behind our back
             // (see the module docs); its pid may name a stranger by now,
             // so it is not touched.
-            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Err(err),
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Err(io::Error::other(format!(
+                "pid {pid} ran but was reaped by someone else before it could be watched \
+                     (the host set SIGCHLD to SIG_IGN, or reaps children it did not spawn)"
+            ))),
             Err(err) => {
                 // Still our unreaped child: the pid names it.
                 let pid = Pid::from_raw(pid as i32);
