@@ -152,6 +152,23 @@ pub(crate) fn step(
     }
 }
 
+/// Where a task runs: its actor's arbiter thread and its actix System.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Home {
+    pub(crate) thread: ThreadId,
+    pub(crate) system: Option<usize>,
+}
+
+impl Home {
+    /// The current thread, and its System if it has one.
+    pub(crate) fn here() -> Home {
+        Home {
+            thread: std::thread::current().id(),
+            system: actix::System::try_current().map(|system| system.id()),
+        }
+    }
+}
+
 /// A child from its spawn until it is reaped, as the escalation, the
 /// supervisor and the shutdown see it.
 #[derive(Debug)]
@@ -159,10 +176,9 @@ pub(crate) struct Tracked {
     pub(crate) child: Arc<Child>,
     pub(crate) name: String,
     pub(crate) cancel_timeout: Duration,
-    /// The arbiter thread of the task's actor.
-    pub(crate) thread: ThreadId,
-    /// The actix System it runs in.
-    pub(crate) system: Option<usize>,
+    /// Where the task runs: the thread of its actor's arbiter (that of the
+    /// spawn until the actor starts) and its actix System.
+    home: Mutex<Home>,
     /// What the child's output ends link to in /proc (`pipe:[N]`,
     /// `/dev/pts/N`), to name who holds them open.
     pub(crate) outputs: Vec<String>,
@@ -181,12 +197,22 @@ impl Tracked {
             child,
             name,
             cancel_timeout,
-            thread: std::thread::current().id(),
-            system: actix::System::try_current().map(|system| system.id()),
+            home: Mutex::new(Home::here()),
             outputs,
             phase: Mutex::new(Phase::Idle),
             finished: AtomicBool::new(false),
         })
+    }
+
+    /// Where the task runs.
+    pub(crate) fn home(&self) -> Home {
+        *self.home.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the task now runs here; returns where it was.
+    pub(crate) fn move_here(&self) -> Home {
+        let mut home = self.home.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *home, Home::here())
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {

@@ -28,14 +28,19 @@ pub(crate) struct Spawned {
     pub(crate) outputs: Vec<String>,
 }
 
-/// The largest [`Popen::bufsize`]: 64 MiB per `read()`.
-pub const MAX_BUFSIZE: usize = 64 << 20;
+/// The largest [`Popen::bufsize`]: 1 MiB per `read()`, the largest pipe
+/// an unprivileged process may have (Linux's default `pipe-max-size`): a
+/// larger read would not return more, and each chunk may keep a buffer of
+/// this size alive.
+pub const MAX_BUFSIZE: usize = 1 << 20;
 
 /// The largest [`Popen::coalesce`]: 1 GiB per chunk.
 pub const MAX_COALESCE: usize = 1 << 30;
 
-/// The largest [`Popen::window`]: 2^20 chunks per stream.
-pub const MAX_WINDOW: usize = 1 << 20;
+/// The largest [`Popen::window`]: 4096 chunks per stream, so that what a
+/// slow subscriber can pin (about `window × bufsize`) stays under 4 GiB
+/// per stream even at [`MAX_BUFSIZE`].
+pub const MAX_WINDOW: usize = 4096;
 
 /// The longest [`Popen::cancel_timeout`] and [`Popen::drain_timeout`]: 365
 /// days (longer ones would overflow the clock arithmetic of the timers).

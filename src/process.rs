@@ -141,12 +141,15 @@ impl ProcessHandle {
     }
 
     /// The return code if the task has ended (portage's `poll()`); never
-    /// blocks. Once the actor is gone (its arbiter stopped first), the
-    /// child's own exit status if it was read, as [`wait`](Self::wait)
-    /// gives it.
+    /// blocks. Once the child was reaped by a teardown (its arbiter or
+    /// System stopped), the child's own exit status, as
+    /// [`wait`](Self::wait) gives it.
     pub fn poll(&self) -> Option<ReturnCode> {
         let state = self.shared.lock();
-        match (state.returncode, state.actor_gone) {
+        // A reaped child's task is over (or being torn down): its status
+        // is the answer, even before the actor is gone.
+        let reaped = self.shared.child.get().is_some_and(|c| c.is_reaped());
+        match (state.returncode, state.actor_gone || reaped) {
             (Some(code), _) => Some(code),
             (None, true) => self.child_status().ok(),
             (None, false) => None,
@@ -249,11 +252,11 @@ pub struct PopenProcess {
     phase: Phase,
     shared: Arc<Shared>,
     child: Option<Arc<Child>>,
-    /// The child as the escalation and the shutdown see it, from the start
-    /// of the watch until the reap.
+    /// The child as the escalation and the shutdown see it, from its spawn
+    /// until its reap.
     tracked: Option<Arc<Tracked>>,
-    /// What the child's output ends link to in /proc.
-    outputs: Vec<String>,
+    /// The actor started watching the child (`begin`).
+    began: bool,
     reads: Vec<(Stream, OwnedFd)>,
     stdin_fd: Option<OwnedFd>,
     stdin: StdinQueue,
@@ -300,7 +303,8 @@ impl PopenProcess {
         } else {
             StdinQueue::none()
         };
-        let (child, reads, stdin_fd, outputs, phase) = match spawned {
+        let name = popen.program_name();
+        let (child, tracked, reads, stdin_fd, phase) = match spawned {
             Some(Spawned {
                 child,
                 reads,
@@ -309,20 +313,21 @@ impl PopenProcess {
             }) => {
                 let child = Arc::new(child);
                 let _ = shared.child.set(child.clone());
-                (Some(child), reads, stdin, outputs, Phase::Running)
+                let tracked = track(&child, &name, popen.cancel_timeout, outputs);
+                (Some(child), Some(tracked), reads, stdin, Phase::Running)
             }
-            None => (None, Vec::new(), None, Vec::new(), Phase::Pending),
+            None => (None, None, Vec::new(), None, Phase::Pending),
         };
         PopenProcess {
-            name: popen.program_name(),
+            name,
             start_listeners: std::mem::take(&mut popen.start_listeners),
             exit_listeners: std::mem::take(&mut popen.exit_listeners),
             popen,
             phase,
             shared,
             child,
-            tracked: None,
-            outputs,
+            tracked,
+            began: false,
             reads,
             stdin_fd,
             stdin,
@@ -403,19 +408,12 @@ impl PopenProcess {
             // teardown that follows cancels and reaps the child.
             return;
         }
-        let tracked = Tracked::new(
-            child.clone(),
-            self.name.clone(),
-            self.popen.cancel_timeout,
-            std::mem::take(&mut self.outputs),
-        );
-        shutdown::register(&tracked);
-        self.tracked = Some(tracked);
-        if System::try_current().is_some() {
-            // Started now if need be, so that its teardown with the System
-            // takes this child down even when this arbiter's own teardown
-            // comes too late (see `shutdown.rs`).
-            let _ = ProcessSupervisor::get();
+        self.began = true;
+        if let Some(tracked) = &self.tracked {
+            // Filed under this arbiter from now on (`start_in_arbiter`
+            // spawns on another thread).
+            shutdown::move_here(tracked);
+            ensure_supervisor();
         }
 
         if let Some(fd) = self.stdin_fd.take() {
@@ -667,27 +665,17 @@ impl PopenProcess {
         if std::mem::replace(&mut self.torn_down, true) {
             return;
         }
-        match (&self.tracked, &self.child) {
-            (Some(tracked), _) if !tracked.child.is_reaped() => {
-                let running = self.phase != Phase::Ended;
-                let live_system = tokio::runtime::Handle::try_current().is_ok()
-                    && System::try_current().is_some();
-                if running || !live_system {
-                    shutdown::shutdown_thread(tracked.thread);
-                } else if !tracked.escalating() {
-                    ProcessSupervisor::get().do_send(Adopt(tracked.clone()));
-                }
-            }
-            (Some(_), _) | (None, None) => {}
-            (None, Some(child)) => {
-                if !child.is_reaped() {
-                    terminate_blocking(vec![Tracked::new(
-                        child.clone(),
-                        self.name.clone(),
-                        self.popen.cancel_timeout,
-                        Vec::new(),
-                    )]);
-                }
+        if let Some(tracked) = self.tracked.as_ref().filter(|t| !t.child.is_reaped()) {
+            let running = self.phase != Phase::Ended;
+            let live_system =
+                tokio::runtime::Handle::try_current().is_ok() && System::try_current().is_some();
+            if !self.began {
+                // Never watched (its arbiter stopped first): only ours.
+                terminate_blocking(vec![tracked.clone()]);
+            } else if running || !live_system {
+                shutdown::shutdown_thread(std::thread::current().id());
+            } else if !tracked.escalating() {
+                ProcessSupervisor::get().do_send(Adopt(tracked.clone()));
             }
         }
         self.shared.set_actor_gone();
@@ -719,10 +707,16 @@ impl Handler<Start> for PopenProcess {
                 let child = Arc::new(child);
                 let pid = child.pid();
                 let _ = self.shared.child.set(child.clone());
+                let child_ref = child.clone();
                 self.child = Some(child);
                 self.reads = reads;
                 self.stdin_fd = stdin;
-                self.outputs = outputs;
+                self.tracked = Some(track(
+                    &child_ref,
+                    &self.name,
+                    self.popen.cancel_timeout,
+                    outputs,
+                ));
                 self.phase = Phase::Running;
                 self.begin(ctx);
                 Ok(pid)
@@ -1002,5 +996,29 @@ impl ActorFuture<PopenProcess> for WhenDisconnected {
         } else {
             std::task::Poll::Ready(())
         }
+    }
+}
+
+/// Files a just-spawned child in the shutdown registry, under this thread
+/// and System, so that no teardown can miss it, even before its actor
+/// runs (see `shutdown.rs`).
+fn track(
+    child: &Arc<Child>,
+    name: &str,
+    cancel_timeout: Duration,
+    outputs: Vec<String>,
+) -> Arc<Tracked> {
+    let tracked = Tracked::new(child.clone(), name.to_owned(), cancel_timeout, outputs);
+    shutdown::register(&tracked);
+    ensure_supervisor();
+    tracked
+}
+
+/// Starts the System's supervisor if it is not running yet, so that its
+/// teardown with the System takes every child of the System down even when
+/// an arbiter's own teardown comes too late (see `shutdown.rs`).
+fn ensure_supervisor() {
+    if System::try_current().is_some() {
+        let _ = ProcessSupervisor::get();
     }
 }

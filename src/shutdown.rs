@@ -30,7 +30,7 @@ fn with_live<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 /// Records a child until it is reaped.
 pub(crate) fn register(task: &Arc<Tracked>) {
     with_live(|map| {
-        map.entry(task.thread)
+        map.entry(task.home().thread)
             .or_default()
             .insert(task.child.pid(), task.clone())
     });
@@ -43,11 +43,36 @@ pub(crate) fn forget_if_reaped(task: &Tracked) {
     }
 }
 
+/// Files `task` under the current thread (its actor's arbiter, which may
+/// not be the thread that spawned its child) and the current System.
+pub(crate) fn move_here(task: &Arc<Tracked>) {
+    with_live(|map| {
+        let was = task.move_here();
+        if let Some(children) = map.get_mut(&was.thread) {
+            if children
+                .get(&task.child.pid())
+                .is_some_and(|entry| Arc::ptr_eq(entry, task))
+            {
+                children.remove(&task.child.pid());
+            }
+            if children.is_empty() {
+                map.remove(&was.thread);
+            }
+        }
+        if !task.child.is_reaped() {
+            map.entry(task.home().thread)
+                .or_default()
+                .insert(task.child.pid(), task.clone());
+        }
+    });
+}
+
 /// Takes `task` out of the registry, if it is there (that entry only: the
 /// pid may since belong to a newer child of ours). Returns whether it was.
 fn take(task: &Tracked) -> bool {
     with_live(|map| {
-        let Some(children) = map.get_mut(&task.thread) else {
+        let thread = task.home().thread;
+        let Some(children) = map.get_mut(&thread) else {
             return false;
         };
         let taken = children
@@ -57,7 +82,7 @@ fn take(task: &Tracked) -> bool {
             children.remove(&task.child.pid());
         }
         if children.is_empty() {
-            map.remove(&task.thread);
+            map.remove(&thread);
         }
         taken
     })
@@ -83,7 +108,7 @@ pub(crate) fn shutdown_system(system: usize) {
     let tasks = with_live(|map| {
         map.values()
             .flat_map(|children| children.values())
-            .filter(|task| task.system == Some(system))
+            .filter(|task| task.home().system == Some(system))
             .cloned()
             .collect()
     });

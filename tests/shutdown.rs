@@ -516,3 +516,46 @@ fn the_system_stopping_ends_the_children_of_its_other_arbiters_before_run_return
     arbiter.stop();
     let _ = arbiter.join();
 }
+
+/// The same, for a child whose actor has not run yet when the System
+/// stops: its arbiter is busy right after the spawn. The child is known
+/// to the shutdown from its spawn on, not from its actor's start.
+#[test]
+fn the_system_stopping_ends_a_child_whose_actor_never_ran() {
+    let _processes = processes();
+    let cleanup = Cleanup::default();
+    let (leader, arbiter) = on_own_thread(SYSTEM_HANG, {
+        let cleanup = cleanup.clone();
+        move || {
+            let system = System::new();
+            let arbiter = Arbiter::new();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            arbiter.spawn(async move {
+                let handle = Popen::new("sh")
+                    .args(["-c", "trap '' TERM; sleep 1000 & wait"])
+                    .cancel_timeout(CANCEL_TIMEOUT)
+                    .stdout(Output::Null)
+                    .stderr(Output::Null)
+                    .start()
+                    .expect("cannot start sh");
+                let _ = tx.send(handle.pid().expect("pid") as i32);
+                // Keeps the arbiter from running the actor until told.
+                let _ = release_rx.recv_timeout(SYSTEM_HANG);
+            });
+            let leader = rx.recv_timeout(SOON).expect("the spawn on the arbiter");
+            cleanup.add_group(leader);
+            System::current().stop();
+            system.run().expect("the System ran");
+            let _ = release_tx.send(());
+            (leader, arbiter)
+        }
+    });
+    assert!(
+        proc_stat(leader).is_none_or(|stat| stat.ppid != std::process::id() as i32),
+        "the leader is still our child after the System's stop: {:?}",
+        proc_stat(leader)
+    );
+    arbiter.stop();
+    let _ = arbiter.join();
+}
