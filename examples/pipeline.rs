@@ -8,13 +8,18 @@
 //! is involved). The last stage's output goes to our stdout; every stage's
 //! stderr to our stderr. Afterwards each stage's return code is printed on
 //! stderr, like bash's `PIPESTATUS`, and the pipeline's status is our exit
-//! status. With no CMD it runs `seq 1 100000 | grep 7 | wc -l`.
+//! status. With no CMD it runs `seq 1 100000 | grep 7 | wc -l`. A stage
+//! that cannot be started stops the whole pipeline: we exit 127 if its
+//! program was not found and 126 otherwise, as a shell would; an empty
+//! stage is bad usage (2).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Chunk, Output, PipeStatus, Pipeline, Popen};
+use actix_popen::{
+    AsyncWait, Chunk, Output, PipeStatus, Pipeline, PipelineError, Popen, SpawnError,
+};
 use clap::Parser;
 
 /// Run a pipeline of commands as PopenProcess actors.
@@ -47,7 +52,27 @@ impl Handler<Chunk> for Print {
     }
 }
 
-async fn run(args: Args) -> Result<u8, String> {
+/// Why the pipeline did not run to its end, with our exit status.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn other(err: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: 126,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A line on stderr; a closed stderr must not change our exit status.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+async fn run(args: Args) -> Result<u8, Failure> {
     let stages = if args.stages.is_empty() {
         vec![
             "seq 1 100000".to_owned(),
@@ -62,30 +87,39 @@ async fn run(args: Args) -> Result<u8, String> {
     let last = stages.len() - 1;
     for (index, stage) in stages.iter().enumerate() {
         let mut words = stage.split_whitespace();
-        let program = words
-            .next()
-            .ok_or_else(|| format!("stage {index} is empty"))?;
+        let program = words.next().ok_or_else(|| Failure {
+            status: 2,
+            message: format!("stage {index} is empty"),
+        })?;
         let mut popen = Popen::new(program).args(words).stderr(Output::Inherit);
         if index == last {
             popen = popen.subscribe(print.clone().recipient());
         }
         pipeline = pipeline.stage(popen);
     }
-    let running = pipeline.start().map_err(|err| err.to_string())?;
+    let running = pipeline.start().map_err(|err| Failure {
+        // As a shell: 127 for a command not found, 126 for one that could
+        // not be run.
+        status: match &err {
+            PipelineError::Spawn {
+                source: SpawnError::NotFound { .. },
+                ..
+            } => 127,
+            _ => 126,
+        },
+        message: err.to_string(),
+    })?;
     let code = running
         .send(AsyncWait)
         .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| err.to_string())?;
-    let statuses = running
-        .send(PipeStatus)
-        .await
-        .map_err(|err| err.to_string())?;
+        .map_err(Failure::other)?
+        .map_err(Failure::other)?;
+    let statuses = running.send(PipeStatus).await.map_err(Failure::other)?;
     for (stage, status) in stages.iter().zip(statuses) {
         let status = status.map_or_else(|| "running".to_owned(), |code| code.to_string());
-        eprintln!("{status:>5}  {stage}");
+        say(format_args!("{status:>5}  {stage}"));
     }
-    eprintln!("pipeline: {code}");
+    say(format_args!("pipeline: {code}"));
     Ok(code.shell_status() as u8)
 }
 
@@ -93,9 +127,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match System::new().block_on(run(args)) {
         Ok(status) => ExitCode::from(status),
-        Err(err) => {
-            eprintln!("pipeline: {err}");
-            ExitCode::from(126)
+        Err(Failure { status, message }) => {
+            say(format_args!("pipeline: {message}"));
+            ExitCode::from(status)
         }
     }
 }

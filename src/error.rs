@@ -245,3 +245,29 @@ pub enum WaitError {
     #[error("the process actor stopped before the task ended")]
     ActorGone,
 }
+
+/// Why [`SendSignal`](crate::SendSignal) sent nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The task has no child to signal: it has not started, its child never
+    /// ran, or its child was reaped (then its pid and group id may belong
+    /// to another process, so nothing is sent to them), or the child has
+    /// exited and its group has no member left.
+    #[error("the task's child is not running")]
+    NotRunning,
+    /// The kernel refused the signal (EPERM: the child changed its user id,
+    /// or a security module forbids it).
+    #[error("cannot send {signal}: {source}")]
+    Refused {
+        /// The signal that was refused.
+        signal: crate::Signal,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The process actor stopped before it could send the signal (its
+    /// arbiter was stopped).
+    #[error("the process actor stopped")]
+    ActorGone,
+}

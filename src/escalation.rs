@@ -3,7 +3,8 @@
 //! arbiter or the System stops.
 //!
 //! # What each process gets
-//! 1. **Cancel**: SIGTERM, then at once SIGCONT, to the child's process
+//! 1. **Cancel**: SIGTERM (or the signal of a [`CancelWith`](crate::CancelWith)),
+//!    then at once SIGCONT, to the child's process
 //!    group (or to the child alone with `process_group(false)`). SIGCONT
 //!    wakes a stopped member (SIGSTOP, SIGTSTP, SIGTTIN) so that it can run
 //!    its SIGTERM handler, as systemd and shells do.
@@ -94,15 +95,24 @@ fn send_logged(target: &dyn Kill, signal: Signal) {
     }
 }
 
-/// Step 1: SIGTERM and SIGCONT, if `phase` is idle. Returns whether it
-/// began (a second cancel begins nothing).
-pub(crate) fn begin(target: &dyn Kill, phase: &mut Phase, timeout: Duration, now: Instant) -> bool {
+/// Step 1: `first` (SIGTERM unless the cancel named another) and SIGCONT,
+/// if `phase` is idle. Returns whether it began (a second cancel begins
+/// nothing).
+pub(crate) fn begin(
+    target: &dyn Kill,
+    phase: &mut Phase,
+    timeout: Duration,
+    now: Instant,
+    first: Signal,
+) -> bool {
     if *phase != Phase::Idle {
         return false;
     }
-    log::debug!("cancel: SIGTERM and SIGCONT to {}", target.describe());
-    send_logged(target, Signal::SIGTERM);
-    send_logged(target, Signal::SIGCONT);
+    log::debug!("cancel: {first} and SIGCONT to {}", target.describe());
+    send_logged(target, first);
+    if first != Signal::SIGCONT {
+        send_logged(target, Signal::SIGCONT);
+    }
     *phase = Phase::Terminated(now + timeout);
     true
 }
@@ -219,15 +229,16 @@ impl Tracked {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Step 1, if not begun yet; takes the escalation's hold on the child.
-    /// Returns when to step next, or `None` if nothing began.
-    pub(crate) fn begin(&self) -> Option<Instant> {
+    /// Step 1 with `first` as the first signal, if not begun yet; takes
+    /// the escalation's hold on the child. Returns when to step next, or
+    /// `None` if nothing began.
+    pub(crate) fn begin(&self, first: Signal) -> Option<Instant> {
         let mut phase = self.phase();
         if *phase != Phase::Idle || !self.child.hold(Hold::Escalation) {
             return None;
         }
         let now = Instant::now();
-        begin(self, &mut phase, self.cancel_timeout, now);
+        begin(self, &mut phase, self.cancel_timeout, now, first);
         Some(now + self.cancel_timeout)
     }
 
@@ -338,7 +349,7 @@ pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
     let mut pending: Vec<Arc<Tracked>> = Vec::new();
     for task in tasks {
         task.finished.store(true, Ordering::SeqCst);
-        task.begin();
+        task.begin(Signal::SIGTERM);
         task.child.release(Hold::Task);
         pending.push(task);
     }
@@ -493,9 +504,9 @@ mod tests {
     fn run(mock: &Mock) -> (Next, Duration) {
         let start = Instant::now();
         let mut phase = Phase::Idle;
-        assert!(begin(mock, &mut phase, T, start));
+        assert!(begin(mock, &mut phase, T, start, Signal::SIGTERM));
         assert!(
-            !begin(mock, &mut phase, T, start),
+            !begin(mock, &mut phase, T, start, Signal::SIGTERM),
             "a second begin does nothing"
         );
         let mut now = start;

@@ -101,17 +101,19 @@ mod popen;
 mod process;
 mod returncode;
 mod shutdown;
+mod signal;
 mod stdin;
 mod supervisor;
 mod sys;
 
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
-pub use error::{JobLimitsError, SpawnError, WaitError};
+pub use error::{JobLimitsError, SignalError, SpawnError, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseReader, CloseStdin,
-    Collected, Exited, Flush, GetPid, GetValue, IsAlive, Poll, ReaderFinished, RemoveExitListener,
-    RemoveStartListener, Start, Started, Stream, TakeValue, Write,
+    AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,
+    CloseStdin, CloseStream, Collected, Exited, Flush, GetPid, GetValue, IsAlive, Poll,
+    ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start, Started, Stream,
+    TakeValue, Write,
 };
 pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE, DEFAULT_WINDOW};
 pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
@@ -121,6 +123,7 @@ pub use popen::{
 };
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
+pub use signal::Signal;
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
 
 // The README's examples are compiled and run as doc tests.

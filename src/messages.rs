@@ -6,7 +6,7 @@
 use actix::{Message, Recipient};
 use bytes::Bytes;
 
-use crate::{ReturnCode, SpawnError, WaitError};
+use crate::{ReturnCode, Signal, SignalError, SpawnError, WaitError};
 
 /// Which of the child's output streams a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,6 +172,40 @@ pub struct Start;
 #[rtype(result = "()")]
 pub struct Cancel;
 
+/// Request: cancel as [`Cancel`] does, but with `signal` as the first
+/// signal instead of SIGTERM: `signal` and at once SIGCONT to the child's
+/// process group, SIGKILL to what is left of it after the cancel timeout,
+/// and so on.
+///
+/// This is how a program that runs a child on a user's behalf passes on the
+/// signal it was sent, as coreutils `timeout(1)` does: SIGHUP when the
+/// terminal closed, SIGINT for Ctrl-C, SIGQUIT for Ctrl-\\. Like
+/// [`Cancel`], only the first cancel of a task does anything, and the task
+/// ends with the child's status (128+N in a shell, -N here, for the signal
+/// N that killed it).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct CancelWith(pub Signal);
+
+/// Request: send a signal to the task's child, now, and nothing more: no
+/// escalation follows, and the task goes on (Go's `Process.Signal`,
+/// Python's `Popen.send_signal`).
+///
+/// The signal goes where a cancel's would: to the child's process group
+/// (the default), or to the child alone under
+/// [`Popen::process_group(false)`](crate::Popen::process_group). It is
+/// sent only while the child is our unreaped child (its group id cannot
+/// have been reused, see [`Cancel`]): SIGSTOP stops every process of the
+/// group, SIGCONT wakes them, SIGHUP asks many daemons to reload.
+///
+/// # Errors
+/// [`SignalError::NotRunning`] if the task has not started, has ended, or
+/// its child was reaped; [`SignalError::Refused`] with the OS error if the
+/// kernel refused (EPERM).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), SignalError>")]
+pub struct SendSignal(pub Signal);
+
 /// Request: the return code, once it is known (portage's `async_wait()`).
 ///
 /// Replies at once if the task has ended.
@@ -326,10 +360,20 @@ pub struct Collected {
 #[rtype(result = "std::io::Result<u64>")]
 pub struct Flush;
 
-/// Request (internal): stop reading one stream and close its read end,
-/// leaving the others open. Sent to a pipeline stage whose next stage's
-/// child closed its stdin: only the stage's stdout is closed, as a kernel
-/// pipe would be; its stderr goes on.
+/// Request: stop reading one of the child's output streams and close our
+/// read end of it, leaving the other stream open.
+///
+/// The child's next write to that stream fails as a write to a pipe with no
+/// reader does (SIGPIPE, or EPIPE if it ignores SIGPIPE), just as when the
+/// reader of a shell pipeline goes away; with
+/// [`Output::Pty`](crate::Output::Pty) it is the pty's master that closes
+/// (the child's terminal hangs up). What the child wrote but was not read
+/// yet is discarded, and the task's [`Exited`] says
+/// `output_complete: false`. The `popen` example sends it when its own
+/// stdout or stderr is closed. Sent to a [`PipeReader`](crate::PipeReader),
+/// it stops reading the inputs tagged with that stream; once the others
+/// reach EOF the reader finishes with `complete: false`. Nothing happens
+/// if the stream was not read or has ended.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub(crate) struct CloseStream(pub(crate) Stream);
+pub struct CloseStream(pub Stream);

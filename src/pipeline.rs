@@ -19,7 +19,7 @@
 //!   keeps being fed, as through a kernel pipe.
 //!
 //! The [`PipelineProcess`] actor watches every stage:
-//! * [`Cancel`] cancels every stage;
+//! * [`Cancel`] cancels every stage, [`CancelWith`] with its own first signal;
 //! * once every stage has ended, [`AsyncWait`] resolves with the pipeline's
 //!   return code: the last stage's, or with [`Pipeline::pipefail`] the last
 //!   non-zero one (bash's `set -o pipefail`), and [`PipeStatus`] gives every
@@ -32,7 +32,9 @@ use actix::WeakAddr;
 use futures::channel::oneshot;
 
 use crate::messages::CloseStream;
-use crate::messages::{AddExitListener, AsyncWait, Cancel, Chunk, CloseStdin, Exited, Stream};
+use crate::messages::{
+    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, Stream,
+};
 use crate::popen::{Input, Output};
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
@@ -305,6 +307,17 @@ impl Handler<Cancel> for PipelineProcess {
     fn handle(&mut self, _msg: Cancel, _ctx: &mut Context<Self>) {
         for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
             stage.do_send(Cancel);
+        }
+    }
+}
+
+impl Handler<CancelWith> for PipelineProcess {
+    type Result = ();
+
+    /// Cancels every stage with the same first signal (see [`CancelWith`]).
+    fn handle(&mut self, msg: CancelWith, _ctx: &mut Context<Self>) {
+        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
+            stage.do_send(msg);
         }
     }
 }

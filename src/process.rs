@@ -36,16 +36,17 @@ use nix::sys::signal::Signal;
 
 use crate::escalation::{terminate_blocking, Tracked};
 use crate::messages::{
-    AddExitListener, AddStartListener, AsyncWait, Cancel, Chunk, CloseStdin, CloseStream, Exited,
-    GetPid, IsAlive, Poll, RemoveExitListener, RemoveStartListener, Start, Started, Stream, Write,
+    AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin,
+    CloseStream, Exited, GetPid, IsAlive, Poll, RemoveExitListener, RemoveStartListener,
+    SendSignal, Start, Started, Stream, Write,
 };
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
 use crate::shutdown;
 use crate::stdin::StdinQueue;
 use crate::supervisor::{Adopt, ProcessSupervisor, Release, Settle, Terminate};
-use crate::sys::child::Child;
-use crate::{CloseReader, Popen, ReturnCode, SpawnError, WaitError};
+use crate::sys::child::{Child, Delivery};
+use crate::{CloseReader, Popen, ReturnCode, SignalError, SpawnError, WaitError};
 
 /// What the actor shares with its [`ProcessHandle`]s and the supervisor.
 #[derive(Debug)]
@@ -743,6 +744,42 @@ impl Handler<Cancel> for PopenProcess {
     type Result = ();
 
     fn handle(&mut self, _msg: Cancel, ctx: &mut Context<Self>) {
+        self.cancel(Signal::SIGTERM, ctx);
+    }
+}
+
+impl Handler<CancelWith> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, CancelWith(signal): CancelWith, ctx: &mut Context<Self>) {
+        self.cancel(signal.to_nix(), ctx);
+    }
+}
+
+impl Handler<SendSignal> for PopenProcess {
+    type Result = Result<(), SignalError>;
+
+    /// Sends the signal through the child's own check: nothing goes out
+    /// once the child was reaped (see `sys/child.rs`).
+    fn handle(&mut self, SendSignal(signal): SendSignal, _ctx: &mut Context<Self>) -> Self::Result {
+        let child = match (&self.child, self.phase) {
+            (Some(child), Phase::Running) => child,
+            _ => return Err(SignalError::NotRunning),
+        };
+        log::debug!("{signal} to {} (pid {})", self.name, child.pid());
+        match child.signal(signal.to_nix()) {
+            Ok(Delivery::Sent) => Ok(()),
+            Ok(Delivery::Gone) => Err(SignalError::NotRunning),
+            Err(source) => Err(SignalError::Refused { signal, source }),
+        }
+    }
+}
+
+impl PopenProcess {
+    /// Cancels the task: hands its child to the supervisor's escalation
+    /// with `first` as the first signal, or ends a task whose child never
+    /// ran with [`ReturnCode::CANCELLED`].
+    fn cancel(&mut self, first: Signal, ctx: &mut Context<Self>) {
         if self.cancelled || self.phase == Phase::Ended {
             return;
         }
@@ -752,6 +789,7 @@ impl Handler<Cancel> for PopenProcess {
                 ProcessSupervisor::get().do_send(Terminate {
                     task: tracked.clone(),
                     release: ctx.address().recipient(),
+                    first,
                 });
             }
             // Cancelled before the child ever ran (portage's

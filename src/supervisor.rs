@@ -61,6 +61,8 @@ pub(crate) struct Terminate {
     pub(crate) task: Arc<Tracked>,
     /// Told when the escalation gave up on the task.
     pub(crate) release: Recipient<Release>,
+    /// The first signal (SIGTERM for a plain cancel).
+    pub(crate) first: nix::sys::signal::Signal,
 }
 
 /// Tells the supervisor that a task being escalated has ended: if its
@@ -516,8 +518,16 @@ impl ProcessSupervisor {
 impl Handler<Terminate> for ProcessSupervisor {
     type Result = ();
 
-    fn handle(&mut self, Terminate { task, release }: Terminate, ctx: &mut Context<Self>) {
-        if let Some(due) = task.begin() {
+    fn handle(
+        &mut self,
+        Terminate {
+            task,
+            release,
+            first,
+        }: Terminate,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(due) = task.begin(first) {
             self.escalations_started += 1;
             self.escalations.insert(
                 (due, self.escalations_started),

@@ -2,92 +2,16 @@
 
 mod common;
 
+use common::cli::{code, popen, run, stderr_text, wait_bounded};
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use common::procs::wait_dead;
-
-/// Builds the example once (a no-op when `cargo test` already did) and
-/// returns its path.
-fn popen_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "popen"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the popen example failed");
-        // tests run from target/<profile>/deps/
-        let exe = std::env::current_exe().expect("test path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target dir");
-        let bin = profile_dir.join("examples").join("popen");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-}
-
-fn popen(args: &[&str]) -> Command {
-    let mut command = Command::new(popen_bin());
-    command.args(args).stdin(Stdio::null());
-    command
-}
-
-/// Waits for `child`, killing it if it outlives `limit` (a hung popen must
-/// fail the test, not hang it).
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if rx.recv_timeout(limit).is_err() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    });
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_end(&mut stdout).expect("read stdout");
-    }
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_end(&mut stderr).expect("read stderr");
-    }
-    let status = child.wait().expect("wait");
-    let _ = tx.send(());
-    let _ = watchdog.join();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    let child = popen(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("popen starts");
-    wait_bounded(child, Duration::from_secs(60))
-}
-
-fn code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .expect("popen exits normally, not by a signal")
-}
-
-fn stderr_text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn relays_stdout_and_stderr_unchanged_and_exits_with_the_childs_status() {
@@ -273,14 +197,19 @@ fn gone(pid: i32) -> bool {
 }
 
 #[test]
-fn sigterm_and_sigint_to_popen_cancel_the_whole_group() {
+fn sigterm_and_sigint_to_popen_are_passed_on_to_the_whole_group() {
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         let (child, mut lines, grandchild) = start_with_grandchild();
         kill(Pid::from_raw(child.id() as i32), signal).unwrap();
         let mut rest = Vec::new();
         lines.read_to_end(&mut rest).unwrap();
         let out = wait_bounded(child, Duration::from_secs(30));
-        assert_eq!(code(out.status), 143, "{signal}: {}", stderr_text(&out));
+        assert_eq!(
+            code(out.status),
+            128 + signal as i32,
+            "{signal}: {}",
+            stderr_text(&out)
+        );
         assert!(
             gone(grandchild),
             "{signal}: grandchild {grandchild} survived"

@@ -1,0 +1,204 @@
+//! The `popen` example writing its own stdout and stderr as a good Unix
+//! citizen: a reader that stalls delays neither a timeout nor a signal, a
+//! non-blocking stdout loses nothing, and a reader that goes away ends the
+//! child as in a shell pipeline, without a word and without a panic.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{ChildStderr, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, Pid};
+
+use common::cli::{code, popen, stderr_text, wait_bounded};
+use common::procs::{wait_dead, wait_until, Cleanup};
+
+/// How long popen may take to end once told to, beyond its timeouts.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// Reads the first line of popen's stderr: the child's pid, printed by
+/// the child.
+fn child_pid(stderr: &mut BufReader<ChildStderr>) -> i32 {
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the child's pid");
+    line.trim().parse().expect("a pid")
+}
+
+/// popen with stdout to a pipe the test never reads, running `yes`, and
+/// the child's pid; returns once the pipe is full (popen is stuck in a
+/// write to it).
+fn with_stalled_reader(options: &[&str]) -> (std::process::Child, OwnedFd, i32, Cleanup) {
+    let (unread, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    let probe = write.try_clone().expect("dup");
+    let mut args = options.to_vec();
+    args.extend(["sh", "-c", "echo $$ >&2; exec yes"]);
+    let mut child = popen(&args)
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let pid = child_pid(&mut stderr);
+    let cleanup = Cleanup::default();
+    cleanup.add_pid(child.id() as i32);
+    cleanup.add_group(pid);
+    // Put stderr back for wait_bounded to drain.
+    child.stderr = Some(stderr.into_inner());
+    wait_until("the unread pipe is full", PROMPT, || {
+        let mut fds = [PollFd::new(probe.as_fd(), PollFlags::POLLOUT)];
+        poll(&mut fds, PollTimeout::ZERO) == Ok(0)
+    });
+    (child, unread, pid, cleanup)
+}
+
+/// Runs popen with `options` on a stalled reader, tells it to stop with
+/// `stop` (`what` names it), and checks that the child is signalled at
+/// once and popen ends with 143 soon after, whatever the reader does.
+fn stops_promptly_with_a_stalled_reader(
+    options: &[&str],
+    what: &str,
+    stop: impl FnOnce(&std::process::Child),
+) {
+    let (child, unread, pid, _cleanup) = with_stalled_reader(options);
+    let started = Instant::now();
+    stop(&child);
+    assert!(
+        wait_dead(pid, started + Duration::from_secs(3)),
+        "the child still runs 3 s after {what}, its reader stalled"
+    );
+    let out = wait_bounded(child, PROMPT * 2);
+    assert_eq!(code(out.status), 143, "{}", stderr_text(&out));
+    assert!(
+        started.elapsed() < PROMPT,
+        "popen took {:?}",
+        started.elapsed()
+    );
+    drop(unread);
+}
+
+#[test]
+fn a_stalled_reader_does_not_delay_the_timeout() {
+    stops_promptly_with_a_stalled_reader(
+        &["--timeout", "0.5", "--cancel-timeout", "0.5"],
+        "a 0.5 s timeout",
+        |_| {},
+    );
+}
+
+#[test]
+fn a_stalled_reader_does_not_delay_sigterm() {
+    stops_promptly_with_a_stalled_reader(&["--cancel-timeout", "0.5"], "SIGTERM", |popen| {
+        kill(Pid::from_raw(popen.id() as i32), Signal::SIGTERM).expect("kill popen");
+    });
+}
+
+#[test]
+fn a_non_blocking_stdout_loses_nothing() {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    // As a Node or Python parent leaves it: O_NONBLOCK on the open file
+    // description popen inherits.
+    let flags = OFlag::from_bits_truncate(fcntl(&write, FcntlArg::F_GETFL).expect("F_GETFL"));
+    fcntl(&write, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).expect("F_SETFL");
+    let child = popen(&["seq", "1", "300000"])
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    // A slow reader, so that popen's writes find the pipe full (EAGAIN).
+    let mut reader = File::from(read);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = reader.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let out = wait_bounded(child, Duration::from_secs(60));
+    let expected: String = (1..=300000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(code(out.status), 0, "{}", stderr_text(&out));
+    assert_eq!(stderr_text(&out), "");
+    assert!(
+        got == expected.as_bytes(),
+        "{} of {} bytes arrived",
+        got.len(),
+        expected.len()
+    );
+}
+
+#[test]
+fn a_stdout_reader_that_goes_away_ends_the_child_by_sigpipe_quietly() {
+    let mut child = popen(&["yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("a line");
+    assert_eq!(line, "y\n");
+    // `| head -1`: the reader is done.
+    drop(lines);
+    let out = wait_bounded(child, PROMPT);
+    assert_eq!(code(out.status), 141, "{}", stderr_text(&out));
+    assert_eq!(
+        stderr_text(&out),
+        "",
+        "popen says nothing, as a shell pipeline"
+    );
+}
+
+#[test]
+fn a_stderr_reader_that_goes_away_ends_the_child_by_sigpipe_quietly() {
+    let mut child = popen(&["sh", "-c", "echo out; exec yes >&2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("a line");
+    drop(lines);
+    let out = wait_bounded(child, PROMPT);
+    assert_eq!(code(out.status), 141);
+    assert_eq!(out.stdout, b"out\n", "stdout is not touched");
+}
+
+#[test]
+fn a_closed_stderr_does_not_change_the_status() {
+    // `popen --report sh -c '…' 2>&1 | head -1`: popen's stdout and stderr
+    // are one pipe, whose reader leaves after the first line; the report
+    // and the child's later stderr line meet EPIPE.
+    let (read, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    let child = popen(&[
+        "--report",
+        "sh",
+        "-c",
+        "echo one; sleep 0.3; echo two >&2; exit 5",
+    ])
+    .stdout(Stdio::from(
+        write.as_fd().try_clone_to_owned().expect("dup"),
+    ))
+    .stderr(Stdio::from(write))
+    .spawn()
+    .expect("popen starts");
+    let mut first = BufReader::new(File::from(read));
+    let mut line = String::new();
+    first.read_line(&mut line).expect("a line");
+    assert_eq!(line, "one\n");
+    drop(first);
+    let out = wait_bounded(child, PROMPT);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "popen must exit with the child's status, not panic (101)"
+    );
+}

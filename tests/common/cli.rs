@@ -1,0 +1,96 @@
+//! Running the examples' binaries as a user would: build once, run with a
+//! bound, read what they printed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The `popen` example's path, built once per test binary.
+pub fn popen_bin() -> &'static PathBuf {
+    example_bin("popen")
+}
+
+/// The path of the example `name`, built once per test binary (a no-op
+/// when `cargo test` already built it).
+pub fn example_bin(name: &'static str) -> &'static PathBuf {
+    static BINS: Mutex<BTreeMap<&'static str, &'static PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
+    bins.entry(name).or_insert_with(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the {name} example failed");
+        // tests run from target/<profile>/deps/
+        let exe = std::env::current_exe().expect("test path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir");
+        let bin = profile_dir.join("examples").join(name);
+        assert!(bin.exists(), "{} is missing", bin.display());
+        Box::leak(Box::new(bin))
+    })
+}
+
+/// `popen ARGS…` with stdin from /dev/null, to be spawned.
+pub fn popen(args: &[&str]) -> Command {
+    let mut command = Command::new(popen_bin());
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// Waits for `child`, killing it if it outlives `limit` (a hung popen must
+/// fail the test, not hang it).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(limit).is_err() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    });
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).expect("read stdout");
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_end(&mut stderr).expect("read stderr");
+    }
+    let status = child.wait().expect("wait");
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs `popen ARGS…` to its end (at most 60 s), capturing its output.
+pub fn run(args: &[&str]) -> Output {
+    let child = popen(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    wait_bounded(child, Duration::from_secs(60))
+}
+
+pub fn code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .expect("popen exits normally, not by a signal")
+}
+
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
