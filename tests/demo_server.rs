@@ -9,6 +9,8 @@
 #[path = "../examples/demo_server/api.rs"]
 #[allow(dead_code)]
 mod api;
+#[path = "../examples/demo_server/assets.rs"]
+mod assets;
 #[path = "../examples/demo_server/definitions.rs"]
 #[allow(dead_code)]
 mod definitions;
@@ -144,6 +146,44 @@ program = "sleep"
 args = ["0.3"]
 timeout = 1
 cancel_timeout = 0.5
+
+# 1 MiB of output at once.
+[jobs.mebibyte]
+program = "head"
+args = ["-c", "1048576", "/dev/zero"]
+timeout = 10
+cancel_timeout = 0.5
+
+# What CI and build tools print, for the page's terminal: 256-colour and
+# truecolor SGR with bold, an OSC 8 link ended by ESC \, `\r` progress, a
+# 3,000-character line.
+[jobs.sgr]
+program = "sh"
+shell = true
+args = ["-c", '''printf '\033[38;5;196mred256\033[0m \033[1;38;2;10;200;30mgreenbold\033[0m\n'; echo plain''', "sgr"]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.osc8]
+program = "sh"
+shell = true
+args = ["-c", '''printf '\033]8;;https://example.com/\033\134link\033]8;;\033\134 text\n'; for i in 1 2 3 4 5; do echo "after $i"; done''', "osc8"]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.progress]
+program = "sh"
+shell = true
+args = ["-c", '''for p in 10 50 100; do printf '\rprogress %3d%%' "$p"; sleep 0.1; done; printf '\ndone\n'''', "progress"]
+timeout = 10
+cancel_timeout = 0.5
+
+[jobs.longline]
+program = "sh"
+shell = true
+args = ["-c", '''head -c 3000 /dev/zero | tr '\0' x; echo; echo end''', "longline"]
+timeout = 10
+cancel_timeout = 0.5
 "#;
 
 // ---------------------------------------------------------------------
@@ -184,6 +224,7 @@ fn api(fixture: &Fixture, limits: Limits) -> Api {
         jobs: Jobs::new(limits).start(),
         definitions: fixture.definitions.clone(),
         max_body: 1024,
+        body_timeout: PATIENCE,
         hosts: Arc::new(AllowedHosts::new(LOOPBACK, &[]).expect("no extra names")),
     }
 }
@@ -739,8 +780,7 @@ async fn bad_input_gets_a_json_4xx_saying_what_was_wrong() {
             .set_payload(body.to_owned())
     };
     use StatusCode as S;
-    let jobs_are =
-        "unknown job `rm` (the jobs are: bytes, count, echo, fail, ls, mark, missing, nap, say,";
+    let jobs_are = "unknown job `rm` (the jobs are: bytes, count, echo, fail, longline, ls, mark,";
     let cases: Vec<(&str, TestRequest, StatusCode, &str)> = vec![
         (
             "unknown job",
@@ -1384,12 +1424,25 @@ async fn a_client_that_leaves_or_stalls_costs_nothing() {
 
     // A client that stops reading is dropped once its queue is full: its
     // stream ends without an exit, and it may resume with Last-Event-ID.
+    // It holds its place until its stream is dropped.
     let mut stalled = watch(&app, id, None).await;
-    wait_for_job(&app, id, "the stalled client to be dropped", |job| {
-        job["watchers"] == 0 && job["state"] == "running"
+    let at = wait_for_job(&app, id, "the stalled client to count", |job| {
+        job["watchers"] == 1
+    })
+    .await;
+    // Each line is written on its own: ten more are more events than its
+    // queue holds.
+    let watched_from = at["output_bytes"].as_u64().expect("output_bytes");
+    wait_for_job(&app, id, "ten more lines", |job| {
+        job["output_bytes"].as_u64() >= Some(watched_from + 10 * "line 1000\n".len() as u64)
     })
     .await;
     let (_, got, exit) = decode(&stalled.rest().await);
+    drop(stalled);
+    wait_for_job(&app, id, "the stalled client's place to be free", |job| {
+        job["watchers"] == 0 && job["state"] == "running"
+    })
+    .await;
     assert!(
         exit.is_none(),
         "the stalled client's stream ends without exit"
@@ -1529,7 +1582,25 @@ impl Drop for Guard {
 /// The example's binary serving `jobs` on a free loopback port, with
 /// `options` and its log in `log`; returns it and the address it printed.
 fn serve(jobs: Option<&Path>, log: &Path, options: &[&str]) -> (Guard, SocketAddr) {
-    let mut command = Command::new(demo_server_bin());
+    serve_under(&[], jobs, log, options)
+}
+
+/// As [`serve`], run by `wrapper` (a command that runs the rest of its
+/// command line, as `prlimit --nofile=N:N --` does) if not empty.
+fn serve_under(
+    wrapper: &[&str],
+    jobs: Option<&Path>,
+    log: &Path,
+    options: &[&str],
+) -> (Guard, SocketAddr) {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(demo_server_bin());
+            command
+        }
+        None => Command::new(demo_server_bin()),
+    };
     command.args(["--bind", "127.0.0.1", "--port", "0"]);
     command.args(options);
     if let Some(jobs) = jobs {
@@ -1747,6 +1818,248 @@ fn the_server_checks_the_host_and_queues_through_the_pool() {
     assert!(status.success(), "{status}:\n{log_text}");
 }
 
+/// Sends SIGINT to the server and expects it to stop cleanly.
+fn stop(mut server: Guard, log: &Path) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = server.wait_exit(PATIENCE);
+    let log_text = std::fs::read_to_string(log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the server did not stop:\n{log_text}"));
+    assert!(status.success(), "{status}:\n{log_text}");
+}
+
+/// Starts `job` over HTTP and waits until it has ended; returns the job.
+fn run_job(addr: SocketAddr, job: &str, params: Value) -> Value {
+    let (status, body) = http_json(
+        addr,
+        "POST",
+        "/jobs",
+        Some(&json!({"job": job, "params": params})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_u64().expect("id");
+    wait_for(addr, id, "the job to end", |job| {
+        job["state"] != "queued" && job["state"] != "running"
+    })
+}
+
+/// Polls `GET /jobs/{id}` until `done` holds, within [`PATIENCE`].
+fn wait_for(addr: SocketAddr, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, job) = http_json(addr, "GET", &format!("/jobs/{id}"), None);
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A field of `/proc/{pid}/status` in KiB (`VmRSS`, `VmHWM`).
+fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix(" kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+#[test]
+fn timestamps_are_rfc3339_and_a_host_must_parse_as_an_authority() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let (server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log, &[]);
+    let before = jiff::Timestamp::now();
+    let job = run_job(addr, "nap", json!({}));
+    let after = jiff::Timestamp::now();
+    // Each time is RFC 3339 in UTC to the millisecond, in order, within
+    // the test's own clock readings.
+    let times: Vec<jiff::Timestamp> = ["submitted_at", "started_at", "ended_at"]
+        .iter()
+        .map(|field| {
+            let text = job[field].as_str().expect("a time");
+            assert!(
+                text.len() == "2025-01-01T00:00:00.000Z".len() && text.ends_with('Z'),
+                "{field}: {text}"
+            );
+            text.parse()
+                .unwrap_or_else(|err| panic!("{field}: {text}: {err}"))
+        })
+        .collect();
+    let millis = |at: jiff::Timestamp| at.as_millisecond();
+    assert!(millis(before) <= millis(times[0]), "{job}");
+    assert!(times[0] <= times[1] && times[1] <= times[2], "{job}");
+    assert!(millis(times[2]) <= millis(after), "{job}");
+    let ms = job["duration_ms"].as_i64().expect("duration_ms");
+    assert!(
+        (ms - (millis(times[2]) - millis(times[1]))).abs() <= 2,
+        "{job}"
+    );
+
+    // The Host header is an authority (RFC 3986): no user part, and a port
+    // is a number below 65536.
+    let port = addr.port();
+    for good in [
+        format!("localhost:{port}"),
+        "127.0.0.1".to_owned(),
+        "[::1]:80".to_owned(),
+    ] {
+        let (status, body) = http_to(addr, &good, "GET", "/jobs", None);
+        assert_eq!(status, 200, "{good}: {body}");
+    }
+    for bad in [
+        "localhost:99999",
+        "localhost:",
+        "me@localhost",
+        "[::1",
+        "localhost:8x",
+    ] {
+        let (status, body) = http_to(addr, bad, "GET", "/jobs", None);
+        assert_eq!(status, 403, "{bad}: {body}");
+    }
+    stop(server, &log);
+}
+
+#[test]
+fn readers_that_do_not_read_cost_bounded_memory_and_are_dropped() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let (server, addr) = serve(
+        Some(&fixture.dir.path().join("jobs.toml")),
+        &log,
+        &["--write-deadline", "1"],
+    );
+    let job = run_job(addr, "mebibyte", json!({}));
+    assert_eq!(job["output_bytes"], 1 << 20, "{job}");
+    let id = job["id"].as_u64().expect("id");
+    let rss_before = proc_status_kib(server.pid(), "VmRSS");
+
+    // Many clients ask for the finished job's output and never read it.
+    const CLIENTS: usize = 400;
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            write!(
+                stream,
+                "GET /jobs/{id}/output HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+            )
+            .expect("send");
+            stream
+        })
+        .collect();
+    // Each stream pins its share of the buffer, not a copy: the server
+    // grows by less than 256 KiB per open stream, however many ask. Watched
+    // for a second, while the server answers them all.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(1) {
+        let peak = proc_status_kib(server.pid(), "VmHWM");
+        assert!(
+            peak < rss_before + 16 * 256 + 8 * 1024,
+            "peak RSS {peak} KiB (from {rss_before} KiB) with {CLIENTS} clients"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "RSS {rss_before} KiB before, peak {} KiB with {CLIENTS} clients",
+        proc_status_kib(server.pid(), "VmHWM")
+    );
+    // The cap holds for replays: 16 streams, the others refused.
+    wait_for(addr, id, "16 watchers", |job| job["watchers"] == 16);
+    let (status, body) = http_json(addr, "GET", &format!("/jobs/{id}/output"), None);
+    assert_eq!(status, 429, "{body}");
+
+    // Past the write deadline, the clients that took nothing are dropped,
+    // and a reader gets in and gets everything.
+    let freed = Instant::now();
+    wait_for(addr, id, "the stalled streams to be dropped", |job| {
+        job["watchers"] == 0
+    });
+    eprintln!("slots freed after {:?}", freed.elapsed());
+    let (status, body) = http(addr, "GET", &format!("/jobs/{id}/output"), None);
+    assert_eq!(status, 200);
+    let events = body.matches("event: output").count();
+    assert!(
+        body.contains("event: exit") && events >= 64,
+        "{events} events"
+    );
+    assert!(body.contains(&format!("id: {}\n", 1 << 20)));
+    drop(clients);
+    stop(server, &log);
+}
+
+#[test]
+fn idle_and_trickling_connections_cannot_stop_a_job_from_starting() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    // 200 fds, of which 64 + 8 × 2 are kept: 120 connections.
+    let (server, addr) = serve_under(
+        &["prlimit", "--nofile=200:200", "--"],
+        Some(&fixture.dir.path().join("jobs.toml")),
+        &log,
+        &["--request-timeout", "1", "--max-running", "2"],
+    );
+    let head = format!(
+        "POST /jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"job\":"
+    );
+    // A client that sends the head and a little of the body, then nothing.
+    let trickle = || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.write_all(head.as_bytes()).expect("send");
+        stream
+    };
+    let mut first = trickle();
+    let sent = Instant::now();
+    // More than the fd limit: trickling ones and idle ones.
+    let held: Vec<TcpStream> = (0..250)
+        .map(|i| match i % 5 {
+            0 => TcpStream::connect(addr).expect("connect"),
+            _ => trickle(),
+        })
+        .collect();
+
+    // The body that never comes gets 408 within the timeout, and the
+    // connection is closed.
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut response = String::new();
+    first
+        .read_to_string(&mut response)
+        .unwrap_or_else(|err| panic!("no 408 and close in 10 s: {err}: {response:?}"));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("did not arrive within 1 s"), "{response}");
+
+    // A job started on a fresh connection starts and succeeds.
+    let job = run_job(addr, "echo", json!({"word": "hello"}));
+    assert_eq!(
+        (&job["state"], &job["returncode"]),
+        (&json!("exited"), &json!(0)),
+        "{job}"
+    );
+    assert_eq!(job["output_bytes"], 6, "{job}");
+    drop(held);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!log_text.contains("Too many open files"), "{log_text}");
+    assert!(log_text.contains("at most 120 connections"), "{log_text}");
+    stop(server, &log);
+}
+
 // ---------------------------------------------------------------------
 // The page, in headless Chromium
 // ---------------------------------------------------------------------
@@ -1776,10 +2089,9 @@ async fn wait_xpath(client: &fantoccini::Client, xpath: &str) -> fantoccini::ele
     }
 }
 
-#[actix_web::test]
-async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
-    use fantoccini::Locator::Css;
-
+/// chromedriver on a free loopback port, and a headless Chromium session
+/// through it with its profile in `scratch`.
+async fn browser(scratch: &Path) -> (Guard, fantoccini::Client) {
     for tool in [CHROMIUM, CHROMEDRIVER] {
         assert!(
             Path::new(tool).exists(),
@@ -1787,29 +2099,25 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
              (apt-get install chromium chromium-driver; .ci/run installs them)"
         );
     }
-    let scratch = tempfile::tempdir().expect("temp dir");
-    // The shipped jobs file: the page as a user sees it.
-    let (mut server, addr) = serve(None, &scratch.path().join("server.log"), &[]);
-
     let port = free_port();
     let mut driver = Command::new(CHROMEDRIVER);
     driver
         .arg(format!("--port={port}"))
         .arg(format!(
             "--log-path={}",
-            scratch.path().join("chromedriver.log").display()
+            scratch.join("chromedriver.log").display()
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let _driver = Guard::spawn("chromedriver", driver);
+    let driver = Guard::spawn("chromedriver", driver);
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "chromedriver did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let profile = scratch.path().join("chromium-profile");
+    let profile = scratch.join("chromium-profile");
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".to_owned(),
@@ -1830,6 +2138,113 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session through chromedriver");
+    (driver, client)
+}
+
+/// The page's terminal, its lines without trailing blanks and without the
+/// empty lines at the end.
+async fn terminal_lines(client: &fantoccini::Client) -> Result<Vec<String>, CmdError> {
+    let lines = client
+        .execute(
+            "return window.terminalLines ? window.terminalLines() : null;",
+            vec![],
+        )
+        .await?;
+    let mut lines: Vec<String> = lines
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|line| line.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    Ok(lines)
+}
+
+/// Waits until the terminal's lines satisfy `done`; returns them.
+async fn wait_terminal(
+    client: &fantoccini::Client,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Result<Vec<String>, CmdError> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let lines = terminal_lines(client).await?;
+        if done(&lines) {
+            return Ok(lines);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the terminal never showed {what}: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One cell of the terminal's buffer as xterm.js's API shows it: its
+/// text, its foreground colour (a palette index or 0xRRGGBB) and bold.
+async fn terminal_cell(
+    client: &fantoccini::Client,
+    row: usize,
+    col: usize,
+) -> Result<Value, CmdError> {
+    client
+        .execute(
+            "const [row, col] = arguments;
+             const cell = window.demoTerminal.buffer.active.getLine(row).getCell(col);
+             return { chars: cell.getChars(), fg: cell.getFgColor(),
+                      palette: !!cell.isFgPalette(), rgb: !!cell.isFgRGB(),
+                      bold: !!cell.isBold() };",
+            vec![json!(row), json!(col)],
+        )
+        .await
+}
+
+/// Starts `job` from the page's form (with its default parameters) and
+/// waits until it has exited with 0.
+async fn start_from_the_page(client: &fantoccini::Client, job: &str) -> Result<(), CmdError> {
+    use fantoccini::Locator::Css;
+    wait_xpath(
+        client,
+        &format!("//select[@id='job']/option[@value='{job}']"),
+    )
+    .await;
+    client.find(Css("#job")).await?.select_by_value(job).await?;
+    client.find(Css("#start")).await?.click().await?;
+    wait_xpath(
+        client,
+        &format!("//h2[@id='title'][contains(., ': {job}')]"),
+    )
+    .await;
+    wait_xpath(client, "//b[@id='state'][.='exited']").await;
+    wait_xpath(client, "//b[@id='returncode'][.='0']").await;
+    Ok(())
+}
+
+/// Saves a screenshot of the page as `target/demo_server_{name}.png`.
+async fn screenshot(client: &fantoccini::Client, name: &str) -> Result<(), CmdError> {
+    let png = client.screenshot().await?;
+    let path = target_dir().join(format!("demo_server_{name}.png"));
+    std::fs::write(&path, png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    Ok(())
+}
+
+use fantoccini::error::CmdError;
+
+#[actix_web::test]
+async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
+    use fantoccini::Locator::Css;
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    // The shipped jobs file: the page as a user sees it.
+    let log = scratch.path().join("server.log");
+    let (server, addr) = serve(None, &log, &[]);
+    let (_driver, client) = browser(scratch.path()).await;
 
     let result = async {
         client.goto(&format!("http://{addr}/")).await?;
@@ -1846,7 +2261,10 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
         client.find(Css("#start")).await?.click().await?;
 
         // Live output, while the job runs.
-        wait_xpath(&client, "//pre[@id='output'][contains(., 'line 3')]").await;
+        wait_terminal(&client, "line 3", |lines| {
+            lines.iter().any(|line| line == "line 3")
+        })
+        .await?;
         // Queued a moment, then running (the page refreshes on output).
         wait_xpath(&client, "//b[@id='state'][.='running']").await;
         wait_xpath(&client, "//tbody[@id='jobs']/tr/td[.='running']").await;
@@ -1855,49 +2273,112 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
         client.find(Css("#cancel")).await?.click().await?;
         wait_xpath(&client, "//b[@id='state'][.='cancelled']").await;
         wait_xpath(&client, "//b[@id='returncode'][.='-15']").await;
-        let output = client.find(Css("#output")).await?.text().await?;
+        let output = terminal_lines(&client).await?;
         assert!(
-            !output.contains("line 500"),
-            "cancelled before the end: {output}"
+            !output.iter().any(|line| line == "line 500"),
+            "cancelled before the end: {output:?}"
         );
 
         // ANSI colours are rendered, not shown as escape codes.
-        client
-            .find(Css("#job"))
-            .await?
-            .select_by_value("colors")
-            .await?;
-        client.find(Css("#start")).await?.click().await?;
-        wait_xpath(&client, "//b[@id='state'][.='exited']").await;
-        wait_xpath(&client, "//b[@id='returncode'][.='0']").await;
-        wait_xpath(
-            &client,
-            "//pre[@id='output']/span[@class='b c36'][.='bold 36']",
-        )
-        .await;
-        let output = client.find(Css("#output")).await?.text().await?;
-        assert!(
-            output.contains("colour 31") && !output.contains("[31m"),
-            "{output}"
+        start_from_the_page(&client, "colors").await?;
+        let output = wait_terminal(&client, "six lines", |lines| lines.len() == 6).await?;
+        assert_eq!(output[5], "colour 36 bold 36");
+        assert!(output.iter().all(|line| !line.contains("[3")), "{output:?}");
+        // "bold 36": bold, palette colour 6 (cyan).
+        let cell = terminal_cell(&client, 5, 10).await?;
+        assert_eq!(
+            cell,
+            json!({"chars": "b", "fg": 6, "palette": true, "rgb": false, "bold": true})
         );
         wait_xpath(&client, "//tbody[@id='jobs'][count(tr)=2]").await;
-
-        let png = client.screenshot().await?;
-        let path = target_dir().join("demo_server.png");
-        std::fs::write(&path, png).expect("write the screenshot");
-        eprintln!("screenshot: {}", path.display());
-        Ok::<_, fantoccini::error::CmdError>(())
+        screenshot(&client, "page").await
     }
     .await;
     let _ = client.close().await;
     result.expect("WebDriver commands");
-
     // The server stops on Ctrl-C, as a user would stop it.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.pid()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let status = server.wait_exit(PATIENCE).expect("the server stops");
-    assert!(status.success(), "{status}");
+    stop(server, &log);
+}
+
+#[actix_web::test]
+async fn the_page_shows_tool_output_as_a_terminal_would() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let (server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log, &[]);
+    let (_driver, client) = browser(fixture.dir.path()).await;
+
+    let result = async {
+        client.goto(&format!("http://{addr}/")).await?;
+
+        // 256-colour and truecolor codes, with bold.
+        start_from_the_page(&client, "sgr").await?;
+        let lines = wait_terminal(&client, "two lines", |lines| lines.len() == 2).await?;
+        assert_eq!(lines, ["red256 greenbold", "plain"]);
+        let red = terminal_cell(&client, 0, 0).await?;
+        assert_eq!(
+            red,
+            json!({"chars": "r", "fg": 196, "palette": true, "rgb": false, "bold": false})
+        );
+        let green = terminal_cell(&client, 0, 7).await?;
+        assert_eq!(
+            green,
+            json!({"chars": "g", "fg": 0x0a_c8_1e, "palette": false, "rgb": true, "bold": true})
+        );
+        screenshot(&client, "sgr").await?;
+
+        // An OSC 8 link ended by ESC \, and every line after it.
+        start_from_the_page(&client, "osc8").await?;
+        let lines = wait_terminal(&client, "six lines", |lines| lines.len() == 6).await?;
+        assert_eq!(
+            lines,
+            [
+                "link text",
+                "after 1",
+                "after 2",
+                "after 3",
+                "after 4",
+                "after 5"
+            ]
+        );
+        screenshot(&client, "osc8").await?;
+
+        // `\r` progress: the line shows its last state only.
+        start_from_the_page(&client, "progress").await?;
+        let lines = wait_terminal(&client, "two lines", |lines| lines.len() == 2).await?;
+        assert_eq!(lines, ["progress 100%", "done"]);
+        screenshot(&client, "progress").await?;
+
+        // A 3,000-character line wraps in the terminal: the page does not
+        // grow, and Cancel stays in view.
+        start_from_the_page(&client, "longline").await?;
+        let lines = wait_terminal(&client, "the end", |lines| {
+            lines.last().is_some_and(|line| line == "end")
+        })
+        .await?;
+        let xs: usize = lines.iter().map(|line| line.matches('x').count()).sum();
+        assert_eq!(xs, 3000, "{lines:#?}");
+        let layout = client
+            .execute(
+                "const r = document.getElementById('cancel').getBoundingClientRect();
+                 return { left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+                          width: window.innerWidth, height: window.innerHeight,
+                          page: document.documentElement.scrollWidth };",
+                vec![],
+            )
+            .await?;
+        let number = |key: &str| layout[key].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            number("left") >= 0.0
+                && number("top") >= 0.0
+                && number("right") <= number("width")
+                && number("bottom") <= number("height")
+                && number("page") <= number("width"),
+            "Cancel out of view, or the page wider than the window: {layout}"
+        );
+        screenshot(&client, "longline").await
+    }
+    .await;
+    let _ = client.close().await;
+    result.expect("WebDriver commands");
+    stop(server, &log);
 }

@@ -3,6 +3,7 @@
 //! | route                     | does                                             |
 //! |---------------------------|--------------------------------------------------|
 //! | `GET /`                   | the page (`index.html`)                          |
+//! | `GET /static/xterm-6.0.0/…` | xterm.js and its CSS, for the page (`assets.rs`) |
 //! | `GET /jobs/definitions`   | the allow-listed jobs and their parameters       |
 //! | `POST /jobs`              | `{"job": "count", "params": {"n": "5"}}`: 201, queued; 429 if the queue is full |
 //! | `GET /jobs`               | every job kept, oldest first                     |
@@ -45,15 +46,17 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Addr, MailboxError};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::uri::Authority;
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -71,6 +74,8 @@ pub struct Api {
     pub definitions: Arc<Definitions>,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// How long a request's body may take to arrive (408 after that).
+    pub body_timeout: Duration,
     /// The names a request's `Host` may give.
     pub hosts: Arc<AllowedHosts>,
 }
@@ -86,6 +91,7 @@ impl Api {
             check_host(hosts.clone(), req, next)
         }));
         cfg.app_data(web::Data::new(self.jobs.clone()))
+            .app_data(web::Data::new(BodyTimeout(self.body_timeout)))
             .app_data(web::Data::from(self.definitions.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -124,6 +130,7 @@ impl Api {
                 .get(output)
                 .default_service(web::to(method_not_allowed)),
         )
+        .configure(crate::assets::routes)
         .default_service(web::to(not_found));
     }
 }
@@ -139,6 +146,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("the request body did not arrive within {} s", .0.as_secs_f64())]
+    BodyTimeout(Duration),
     #[error("request body too large: the limit is {0} bytes")]
     TooLarge(usize),
     #[error("the body must be JSON, with Content-Type: application/json")]
@@ -172,6 +181,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ForbiddenHost(..) => StatusCode::FORBIDDEN,
@@ -182,6 +192,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if self.status_code() == StatusCode::TOO_MANY_REQUESTS {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::BodyTimeout(_) = self {
+            // The rest of the body may still come: the connection cannot
+            // carry another request.
+            response.force_close();
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
@@ -240,12 +255,9 @@ impl AllowedHosts {
     /// Whether `host`, a `Host` header's value (`name`, `name:port`,
     /// `1.2.3.4:port`, `[::1]:port`), names this server.
     pub fn allows(&self, host: &str) -> bool {
-        let Some((name, port)) = split_port(host) else {
+        let Some(name) = host_name(host) else {
             return false;
         };
-        if !port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())) {
-            return false;
-        }
         match host_ip(name) {
             Some(ip) => self.any_ip || self.ips.contains(&ip),
             None => self
@@ -269,22 +281,18 @@ impl AllowedHosts {
     }
 }
 
-/// `host` without its `:port`, and the port if any; `None` for a bracket
-/// that is not closed.
-fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
-    if host.starts_with('[') {
-        let end = host.find(']')?;
-        let (name, rest) = host.split_at(end + 1);
-        return match rest.strip_prefix(':') {
-            Some(port) => Some((name, Some(port))),
-            None if rest.is_empty() => Some((name, None)),
-            None => None,
-        };
-    }
-    Some(match host.split_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (host, None),
-    })
+/// `host` (a `Host` header's value) without its `:port`, as `http`'s
+/// [`Authority`] parses it; `None` for anything else: a user part, an
+/// empty or out-of-range port, an unclosed bracket, a space.
+fn host_name(host: &str) -> Option<&str> {
+    let authority: Authority = host.parse().ok()?;
+    let name = authority.host();
+    // Nothing before the name (no `user@`), and a valid port if any.
+    let port_ok = match host.strip_prefix(name)? {
+        "" => true,
+        _ => authority.port_u16().is_some(),
+    };
+    port_ok.then(|| &host[..name.len()])
 }
 
 /// The address of an IP literal as a URL writes it: `1.2.3.4` or `[::1]`.
@@ -382,11 +390,25 @@ struct StartRequest {
     params: BTreeMap<String, serde_json::Value>,
 }
 
+/// How long a request's body may take to arrive.
+#[derive(Debug, Clone, Copy)]
+struct BodyTimeout(Duration);
+
+/// `POST /jobs`. The body is read within the body timeout (408 after it),
+/// so a client that sends the head and then trickles, or never sends, the
+/// body cannot hold its connection for long.
 async fn start(
     jobs: web::Data<Addr<Jobs>>,
     definitions: web::Data<Definitions>,
-    body: web::Json<StartRequest>,
-) -> Result<HttpResponse, ApiError> {
+    timeout: web::Data<BodyTimeout>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let mut payload = payload.into_inner();
+    let read = web::Json::<StartRequest>::from_request(&req, &mut payload);
+    let body = actix_rt::time::timeout(timeout.0, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout.0))??;
     let StartRequest { job, params } = body.into_inner();
     let mut values = BTreeMap::new();
     for (name, value) in params {
@@ -396,17 +418,21 @@ async fn start(
             serde_json::Value::String(text) => text,
             serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
             _ => {
-                return Err(RequestError::BadParam {
+                return Err(ApiError::from(RequestError::BadParam {
                     name,
                     reason: "must be a string or an integer".to_owned(),
-                }
+                })
                 .into())
             }
         };
         values.insert(name, text);
     }
-    let launch = definitions.check(&job, values)?;
-    let view = jobs.send(StartJob(launch)).await??;
+    let launch = definitions.check(&job, values).map_err(ApiError::from)?;
+    let view = jobs
+        .send(StartJob(launch))
+        .await
+        .map_err(ApiError::from)?
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/jobs/{}", view.id)))
         .json(view))
@@ -435,7 +461,7 @@ async fn output(
         .and_then(|value: &HeaderValue| value.to_str().ok())
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(0);
-    let Watch { replay, live } = jobs.send(WatchJob { id: *id, from }).await??;
+    let Watch { replay, live, slot } = jobs.send(WatchJob { id: *id, from }).await??;
     // The live events end when the registry drops the sender: after the
     // exit, or when this client fell behind. If the client goes away,
     // actix-web drops this stream, and with it the receiver: the registry
@@ -445,9 +471,11 @@ async fn output(
         let event = receiver.recv().await?;
         Some((event, Some(receiver)))
     });
-    let body = futures::stream::iter(replay)
-        .chain(live)
-        .map(|event| Ok::<_, Infallible>(sse(&event)));
+    // The stream holds its watcher's place until actix-web drops it.
+    let body = futures::stream::iter(replay).chain(live).map(move |event| {
+        let _holds = &slot;
+        Ok::<_, Infallible>(sse(&event))
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

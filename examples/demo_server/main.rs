@@ -14,8 +14,10 @@
 //!
 //! * `definitions.rs`: the allow-list, from the jobs file;
 //! * `registry.rs`: the `Jobs` actor, which runs the jobs and keeps them;
+//! * `connections.rs`: what a connection may cost (fds, memory, time);
 //! * `api.rs`: the HTTP routes, JSON errors and the event stream;
-//! * `index.html`: the page, plain HTML and JavaScript.
+//! * `index.html`: the page, plain HTML and JavaScript;
+//! * `assets.rs`: the files the page loads (xterm.js, vendored in `static/`).
 //!
 //! The server listens on loopback unless `--bind` says otherwise: anyone who
 //! can reach it can run the listed jobs. It answers only to requests whose
@@ -24,6 +26,8 @@
 //! point a name of its own at it (DNS rebinding).
 
 mod api;
+mod assets;
+mod connections;
 mod definitions;
 mod registry;
 
@@ -83,6 +87,30 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2, value_name = "N")]
     workers: usize,
+    /// The most HTTP connections open at once (lowered to what the fd
+    /// limit leaves once the running jobs have their fds); more wait in the
+    /// listen backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Seconds a client gets to send a request's head, and again its body:
+    /// a connection that sends nothing is closed, a body not there in time
+    /// gets 408.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    request_timeout: Duration,
+    /// Seconds a client may take none of what was sent to it before its
+    /// connection (and its output stream) is dropped.
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = seconds)]
+    write_deadline: Duration,
+}
+
+/// Parses a number of seconds: positive, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => {
+            Duration::try_from_secs_f64(secs).map_err(|err| format!("{text:?}: {err}"))
+        }
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 /// Parses `--max-load`: a positive number.
@@ -109,6 +137,18 @@ async fn main() -> Result<(), Fatal> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
 
+    let workers = args.workers.max(1);
+    let fd_limit = connections::raise_fd_limit()?;
+    let per_worker = connections::per_worker(
+        fd_limit,
+        args.max_running.get(),
+        workers,
+        args.max_connections,
+    )?;
+    log::info!(
+        "at most {} connections ({per_worker} per worker; the fd limit is {fd_limit})",
+        per_worker * workers
+    );
     let definitions = Arc::new(Definitions::load(&args.jobs)?);
     let hosts = Arc::new(AllowedHosts::new(args.bind, &args.allow_host)?);
     let listener = TcpListener::bind((args.bind, args.port))
@@ -127,8 +167,10 @@ async fn main() -> Result<(), Fatal> {
         jobs: jobs.clone(),
         definitions,
         max_body: MAX_BODY,
+        body_timeout: args.request_timeout,
         hosts,
     };
+    let write_deadline = args.write_deadline;
 
     let server = HttpServer::new(move || {
         let api = api.clone();
@@ -136,7 +178,14 @@ async fn main() -> Result<(), Fatal> {
             .wrap(Logger::new("%r %s %Dms"))
             .configure(move |cfg| api.configure(cfg))
     })
-    .workers(args.workers.max(1))
+    .workers(workers)
+    .max_connections(per_worker)
+    .client_request_timeout(args.request_timeout)
+    .on_connect(move |connection, _| {
+        if let Some(socket) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            connections::tune(socket, write_deadline);
+        }
+    })
     // Our own signal handling cancels the jobs before the server stops.
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

@@ -28,21 +28,27 @@
 //!   cancelled while it waits at once: a client that submits and cancels
 //!   in a loop cannot grow the queue;
 //! * at most `keep_finished` finished jobs are kept, the oldest forgotten;
-//! * each watching client has a queue of `client_queue` events: a client
+//! * at most `max_watchers` streams are open on one job's output, live or
+//!   replayed: each holds a [`WatchSlot`] until it is dropped, and the cap
+//!   is checked before anything is replayed;
+//! * the output is kept as shared pieces: a replay holds references to
+//!   them, not a copy (but for the last piece, under 16 KiB);
+//! * each live stream has a queue of `client_queue` events: a client
 //!   whose queue is full (it does not read) or closed (it went away) is
-//!   dropped at the next event, so a client that left costs nothing; a
-//!   keep-alive every `keep_alive` makes that next event come even when the
-//!   job is silent. At most `max_watchers` clients watch one job.
+//!   dropped at the next event; a keep-alive every `keep_alive` makes that
+//!   next event come even when the job is silent (and gives the server's
+//!   write deadline something to time, see `main.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use actix_popen::{
     Cancel, Chunk, Exited, GetJobPool, JobPool, ProcessHandle, ProcessSupervisor, ReturnCode,
     SetJobLimits, Started,
 };
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::oneshot;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -142,8 +148,8 @@ pub struct JobView {
     pub output_dropped: u64,
     /// False if reading stopped before EOF (see `Exited::output_complete`).
     pub output_complete: bool,
-    /// Clients watching its output (one that left counts until the next
-    /// event, keep-alives included).
+    /// Streams open on its output, live or replayed (at most
+    /// `max_watchers`).
     pub watchers: usize,
 }
 
@@ -214,12 +220,20 @@ pub struct WatchJob {
 }
 
 /// The reply to [`WatchJob`]: the replay, then the live events (`None` if
-/// the job has ended: the replay then ends with its [`Event::Exit`]).
+/// the job has ended: the replay then ends with its [`Event::Exit`]), and
+/// the watcher's place, to hold for as long as its stream is open.
 #[derive(Debug)]
 pub struct Watch {
     pub replay: Vec<Event>,
     pub live: Option<mpsc::Receiver<Event>>,
+    pub slot: WatchSlot,
 }
+
+/// One of a job's `max_watchers` places, held by an output stream, live or
+/// replayed, until it is dropped (the client left, was too slow, or was
+/// read to the end).
+#[derive(Debug)]
+pub struct WatchSlot(#[allow(dead_code)] Arc<()>);
 
 /// Request: refuse new jobs, cancel every queued and running one, and
 /// reply once all have ended.
@@ -256,13 +270,21 @@ struct JobEnded {
 // The output buffer
 // ---------------------------------------------------------------------
 
-/// The largest output event a replay sends.
+/// The largest output event a replay sends, and the size of the pieces
+/// the buffer keeps.
 const REPLAY_CHUNK: usize = 16 * 1024;
 
-/// The last `limit` bytes of a job's output.
+/// The last `limit` bytes of a job's output, as shared pieces: a replay
+/// clones references to them, not their bytes. Output is gathered into
+/// `tail` until it makes a piece of [`REPLAY_CHUNK`] bytes, so that many
+/// small writes do not make many small pieces; a replay copies that tail
+/// (less than one piece).
 #[derive(Debug)]
 struct OutputBuffer {
-    kept: VecDeque<u8>,
+    pieces: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Bytes in `pieces` and `tail`.
+    kept: usize,
     limit: usize,
     /// Every byte ever pushed.
     total: u64,
@@ -271,7 +293,9 @@ struct OutputBuffer {
 impl OutputBuffer {
     fn new(limit: usize) -> OutputBuffer {
         OutputBuffer {
-            kept: VecDeque::new(),
+            pieces: VecDeque::new(),
+            tail: BytesMut::new(),
+            kept: 0,
             limit,
             total: 0,
         }
@@ -279,33 +303,63 @@ impl OutputBuffer {
 
     fn push(&mut self, data: &[u8]) {
         self.total += data.len() as u64;
-        let data = &data[data.len().saturating_sub(self.limit)..];
-        let excess = (self.kept.len() + data.len()).saturating_sub(self.limit);
-        self.kept.drain(..excess);
-        self.kept.extend(data);
+        let mut data = &data[data.len().saturating_sub(self.limit)..];
+        while !data.is_empty() {
+            let room = REPLAY_CHUNK - self.tail.len();
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.tail.extend_from_slice(now);
+            self.kept += now.len();
+            data = later;
+            if self.tail.len() == REPLAY_CHUNK {
+                self.pieces.push_back(self.tail.split().freeze());
+            }
+        }
+        // Drop the oldest bytes beyond the limit.
+        while self.kept > self.limit {
+            let excess = self.kept - self.limit;
+            match self.pieces.front_mut() {
+                Some(piece) if piece.len() <= excess => {
+                    self.kept -= piece.len();
+                    self.pieces.pop_front();
+                }
+                Some(piece) => {
+                    piece.advance(excess);
+                    self.kept -= excess;
+                }
+                None => {
+                    self.tail.advance(excess);
+                    self.kept -= excess;
+                }
+            }
+        }
     }
 
     fn dropped(&self) -> u64 {
-        self.total - self.kept.len() as u64
+        self.total - self.kept as u64
     }
 
-    /// What is kept from byte `from` on (or from the oldest kept byte).
+    /// What is kept from byte `from` on (or from the oldest kept byte):
+    /// the pieces shared, the tail copied.
     fn replay(&self, from: u64) -> Vec<Event> {
-        let skip = from
-            .saturating_sub(self.dropped())
-            .min(self.kept.len() as u64) as usize;
-        let rest: Vec<u8> = self.kept.range(skip..).copied().collect();
+        let mut skip = from.saturating_sub(self.dropped()).min(self.kept as u64) as usize;
         let mut offset = self.dropped() + skip as u64;
-        rest.chunks(REPLAY_CHUNK)
-            .map(|piece| {
-                let event = Event::Output {
-                    offset,
-                    data: Bytes::copy_from_slice(piece),
-                };
-                offset += piece.len() as u64;
-                event
-            })
-            .collect()
+        let tail = Bytes::copy_from_slice(&self.tail);
+        let mut events = Vec::new();
+        for piece in self.pieces.iter().chain([&tail]) {
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            let data = piece.slice(skip..);
+            skip = 0;
+            if data.is_empty() {
+                continue;
+            }
+            let len = data.len() as u64;
+            events.push(Event::Output { offset, data });
+            offset += len;
+        }
+        events
     }
 }
 
@@ -331,7 +385,10 @@ struct Job {
     /// Until it ends.
     process: Option<ProcessHandle>,
     timer: Option<SpawnHandle>,
+    /// The live streams' queues.
     clients: Vec<mpsc::Sender<Event>>,
+    /// One reference more per open stream, live or replayed.
+    slots: Arc<()>,
 }
 
 impl Job {
@@ -357,8 +414,13 @@ impl Job {
             output_bytes: self.output.total,
             output_dropped: self.output.dropped(),
             output_complete: self.output_complete,
-            watchers: self.clients.len(),
+            watchers: self.watchers(),
         }
+    }
+
+    /// Streams open on its output, live or replayed.
+    fn watchers(&self) -> usize {
+        Arc::strong_count(&self.slots) - 1
     }
 
     /// Queues `event` for every client, dropping those gone or not reading.
@@ -474,6 +536,7 @@ impl Jobs {
             process: None,
             timer: None,
             clients: Vec::new(),
+            slots: Arc::new(()),
         };
         match submitted {
             Ok(process) => {
@@ -590,26 +653,34 @@ impl Handler<WatchJob> for Jobs {
     ) -> Self::Result {
         let limits = &self.limits;
         let job = self.jobs.get_mut(&id).ok_or(JobError::UnknownId(id))?;
-        // Replay and subscription happen in one handler: no output can
-        // arrive in between, so the client misses none and sees none twice.
-        let mut replay = job.output.replay(from);
-        if job.state.is_ended() {
-            replay.push(Event::Exit(Box::new(job.view(id))));
-            return Ok(Watch { replay, live: None });
-        }
-        // A queued job's watchers get keep-alives until its output comes.
-        job.clients.retain(|client| !client.is_closed());
-        if job.clients.len() >= limits.max_watchers {
+        // The cap comes first, for every stream: a replay of a finished
+        // job's output holds a place as a live stream does.
+        if job.watchers() >= limits.max_watchers {
             return Err(JobError::TooManyWatchers {
                 id,
                 limit: limits.max_watchers,
             });
         }
+        let slot = WatchSlot(job.slots.clone());
+        // Replay and subscription happen in one handler: no output can
+        // arrive in between, so the client misses none and sees none twice.
+        let mut replay = job.output.replay(from);
+        if job.state.is_ended() {
+            replay.push(Event::Exit(Box::new(job.view(id))));
+            return Ok(Watch {
+                replay,
+                live: None,
+                slot,
+            });
+        }
+        // A queued job's watchers get keep-alives until its output comes.
+        job.clients.retain(|client| !client.is_closed());
         let (sender, receiver) = mpsc::channel(limits.client_queue);
         job.clients.push(sender);
         Ok(Watch {
             replay,
             live: Some(receiver),
+            slot,
         })
     }
 }
@@ -784,26 +855,9 @@ impl Handler<Exited> for Relay {
     }
 }
 
-/// `time` as RFC 3339 in UTC, to the millisecond (Howard Hinnant's
-/// civil-from-days algorithm, to spare a date crate).
+/// `time` as RFC 3339 in UTC, to the millisecond (jiff's `Timestamp`;
+/// a time before 1970 or past jiff's range shows as the epoch).
 fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        since.subsec_millis()
-    )
+    let at = jiff::Timestamp::try_from(time).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{at:.3}")
 }
