@@ -11,6 +11,9 @@
 mod api;
 #[path = "../examples/demo_server/assets.rs"]
 mod assets;
+#[path = "../examples/demo_server/connections.rs"]
+#[allow(dead_code)]
+mod connections;
 #[path = "../examples/demo_server/definitions.rs"]
 #[allow(dead_code)]
 mod definitions;
@@ -177,6 +180,17 @@ shell = true
 args = ["-c", '''for p in 10 50 100; do printf '\rprogress %3d%%' "$p"; sleep 0.1; done; printf '\ndone\n'''', "progress"]
 timeout = 10
 cancel_timeout = 0.5
+
+# A line, a quiet while, another line.
+[jobs.quiet]
+program = "sh"
+shell = true
+args = ["-c", 'echo before; sleep "$1"; echo after', "quiet", { param = "secs" }]
+timeout = 60
+cancel_timeout = 0.5
+
+[jobs.quiet.params.secs]
+range = [1, 60]
 
 [jobs.longline]
 program = "sh"
@@ -1672,6 +1686,28 @@ fn http_json(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -
     (status, json)
 }
 
+/// As [`http_json`], trying again (within [`PATIENCE`]) while the answer
+/// is 503 for a connection over the cap: what its `Retry-After` asks.
+fn http_json_patient(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, json) = http_json(addr, method, path, body);
+        let busy = status == 503
+            && json["error"]
+                .as_str()
+                .is_some_and(|error| error.starts_with("too many connections"));
+        if !busy || Instant::now() > deadline {
+            return (status, json);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The members of process group `pgid` that are not zombies (a zombie has
 /// exited; whoever inherited it reaps it).
 fn live_group_members(pgid: u32) -> Vec<u32> {
@@ -1833,7 +1869,7 @@ fn stop(mut server: Guard, log: &Path) {
 
 /// Starts `job` over HTTP and waits until it has ended; returns the job.
 fn run_job(addr: SocketAddr, job: &str, params: Value) -> Value {
-    let (status, body) = http_json(
+    let (status, body) = http_json_patient(
         addr,
         "POST",
         "/jobs",
@@ -1850,7 +1886,7 @@ fn run_job(addr: SocketAddr, job: &str, params: Value) -> Value {
 fn wait_for(addr: SocketAddr, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (status, job) = http_json(addr, "GET", &format!("/jobs/{id}"), None);
+        let (status, job) = http_json_patient(addr, "GET", &format!("/jobs/{id}"), None);
         assert_eq!(status, 200, "{job}");
         if done(&job) {
             return job;
@@ -2001,7 +2037,8 @@ fn readers_that_do_not_read_cost_bounded_memory_and_are_dropped() {
 fn idle_and_trickling_connections_cannot_stop_a_job_from_starting() {
     let fixture = fixture();
     let log = fixture.dir.path().join("server.log");
-    // 200 fds, of which 64 + 8 × 2 are kept: 120 connections.
+    // 200 fds, of which 64 + 8 × 2 are kept: 120 for connections, 60 per
+    // worker, of which 32 answer 503 over the cap: 2 × 28 = 56 served.
     let (server, addr) = serve_under(
         &["prlimit", "--nofile=200:200", "--"],
         Some(&fixture.dir.path().join("jobs.toml")),
@@ -2056,7 +2093,101 @@ fn idle_and_trickling_connections_cannot_stop_a_job_from_starting() {
     drop(held);
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!log_text.contains("Too many open files"), "{log_text}");
-    assert!(log_text.contains("at most 120 connections"), "{log_text}");
+    assert!(
+        log_text.contains("at most 56 connections served")
+            && log_text.contains("at most 60 accepted per worker"),
+        "{log_text}"
+    );
+    stop(server, &log);
+}
+
+/// A connection that has had one request answered (`GET /jobs`, 200) and
+/// is kept alive, idle: the server has counted it. A 503 for a connection
+/// over the cap (one closed a moment ago may not be counted out yet) is
+/// tried again on a new connection, within [`PATIENCE`].
+fn idle_connection(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        write!(stream, "GET /jobs HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+        let mut reader = BufReader::new(&stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        let mut length = 0;
+        let mut line = String::new();
+        while line != "\r\n" {
+            line.clear();
+            reader.read_line(&mut line).expect("header");
+            assert!(!line.is_empty(), "the connection closed in a head");
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().expect("a length");
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        // The whole answer is read: nothing is left buffered.
+        assert!(reader.buffer().is_empty());
+        if status.starts_with("HTTP/1.1 200") {
+            return stream;
+        }
+        assert!(
+            status.starts_with("HTTP/1.1 503") && Instant::now() < deadline,
+            "{status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn at_the_connection_cap_a_request_is_answered_503_and_its_connection_closed() {
+    let fixture = fixture();
+    let log = fixture.dir.path().join("server.log");
+    let (server, addr) = serve(
+        Some(&fixture.dir.path().join("jobs.toml")),
+        &log,
+        &["--max-connections", "8", "--request-timeout", "30"],
+    );
+    // As many connections as the cap, idle between requests (actix-web
+    // keeps one alive for 5 s).
+    let idle: Vec<TcpStream> = (0..8).map(|_| idle_connection(addr)).collect();
+
+    // One more is answered at once, not left in the listen backlog: 503,
+    // a JSON error, Retry-After, and the server closes it (the request
+    // asked to keep it alive).
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sent = Instant::now();
+    write!(stream, "GET /jobs HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|err| panic!("no answer and close in 10 s: {err}: {response:?}"));
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{response}");
+    assert!(head.contains("\r\nconnection: close"), "{response}");
+    assert!(head.contains("\r\nretry-after: 1"), "{response}");
+    assert!(
+        head.contains("\r\ncontent-type: application/json"),
+        "{response}"
+    );
+    let error: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{response}"));
+    assert_eq!(
+        error,
+        json!({"error": "too many connections (cap 8); try again later"})
+    );
+
+    // Once they close, a request is served again.
+    drop(idle);
+    let (status, body) = http_json_patient(addr, "GET", "/jobs", None);
+    assert_eq!(status, 200, "{body}");
     stop(server, &log);
 }
 

@@ -13,7 +13,10 @@
 //!
 //! Every error is JSON, `{"error": "..."}`, with a 4xx status saying what was
 //! wrong, including the errors actix-web itself raises (malformed JSON, body
-//! too large, wrong content type, bad path, unknown route or method).
+//! too large, wrong content type, bad path, unknown route or method), or a
+//! 503: the server is shutting down, or the request came on a connection
+//! accepted over the connection cap (with `Retry-After: 1` and
+//! `Connection: close`; see `connections.rs`).
 //!
 //! # DNS rebinding
 //! A page on another site cannot read this server's answers (the browser's
@@ -62,6 +65,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 
+use crate::connections::Counted;
 use crate::definitions::{Definitions, RequestError};
 use crate::registry::{
     CancelJob, Event, GetJob, JobError, Jobs, ListJobs, StartJob, Watch, WatchJob,
@@ -87,9 +91,13 @@ impl Api {
         let hosts = self.hosts.clone();
         // One scope that matches every path, so that the check also covers
         // unknown routes and methods.
-        let routes = web::scope("").wrap(from_fn(move |req, next| {
-            check_host(hosts.clone(), req, next)
-        }));
+        // The last `wrap` runs first: a connection over the cap is answered
+        // before anything else is looked at.
+        let routes = web::scope("")
+            .wrap(from_fn(move |req, next| {
+                check_host(hosts.clone(), req, next)
+            }))
+            .wrap(from_fn(check_connection));
         cfg.app_data(web::Data::new(self.jobs.clone()))
             .app_data(web::Data::new(BodyTimeout(self.body_timeout)))
             .app_data(web::Data::from(self.definitions.clone()))
@@ -162,6 +170,8 @@ pub enum ApiError {
     ForbiddenHost(String, String),
     #[error("the server is shutting down")]
     Gone(#[from] MailboxError),
+    #[error("too many connections (cap {0}); try again later")]
+    TooManyConnections(usize),
 }
 
 impl ResponseError for ApiError {
@@ -177,9 +187,9 @@ impl ResponseError for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Job(JobError::AlreadyEnded { .. }) => StatusCode::CONFLICT,
-            ApiError::Job(JobError::ShuttingDown) | ApiError::Gone(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Job(JobError::ShuttingDown)
+            | ApiError::Gone(_)
+            | ApiError::TooManyConnections(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -190,12 +200,13 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if self.status_code() == StatusCode::TOO_MANY_REQUESTS {
+        let busy = matches!(self, ApiError::TooManyConnections(_));
+        if busy || self.status_code() == StatusCode::TOO_MANY_REQUESTS {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        if let ApiError::BodyTimeout(_) = self {
-            // The rest of the body may still come: the connection cannot
-            // carry another request.
+        if busy || matches!(self, ApiError::BodyTimeout(_)) {
+            // The rest of a body may still come, or the connection is one
+            // too many: it cannot carry another request.
             response.force_close();
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
@@ -332,6 +343,19 @@ async fn check_host(
         .find(|host| !hosts.allows(host))
     {
         let refused = ApiError::ForbiddenHost(host, hosts.describe());
+        return Ok(req.into_response(refused.error_response()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Answers 503 (and closes the connection) to a request on a connection
+/// accepted over the cap (see `connections.rs`).
+async fn check_connection(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    if let Some(cap) = req.conn_data::<Counted>().and_then(Counted::over_cap) {
+        let refused = ApiError::TooManyConnections(cap);
         return Ok(req.into_response(refused.error_response()));
     }
     Ok(next.call(req).await?.map_into_boxed_body())

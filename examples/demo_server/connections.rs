@@ -8,16 +8,27 @@
 //! `RLIMIT_NOFILE` to the hard limit at the start, keeps
 //! [`BASE_RESERVE`] fds for itself (stdio, the runtimes' epoll and event
 //! fds, the listener, the log) and [`FDS_PER_JOB`] per running job, and
-//! lets the connections have the rest:
+//! lets the connections have the rest, `room`:
 //!
 //! ```text
-//! connections = min(--max-connections, RLIMIT_NOFILE - 64 - 8 × --max-running)
+//! room        = RLIMIT_NOFILE - 64 - 8 × --max-running
+//! cap         = min(--max-connections, (room / workers - 32) × workers)
+//! hard guard  = ceil(cap / workers) + 32, per worker (≤ room / workers)
 //! ```
 //!
-//! shared out evenly between the HTTP workers (actix-web's cap is per
-//! worker). At the cap the server stops accepting: a new connection waits
-//! in the listen backlog until one closes, and idle ones close within the
-//! request timeout.
+//! # At the cap
+//! Every connection is counted ([`ConnectionCount`]) from its accept to
+//! its close. One accepted while `cap` are open is marked over the cap
+//! ([`Counted::over_cap`]): each request on it is answered `503` with a
+//! JSON error, `Retry-After` and `Connection: close` (see `api.rs`), so a
+//! client learns at once that the server is busy, and the connection is
+//! gone as soon as that answer is sent. Those answers take fds of their
+//! own, for a moment: each worker accepts at most [`OVER_CAP_MARGIN`]
+//! connections beyond its share of the cap (actix-web's `max_connections`,
+//! the hard guard). Past that, a worker stops accepting, and a new
+//! connection waits in the listen backlog until one closes; idle ones
+//! close within the request timeout. The cap and the hard guard together
+//! stay within `room`: no HTTP load leaves a job without its fds.
 //!
 //! # Memory and time per connection
 //! Each accepted socket gets a send buffer of [`SEND_BUFFER`] bytes (the
@@ -27,6 +38,8 @@
 //! acknowledges nothing) is dropped by the kernel, and its stream with it.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -37,6 +50,10 @@ pub const BASE_RESERVE: u64 = 64;
 
 /// Fds kept for each job that may run at once.
 pub const FDS_PER_JOB: u64 = 8;
+
+/// Connections each worker accepts beyond its share of the cap, to answer
+/// them 503 (see the module docs).
+pub const OVER_CAP_MARGIN: usize = 32;
 
 /// The send buffer asked for each connection, in bytes.
 pub const SEND_BUFFER: usize = 64 * 1024;
@@ -61,36 +78,102 @@ pub fn raise_fd_limit() -> Result<u64, String> {
     }
 }
 
-/// The connections each of `workers` HTTP workers may hold: `requested`
-/// in all, or fewer if the fd limit `fd_limit` leaves fewer once
-/// `max_running` jobs have their fds (see the module docs).
+/// How many connections the server serves, and how many each worker
+/// accepts at most (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once that are served; more are answered 503.
+    pub cap: usize,
+    /// Connections each worker accepts at most (actix-web's
+    /// `max_connections`): its share of `cap` and [`OVER_CAP_MARGIN`].
+    pub per_worker: usize,
+}
+
+/// The connection limits for `workers` HTTP workers: a cap of `requested`,
+/// or less if the fd limit `fd_limit` leaves less once `max_running` jobs
+/// have their fds and each worker its margin (see the module docs).
 ///
 /// # Errors
-/// The limit leaves no connection at all to some worker.
-pub fn per_worker(
+/// The limit leaves no connection at all to be served.
+pub fn limits(
     fd_limit: u64,
     max_running: usize,
     workers: usize,
     requested: usize,
-) -> Result<usize, String> {
+) -> Result<ConnectionLimits, String> {
     let reserve = BASE_RESERVE + FDS_PER_JOB * max_running as u64;
     let room = fd_limit.saturating_sub(reserve);
-    let total = (requested as u64).min(room);
     let workers = workers.max(1) as u64;
-    if total < workers {
+    let margin = OVER_CAP_MARGIN as u64;
+    let fit = (room / workers).saturating_sub(margin) * workers;
+    let cap = (requested as u64).min(fit);
+    if cap == 0 {
         return Err(format!(
             "the fd limit ({fd_limit}) leaves {room} fds for connections once {max_running} \
-             running jobs have theirs ({reserve} in all): too few for {workers} workers; \
-             raise `ulimit -n` or lower --max-running"
+             running jobs have theirs ({reserve} in all): too few for {workers} workers with \
+             {margin} each for the answers at the cap; raise `ulimit -n`, or lower \
+             --max-running or --workers (or --max-connections is 0)"
         ));
     }
-    if total < requested as u64 {
+    if cap < requested as u64 {
         log::warn!(
-            "--max-connections {requested} lowered to {total}: the fd limit is {fd_limit}, \
-             and {reserve} fds are kept for the server and its jobs"
+            "--max-connections {requested} lowered to {cap}: the fd limit is {fd_limit}, \
+             {reserve} fds are kept for the server and its jobs, and {margin} per worker \
+             for the answers at the cap"
         );
     }
-    Ok((total / workers) as usize)
+    Ok(ConnectionLimits {
+        cap: cap as usize,
+        per_worker: (cap.div_ceil(workers) + margin) as usize,
+    })
+}
+
+/// The open connections of all the workers, against the cap.
+#[derive(Debug, Clone)]
+pub struct ConnectionCount {
+    open: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl ConnectionCount {
+    pub fn new(cap: usize) -> ConnectionCount {
+        ConnectionCount {
+            open: Arc::new(AtomicUsize::new(0)),
+            cap,
+        }
+    }
+
+    /// Counts a connection just accepted, until the returned [`Counted`]
+    /// is dropped; it is over the cap if `cap` were open already.
+    pub fn open(&self) -> Counted {
+        let before = self.open.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            open: self.open.clone(),
+            over_cap: (before >= self.cap).then_some(self.cap),
+        }
+    }
+}
+
+/// One open connection, counted until it is dropped (with the
+/// connection's data, when actix-web closes it).
+#[derive(Debug)]
+pub struct Counted {
+    open: Arc<AtomicUsize>,
+    over_cap: Option<usize>,
+}
+
+impl Counted {
+    /// The cap, if the connection was accepted at it: every request on
+    /// it is to be answered 503.
+    pub fn over_cap(&self) -> Option<usize> {
+        self.over_cap
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Sets a new connection's send buffer and write deadline (see the module

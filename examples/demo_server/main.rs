@@ -46,6 +46,7 @@ use clap::Parser;
 use futures::future::{select, Either};
 
 use api::{AllowedHosts, Api};
+use connections::ConnectionCount;
 use definitions::Definitions;
 use registry::{Jobs, Limits, Shutdown};
 
@@ -87,9 +88,10 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2, value_name = "N")]
     workers: usize,
-    /// The most HTTP connections open at once (lowered to what the fd
-    /// limit leaves once the running jobs have their fds); more wait in the
-    /// listen backlog.
+    /// The most HTTP connections served at once (lowered to what the fd
+    /// limit leaves once the running jobs have their fds); a request on one
+    /// more gets 503 and the connection is closed, and past a margin of 32
+    /// per worker more wait in the listen backlog.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_connections: usize,
     /// Seconds a client gets to send a request's head, and again its body:
@@ -139,16 +141,19 @@ async fn main() -> Result<(), Fatal> {
 
     let workers = args.workers.max(1);
     let fd_limit = connections::raise_fd_limit()?;
-    let per_worker = connections::per_worker(
+    let limits = connections::limits(
         fd_limit,
         args.max_running.get(),
         workers,
         args.max_connections,
     )?;
     log::info!(
-        "at most {} connections ({per_worker} per worker; the fd limit is {fd_limit})",
-        per_worker * workers
+        "at most {} connections served, more answered 503 (at most {} accepted per worker; \
+         the fd limit is {fd_limit})",
+        limits.cap,
+        limits.per_worker
     );
+    let count = ConnectionCount::new(limits.cap);
     let definitions = Arc::new(Definitions::load(&args.jobs)?);
     let hosts = Arc::new(AllowedHosts::new(args.bind, &args.allow_host)?);
     let listener = TcpListener::bind((args.bind, args.port))
@@ -179,12 +184,14 @@ async fn main() -> Result<(), Fatal> {
             .configure(move |cfg| api.configure(cfg))
     })
     .workers(workers)
-    .max_connections(per_worker)
+    .max_connections(limits.per_worker)
     .client_request_timeout(args.request_timeout)
-    .on_connect(move |connection, _| {
+    .on_connect(move |connection, data| {
         if let Some(socket) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
             connections::tune(socket, write_deadline);
         }
+        // Dropped with the connection: the count goes down then.
+        data.insert(count.open());
     })
     // Our own signal handling cancels the jobs before the server stops.
     .disable_signals()
