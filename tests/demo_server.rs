@@ -191,6 +191,7 @@ cancel_timeout = 0.5
 
 [jobs.quiet.params.secs]
 range = [1, 60]
+default = "3"
 
 [jobs.longline]
 program = "sh"
@@ -239,6 +240,7 @@ fn api(fixture: &Fixture, limits: Limits) -> Api {
         definitions: fixture.definitions.clone(),
         max_body: 1024,
         body_timeout: PATIENCE,
+        idle_stream: Duration::from_secs(300),
         hosts: Arc::new(AllowedHosts::new(LOOPBACK, &[]).expect("no extra names")),
     }
 }
@@ -302,6 +304,8 @@ struct EventReader<B> {
     body: B,
     buffer: String,
     comments: usize,
+    /// The last `retry:` field's value (the reconnection time asked).
+    retry: Option<String>,
 }
 
 impl<B> EventReader<B>
@@ -314,6 +318,7 @@ where
             body,
             buffer: String::new(),
             comments: 0,
+            retry: None,
         }
     }
 
@@ -344,6 +349,8 @@ where
                 for line in block.lines() {
                     if line.starts_with(':') {
                         self.comments += 1;
+                    } else if let Some(value) = line.strip_prefix("retry: ") {
+                        self.retry = Some(value.to_owned());
                     } else if let Some((name, value)) = line.split_once(": ") {
                         fields += 1;
                         match name {
@@ -1414,6 +1421,75 @@ async fn output_beyond_the_limit_drops_the_oldest_bytes_and_counts_them() {
     assert!(replay[..] == expected[dropped as usize..]);
 }
 
+/// The idle limit of the output streams in the tests that check it.
+const IDLE: Duration = Duration::from_millis(500);
+
+#[actix_web::test]
+async fn a_stream_without_output_for_the_idle_limit_ends_and_frees_its_place() {
+    let fixture = fixture();
+    let limits = Limits {
+        max_watchers: 2,
+        ..Limits::default()
+    };
+    let api = Api {
+        idle_stream: IDLE,
+        ..api(&fixture, limits)
+    };
+    let app = test::init_service(App::new().configure(|cfg| api.configure(cfg))).await;
+    // "before", 3 s of silence, "after".
+    let id = start(&app, "quiet", json!({"secs": 3})).await;
+    let mut first = watch(&app, id, None).await;
+    let (_, before, _) = decode(&[first.next().await.expect("output")]);
+    assert_eq!(before, b"before\n");
+    let opened = Instant::now();
+    let mut second = watch(&app, id, None).await;
+    let (_, replayed, _) = decode(&[second.next().await.expect("the replay")]);
+    assert_eq!(replayed, b"before\n");
+    let (status, body) = send(&app, get(&format!("/jobs/{id}/output"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+
+    // Both streams end, quiet for the idle limit: no exit, and a retry
+    // field that asks the client to reconnect. Their places are free, and
+    // a new watcher gets in while the job still runs.
+    for stream in [&mut first, &mut second] {
+        let rest = stream.rest().await;
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(stream.retry.is_some(), "no retry: field");
+    }
+    let ended = opened.elapsed();
+    assert!(
+        ended >= IDLE && ended < IDLE + Duration::from_secs(2),
+        "ended after {ended:?}"
+    );
+    let job = wait_for_job(&app, id, "the places to be free", |job| {
+        job["watchers"] == 0
+    })
+    .await;
+    assert_eq!(job["state"], "running", "{job}");
+
+    // Resuming with Last-Event-ID, as EventSource does, gives the rest of
+    // the output exactly once, however many times the stream idles out
+    // before it comes.
+    let mut got = before;
+    let mut resumes = 0;
+    let exit = loop {
+        resumes += 1;
+        let mut stream = watch(&app, id, Some(got.len() as u64)).await;
+        let (first, bytes, exit) = decode(&stream.rest().await);
+        if !bytes.is_empty() {
+            assert_eq!(first, got.len() as u64, "not resumed where it ended");
+        }
+        got.extend_from_slice(&bytes);
+        if let Some(exit) = exit {
+            break exit;
+        }
+        assert!(stream.retry.is_some(), "ended without exit or retry");
+    };
+    assert_eq!(String::from_utf8_lossy(&got), "before\nafter\n");
+    assert_eq!(exit["returncode"], 0, "{exit}");
+    assert!(resumes >= 2, "the resumed stream never idled out");
+}
+
 #[actix_web::test]
 async fn a_client_that_leaves_or_stalls_costs_nothing() {
     let fixture = fixture();
@@ -2435,7 +2511,12 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
 async fn the_page_shows_tool_output_as_a_terminal_would() {
     let fixture = fixture();
     let log = fixture.dir.path().join("server.log");
-    let (server, addr) = serve(Some(&fixture.dir.path().join("jobs.toml")), &log, &[]);
+    // Streams idle for a second end (and the page reconnects).
+    let (server, addr) = serve(
+        Some(&fixture.dir.path().join("jobs.toml")),
+        &log,
+        &["--idle-stream", "1"],
+    );
     let (_driver, client) = browser(fixture.dir.path()).await;
 
     let result = async {
@@ -2478,6 +2559,31 @@ async fn the_page_shows_tool_output_as_a_terminal_would() {
         let lines = wait_terminal(&client, "two lines", |lines| lines.len() == 2).await?;
         assert_eq!(lines, ["progress 100%", "done"]);
         screenshot(&client, "progress").await?;
+
+        // A job quiet for longer than the idle limit: its stream ends,
+        // EventSource reconnects with Last-Event-ID, and each line shows
+        // once, with no error.
+        start_from_the_page(&client, "quiet").await?;
+        let lines = wait_terminal(&client, "after", |lines| {
+            lines.last().is_some_and(|line| line == "after")
+        })
+        .await?;
+        assert_eq!(lines, ["before", "after"]);
+        let title = client
+            .find(fantoccini::Locator::Css("#title"))
+            .await?
+            .text()
+            .await?;
+        let id = title
+            .strip_prefix("Job ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("{title}"));
+        let request = format!("GET /jobs/{id}/output ");
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            log_text.matches(&request).count() >= 2,
+            "the page did not reconnect:\n{log_text}"
+        );
 
         // A 3,000-character line wraps in the terminal: the page does not
         // grow, and Cancel stays in view.

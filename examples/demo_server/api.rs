@@ -41,6 +41,13 @@
 //! * `event: exit`, `data: JOB`: the job as `GET /jobs/{id}` shows it, with
 //!   its `state` and `returncode`. The stream ends after it.
 //! * `: keep-alive` comments while nothing happens.
+//! * once the stream has sent no `output` for `--idle-stream` (since it
+//!   opened, or since the last one; keep-alives do not count), a comment
+//!   and `retry: 1000`, and the stream ends, freeing its watcher's place.
+//!   `EventSource` reconnects by itself a second later with
+//!   `Last-Event-ID`, and resumes where the stream ended: a live page loses
+//!   nothing, and a client that has gone without closing its connection
+//!   does not hold a place on a quiet job for ever.
 //!
 //! A client that does not keep up with its queue is dropped: its stream
 //! ends without `exit`, and it can reconnect with `Last-Event-ID`.
@@ -64,6 +71,8 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::connections::Counted;
 use crate::definitions::{Definitions, RequestError};
@@ -80,6 +89,8 @@ pub struct Api {
     pub max_body: usize,
     /// How long a request's body may take to arrive (408 after that).
     pub body_timeout: Duration,
+    /// How long an output stream may deliver no output before it ends.
+    pub idle_stream: Duration,
     /// The names a request's `Host` may give.
     pub hosts: Arc<AllowedHosts>,
 }
@@ -100,6 +111,7 @@ impl Api {
             .wrap(from_fn(check_connection));
         cfg.app_data(web::Data::new(self.jobs.clone()))
             .app_data(web::Data::new(BodyTimeout(self.body_timeout)))
+            .app_data(web::Data::new(IdleStream(self.idle_stream)))
             .app_data(web::Data::from(self.definitions.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -418,6 +430,10 @@ struct StartRequest {
 #[derive(Debug, Clone, Copy)]
 struct BodyTimeout(Duration);
 
+/// How long an output stream may deliver no output before it ends.
+#[derive(Debug, Clone, Copy)]
+struct IdleStream(Duration);
+
 /// `POST /jobs`. The body is read within the body timeout (408 after it),
 /// so a client that sends the head and then trickles, or never sends, the
 /// body cannot hold its connection for long.
@@ -476,6 +492,7 @@ async fn cancel(jobs: web::Data<Addr<Jobs>>, id: web::Path<u64>) -> Result<HttpR
 
 async fn output(
     jobs: web::Data<Addr<Jobs>>,
+    idle: web::Data<IdleStream>,
     id: web::Path<u64>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -486,19 +503,14 @@ async fn output(
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(0);
     let Watch { replay, live, slot } = jobs.send(WatchJob { id: *id, from }).await??;
-    // The live events end when the registry drops the sender: after the
-    // exit, or when this client fell behind. If the client goes away,
-    // actix-web drops this stream, and with it the receiver: the registry
-    // drops the sender at its next event.
-    let live = futures::stream::unfold(live, |live| async move {
-        let mut receiver = live?;
-        let event = receiver.recv().await?;
-        Some((event, Some(receiver)))
-    });
-    // The stream holds its watcher's place until actix-web drops it.
-    let body = futures::stream::iter(replay).chain(live).map(move |event| {
-        let _holds = &slot;
-        Ok::<_, Infallible>(sse(&event))
+    let frames = futures::stream::iter(replay)
+        .map(Frame::Event)
+        .chain(live_frames(live, idle.0));
+    // The stream holds its watcher's place until it ends, or until
+    // actix-web drops it (the client went away).
+    let body = futures::stream::unfold((Box::pin(frames), slot), |(mut frames, slot)| async move {
+        let frame = frames.next().await?;
+        Some((Ok::<_, Infallible>(sse(&frame)), (frames, slot)))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -508,10 +520,55 @@ async fn output(
         .streaming(body))
 }
 
-/// One event in the SSE wire format (see the module docs).
-fn sse(event: &Event) -> Bytes {
-    let text = match event {
-        Event::Output { offset, data } => {
+/// What an output stream sends.
+#[derive(Debug)]
+enum Frame {
+    Event(Event),
+    /// The end of a stream that delivered no output for this long.
+    Idle(Duration),
+}
+
+/// How long a client whose stream ended idle is asked to wait before it
+/// reconnects (SSE `retry:`).
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// The longest idle limit applied: a year.
+const MAX_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The live events (none if `live` is `None`). They end when the registry
+/// drops the sender (after the exit, or when this client fell behind), or,
+/// with a last [`Frame::Idle`], once `idle` has passed with no output
+/// event: since the stream opened (its replay counts as delivered then),
+/// or since the last one. If the client goes away, actix-web drops this
+/// stream, and with it the receiver: the registry drops the sender at its
+/// next event.
+fn live_frames(
+    live: Option<mpsc::Receiver<Event>>,
+    idle: Duration,
+) -> impl futures::Stream<Item = Frame> {
+    // A year stands for longer limits (the clock cannot overflow).
+    let idle = idle.min(MAX_IDLE);
+    let state = live.map(|receiver| (receiver, Instant::now() + idle));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut receiver, deadline) = state?;
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(event)) => {
+                let deadline = match event {
+                    Event::Output { .. } => Instant::now() + idle,
+                    Event::Exit(_) | Event::KeepAlive => deadline,
+                };
+                Some((Frame::Event(event), Some((receiver, deadline))))
+            }
+            Ok(None) => None,
+            Err(_) => Some((Frame::Idle(idle), None)),
+        }
+    })
+}
+
+/// One frame in the SSE wire format (see the module docs).
+fn sse(frame: &Frame) -> Bytes {
+    let text = match frame {
+        Frame::Event(Event::Output { offset, data }) => {
             let end = offset + data.len() as u64;
             let json = serde_json::json!({
                 "offset": offset,
@@ -519,12 +576,17 @@ fn sse(event: &Event) -> Bytes {
             });
             format!("event: output\nid: {end}\ndata: {json}\n\n")
         }
-        Event::Exit(job) => {
+        Frame::Event(Event::Exit(job)) => {
             // A JobView is strings, numbers and maps: it always serializes.
             let job = serde_json::to_string(job).unwrap_or_default();
             format!("event: exit\ndata: {job}\n\n")
         }
-        Event::KeepAlive => ": keep-alive\n\n".to_owned(),
+        Frame::Event(Event::KeepAlive) => ": keep-alive\n\n".to_owned(),
+        Frame::Idle(idle) => format!(
+            ": no output for {} s: reconnect, with Last-Event-ID, to watch on\nretry: {}\n\n",
+            idle.as_secs_f64(),
+            RECONNECT.as_millis()
+        ),
     };
     Bytes::from(text)
 }

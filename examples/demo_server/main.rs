@@ -103,6 +103,11 @@ struct Args {
     /// connection (and its output stream) is dropped.
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = seconds)]
     write_deadline: Duration,
+    /// Seconds an output stream may deliver no output (keep-alives only)
+    /// before it ends, freeing its watcher's place; it asks the client to
+    /// reconnect (SSE `retry:`), and a reconnect resumes where it ended.
+    #[arg(long, default_value = "300", value_name = "SECS", value_parser = seconds)]
+    idle_stream: Duration,
 }
 
 /// Parses a number of seconds: positive, fractions allowed.
@@ -173,6 +178,7 @@ async fn main() -> Result<(), Fatal> {
         definitions,
         max_body: MAX_BODY,
         body_timeout: args.request_timeout,
+        idle_stream: args.idle_stream,
         hosts,
     };
     let write_deadline = args.write_deadline;

@@ -230,8 +230,8 @@ pub struct Watch {
 }
 
 /// One of a job's `max_watchers` places, held by an output stream, live or
-/// replayed, until it is dropped (the client left, was too slow, or was
-/// read to the end).
+/// replayed, until it is dropped (the client left or was too slow, or the
+/// stream ended: read to the end, or idle for too long, see `api.rs`).
 #[derive(Debug)]
 pub struct WatchSlot(#[allow(dead_code)] Arc<()>);
 
