@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Chunk, Output, PipeStatus, Pipeline, PipelineError, Popen, SpawnError,
+    AsyncWait, Chunk, CloseStream, Output, PipeStatus, Pipeline, PipelineError, Popen, SpawnError,
+    Stream,
 };
 use clap::Parser;
 
@@ -35,7 +36,12 @@ struct Args {
 }
 
 /// Writes the last stage's output to our stdout as it arrives.
-struct Print(std::io::Stdout);
+struct Print {
+    out: std::io::Stdout,
+    /// The last stage, told when our stdout's reader went away.
+    last: Option<Recipient<CloseStream>>,
+    closed: bool,
+}
 
 impl Actor for Print {
     type Context = Context<Self>;
@@ -45,10 +51,38 @@ impl Handler<Chunk> for Print {
     type Result = ();
 
     fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
-        // A closed stdout (EPIPE) is ignored: the pipeline still runs to
-        // its end, so every stage's status is known.
-        let mut out = self.0.lock();
-        let _ = out.write_all(&chunk.data).and_then(|()| out.flush());
+        if self.closed {
+            return;
+        }
+        let mut out = self.out.lock();
+        if let Err(err) = out.write_all(&chunk.data).and_then(|()| out.flush()) {
+            // As in a shell (`pipeline yes cat | head -1`): the last
+            // stage's next write gets SIGPIPE, the stages before it get
+            // theirs in turn, and every status is still known.
+            self.closed = true;
+            if err.kind() != std::io::ErrorKind::BrokenPipe {
+                say(format_args!("pipeline: writing the output: {err}"));
+            }
+            if let Some(last) = &self.last {
+                last.do_send(CloseStream(Stream::Stdout));
+            }
+        }
+    }
+}
+
+/// Tells the printer which stage it prints.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Attach(Recipient<CloseStream>);
+
+impl Handler<Attach> for Print {
+    type Result = ();
+
+    fn handle(&mut self, Attach(last): Attach, _ctx: &mut Context<Self>) {
+        if self.closed {
+            last.do_send(CloseStream(Stream::Stdout));
+        }
+        self.last = Some(last);
     }
 }
 
@@ -82,7 +116,12 @@ async fn run(args: Args) -> Result<u8, Failure> {
     } else {
         args.stages
     };
-    let print = Print(std::io::stdout()).start();
+    let print = Print {
+        out: std::io::stdout(),
+        last: None,
+        closed: false,
+    }
+    .start();
     let mut pipeline = Pipeline::new().pipefail(args.pipefail);
     let last = stages.len() - 1;
     for (index, stage) in stages.iter().enumerate() {
@@ -109,6 +148,9 @@ async fn run(args: Args) -> Result<u8, Failure> {
         },
         message: err.to_string(),
     })?;
+    if let Some(last) = running.stages().last() {
+        print.do_send(Attach(last.clone().into_addr().recipient()));
+    }
     let code = running
         .send(AsyncWait)
         .await

@@ -13,7 +13,8 @@
 //!    leader that obeys at once does not let its SIGTERM-ignoring
 //!    children survive. The escalation ends earlier only when the leader
 //!    has exited, no member of its group is alive and the task has ended.
-//! 3. **Another cancel timeout** later, if the task has still not ended (a
+//! 3. **Another cancel timeout** later (at least half a second), if the
+//!    task has still not ended (a
 //!    process stuck in the kernel even after SIGKILL, or a process outside
 //!    the group, such as one that called `setsid`, holding the output
 //!    open): an orphan warning naming what is still alive (portage's
@@ -117,6 +118,11 @@ pub(crate) fn begin(
     true
 }
 
+/// The least time between SIGKILL and the orphan warning, whatever the
+/// cancel timeout: a killed process and the task that reads its output
+/// need a moment to end (a cancel timeout of 0 used to warn at once).
+pub(crate) const KILL_GRACE: Duration = Duration::from_millis(500);
+
 /// Moves the escalation on as far as it can go at `now`.
 pub(crate) fn step(
     target: &dyn Kill,
@@ -139,7 +145,7 @@ pub(crate) fn step(
                 }
                 log::debug!("cancel timeout: SIGKILL to {}", target.describe());
                 send_logged(target, Signal::SIGKILL);
-                *phase = Phase::Killed(now + timeout);
+                *phase = Phase::Killed(now + timeout.max(KILL_GRACE));
             }
             Phase::Killed(deadline) => {
                 if target.task_finished() && target.leader_exited() {
@@ -150,9 +156,10 @@ pub(crate) fn step(
                     return Next::Wait(deadline);
                 }
                 log::warn!(
-                    "{} was sent SIGKILL {timeout:?} ago and its task has not ended; \
+                    "{} was sent SIGKILL {:?} ago and its task has not ended; \
                      still alive: {}; it may be left as an orphan",
                     target.describe(),
+                    timeout.max(KILL_GRACE),
                     target.survivors()
                 );
                 *phase = Phase::Done;
@@ -502,16 +509,21 @@ mod tests {
     /// Runs the machine to its end, stepping at each deadline; returns the
     /// last `Next` and the virtual time it took.
     fn run(mock: &Mock) -> (Next, Duration) {
+        run_with(mock, T)
+    }
+
+    /// [`run`] with another cancel timeout.
+    fn run_with(mock: &Mock, timeout: Duration) -> (Next, Duration) {
         let start = Instant::now();
         let mut phase = Phase::Idle;
-        assert!(begin(mock, &mut phase, T, start, Signal::SIGTERM));
+        assert!(begin(mock, &mut phase, timeout, start, Signal::SIGTERM));
         assert!(
-            !begin(mock, &mut phase, T, start, Signal::SIGTERM),
+            !begin(mock, &mut phase, timeout, start, Signal::SIGTERM),
             "a second begin does nothing"
         );
         let mut now = start;
         loop {
-            match step(mock, &mut phase, T, now, &mut Groups::default()) {
+            match step(mock, &mut phase, timeout, now, &mut Groups::default()) {
                 Next::Wait(at) => {
                     assert!(at > now, "a wait must move time on");
                     now = at;
@@ -536,6 +548,12 @@ mod tests {
             mock.signals(),
             vec![Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
         );
+    }
+
+    #[test]
+    fn a_zero_cancel_timeout_still_gives_sigkill_a_grace_before_the_release() {
+        let mock = Mock::new(true, None, None);
+        assert_eq!(run_with(&mock, Duration::ZERO), (Next::Release, KILL_GRACE));
     }
 
     #[test]

@@ -14,6 +14,12 @@ fn a_zero_timeout_means_no_timeout() {
 }
 
 #[test]
+fn a_timeout_below_a_nanosecond_still_fires() {
+    let out = run(&["--timeout", "1e-10", "sleep", "30"]);
+    assert_eq!(code(out.status), 143, "{}", stderr_text(&out));
+}
+
+#[test]
 fn durations_take_a_unit_as_in_timeout() {
     let out = run(&["--timeout", "1m", "--cancel-timeout", "0.5s", "true"]);
     assert_eq!(code(out.status), 0, "{}", stderr_text(&out));
@@ -49,6 +55,24 @@ fn a_duration_out_of_range_is_a_usage_error_saying_why() {
         assert!(err.contains(why), "{option} {text}: {err}");
         assert!(err.contains("Usage:"), "{option} {text}: {err}");
     }
+}
+
+#[test]
+fn the_pipeline_example_ends_by_sigpipe_when_its_reader_leaves() {
+    // `pipeline yes cat | head -1`: as in a shell, the last stage gets
+    // SIGPIPE, then the first, and the pipeline's status is 141.
+    let mut child = std::process::Command::new(example_bin("pipeline"))
+        .args(["yes", "cat"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pipeline starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("a line");
+    drop(stdout);
+    let out = wait_bounded(child, Duration::from_secs(60));
+    assert_eq!(code(out.status), 141, "{}", stderr_text(&out));
 }
 
 #[test]

@@ -160,6 +160,12 @@ impl Shell {
         }
     }
 
+    /// Everything the terminal showed so far.
+    fn everything(&self) -> String {
+        let text = self.output.0.lock().expect("lock");
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
     fn foreground(&self) -> Option<i32> {
         tcgetpgrp(self.master.as_fd()).ok().map(Pid::as_raw)
     }
@@ -249,6 +255,17 @@ fn ctrl_z_bg_fg_and_ctrl_c_work_as_for_any_job() {
     wait_until("popen's group has the terminal after fg", BOUND, || {
         shell.foreground() == Some(popen_pid)
     });
+    // Ctrl-Z now reaches popen, which passes it on: the child stops too.
+    shell.type_in("\x1a");
+    shell.expect("Stopped");
+    shell.expect("PROMPT$ ");
+    assert_eq!(state(child), Some('T'), "the child is stopped");
+    shell.type_in("fg\n");
+    wait_until(
+        "the sleeper's group has the terminal after fg",
+        BOUND,
+        || shell.foreground() == Some(child),
+    );
     shell.type_in("\x03");
     shell.expect("PROMPT$ ");
     shell.type_in("echo rc=$?\n");
@@ -296,4 +313,95 @@ fn a_child_that_stops_itself_or_reads_in_the_background_stops_the_job() {
     shell.expect("read line");
     shell.type_in("hello\n");
     assert_eq!(shell.expect("got=hello"), "42");
+}
+
+#[test]
+fn popen_shares_the_terminal_with_its_pipeline_and_scripts() {
+    let Some(mut shell) = Shell::start() else {
+        return;
+    };
+    let popen = popen_bin().display().to_string();
+
+    // `popen … | reader`: the reader, in popen's group, keeps the terminal
+    // (as `less` must); popen does not lend it to its child.
+    shell.type_in(&format!(
+        "{popen} sh -c 'echo child=$$ >&2; exec sleep 60' | sh -c 'read l </dev/tty; echo got=$l$((6*7))'\n"
+    ));
+    let child: i32 = shell.expect_number("child=").parse().expect("a pid");
+    shell.started.extend([child, parent(child)]);
+    shell.type_in("hello\n");
+    assert_eq!(shell.expect("got=hello"), "42");
+    // Ctrl-C reaches popen, in the foreground group, which passes it on.
+    shell.type_in("\x03");
+    shell.expect("PROMPT$ ");
+    wait_until("the sleeper is gone", BOUND, || {
+        state(child).is_none_or(|state| state == 'Z')
+    });
+
+    // A child that reads the terminal (not its stdin) gets it on demand.
+    shell.type_in(&format!(
+        "seq 3 | {popen} sh -c 'read l </dev/tty; echo tty=$l$((6*7))'\n"
+    ));
+    shell.type_in("typed\n");
+    assert_eq!(shell.expect("tty=typed"), "42");
+    shell.expect("PROMPT$ ");
+
+    // Ctrl-Z stops a child whose stdin is not the terminal.
+    shell.type_in(&format!(
+        "{popen} sh -c 'echo child=$$; exec sleep 60' </dev/null\n"
+    ));
+    let child: i32 = shell.expect_number("child=").parse().expect("a pid");
+    shell.started.extend([child, parent(child)]);
+    wait_until("the child's group has the terminal", BOUND, || {
+        shell.foreground() == Some(child)
+    });
+    shell.type_in("\x1a");
+    shell.expect("Stopped");
+    wait_until("the child is stopped", BOUND, || state(child) == Some('T'));
+    shell.type_in("fg\n");
+    wait_until("the child's group has the terminal again", BOUND, || {
+        shell.foreground() == Some(child)
+    });
+
+    // Ctrl-C stops a loop around popen, as around any command.
+    shell.type_in("\x03");
+    shell.expect("PROMPT$ ");
+    shell.type_in(&format!(
+        "for i in 1 2; do {popen} sh -c 'echo child=$$; exec sleep 60'; echo next$((6*7)); done\n"
+    ));
+    let child: i32 = shell.expect_number("child=").parse().expect("a pid");
+    shell.started.extend([child, parent(child)]);
+    wait_until("the loop's child has the terminal", BOUND, || {
+        shell.foreground() == Some(child)
+    });
+    shell.type_in("\x03");
+    shell.expect("PROMPT$ ");
+    shell.type_in("echo rc=$?\n");
+    assert_eq!(shell.expect_number("rc="), "130");
+    let shown = shell.everything();
+    assert!(
+        !shown.contains("next42"),
+        "the loop went on after Ctrl-C:\n{shown}"
+    );
+}
+
+#[test]
+fn tostop_stops_a_background_job_that_writes() {
+    let Some(mut shell) = Shell::start() else {
+        return;
+    };
+    let popen = popen_bin().display().to_string();
+    shell.type_in("stty tostop\n");
+    shell.expect("PROMPT$ ");
+    shell.type_in(&format!("{popen} sh -c 'echo out$((6*7))' &\n"));
+    shell.expect("PROMPT$ ");
+    shell.nudge_until("Stopped");
+    assert!(
+        !shell.everything().contains("out42"),
+        "written from the background"
+    );
+    shell.type_in("fg\n");
+    assert_eq!(shell.expect("out42"), "");
+    shell.expect("PROMPT$ ");
+    shell.type_in("stty -tostop\n");
 }

@@ -176,20 +176,16 @@ fn a_stderr_reader_that_goes_away_ends_the_child_by_sigpipe_quietly() {
 fn a_closed_stderr_does_not_change_the_status() {
     // `popen --report sh -c '…' 2>&1 | head -1`: popen's stdout and stderr
     // are one pipe, whose reader leaves after the first line; the report
-    // and the child's later stderr line meet EPIPE.
+    // meets EPIPE. (A child that wrote again would get SIGPIPE, as in a
+    // shell: see the test below.)
     let (read, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
-    let child = popen(&[
-        "--report",
-        "sh",
-        "-c",
-        "echo one; sleep 0.3; echo two >&2; exit 5",
-    ])
-    .stdout(Stdio::from(
-        write.as_fd().try_clone_to_owned().expect("dup"),
-    ))
-    .stderr(Stdio::from(write))
-    .spawn()
-    .expect("popen starts");
+    let child = popen(&["--report", "sh", "-c", "echo one; sleep 0.3; exit 5"])
+        .stdout(Stdio::from(
+            write.as_fd().try_clone_to_owned().expect("dup"),
+        ))
+        .stderr(Stdio::from(write))
+        .spawn()
+        .expect("popen starts");
     let mut first = BufReader::new(File::from(read));
     let mut line = String::new();
     first.read_line(&mut line).expect("a line");
@@ -201,4 +197,82 @@ fn a_closed_stderr_does_not_change_the_status() {
         Some(5),
         "popen must exit with the child's status, not panic (101)"
     );
+}
+
+#[test]
+fn a_reader_that_leaves_between_writes_gets_the_child_its_sigpipe() {
+    // `popen sh -c 'echo a; sleep 1; echo b' | head -c1`: in a shell `echo b`
+    // gets SIGPIPE, since the reader left before it. popen notices the
+    // reader leave (EPOLLERR on its stdout), not only at its next write.
+    let mut child = popen(&["sh", "-c", "echo a; sleep 1; echo b"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("a byte");
+    drop(stdout);
+    let out = wait_bounded(child, PROMPT);
+    assert_eq!(code(out.status), 141, "{}", stderr_text(&out));
+}
+
+#[test]
+fn a_write_error_other_than_epipe_is_one_line_and_exit_1() {
+    let full = File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = wait_bounded(
+        popen(&["echo", "hi"])
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("popen starts"),
+        PROMPT,
+    );
+    assert_eq!(
+        code(out.status),
+        1,
+        "output was lost: {}",
+        stderr_text(&out)
+    );
+    let text = stderr_text(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+
+    // The help, too.
+    let full = File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = wait_bounded(
+        popen(&["--help"])
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("popen starts"),
+        PROMPT,
+    );
+    assert_eq!(code(out.status), 1, "{}", stderr_text(&out));
+}
+
+#[test]
+fn the_report_comes_after_all_the_output() {
+    for _ in 0..20 {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let child = popen(&["--report", "sh", "-c", "echo out; echo err >&2"])
+            .stdout(Stdio::from(
+                write.as_fd().try_clone_to_owned().expect("dup"),
+            ))
+            .stderr(Stdio::from(write))
+            .spawn()
+            .expect("popen starts");
+        let mut all = String::new();
+        File::from(read).read_to_string(&mut all).expect("read");
+        let out = wait_bounded(child, PROMPT);
+        assert_eq!(code(out.status), 0);
+        assert!(all.ends_with("returncode=0\n"), "{all:?}");
+        assert_eq!(all.len(), "out\nerr\nreturncode=0\n".len(), "{all:?}");
+    }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,6 @@ const SLEEPER: [&str; 3] = ["sh", "-c", "ulimit -c 0; echo $$ >&2; exec sleep 30
 /// both are killed if the test fails.
 fn start(mut command: Command) -> (Child, i32, Cleanup) {
     let mut child = command
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("popen starts");
@@ -42,28 +41,73 @@ fn start(mut command: Command) -> (Child, i32, Cleanup) {
 }
 
 #[test]
-fn every_terminating_signal_is_passed_on_to_the_child() {
+fn every_terminating_signal_is_passed_on_and_popen_ends_by_it() {
     for signal in [
         Signal::SIGHUP,
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGTERM,
+        Signal::SIGALRM,
+        Signal::SIGPWR,
     ] {
         let (popen, pid, _cleanup) = start(popen(&SLEEPER));
         kill(Pid::from_raw(popen.id() as i32), signal).expect("kill popen");
         let out = wait_bounded(popen, PROMPT);
+        // As timeout(1): popen ends by the signal that killed the child,
+        // so that a shell sees 128+N and a loop around popen stops.
         assert_eq!(
-            out.status.code(),
-            Some(128 + signal as i32),
+            out.status.signal(),
+            Some(signal as i32),
             "{signal}: popen must end with the child, killed by the same signal ({:?}; {})",
             out.status,
             stderr_text(&out)
         );
+        assert!(!out.status.core_dumped(), "{signal}: popen dumped core");
         assert!(
             wait_dead(pid, Instant::now() + PROMPT),
             "{signal}: the child {pid} survived"
         );
     }
+}
+
+#[test]
+fn later_signals_and_user_signals_are_passed_on_too() {
+    // The child reports each signal it gets; SIGTERM is the first (the
+    // cancel), SIGHUP comes during the cancel timeout, SIGUSR1 before.
+    let script = "for s in USR1 TERM HUP; do trap \"echo got-$s\" $s; done; \
+                  echo $$ >&2; while :; do sleep 0.05; done";
+    let (mut popen, pid, _cleanup) = start({
+        let mut command = popen(&["--cancel-timeout", "20", "sh", "-c", script]);
+        command.stdout(Stdio::piped());
+        command
+    });
+    let mut lines = BufReader::new(popen.stdout.take().expect("stdout"));
+    let popen_pid = Pid::from_raw(popen.id() as i32);
+    for (signal, line) in [
+        (Signal::SIGUSR1, "got-USR1"),
+        (Signal::SIGTERM, "got-TERM"),
+        (Signal::SIGHUP, "got-HUP"),
+    ] {
+        kill(popen_pid, signal).expect("kill popen");
+        let mut got = String::new();
+        lines.read_line(&mut got).expect("a line");
+        assert_eq!(got.trim(), line, "{signal} was not passed on");
+    }
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill the child");
+    let out = wait_bounded(popen, PROMPT);
+    assert_eq!(code(out.status), 137, "{}", stderr_text(&out));
+}
+
+#[test]
+fn after_its_own_timeout_popen_exits_128_plus_n_rather_than_ending_by_it() {
+    let out = wait_bounded(
+        popen(&["--timeout", "0.2", "sleep", "30"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("popen starts"),
+        PROMPT,
+    );
+    assert_eq!(out.status.code(), Some(143), "{:?}", out.status);
 }
 
 /// popen started by a parent that blocked the signals popen handles and
@@ -116,7 +160,7 @@ fn a_hostile_parent_changes_nothing() {
     let (popen, pid, _cleanup) = start(from_a_hostile_parent(&SLEEPER));
     kill(Pid::from_raw(popen.id() as i32), Signal::SIGTERM).expect("kill popen");
     let out = wait_bounded(popen, PROMPT);
-    assert_eq!(out.status.code(), Some(143), "{}", stderr_text(&out));
+    assert_eq!(code(out.status), 143, "{}", stderr_text(&out));
     assert!(wait_dead(pid, Instant::now() + PROMPT));
 }
 

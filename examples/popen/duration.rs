@@ -17,10 +17,10 @@ pub struct Bounds {
     pub max_name: &'static str,
 }
 
-/// `--timeout`: anything a `Duration` holds (about 584 billion years).
+/// `--timeout`: anything a `Duration` holds.
 pub const TIMEOUT: Bounds = Bounds {
     max: Duration::MAX,
-    max_name: "the largest duration (about 5.8e11 years)",
+    max_name: "just under 2^64 seconds (about 5.8e11 years)",
 };
 
 /// `--cancel-timeout` and `--drain-timeout`: the library's limit.
@@ -61,6 +61,9 @@ pub fn parse(text: &str, bounds: Bounds) -> Result<Duration, String> {
         ));
     }
     match Duration::try_from_secs_f64(seconds) {
+        // A positive value below a nanosecond is not 0 (no timeout): it is
+        // the shortest timeout there is, as timeout(1) takes `1e-10`.
+        Ok(Duration::ZERO) if seconds > 0.0 => Ok(Duration::from_nanos(1)),
         Ok(duration) if duration <= bounds.max => Ok(duration),
         _ => Err(format!(
             "`{text}` is too large; the largest accepted is {}",
@@ -82,6 +85,7 @@ mod tests {
         assert_eq!(parse("1d", TIMEOUT), Ok(Duration::from_secs(86400)));
         assert_eq!(parse("1e3s", TIMEOUT), Ok(Duration::from_secs(1000)));
         assert!(parse("1e19", TIMEOUT).is_ok());
+        assert_eq!(parse("1e-10", TIMEOUT), Ok(Duration::from_nanos(1)));
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! stderr, as they arrive, each written by a thread of its own (`sink.rs`)
 //! so that a slow reader never delays a timeout or a signal; a chunk is
 //! held until it is written, so the child waits for the reader. The child
-//! inherits our stdin. popen exits with the child's exit status, 128+N if a
-//! signal N killed it, 127 if PROGRAM was not found and 126 if it could not
-//! be run for another reason (or popen itself could not start); bad usage
-//! exits 2.
+//! inherits our stdin. popen exits with the child's exit status, 127 if
+//! PROGRAM was not found and 126 if it could not be run for another reason
+//! (or popen itself could not start), 1 if output could not be written; bad
+//! usage exits 2. A child killed by signal N ends popen by signal N (a
+//! shell shows 128+N), as timeout(1) does, except after `--timeout`, when
+//! popen exits 128+N.
 //!
 //! * `signals.rs`: which signal goes where, and the clean start;
+//! * `relay.rs`: the chunks to the sinks, and readers that go away;
 //! * `terminal.rs`: the terminal lent to the child, and job control;
 //! * `sink.rs`: writing our stdout and stderr off the event loop;
 //! * `duration.rs`: durations as `timeout(1)` reads them.
@@ -24,27 +27,30 @@
 //! SIGPIPE).
 
 mod duration;
+mod relay;
 mod signals;
 mod sink;
 mod terminal;
 
 use std::ffi::OsString;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, CancelWith, Chunk, CloseStream, Exited, Output, Popen, SendSignal, Signal, SpawnError,
-    Stream,
+    Cancel, CancelWith, Exited, Output, Popen, SendSignal, Signal, SpawnError, Stream,
 };
 use actix_rt::signal::unix::{signal, SignalKind};
-use bytes::Bytes;
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
+use nix::sys::signal::SigSet;
 
+use relay::{Attach, Finish, Relay};
 use sink::Sink;
 use terminal::Terminal;
 
@@ -109,166 +115,76 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr(), "{line}");
 }
 
-/// Writes every chunk to our stdout or stderr through its sink; the
-/// `Exited` that follows the last chunk in its mailbox ends the run.
-struct Relay {
-    stdout: Sink,
-    stderr: Sink,
-    /// The child's streams whose reader on our side went away.
-    closed: Vec<Stream>,
-    /// A write failed for another reason than EPIPE: the child was cancelled.
-    failed: bool,
-    exited: Option<oneshot::Sender<Exited>>,
-    process: Option<(Recipient<CloseStream>, Recipient<Cancel>)>,
-    /// Completes once popen was told to stop and the cancel timeout has
-    /// passed since: from then on chunks are no longer held for a reader
-    /// that does not read (see `run`).
-    give_up: GiveUp,
-}
-
-type GiveUp = futures::future::Shared<oneshot::Receiver<()>>;
-
-impl Actor for Relay {
-    type Context = Context<Self>;
-}
-
-impl Relay {
-    fn sink(&self, stream: Stream) -> &Sink {
-        match stream {
-            Stream::Stdout => &self.stdout,
-            Stream::Stderr => &self.stderr,
-        }
-    }
-
-    fn write_failed(&mut self, stream: Stream, err: io::Error) {
-        if self.closed.contains(&stream) || self.failed {
-            return;
-        }
-        if err.kind() == ErrorKind::BrokenPipe {
-            // As in a shell pipeline: the child's own write fails next.
-            self.closed.push(stream);
-            if let Some((close, _)) = &self.process {
-                close.do_send(CloseStream(stream));
-            }
-            return;
-        }
-        // The disk is full, the terminal hung up (EIO), ...: nothing more
-        // can be delivered, so stop the child.
-        self.failed = true;
-        let ours = match stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
-        say(format_args!(
-            "popen: writing the child's output to {ours}: {err}"
-        ));
-        if let Some((_, cancel)) = &self.process {
-            cancel.do_send(Cancel);
-        }
-    }
-}
-
-impl Handler<Chunk> for Relay {
-    type Result = ResponseActFuture<Self, ()>;
-
-    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) -> Self::Result {
-        let stream = chunk.stream;
-        if self.closed.contains(&stream) || self.failed || self.give_up.peek().is_some() {
-            return Box::pin(actix::fut::ready(()));
-        }
-        // Queued now, in mailbox order; the chunk (and its credit) is held
-        // until the sink has written it, or popen gives up on the reader.
-        let written = self.sink(stream).write(chunk.data.clone());
-        let give_up = self.give_up.clone();
-        Box::pin(
-            async move {
-                let result = match futures::future::select(Box::pin(written), give_up).await {
-                    futures::future::Either::Left((result, _)) => result,
-                    futures::future::Either::Right(_) => Ok(()),
-                };
-                drop(chunk);
-                result
-            }
-            .into_actor(self)
-            .map(move |result, relay, _ctx| {
-                if let Err(err) = result {
-                    relay.write_failed(stream, err);
-                }
-            }),
-        )
-    }
-}
-
-impl Handler<Exited> for Relay {
-    type Result = ();
-
-    fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
-        if let Some(done) = self.exited.take() {
-            let _ = done.send(exited);
-        }
-    }
-}
-
-/// Gives the relay the child's address once it exists.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Attach(Recipient<CloseStream>, Recipient<Cancel>);
-
-impl Handler<Attach> for Relay {
-    type Result = ();
-
-    fn handle(&mut self, Attach(close, cancel): Attach, _ctx: &mut Context<Self>) {
-        self.process = Some((close, cancel));
-    }
-}
-
-/// Writes the `--report` line, if any, after everything else; resolves
-/// once both sinks have written all they were given.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Finish(Option<String>);
-
-impl Handler<Finish> for Relay {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, Finish(report): Finish, _ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(line) = report {
-            // Ignored if it fails: popen's status says the same.
-            // Queued now; its outcome is not awaited.
-            drop(self.stderr.write(Bytes::from(line)));
-        }
-        let stdout = self.stdout.drain();
-        let stderr = self.stderr.drain();
-        Box::pin(async move {
-            futures::future::join(stdout, stderr).await;
-        })
-    }
-}
-
 /// How the run went.
 enum Ending {
-    Exited(Exited),
+    Exited {
+        exited: Exited,
+        /// popen's `--timeout` cancelled the child.
+        timed_out: bool,
+        /// A write error lost some of the child's output.
+        lost: bool,
+    },
     /// The child could not be spawned: popen's status.
     NotRun(u8),
 }
 
-async fn run(args: Args, passed_on: Vec<nix::sys::signal::Signal>) -> io::Result<u8> {
-    // Listen before the child exists, so that no signal can kill popen and
-    // leave the child running. Installing the SIGCHLD handler also
-    // replaces a SIG_IGN popen may have inherited.
-    let (signals_tx, mut signals) = mpsc::unbounded::<Signal>();
-    for nix_signal in passed_on {
+impl Ending {
+    /// How popen ends: an exit status, or the signal that killed the child
+    /// to be raised on popen itself (see [`exit_as`]).
+    fn outcome(&self) -> (u8, Option<i32>) {
+        match self {
+            Ending::NotRun(status) => (*status, None),
+            // Output was lost: a failure of popen's own, as `cat` reports it.
+            Ending::Exited { lost: true, .. } => (1, None),
+            Ending::Exited {
+                exited, timed_out, ..
+            } => {
+                let status = exited.returncode.shell_status() as u8;
+                let signal = exited.returncode.code();
+                // As timeout(1): a child killed by a signal ends popen by
+                // the same signal, so that a shell sees it (a loop around
+                // popen stops at Ctrl-C), except when popen's own timeout
+                // sent it.
+                (status, (signal < 0 && !timed_out).then_some(-signal))
+            }
+        }
+    }
+}
+
+/// A signal popen acts on, as the run loop gets it.
+enum Received {
+    Cancelling(Signal),
+    PassedOn(Signal),
+}
+
+/// Forwards each delivery of `signals` to `tx` as made by `wrap`.
+fn listen(
+    signals: &[nix::sys::signal::Signal],
+    tx: &mpsc::UnboundedSender<Received>,
+    wrap: fn(Signal) -> Received,
+) -> io::Result<()> {
+    for &nix_signal in signals {
         let mut stream = signal(SignalKind::from_raw(nix_signal as i32))?;
         let Some(ours) = Signal::from_raw(nix_signal as i32) else {
             continue;
         };
-        let tx = signals_tx.clone();
+        let tx = tx.clone();
         actix::spawn(async move {
             while stream.recv().await.is_some() {
-                let _ = tx.unbounded_send(ours);
+                let _ = tx.unbounded_send(wrap(ours));
             }
         });
     }
+    Ok(())
+}
+
+async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
+    // Listen before the child exists, so that no signal can kill popen and
+    // leave the child running. Installing the SIGCHLD handler also
+    // replaces a SIG_IGN popen may have inherited.
+    let (signals_tx, mut signals) = mpsc::unbounded::<Received>();
+    listen(&handled.cancelling, &signals_tx, Received::Cancelling)?;
+    listen(&handled.passed_on, &signals_tx, Received::PassedOn)?;
     drop(signals_tx);
     let mut child_changed = signal(SignalKind::child())?;
     let mut continued = signal(SignalKind::from_raw(Signal::SIGCONT.as_raw()))?;
@@ -277,16 +193,18 @@ async fn run(args: Args, passed_on: Vec<nix::sys::signal::Signal>) -> io::Result
     let (give_up_tx, give_up) = oneshot::channel();
     let give_up = futures::future::FutureExt::shared(give_up);
     let mut give_up_tx = Some(give_up_tx);
-    let relay = Relay {
-        stdout: Sink::spawn("stdout", io::stdout().as_fd().try_clone_to_owned()?)?,
-        stderr: Sink::spawn("stderr", io::stderr().as_fd().try_clone_to_owned()?)?,
-        closed: Vec::new(),
-        failed: false,
-        exited: Some(exited_tx),
-        process: None,
-        give_up: give_up.clone(),
-    }
+    let lent_to = Arc::new(AtomicI32::new(0));
+    let stdout = io::stdout().as_fd().try_clone_to_owned()?;
+    let stderr = io::stderr().as_fd().try_clone_to_owned()?;
+    let relay = Relay::new(
+        Sink::spawn("stdout", stdout.try_clone()?, lent_to.clone())?,
+        Sink::spawn("stderr", stderr.try_clone()?, lent_to.clone())?,
+        exited_tx,
+        give_up.clone(),
+    )
     .start();
+    relay::watch_reader(stdout, Stream::Stdout, relay.clone());
+    relay::watch_reader(stderr, Stream::Stderr, relay.clone());
     let cancel_timeout = args.cancel_timeout;
     // Once told to stop, popen waits for a reader that does not read for
     // at most the cancel timeout: then it drops what is not written yet,
@@ -324,109 +242,136 @@ async fn run(args: Args, passed_on: Vec<nix::sys::signal::Signal>) -> io::Result
         popen = popen.stderr(Output::MergeIntoStdout);
     }
 
-    let ending = match popen.start() {
+    let process = match popen.start() {
+        Ok(process) => process,
         Err(err) => {
             say(format_args!("popen: {err}"));
-            Ending::NotRun(match err {
+            return Ok(Ending::NotRun(match err {
                 SpawnError::NotFound { .. } => 127,
                 _ => 126,
-            })
-        }
-        Ok(process) => {
-            let addr = process.clone().into_addr();
-            relay.do_send(Attach(addr.clone().recipient(), addr.clone().recipient()));
-            let pid = process.pid();
-            let terminal = pid.and_then(Terminal::open);
-            // A child that touched the terminal before this is stopped for
-            // it (SIGTTIN, SIGTTOU): the loop below sees the stop and
-            // continues it. No SIGCONT is sent blindly: the child may have
-            // stopped itself, and that stop must show.
-            if let Some(terminal) = &terminal {
-                terminal.lend();
-            }
-            // 0 means no timeout, as in timeout(1).
-            let timeout = args.timeout.filter(|timeout| !timeout.is_zero());
-            let mut timer = Box::pin(async move {
-                match timeout {
-                    Some(after) => actix_rt::time::sleep(after).await,
-                    None => futures::future::pending().await,
-                }
-            });
-            let mut stopping = false;
-            let exited = loop {
-                tokio::select! {
-                    exited = &mut exited_rx => break exited.ok(),
-                    Some(signal) = signals.next() => {
-                        log::debug!("popen got {signal}: passing it on");
-                        stopping = true;
-                        arm_give_up();
-                        addr.do_send(CancelWith(signal));
-                    }
-                    () = &mut timer, if !stopping => {
-                        log::debug!("timeout: cancelling the child");
-                        stopping = true;
-                        arm_give_up();
-                        addr.do_send(Cancel);
-                    }
-                    Some(()) = child_changed.recv() => {
-                        if let (Some(terminal), Some(pid)) = (&terminal, pid) {
-                            let stop = terminal::stopped(pid);
-                            if let Some(stop) = stop.filter(|&stop| terminal.can_lend_for(stop)) {
-                                log::debug!("the child stopped ({stop}) for the terminal: lent");
-                                let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
-                            } else if let Some(stop) = stop {
-                                // What the child wrote before it stopped is
-                                // in the pipe: let the reader and the sinks
-                                // have their turn first (briefly: a reader
-                                // that does not read must not keep popen
-                                // from stopping), so that it shows before
-                                // the shell's "Stopped".
-                                tokio::task::yield_now().await;
-                                let _ = actix_rt::time::timeout(
-                                    Duration::from_millis(100),
-                                    relay.send(Finish(None)),
-                                )
-                                .await;
-                                terminal.follow_stop(stop);
-                            }
-                        }
-                    }
-                    Some(()) = continued.recv() => {
-                        if let Some(terminal) = &terminal {
-                            terminal.lend();
-                            let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
-                        }
-                    }
-                }
-            };
-            drop(terminal);
-            let Some(exited) = exited else {
-                return Err(io::Error::other("the relay stopped before the child ended"));
-            };
-            // What the child wrote is all queued by now; wait for it to be
-            // written, unless popen was told to stop: then only until the
-            // cancel timeout has passed since, and not past another signal.
-            let report = args
-                .report
-                .then(|| format!("returncode={}\n", exited.returncode));
-            let finished = relay.send(Finish(report));
-            tokio::select! {
-                _ = finished => {}
-                _ = signals.next() => {}
-                // Not past the give-up (and a moment for what is written
-                // at once, as the report).
-                () = async {
-                    let _ = give_up.clone().await;
-                    actix_rt::time::sleep(Duration::from_millis(100)).await;
-                }, if stopping => {}
-            }
-            Ending::Exited(exited)
+            }));
         }
     };
-    Ok(match ending {
-        Ending::Exited(exited) => exited.returncode.shell_status() as u8,
-        Ending::NotRun(status) => status,
+    let addr = process.clone().into_addr();
+    relay.do_send(Attach(addr.clone().recipient(), addr.clone().recipient()));
+    let pid = process.pid();
+    let terminal = pid.and_then(Terminal::open);
+    if let (Some(terminal), Some(pid)) = (&terminal, pid) {
+        lent_to.store(pid as i32, Ordering::Relaxed);
+        // A child that touches the terminal before this is stopped for it
+        // (SIGTTIN, SIGTTOU): the loop below sees the stop and continues
+        // it. No SIGCONT is sent blindly: the child may have stopped
+        // itself, and that stop must show.
+        terminal.lend();
+    }
+    // 0 means no timeout, as in timeout(1).
+    let timeout = args.timeout.filter(|timeout| !timeout.is_zero());
+    let mut timer = Box::pin(async move {
+        match timeout {
+            Some(after) => actix_rt::time::sleep(after).await,
+            None => futures::future::pending().await,
+        }
+    });
+    let mut stopping = false;
+    let mut timed_out = false;
+    let exited = loop {
+        tokio::select! {
+            exited = &mut exited_rx => break exited.ok(),
+            Some(received) = signals.next() => match received {
+                // The first starts the cancel; later ones are passed on
+                // too, as timeout(1) passes on every signal it gets.
+                Received::Cancelling(signal) if !stopping => {
+                    log::debug!("popen got {signal}: cancelling the child with it");
+                    stopping = true;
+                    arm_give_up();
+                    addr.do_send(CancelWith(signal));
+                }
+                Received::Cancelling(signal) | Received::PassedOn(signal) => {
+                    log::debug!("popen got {signal}: passing it on");
+                    let _ = addr.send(SendSignal(signal)).await;
+                }
+            },
+            () = &mut timer, if !stopping => {
+                log::debug!("timeout: cancelling the child");
+                stopping = true;
+                timed_out = true;
+                arm_give_up();
+                addr.do_send(Cancel);
+            }
+            Some(()) = child_changed.recv() => {
+                if let (Some(terminal), Some(pid)) = (&terminal, pid) {
+                    let stop = terminal::stopped(pid);
+                    if let Some(stop) = stop.filter(|&stop| terminal.can_lend_for(stop)) {
+                        log::debug!("the child stopped ({stop}) for the terminal: lent");
+                        let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
+                    } else if let Some(stop) = stop {
+                        // What the child wrote before it stopped is in the
+                        // pipe: let the reader and the sinks have their turn
+                        // first (briefly: a reader that does not read must
+                        // not keep popen from stopping), so that it shows
+                        // before the shell's "Stopped".
+                        tokio::task::yield_now().await;
+                        let _ = actix_rt::time::timeout(
+                            Duration::from_millis(100),
+                            relay.send(Finish(None)),
+                        )
+                        .await;
+                        terminal.follow_stop(stop);
+                    }
+                }
+            }
+            Some(()) = continued.recv() => {
+                if let Some(terminal) = &terminal {
+                    terminal.lend();
+                    let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
+                }
+            }
+        }
+    };
+    drop(terminal);
+    let Some(exited) = exited else {
+        return Err(io::Error::other("the relay stopped before the child ended"));
+    };
+    // What the child wrote is all queued by now; wait for it to be
+    // written, unless popen was told to stop: then only until the cancel
+    // timeout has passed since, and not past another signal.
+    let report = args
+        .report
+        .then(|| format!("returncode={}\n", exited.returncode));
+    let finished = relay.send(Finish(report));
+    let lost = tokio::select! {
+        lost = finished => lost.unwrap_or(false),
+        _ = signals.next() => false,
+        // Not past the give-up (and a moment for what is written at once,
+        // as the report).
+        () = async {
+            let _ = give_up.clone().await;
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }, if stopping => false,
+    };
+    Ok(Ending::Exited {
+        exited,
+        timed_out,
+        lost,
     })
+}
+
+/// Ends popen by `signal` (the one that killed the child), as timeout(1)
+/// does: with its default action, without a core dump of popen's own;
+/// exits with `status` if the signal does not end popen.
+fn exit_as(status: u8, signal: Option<i32>) -> ExitCode {
+    use nix::sys::signal::{raise, SigHandler};
+    let Some(signal) = signal.and_then(|n| nix::sys::signal::Signal::try_from(n).ok()) else {
+        return ExitCode::from(status);
+    };
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: SIG_DFL runs no code of ours; popen is about to end.
+    let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = only.thread_unblock();
+    let _ = raise(signal);
+    ExitCode::from(status)
 }
 
 /// File descriptors popen needs beyond those it inherited: the event
@@ -466,7 +411,16 @@ fn parse_args() -> Args {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
             ) =>
         {
-            err.exit()
+            // The help or version could not be written (a full disk, a
+            // closed stdout): a failure, as `cat --help >/dev/full` says.
+            let status = match err.print().and_then(|()| io::stdout().flush()) {
+                Ok(()) => 0,
+                Err(write) => {
+                    say(format_args!("popen: writing the help: {write}"));
+                    1
+                }
+            };
+            std::process::exit(status);
         }
         Err(err) => {
             let text = err.render().to_string();
@@ -482,7 +436,7 @@ fn parse_args() -> Args {
 
 fn main() -> ExitCode {
     let args = parse_args();
-    let passed_on = signals::start_clean();
+    let handled = signals::start_clean();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(err) = check_fd_headroom() {
         say(format_args!("popen: cannot start: {err}"));
@@ -500,8 +454,17 @@ fn main() -> ExitCode {
             return ExitCode::from(126);
         }
     };
-    match System::with_tokio_rt(move || runtime).block_on(run(args, passed_on)) {
-        Ok(status) => ExitCode::from(status),
+    let ending = {
+        let system = System::with_tokio_rt(move || runtime);
+        system.block_on(run(args, handled))
+        // The System is dropped here: every child is reaped before popen
+        // ends, whichever way.
+    };
+    match ending {
+        Ok(ending) => {
+            let (status, signal) = ending.outcome();
+            exit_as(status, signal)
+        }
         Err(err) => {
             say(format_args!("popen: cannot run: {err}"));
             ExitCode::from(126)

@@ -17,12 +17,14 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{isatty, tcgetpgrp};
 
 enum Job {
     Write(Bytes, oneshot::Sender<io::Result<()>>),
@@ -41,20 +43,13 @@ impl Sink {
     ///
     /// # Errors
     /// The thread could not be created.
-    pub fn spawn(name: &str, fd: OwnedFd) -> io::Result<Sink> {
+    /// `lent_to` holds the process group the terminal is lent to (the
+    /// child's), or 0: see `write_all_jobs`.
+    pub fn spawn(name: &str, fd: OwnedFd, lent_to: Arc<AtomicI32>) -> io::Result<Sink> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name(format!("popen-{name}"))
-            .spawn(move || {
-                // A write to the terminal from popen's background process
-                // group (the child has the terminal) would stop all of
-                // popen with SIGTTOU under `stty tostop`; with SIGTTOU
-                // blocked in this thread the kernel lets the write through.
-                let mut ttou = SigSet::empty();
-                ttou.add(Signal::SIGTTOU);
-                let _ = ttou.thread_block();
-                write_all_jobs(File::from(fd), queue)
-            })?;
+            .spawn(move || write_all_jobs(File::from(fd), queue, &lent_to))?;
         Ok(Sink { jobs })
     }
 
@@ -87,15 +82,36 @@ fn stopped() -> io::Error {
     io::Error::other("the writing thread stopped")
 }
 
-fn write_all_jobs(mut out: File, queue: mpsc::Receiver<Job>) {
+/// Writes each job in turn.
+///
+/// On a terminal, `stty tostop` stops a process of a background group that
+/// writes to it (SIGTTOU). While the terminal is lent to the child's group,
+/// popen writes on the child's behalf: this thread then blocks SIGTTOU for
+/// the write, which the kernel then lets through. Otherwise (the whole job
+/// is in the background) SIGTTOU is left to stop popen, as it would stop
+/// the child writing there itself.
+fn write_all_jobs(mut out: File, queue: mpsc::Receiver<Job>, lent_to: &AtomicI32) {
+    let terminal = isatty(&out).unwrap_or(false);
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
     let mut failed: Option<(ErrorKind, String)> = None;
     for job in queue {
         match job {
             Job::Write(data, done) => {
+                let on_behalf = terminal && {
+                    let lent = lent_to.load(Ordering::Relaxed);
+                    lent != 0 && tcgetpgrp(&out).is_ok_and(|group| group.as_raw() == lent)
+                };
+                if on_behalf {
+                    let _ = ttou.thread_block();
+                }
                 let result = match &failed {
                     Some((kind, text)) => Err(io::Error::new(*kind, text.clone())),
                     None => write_all(&mut out, &data),
                 };
+                if on_behalf {
+                    let _ = ttou.thread_unblock();
+                }
                 if let Err(err) = &result {
                     failed.get_or_insert_with(|| (err.kind(), err.to_string()));
                 }

@@ -3,50 +3,52 @@
 //!
 //! The child runs in a process group of its own (so that a cancel reaches
 //! all of it and nothing else). When popen is the foreground job of its
-//! terminal, it makes the child's group the foreground group, so that the
-//! child can read the terminal and Ctrl-C, Ctrl-\ and Ctrl-Z reach it.
+//! controlling terminal, and alone in its process group, it makes the
+//! child's group the foreground group, so that the child can read the
+//! terminal and Ctrl-C, Ctrl-\ and Ctrl-Z reach it. When popen shares its
+//! group (`popen seq 1000 | less`, or a script without job control), the
+//! terminal stays where the shell put it, so that `less` keeps it; a child
+//! that then touches the terminal is stopped for it (SIGTTIN, SIGTTOU), and
+//! popen, in the foreground, lends it the terminal on demand.
 //!
-//! When the child stops (Ctrl-Z, SIGTTIN or SIGTTOU, a SIGSTOP from itself
-//! or anyone), popen takes the terminal back and stops itself with the same
-//! signal (SIGSTOP for any other), so that its shell sees the job stopped
-//! and gives the prompt back. When popen is continued (`fg`, `bg`, or
-//! SIGCONT from anyone), it lends the terminal to the child's group again
-//! if popen is in the foreground (`fg`) and continues the child's group.
-//!
-//! A shell's `fg` of a job that runs (after `bg`) gives the terminal to
-//! popen's group without a signal. popen then learns it is in the
-//! foreground when the child next touches the terminal (SIGTTIN or
-//! SIGTTOU): it lends it the terminal and continues it instead of stopping.
-//! Until then Ctrl-C and Ctrl-\ reach popen, which passes them on; a
-//! Ctrl-Z stops popen alone, and the `fg` that follows (with its SIGCONT)
-//! hands the terminal over as usual.
+//! When the child stops (Ctrl-Z, SIGTTIN or SIGTTOU in the background, a
+//! SIGSTOP from itself or anyone), popen takes the terminal back and stops
+//! itself with the same signal (SIGSTOP for any other), so that its shell
+//! sees the job stopped and gives the prompt back. When popen is continued
+//! (`fg`, `bg`, or SIGCONT from anyone), it lends the terminal again if it
+//! is in the foreground (`fg`) and continues the child's group. A Ctrl-Z
+//! that reaches popen rather than the child (popen had the terminal: after
+//! `bg` then `fg`, bash gives the terminal to a running job without a
+//! signal) is passed on as SIGTSTP to the child's group, whose stop then
+//! stops popen as above.
 
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::fs::{File, OpenOptions};
 
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::{getpgrp, getpid, isatty, tcgetpgrp, tcsetpgrp, Pid};
+use nix::unistd::{getpgrp, getpid, tcgetpgrp, tcsetpgrp, Pid};
 
-/// popen's controlling terminal, on its stdin.
+/// popen's controlling terminal (`/dev/tty`, whichever of popen's
+/// stdin, stdout and stderr it is, if any).
 pub struct Terminal {
-    tty: OwnedFd,
+    tty: File,
     ours: Pid,
     child: Pid,
 }
 
 impl Terminal {
-    /// The terminal, if popen's stdin is its controlling terminal, for the
-    /// child `pid` (the leader of its own process group).
+    /// The controlling terminal, if popen has one, for the child `pid`
+    /// (the leader of its own process group).
     pub fn open(pid: u32) -> Option<Terminal> {
-        let stdin = io::stdin();
-        if !isatty(&stdin).unwrap_or(false) {
-            return None;
-        }
-        // Fails (ENOTTY) unless it is our controlling terminal.
-        tcgetpgrp(&stdin).ok()?;
+        let tty = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .ok()?;
+        // Fails unless it is our session's controlling terminal.
+        tcgetpgrp(&tty).ok()?;
         Some(Terminal {
-            tty: stdin.as_fd().try_clone_to_owned().ok()?,
+            tty,
             ours: getpgrp(),
             child: Pid::from_raw(i32::try_from(pid).ok()?),
         })
@@ -56,11 +58,26 @@ impl Terminal {
         tcgetpgrp(&self.tty).ok()
     }
 
-    /// Makes the child's group the foreground group, if popen's is; returns
-    /// whether it did. A child that touched the terminal before it was its
-    /// own is stopped for it: see [`Terminal::can_lend_for`].
+    /// Makes the child's group the foreground group, if popen's is and
+    /// popen is alone in it (see the module docs); returns whether it did.
+    /// A child that touched the terminal before it was its own is stopped
+    /// for it: see [`Terminal::can_lend_for`].
     pub fn lend(&self) -> bool {
-        self.foreground() == Some(self.ours) && tcsetpgrp(&self.tty, self.child).is_ok()
+        self.foreground() == Some(self.ours) && alone_in_group(self.ours) && self.hand_over()
+    }
+
+    fn hand_over(&self) -> bool {
+        tcsetpgrp(&self.tty, self.child).is_ok()
+    }
+
+    /// Whether the child stopped with `signal` only for want of the
+    /// terminal, and may go on: it has the terminal now (it touched it
+    /// just before it was lent), or popen, in the foreground, lends it now
+    /// (whoever shares popen's group: the child asked for it).
+    pub fn can_lend_for(&self, signal: Signal) -> bool {
+        matches!(signal, Signal::SIGTTIN | Signal::SIGTTOU)
+            && (self.foreground() == Some(self.child)
+                || (self.foreground() == Some(self.ours) && self.hand_over()))
     }
 
     /// Takes the terminal back from the child's group, if it has it.
@@ -80,16 +97,6 @@ impl Terminal {
         let _ = old.thread_set_mask();
     }
 
-    /// Whether the child stopped with `signal` only for want of the
-    /// terminal, and may go on: it has the terminal now (it touched it
-    /// just before it was lent), or popen, in the foreground, lends it.
-    /// The second is the case after `bg` then `fg`: bash gives the terminal
-    /// to a running job without a SIGCONT, so popen learns of it only here.
-    pub fn can_lend_for(&self, signal: Signal) -> bool {
-        matches!(signal, Signal::SIGTTIN | Signal::SIGTTOU)
-            && (self.foreground() == Some(self.child) || self.lend())
-    }
-
     /// The child stopped with `signal`: take the terminal back and stop
     /// popen the same way, so that the shell sees its job stopped. Returns
     /// once popen is continued.
@@ -100,12 +107,53 @@ impl Terminal {
             _ => Signal::SIGSTOP,
         };
         log::debug!("the child stopped ({signal}): stopping popen with {own}");
-        // A stop signal sent to ourselves is acted on before kill()
-        // returns: this returns once popen is continued. (In an orphaned
-        // process group the kernel discards SIGTSTP, SIGTTIN and SIGTTOU:
-        // nobody could continue us, and popen goes on waiting.)
-        let _ = kill(getpid(), own);
+        stop_self(own);
     }
+}
+
+/// Stops popen with `signal`, as if it had been sent by someone else;
+/// returns once popen is continued. popen may handle `signal` itself
+/// (SIGTSTP): the default action is put back for the moment of the stop.
+fn stop_self(signal: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours in a signal handler;
+    // the handler it replaces for this moment is put back below as it was.
+    let old = unsafe { sigaction(signal, &default) };
+    // A stop signal sent to ourselves is acted on before kill() returns
+    // (it is delivered to this thread, the thread group's leader). In an
+    // orphaned process group the kernel discards SIGTSTP, SIGTTIN and
+    // SIGTTOU: nobody could continue us, and popen goes on waiting.
+    let _ = kill(getpid(), signal);
+    if let Ok(old) = old {
+        // SAFETY: puts back exactly the action that was installed before.
+        let _ = unsafe { sigaction(signal, &old) };
+    }
+}
+
+/// Whether no process but popen is in process group `group`.
+fn alone_in_group(group: Pid) -> bool {
+    let me = getpid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    !entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        pid != me && process_group(pid) == Some(group.as_raw())
+    })
+}
+
+/// The process group of `pid`, from /proc/PID/stat (field 5, after the
+/// command name in parentheses, which may itself hold spaces).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
 impl Drop for Terminal {

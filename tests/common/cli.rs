@@ -54,6 +54,12 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if rx.recv_timeout(limit).is_err() {
+            // Its children first (each leads its own process group), so
+            // that a hung popen leaves nothing running.
+            for child in super::procs::our_children_of(pid as i32) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(child), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+            }
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     });
@@ -85,10 +91,16 @@ pub fn run(args: &[&str]) -> Output {
     wait_bounded(child, Duration::from_secs(60))
 }
 
+/// The status as a shell shows it in `$?`: the exit status, or 128+N for
+/// a process killed by signal N (popen ends by the signal that killed its
+/// child, as timeout(1) does).
 pub fn code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .expect("popen exits normally, not by a signal")
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => panic!("neither exited nor killed: {status:?}"),
+    }
 }
 
 pub fn stderr_text(output: &Output) -> String {

@@ -74,6 +74,14 @@ pub fn all_pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// The pids of the children of `parent`.
+pub fn our_children_of(parent: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.ppid == parent))
+        .collect()
+}
+
 /// Every process whose parent we are, running or zombie.
 pub fn our_children() -> Vec<(i32, Stat)> {
     let me = getpid().as_raw();
