@@ -1,6 +1,7 @@
 //! The `popen` example end to end: N bytes from `head -c` relayed to
 //! /dev/null, against the shell's `head -c N /dev/zero | cat > /dev/null`,
-//! wall time and CPU seconds per GiB, in the same run.
+//! and into a pipe (`| cat`), against `head | cat | cat`; wall time and CPU
+//! seconds per GiB, in the same run.
 //!
 //! ```text
 //! cargo bench --bench popen_cli              # 1 GiB
@@ -50,51 +51,75 @@ fn time(mut command: Command) -> (Duration, Duration) {
     (wall, children_cpu() - cpu)
 }
 
+/// One comparison: `shell` (a `sh -c` line) against `popen` with
+/// `popen_args`, 5 interleaved runs each; prints the medians and ratios.
+fn compare(what: &str, shell: &str, popen: &std::path::Path, popen_args: &[String], gib: f64) {
+    let (mut shell_wall, mut shell_cpu, mut popen_wall, mut popen_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let mut command = Command::new("sh");
+        command.args(["-c", shell]);
+        let (wall, cpu) = time(command);
+        shell_wall.push(wall);
+        shell_cpu.push(cpu);
+        let mut command = Command::new(popen);
+        command.args(popen_args);
+        let (wall, cpu) = time(command);
+        popen_wall.push(wall);
+        popen_cpu.push(cpu);
+    }
+    let (sw, sc, pw, pc) = (
+        common::median(shell_wall),
+        common::median(shell_cpu),
+        common::median(popen_wall),
+        common::median(popen_cpu),
+    );
+    println!(
+        "{what}: shell {:.3}s wall, {:.2} CPU s/GiB; popen {:.3}s wall, {:.2} CPU s/GiB; \
+         wall ratio {:.2}x, CPU ratio {:.2}x",
+        sw.as_secs_f64(),
+        sc.as_secs_f64() / gib,
+        pw.as_secs_f64(),
+        pc.as_secs_f64() / gib,
+        pw.as_secs_f64() / sw.as_secs_f64(),
+        pc.as_secs_f64() / sc.as_secs_f64(),
+    );
+}
+
 fn main() {
     let bytes = common::bytes(1024);
     let popen = popen_bin();
     let gib = bytes as f64 / (1u64 << 30) as f64;
+    let mib = bytes >> 20;
     for bufsize in [65536usize, 4096] {
-        let (mut shell_wall, mut shell_cpu, mut popen_wall, mut popen_cpu) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..5 {
-            let mut shell = Command::new("sh");
-            shell.args([
-                "-c",
-                &format!("head -c {bytes} /dev/zero | cat > /dev/null"),
-            ]);
-            let (wall, cpu) = time(shell);
-            shell_wall.push(wall);
-            shell_cpu.push(cpu);
-            let mut relay = Command::new(&popen);
-            relay.args([
-                "--bufsize",
-                &bufsize.to_string(),
-                "head",
-                "-c",
-                &bytes.to_string(),
-                "/dev/zero",
-            ]);
-            let (wall, cpu) = time(relay);
-            popen_wall.push(wall);
-            popen_cpu.push(cpu);
-        }
-        let (sw, sc, pw, pc) = (
-            common::median(shell_wall),
-            common::median(shell_cpu),
-            common::median(popen_wall),
-            common::median(popen_cpu),
+        let relay = |tail: &str| {
+            format!(
+                "{} --bufsize {bufsize} head -c {bytes} /dev/zero{tail}",
+                popen.display()
+            )
+        };
+        // To /dev/null: popen writes it at once, on its event loop.
+        compare(
+            &format!("popen --bufsize {bufsize}, {mib} MiB to /dev/null (head | cat)"),
+            &format!("head -c {bytes} /dev/zero | cat > /dev/null"),
+            &popen,
+            &[
+                "--bufsize".to_owned(),
+                bufsize.to_string(),
+                "head".to_owned(),
+                "-c".to_owned(),
+                bytes.to_string(),
+                "/dev/zero".to_owned(),
+            ],
+            gib,
         );
-        println!(
-            "popen --bufsize {bufsize}, {} MiB to /dev/null: head|cat {:.3}s wall, {:.2} CPU s/GiB; \
-             popen {:.3}s wall, {:.2} CPU s/GiB; wall ratio {:.2}x, CPU ratio {:.2}x",
-            bytes >> 20,
-            sw.as_secs_f64(),
-            sc.as_secs_f64() / gib,
-            pw.as_secs_f64(),
-            pc.as_secs_f64() / gib,
-            pw.as_secs_f64() / sw.as_secs_f64(),
-            pc.as_secs_f64() / sc.as_secs_f64(),
+        // To a pipe: popen's writing thread, whose reader may stall.
+        compare(
+            &format!("popen --bufsize {bufsize}, {mib} MiB into | cat (head | cat | cat)"),
+            &format!("head -c {bytes} /dev/zero | cat | cat > /dev/null"),
+            std::path::Path::new("sh"),
+            &["-c".to_owned(), relay(" | cat > /dev/null")],
+            gib,
         );
     }
 }
