@@ -403,5 +403,12 @@ fn tostop_stops_a_background_job_that_writes() {
     shell.type_in("fg\n");
     assert_eq!(shell.expect("out42"), "");
     shell.expect("PROMPT$ ");
+    // popen's own error line, written while its child has the terminal,
+    // does not stop it either.
+    shell.type_in(&format!("{popen} sh -c 'echo hi' >/dev/full\n"));
+    shell.expect("No space left on device");
+    shell.expect("PROMPT$ ");
+    shell.type_in("echo rc=$?\n");
+    assert_eq!(shell.expect_number("rc="), "1");
     shell.type_in("stty -tostop\n");
 }

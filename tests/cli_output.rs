@@ -276,3 +276,79 @@ fn the_report_comes_after_all_the_output() {
         assert_eq!(all.len(), "out\nerr\nreturncode=0\n".len(), "{all:?}");
     }
 }
+
+#[test]
+fn a_stop_signal_after_the_child_ended_loses_no_output() {
+    // `( popen head -c 100000 … & kill -TSTP $! ) | (sleep 2; wc -c)`: the
+    // child has written everything and exited; popen, still writing to a
+    // slow reader, gets SIGTSTP (Ctrl-Z of its pipeline job), stops, and
+    // goes on once continued. (100000 bytes: more than popen's stdout pipe
+    // holds, less than its input pipe and its reader's window can take
+    // while nobody reads.)
+    let mut child = popen(&["sh", "-c", "echo $$ >&2; exec head -c 100000 /dev/zero"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popen starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let pid = child_pid(&mut stderr);
+    child.stderr = Some(stderr.into_inner());
+    let cleanup = Cleanup::default();
+    cleanup.add_pid(child.id() as i32);
+    assert!(
+        wait_dead(pid, Instant::now() + PROMPT),
+        "head did not finish"
+    );
+    let popen_pid = Pid::from_raw(child.id() as i32);
+    kill(popen_pid, Signal::SIGTSTP).expect("kill popen");
+    wait_until("popen stopped", PROMPT, || {
+        common::procs::proc_stat(popen_pid.as_raw()).is_some_and(|stat| stat.state == 'T')
+    });
+    kill(popen_pid, Signal::SIGCONT).expect("kill popen");
+    let out = wait_bounded(child, PROMPT);
+    assert_eq!(code(out.status), 0, "{}", stderr_text(&out));
+    assert_eq!(out.stdout.len(), 100000, "output was lost");
+}
+
+#[test]
+fn the_report_is_written_after_a_timeout_even_with_stdout_stalled() {
+    let (unread, write) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    let log = tempfile::NamedTempFile::new().expect("a temporary file");
+    let child = popen(&[
+        "--timeout",
+        "0.5",
+        "--cancel-timeout",
+        "0.5",
+        "--report",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; yes & wait",
+    ])
+    .stdout(Stdio::from(write))
+    .stderr(Stdio::from(log.reopen().expect("reopen")))
+    .spawn()
+    .expect("popen starts");
+    let out = wait_bounded(child, PROMPT * 2);
+    assert_eq!(code(out.status), 7);
+    let text = std::fs::read_to_string(log.path()).expect("read the log");
+    assert!(text.ends_with("returncode=7\n"), "{text:?}");
+    drop(unread);
+}
+
+#[test]
+fn stdout_and_stderr_on_one_terminal_keep_the_childs_order() {
+    for _ in 0..30 {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let child = popen(&["sh", "-c", "echo out; echo err >&2"])
+            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(pty.slave))
+            .spawn()
+            .expect("popen starts");
+        let out = wait_bounded(child, PROMPT);
+        assert_eq!(code(out.status), 0);
+        let mut master = File::from(pty.master);
+        let mut shown = [0u8; 10];
+        master.read_exact(&mut shown).expect("read the terminal");
+        assert_eq!(&shown, b"out\r\nerr\r\n");
+    }
+}

@@ -111,8 +111,18 @@ fn parse_bufsize(text: &str) -> Result<usize, String> {
 
 /// Prints a line of popen's own on stderr, ignoring a failure: a closed
 /// or broken stderr must not stop popen from ending as it should.
+///
+/// SIGTTOU is blocked for the write: while the terminal is lent to the
+/// child, popen's group is in the background, and under `stty tostop` the
+/// line would otherwise stop popen.
 fn say(line: std::fmt::Arguments<'_>) {
+    let mut ttou = SigSet::empty();
+    ttou.add(nix::sys::signal::Signal::SIGTTOU);
+    let old = ttou.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     let _ = writeln!(io::stderr(), "{line}");
+    if let Ok(old) = old {
+        let _ = old.thread_set_mask();
+    }
 }
 
 /// How the run went.
@@ -196,13 +206,15 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
     let lent_to = Arc::new(AtomicI32::new(0));
     let stdout = io::stdout().as_fd().try_clone_to_owned()?;
     let stderr = io::stderr().as_fd().try_clone_to_owned()?;
-    let relay = Relay::new(
-        Sink::spawn("stdout", stdout.try_clone()?, lent_to.clone())?,
-        Sink::spawn("stderr", stderr.try_clone()?, lent_to.clone())?,
-        exited_tx,
-        give_up.clone(),
-    )
-    .start();
+    let stdout_sink = Sink::spawn("stdout", stdout.try_clone()?, lent_to.clone())?;
+    // One writer when both are the same terminal or pipe (`2>&1`), so that
+    // what the child wrote to each keeps its order there.
+    let stderr_sink = if sink::same_stream(&stdout, &stderr) {
+        stdout_sink.clone()
+    } else {
+        Sink::spawn("stderr", stderr.try_clone()?, lent_to.clone())?
+    };
+    let relay = Relay::new(stdout_sink, stderr_sink, exited_tx, give_up.clone()).start();
     relay::watch_reader(stdout, Stream::Stdout, relay.clone());
     relay::watch_reader(stderr, Stream::Stderr, relay.clone());
     let cancel_timeout = args.cancel_timeout;
@@ -338,16 +350,29 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
     let report = args
         .report
         .then(|| format!("returncode={}\n", exited.returncode));
-    let finished = relay.send(Finish(report));
-    let lost = tokio::select! {
-        lost = finished => lost.unwrap_or(false),
-        _ = signals.next() => false,
-        // Not past the give-up (and a moment for what is written at once,
-        // as the report).
-        () = async {
-            let _ = give_up.clone().await;
-            actix_rt::time::sleep(Duration::from_millis(100)).await;
-        }, if stopping => false,
+    let mut finished = Box::pin(relay.send(Finish(report)));
+    // Not past the give-up (and a moment for what is written at once, as
+    // the report).
+    let mut grace = Box::pin(async {
+        let _ = give_up.clone().await;
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    });
+    let lost = loop {
+        tokio::select! {
+            lost = &mut finished => break lost.unwrap_or(false),
+            Some(received) = signals.next() => match received {
+                // Told to stop: what is not written yet is given up.
+                Received::Cancelling(_) => break false,
+                // Ctrl-Z in popen's pipeline job, the child gone: popen
+                // stops, as any process of the job, and then goes on.
+                Received::PassedOn(Signal::SIGTSTP) => {
+                    terminal::stop_self(nix::sys::signal::Signal::SIGTSTP);
+                }
+                // Nobody is left to pass it on to.
+                Received::PassedOn(_) => {}
+            },
+            () = &mut grace, if stopping => break false,
+        }
     };
     Ok(Ending::Exited {
         exited,

@@ -178,9 +178,12 @@ impl Handler<Finish> for Relay {
     fn handle(&mut self, Finish(report): Finish, _ctx: &mut Context<Self>) -> Self::Result {
         let drained = futures::future::join(self.stdout.drain(), self.stderr.drain());
         let stderr = self.stderr.clone();
+        let give_up = self.give_up.clone();
         Box::pin(
             async move {
-                drained.await;
+                // After the give-up a stalled stdout no longer holds the
+                // report back (stderr may well be writable).
+                futures::future::select(Box::pin(drained), give_up).await;
                 if let Some(line) = report {
                     // A failure here is not reported: popen's status says
                     // the same thing.

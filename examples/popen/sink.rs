@@ -115,6 +115,23 @@ impl Sink {
     }
 }
 
+/// Whether `a` and `b` are the same pipe, socket or terminal, which one
+/// writer may serve in order. (Regular files are written at once on the
+/// event loop, in order anyway, and keep their own file offsets.)
+pub fn same_stream(a: &OwnedFd, b: &OwnedFd) -> bool {
+    let (Ok(a_stat), Ok(b_stat)) = (fstat(a), fstat(b)) else {
+        return false;
+    };
+    let kind = SFlag::from_bits_truncate(a_stat.st_mode) & SFlag::S_IFMT;
+    let streams = kind == SFlag::S_IFIFO
+        || kind == SFlag::S_IFSOCK
+        || (kind == SFlag::S_IFCHR && isatty(a).unwrap_or(false));
+    streams
+        && a_stat.st_dev == b_stat.st_dev
+        && a_stat.st_ino == b_stat.st_ino
+        && a_stat.st_rdev == b_stat.st_rdev
+}
+
 fn stopped() -> io::Error {
     io::Error::other("the writing thread stopped")
 }

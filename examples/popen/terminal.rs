@@ -114,7 +114,7 @@ impl Terminal {
 /// Stops popen with `signal`, as if it had been sent by someone else;
 /// returns once popen is continued. popen may handle `signal` itself
 /// (SIGTSTP): the default action is put back for the moment of the stop.
-fn stop_self(signal: Signal) {
+pub fn stop_self(signal: Signal) {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: installing SIG_DFL runs no code of ours in a signal handler;
     // the handler it replaces for this moment is put back below as it was.
