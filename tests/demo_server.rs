@@ -2296,16 +2296,31 @@ async fn wait_xpath(client: &fantoccini::Client, xpath: &str) -> fantoccini::ele
     }
 }
 
+/// Whether a browser test must be skipped here: Chromium or chromedriver
+/// is missing, and `ACTIX_POPEN_REQUIRE_BROWSER` is not set (`.ci/run`
+/// sets it, so that there the test runs or fails). Says so in one line.
+fn no_browser_here() -> bool {
+    let Some(missing) = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .find(|tool| !Path::new(tool).exists())
+    else {
+        return false;
+    };
+    let why = format!(
+        "{missing} is missing: this test needs Debian's chromium and chromium-driver \
+         (apt-get install chromium chromium-driver; .ci/run installs them)"
+    );
+    assert!(
+        std::env::var_os("ACTIX_POPEN_REQUIRE_BROWSER").is_none(),
+        "{why}"
+    );
+    println!("skipped: {why}");
+    true
+}
+
 /// chromedriver on a free loopback port, and a headless Chromium session
 /// through it with its profile in `scratch`.
 async fn browser(scratch: &Path) -> (Guard, fantoccini::Client) {
-    for tool in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: this test needs Debian's chromium and chromium-driver \
-             (apt-get install chromium chromium-driver; .ci/run installs them)"
-        );
-    }
     let port = free_port();
     let mut driver = Command::new(CHROMEDRIVER);
     driver
@@ -2446,6 +2461,9 @@ use fantoccini::error::CmdError;
 #[actix_web::test]
 async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
     use fantoccini::Locator::Css;
+    if no_browser_here() {
+        return;
+    }
 
     let scratch = tempfile::tempdir().expect("temp dir");
     // The shipped jobs file: the page as a user sees it.
@@ -2509,6 +2527,9 @@ async fn the_page_runs_watches_and_cancels_a_job_in_chromium() {
 
 #[actix_web::test]
 async fn the_page_shows_tool_output_as_a_terminal_would() {
+    if no_browser_here() {
+        return;
+    }
     let fixture = fixture();
     let log = fixture.dir.path().join("server.log");
     // Streams idle for a second end (and the page reconnects).
