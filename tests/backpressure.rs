@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::EVENT_TIMEOUT;
+
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -19,10 +21,6 @@ use futures::StreamExt;
 
 use common::procs::Leftovers;
 use common::usage::rss;
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(60);
 
 /// How long nothing may arrive while the subscriber holds the window: the
 /// very point of the stall tests, so kept short.
@@ -113,7 +111,7 @@ async fn slow_subscriber_keeps_memory_flat_and_gets_every_byte() {
         .expect("cannot start head");
     let _leftovers = Leftovers::of(&handle);
 
-    let report = tokio::time::timeout(SOON, report)
+    let report = tokio::time::timeout(EVENT_TIMEOUT, report)
         .await
         .expect("64 MiB did not arrive in time")
         .expect("the subscriber is gone");
@@ -210,7 +208,7 @@ impl Handler<Received> for Holder {
 /// Waits for `count` arrivals.
 async fn await_arrivals(arrivals: &mut mpsc::UnboundedReceiver<usize>, count: usize) {
     for _ in 0..count {
-        tokio::time::timeout(SOON, arrivals.next())
+        tokio::time::timeout(EVENT_TIMEOUT, arrivals.next())
             .await
             .expect("no chunk arrived in time")
             .expect("the holder is gone");
@@ -260,7 +258,7 @@ async fn held_chunks_stop_the_reader_and_block_the_child() {
     }
 
     holder.do_send(Release);
-    let code = tokio::time::timeout(SOON, handle.send(AsyncWait))
+    let code = tokio::time::timeout(EVENT_TIMEOUT, handle.send(AsyncWait))
         .await
         .expect("the rest did not arrive in time")
         .expect("actor gone")
@@ -305,7 +303,7 @@ async fn held_chunks_at_the_end_of_a_pipeline_block_its_first_stage() {
     }
 
     holder.do_send(Release);
-    let code = tokio::time::timeout(SOON, pipeline.send(AsyncWait))
+    let code = tokio::time::timeout(EVENT_TIMEOUT, pipeline.send(AsyncWait))
         .await
         .expect("the rest did not arrive in time")
         .expect("actor gone")

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -22,10 +24,6 @@ use nix::unistd::{getpgrp, getpid, Pid};
 use common::actors::{ChunkSink, LineReader};
 use common::procs::{await_dead, await_leader_exit, is_running, poll_until, proc_stat, Cleanup};
 use common::{wait, GetEvents, Waiter};
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(10);
 
 /// How far past its deadline an escalation may run before we call it late.
 const LATE: Duration = Duration::from_secs(5);

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -20,10 +22,6 @@ use futures::channel::oneshot;
 
 use common::procs::{await_leader_exit, Leftovers};
 use common::{Events, Waiter};
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(20);
 
 /// The drain timeout of these tests.
 const DRAIN: Duration = Duration::from_millis(300);

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,8 +18,6 @@ use actix_popen::{Cancel, Collector, GetValue, Popen, ProcessHandle, ReturnCode}
 use common::actors::{ChunkSink, LineReader};
 use common::procs::{await_dead, await_stopped, poll_until, proc_stat, wait_dead, Cleanup};
 use common::wait;
-
-const SOON: Duration = Duration::from_secs(20);
 
 /// Starts `sh -c script` with the given cancel timeout; returns the handle,
 /// a line reader on its stdout and a collector of everything.

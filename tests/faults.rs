@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
@@ -55,9 +57,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Panics seen anywhere in this process, counted by the hook that
 /// [`count_panics`] installs.
 static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// The bound for what nothing tells us about (an fd closing), polled.
-const SOON: Duration = Duration::from_secs(10);
 
 /// `seq 1 200000`: 1.2 MB, some 300 chunks of 4096 bytes.
 const SEQ_END: u32 = 200_000;

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,8 +23,6 @@ use common::procs::Cleanup;
 use common::wait;
 
 static SIGNALS: Mutex<()> = Mutex::new(());
-
-const SOON: Duration = Duration::from_secs(20);
 
 /// The hex masks `/proc/<pid>/status` gives for blocked and ignored
 /// signals.

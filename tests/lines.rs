@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use common::SOON;
 
 use actix::prelude::*;
 use actix_popen::{
@@ -15,10 +15,6 @@ use futures::channel::oneshot;
 
 use common::procs::Leftovers;
 use LineKind::{Complete, Overflowed, Partial, Unterminated};
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(20);
 
 /// Lines as the tests compare them.
 type Lines = Vec<(Stream, String, LineKind)>;

@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,8 +29,6 @@ use common::procs::{leads_own_session, proc_stat, wait_until};
 
 /// Names the scenario the inner test runs.
 const SCENARIO: &str = "ACTIX_POPEN_PIDNS_SCENARIO";
-
-const SOON: Duration = Duration::from_secs(20);
 
 fn outer(scenario: &str) {
     let required = std::env::var_os("ACTIX_POPEN_REQUIRE_PIDNS").is_some();

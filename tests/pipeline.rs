@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::collections::HashSet;
 use std::fs;
 use std::process::Command;
@@ -24,10 +26,6 @@ use nix::unistd::Pid;
 
 use common::actors::{await_output, ChunkSink};
 use common::procs::{all_pids, named_sleep, proc_comm, proc_stat, Leftovers, Stat};
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------
 // Helpers

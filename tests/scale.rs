@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,10 +30,6 @@ use common::{event, within};
 
 /// Held by every test here.
 static COUNTING: Mutex<()> = Mutex::new(());
-
-/// The bound for what nothing tells us about (the job pool emptying),
-/// polled.
-const SOON: Duration = Duration::from_secs(10);
 
 /// Children running at once in the first test.
 const CHILDREN: usize = 1000;

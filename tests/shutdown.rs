@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -36,10 +38,6 @@ const SYSTEM_HANG: Duration = Duration::from_secs(120);
 
 /// The cancel timeout of every child here.
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(10);
 
 /// How long the shutdown may take past its two cancel timeouts. Ten
 /// children that ignore SIGTERM need 3 s when taken down one after

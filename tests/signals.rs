@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::time::Duration;
 
 use actix_popen::{CancelWith, Popen, ReturnCode, SendSignal, Signal, SignalError};
@@ -11,8 +13,6 @@ use actix_popen::{CancelWith, Popen, ReturnCode, SendSignal, Signal, SignalError
 use common::actors::{ChunkSink, LineReader};
 use common::procs::{await_stopped, poll_until, proc_stat, Cleanup};
 use common::wait;
-
-const SOON: Duration = Duration::from_secs(10);
 
 #[actix_rt::test]
 async fn cancel_with_sends_its_own_signal_first() {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::io::ErrorKind;
 use std::pin::pin;
 use std::time::{Duration, Instant};
@@ -26,10 +28,6 @@ use futures::StreamExt;
 use common::actors::{await_output, ChunkSink};
 use common::procs::{await_leader_exit, Leftovers};
 use common::{event, wait, within, Awaited, GetEvents, Waiter};
-
-/// The bound for anything that should happen "at once". Generous: the
-/// machine is shared and other builds run on it.
-const SOON: Duration = Duration::from_secs(20);
 
 /// How long a message to a busy actor may take to be answered: the actor
 /// must not be blocked by a write in progress.

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SOON;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,8 +14,6 @@ use actix_popen::{Cancel, Popen};
 use common::actors::{ChunkSink, LineReader};
 use common::procs::{await_dead, leads_own_session, poll_until, Cleanup};
 use common::wait;
-
-const SOON: Duration = Duration::from_secs(20);
 
 static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 

@@ -32,6 +32,11 @@ use futures::channel::oneshot;
 /// hanging: generous, since the machine may be busy compiling.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The bound for what should happen "at once" (a signal's effect, a reply,
+/// a reap): a failure bound, never a timing claim; generous, since the
+/// machine is shared and other builds run on it.
+pub const SOON: Duration = Duration::from_secs(20);
+
 /// Awaits `future`, failing the test (naming `what`) if it takes longer
 /// than [`EVENT_TIMEOUT`]. Must run inside an actix System.
 pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
