@@ -301,6 +301,12 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
                 Received::Cancelling(signal) | Received::PassedOn(signal) => {
                     log::debug!("popen got {signal}: passing it on");
                     let _ = addr.send(SendSignal(signal)).await;
+                    // Ctrl-Z in popen's pipeline job once the child has
+                    // exited (its output still being written): no child
+                    // stops to stop popen, so popen stops by itself.
+                    if signal == Signal::SIGTSTP && pid.is_none_or(terminal::exited) {
+                        terminal::stop_self(nix::sys::signal::Signal::SIGTSTP);
+                    }
                 }
             },
             () = &mut timer, if !stopping => {

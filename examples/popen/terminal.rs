@@ -173,3 +173,16 @@ pub fn stopped(pid: u32) -> Option<Signal> {
         _ => None,
     }
 }
+
+/// Whether child `pid` has exited (or was reaped already). Read with
+/// WNOWAIT, so the exit stays for the library to collect.
+pub fn exited(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return true;
+    };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(
+        waitid(Id::Pid(Pid::from_raw(raw)), flags),
+        Ok(WaitStatus::StillAlive)
+    )
+}
