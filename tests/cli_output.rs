@@ -8,6 +8,7 @@ mod common;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{ChildStderr, Stdio};
 use std::time::{Duration, Instant};
 
@@ -285,7 +286,11 @@ fn a_stop_signal_after_the_child_ended_loses_no_output() {
     // goes on once continued. (100000 bytes: more than popen's stdout pipe
     // holds, less than its input pipe and its reader's window can take
     // while nobody reads.)
+    // In a process group of its own, whose parent (this test) is in
+    // another group of the session: not orphaned, whatever ours is, so
+    // that the kernel does not discard the SIGTSTP.
     let mut child = popen(&["sh", "-c", "echo $$ >&2; exec head -c 100000 /dev/zero"])
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
