@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, Output, Popen, ProcessHandle, ProcessSupervisor, SetJobLimits,
+    AsyncWait, Cancel, Chunk, OutputTo, Popen, ProcessHandle, ProcessSupervisor, SetJobLimits,
 };
 use futures::channel::oneshot;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -77,8 +77,8 @@ async fn concurrent(children: usize) {
         let (tx, rx) = oneshot::channel();
         let process = Popen::new("sh")
             .args(["-c", "echo up; exec sleep 1000"])
-            .stdin(actix_popen::Input::Null)
-            .stderr(Output::Null)
+            .stdin(actix_popen::InputFrom::Null)
+            .stderr(OutputTo::Null)
             .subscribe(Up(Some(tx)).start().recipient())
             .start()
             .expect("spawn");

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Cancel, Chunk, Exited, Output, Popen};
+use actix_popen::{AsyncWait, Cancel, Chunk, Exited, OutputTo, Popen};
 use futures::channel::oneshot;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
@@ -69,7 +69,7 @@ fn actor_runs(piped: bool, restore_signals: bool) -> Duration {
         for _ in 0..RUNS {
             let mut popen = Popen::new("/bin/true").restore_signals(restore_signals);
             if !piped {
-                popen = popen.stdout(Output::Inherit).stderr(Output::Inherit);
+                popen = popen.stdout(OutputTo::Inherit).stderr(OutputTo::Inherit);
             }
             let process = popen.start().expect("true");
             let code = process.send(AsyncWait).await.expect("actor").expect("code");

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Chunk, CloseStream, Output, PipeStatus, Pipeline, PipelineError, Popen, SpawnError,
-    Stream,
+    AsyncWait, Chunk, CloseStream, OutputStream, OutputTo, PipeStatus, Pipeline, PipelineError,
+    Popen, SpawnError,
 };
 use clap::Parser;
 
@@ -64,7 +64,7 @@ impl Handler<Chunk> for Print {
                 say(format_args!("pipeline: writing the output: {err}"));
             }
             if let Some(last) = &self.last {
-                last.do_send(CloseStream(Stream::Stdout));
+                last.do_send(CloseStream(OutputStream::Stdout));
             }
         }
     }
@@ -80,7 +80,7 @@ impl Handler<Attach> for Print {
 
     fn handle(&mut self, Attach(last): Attach, _ctx: &mut Context<Self>) {
         if self.closed {
-            last.do_send(CloseStream(Stream::Stdout));
+            last.do_send(CloseStream(OutputStream::Stdout));
         }
         self.last = Some(last);
     }
@@ -130,7 +130,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
             status: 2,
             message: format!("stage {index} is empty"),
         })?;
-        let mut popen = Popen::new(program).args(words).stderr(Output::Inherit);
+        let mut popen = Popen::new(program).args(words).stderr(OutputTo::Inherit);
         if index == last {
             popen = popen.subscribe(print.clone().recipient());
         }

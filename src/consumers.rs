@@ -9,7 +9,7 @@ use std::path::Path;
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::messages::{Chunk, Collected, Flush, GetValue, Stream, TakeValue};
+use crate::messages::{Chunk, Collected, Flush, GetValue, OutputStream, TakeValue};
 
 /// How many bytes of each stream a [`Collector`] keeps unless told
 /// otherwise: 64 MiB.
@@ -183,8 +183,8 @@ impl Handler<Chunk> for Collector {
 
     fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
         let part = match chunk.stream {
-            Stream::Stdout => &mut self.stdout,
-            Stream::Stderr => &mut self.stderr,
+            OutputStream::Stdout => &mut self.stdout,
+            OutputStream::Stderr => &mut self.stderr,
         };
         let dropped = part.collect(&chunk.data, self.limit, self.overflow);
         if dropped > 0 {
@@ -317,11 +317,11 @@ mod tests {
     async fn get_value_shares_the_buffer_and_joins_later_chunks() {
         let collector = Collector::start_default();
         collector
-            .send(Chunk::new(Stream::Stdout, &b"ab"[..]))
+            .send(Chunk::new(OutputStream::Stdout, &b"ab"[..]))
             .await
             .unwrap();
         collector
-            .send(Chunk::new(Stream::Stderr, &b"e"[..]))
+            .send(Chunk::new(OutputStream::Stderr, &b"e"[..]))
             .await
             .unwrap();
         let first = collector.send(GetValue).await.unwrap();
@@ -332,7 +332,7 @@ mod tests {
         let again = collector.send(GetValue).await.unwrap();
         assert_eq!(again.stdout.as_ptr(), first.stdout.as_ptr(), "no copy");
         collector
-            .send(Chunk::new(Stream::Stdout, &b"cd"[..]))
+            .send(Chunk::new(OutputStream::Stdout, &b"cd"[..]))
             .await
             .unwrap();
         assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"abcd");
@@ -343,7 +343,7 @@ mod tests {
         assert!(collector.send(GetValue).await.unwrap().stdout.is_empty());
     }
 
-    async fn feed(collector: &Addr<Collector>, stream: Stream, data: &'static [u8]) {
+    async fn feed(collector: &Addr<Collector>, stream: OutputStream, data: &'static [u8]) {
         collector.send(Chunk::new(stream, data)).await.unwrap();
     }
 
@@ -357,11 +357,11 @@ mod tests {
     #[actix_rt::test]
     async fn keep_head_keeps_the_first_bytes_and_counts_the_rest() {
         let collector = Collector::with_limit(5, CollectorOverflow::KeepHead).start();
-        feed(&collector, Stream::Stdout, b"abc").await;
+        feed(&collector, OutputStream::Stdout, b"abc").await;
         let first = collector.send(GetValue).await.unwrap();
-        feed(&collector, Stream::Stdout, b"defg").await;
-        feed(&collector, Stream::Stdout, b"hij").await;
-        feed(&collector, Stream::Stderr, b"12").await;
+        feed(&collector, OutputStream::Stdout, b"defg").await;
+        feed(&collector, OutputStream::Stdout, b"hij").await;
+        feed(&collector, OutputStream::Stderr, b"12").await;
         let value = collector.send(GetValue).await.unwrap();
         assert_eq!(&value.stdout[..], b"abcde");
         assert_eq!(value.stdout_dropped, 5);
@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
         // TakeValue empties the collector and its counts.
         assert_eq!(collector.send(TakeValue).await.unwrap(), value);
-        feed(&collector, Stream::Stdout, b"klmnopq").await;
+        feed(&collector, OutputStream::Stdout, b"klmnopq").await;
         let value = collector.send(GetValue).await.unwrap();
         assert_eq!(
             (&value.stdout[..], value.stdout_dropped),
@@ -381,16 +381,16 @@ mod tests {
     #[actix_rt::test]
     async fn keep_tail_keeps_the_last_bytes_and_counts_the_rest() {
         let collector = Collector::with_limit(5, CollectorOverflow::KeepTail).start();
-        feed(&collector, Stream::Stdout, b"abc").await;
+        feed(&collector, OutputStream::Stdout, b"abc").await;
         let first = collector.send(GetValue).await.unwrap();
-        feed(&collector, Stream::Stdout, b"defg").await;
+        feed(&collector, OutputStream::Stdout, b"defg").await;
         let value = collector.send(GetValue).await.unwrap();
         assert_eq!(
             (&value.stdout[..], value.stdout_dropped),
             (&b"cdefg"[..], 2)
         );
         // A chunk longer than the limit: only its end stays.
-        feed(&collector, Stream::Stdout, b"0123456789").await;
+        feed(&collector, OutputStream::Stdout, b"0123456789").await;
         let value = collector.send(GetValue).await.unwrap();
         assert_eq!(
             (&value.stdout[..], value.stdout_dropped),
@@ -428,7 +428,7 @@ mod tests {
     async fn a_limit_of_zero_keeps_nothing_and_counts_everything() {
         for overflow in [CollectorOverflow::KeepHead, CollectorOverflow::KeepTail] {
             let collector = Collector::with_limit(0, overflow).start();
-            feed(&collector, Stream::Stderr, b"abc").await;
+            feed(&collector, OutputStream::Stderr, b"abc").await;
             let value = collector.send(GetValue).await.unwrap();
             assert_eq!((value.stderr.len(), value.stderr_dropped), (0, 3));
         }

@@ -88,7 +88,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// The description cannot be run as given (for example stdout set to
-    /// [`Output::MergeIntoStdout`](crate::Output::MergeIntoStdout)).
+    /// [`OutputTo::MergeIntoStdout`](crate::OutputTo::MergeIntoStdout)).
     #[error("{program}: invalid configuration: {reason}")]
     InvalidConfig {
         /// The program that was asked for.

@@ -18,7 +18,7 @@
 //!   System stops, every child it still runs is cancelled and reaped.
 //! * Backpressure: a chunk carries a credit of its reader's window, so a
 //!   slow subscriber slows the reader and the child, and memory stays flat.
-//! * The child's stdin can be fed by messages ([`Write`], [`CloseStdin`]);
+//! * The child's stdin can be fed by messages ([`WriteStdin`], [`CloseStdin`]);
 //!   a [`Pipeline`] chains processes as `a | b | c`, with backpressure end
 //!   to end; [`LineFramer`] turns chunks into lines.
 //! * The supervisor's job pool ([`Popen::submit`], [`SetJobLimits`]) caps
@@ -27,14 +27,14 @@
 //!
 //! ```
 //! use actix::Actor;
-//! use actix_popen::{AsyncWait, Collector, GetValue, Output, Popen};
+//! use actix_popen::{AsyncWait, Collector, GetValue, OutputTo, Popen};
 //!
 //! #[actix::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let collector = Collector::start_default();
 //!     let process = Popen::new("sh")
 //!         .args(["-c", "echo out; echo err >&2; exit 3"])
-//!         .stderr(Output::MergeIntoStdout)
+//!         .stderr(OutputTo::MergeIntoStdout)
 //!         .subscribe(collector.clone().recipient())
 //!         .start()?;
 //!     let code = process.send(AsyncWait).await??;
@@ -53,7 +53,7 @@
 //! | `copy()`                                  | `Popen::clone()`, then `start()` again             |
 //! | `cancel()`                                | [`Cancel`]                                         |
 //! | `async_wait()`                            | [`AsyncWait`]                                      |
-//! | `poll()`, `returncode`                    | [`Poll`], [`ProcessHandle::poll`]                  |
+//! | `poll()`, `returncode`                    | [`TryWait`], [`ProcessHandle::try_wait`]                  |
 //! | `wait()`                                  | [`ProcessHandle::wait`]                            |
 //! | `isAlive()`                               | [`IsAlive`]                                        |
 //! | `pid`                                     | [`GetPid`], [`ProcessHandle::pid`]                 |
@@ -65,8 +65,8 @@
 //! | `_bufsize = 4096`                         | [`Popen::bufsize`], [`DEFAULT_BUFSIZE`]            |
 //! | `_cancel_timeout = 1`                     | [`Popen::cancel_timeout`], [`DEFAULT_CANCEL_TIMEOUT`] |
 //! | `_cancelled_returncode = -2`              | [`ReturnCode::CANCELLED`]                          |
-//! | `stderr=subprocess.STDOUT`                | [`Output::MergeIntoStdout`]                        |
-//! | `_create_pty_or_pipe`                     | [`Output::Pty`], [`Popen::pty`]                    |
+//! | `stderr=subprocess.STDOUT`                | [`OutputTo::MergeIntoStdout`]                        |
+//! | `_create_pty_or_pipe`                     | [`OutputTo::Pty`], [`Popen::pty`]                    |
 //! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`]                |
 //!
 //! # Platform
@@ -111,14 +111,14 @@ pub use error::{JobLimitsError, SignalError, SpawnError, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,
-    CloseStdin, CloseStream, Collected, Exited, Flush, GetPid, GetValue, IsAlive, Poll,
-    ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start, Started, Stream,
-    TakeValue, Write,
+    CloseStdin, CloseStream, Collected, Exited, Flush, GetPid, GetValue, IsAlive, OutputStream,
+    ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start, Started, TakeValue,
+    TryWait, WriteStdin,
 };
 pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE, DEFAULT_WINDOW};
 pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
 pub use popen::{
-    Input, Output, Popen, DEFAULT_CANCEL_TIMEOUT, MAX_BUFSIZE, MAX_COALESCE, MAX_TIMEOUT,
+    InputFrom, OutputTo, Popen, DEFAULT_CANCEL_TIMEOUT, MAX_BUFSIZE, MAX_COALESCE, MAX_TIMEOUT,
     MAX_WINDOW,
 };
 pub use process::{PopenProcess, ProcessHandle};

@@ -21,7 +21,7 @@
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 
-use crate::messages::{Chunk, Credit, Exited, Stream};
+use crate::messages::{Chunk, Credit, Exited, OutputStream};
 
 /// What to do with a line longer than the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,9 +30,9 @@ pub enum Overflow {
     /// the last piece as an ordinary line.
     #[default]
     Split,
-    /// Deliver its first `max` bytes as [`LineKind::Overflowed`] and drop
+    /// Deliver its first `max` bytes as [`LineKind::Truncated`] and drop
     /// the rest of it, up to and including its newline.
-    Error,
+    Truncate,
 }
 
 /// How a [`Line`] ended.
@@ -44,8 +44,8 @@ pub enum LineKind {
     /// the same line follows ([`Overflow::Split`]).
     Partial,
     /// The first `max` bytes of a line that was too long; the rest was
-    /// dropped ([`Overflow::Error`]).
-    Overflowed,
+    /// dropped ([`Overflow::Truncate`]).
+    Truncated,
     /// The bytes after the last newline when the output ended.
     Unterminated,
 }
@@ -55,7 +55,7 @@ pub enum LineKind {
 #[rtype(result = "()")]
 pub struct Line {
     /// The stream the line came from.
-    pub stream: Stream,
+    pub stream: OutputStream,
     /// The line, without its newline.
     pub data: Bytes,
     /// How it ended.
@@ -143,7 +143,7 @@ impl LineFramer {
         self
     }
 
-    fn emit(&self, stream: Stream, data: Bytes, kind: LineKind, credit: &Option<Credit>) {
+    fn emit(&self, stream: OutputStream, data: Bytes, kind: LineKind, credit: &Option<Credit>) {
         self.lines.do_send(Line {
             stream,
             data,
@@ -152,11 +152,11 @@ impl LineFramer {
         });
     }
 
-    fn frame(&mut self, stream: Stream, mut data: &[u8], credit: &Option<Credit>) {
+    fn frame(&mut self, stream: OutputStream, mut data: &[u8], credit: &Option<Credit>) {
         let (max, overflow) = (self.max, self.overflow);
         let partial = match stream {
-            Stream::Stdout => &mut self.stdout,
-            Stream::Stderr => &mut self.stderr,
+            OutputStream::Stdout => &mut self.stdout,
+            OutputStream::Stderr => &mut self.stderr,
         };
         let mut out: Vec<(Bytes, LineKind)> = Vec::new();
         while !data.is_empty() {
@@ -176,8 +176,8 @@ impl LineFramer {
                 partial.buf.extend_from_slice(&segment[..room]);
                 segment = &segment[room..];
                 let full = partial.buf.split().freeze();
-                if overflow == Overflow::Error {
-                    out.push((full, LineKind::Overflowed));
+                if overflow == Overflow::Truncate {
+                    out.push((full, LineKind::Truncated));
                     // Drop the rest of this line, here and up to its newline.
                     partial.skipping = !ended;
                     overflowed = true;
@@ -199,10 +199,10 @@ impl LineFramer {
     }
 
     fn flush(&mut self) {
-        for stream in [Stream::Stdout, Stream::Stderr] {
+        for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let partial = match stream {
-                Stream::Stdout => &mut self.stdout,
-                Stream::Stderr => &mut self.stderr,
+                OutputStream::Stdout => &mut self.stdout,
+                OutputStream::Stderr => &mut self.stderr,
             };
             partial.skipping = false;
             if !partial.buf.is_empty() {
@@ -269,7 +269,7 @@ mod tests {
         let framer = LineFramer::new(max, overflow, sink.clone().recipient()).start();
         for chunk in chunks {
             framer
-                .send(Chunk::new(Stream::Stdout, chunk.to_vec()))
+                .send(Chunk::new(OutputStream::Stdout, chunk.to_vec()))
                 .await
                 .unwrap();
         }
@@ -307,7 +307,7 @@ mod tests {
     async fn a_line_of_exactly_max_is_whole() {
         let got = frame(4, Overflow::Split, &[b"abcd\n"]).await;
         assert_eq!(got, lines(&[("abcd", Complete)]));
-        let got = frame(4, Overflow::Error, &[b"ab", b"cd", b"\n"]).await;
+        let got = frame(4, Overflow::Truncate, &[b"ab", b"cd", b"\n"]).await;
         assert_eq!(got, lines(&[("abcd", Complete)]));
     }
 
@@ -329,9 +329,9 @@ mod tests {
 
     #[actix_rt::test]
     async fn error_reports_the_line_and_skips_its_rest() {
-        let got = frame(4, Overflow::Error, &[b"abcde", b"fgh", b"ij\nok\n"]).await;
-        assert_eq!(got, lines(&[("abcd", Overflowed), ("ok", Complete)]));
-        let got = frame(4, Overflow::Error, &[b"abcde\nxy"]).await;
-        assert_eq!(got, lines(&[("abcd", Overflowed), ("xy", Unterminated)]));
+        let got = frame(4, Overflow::Truncate, &[b"abcde", b"fgh", b"ij\nok\n"]).await;
+        assert_eq!(got, lines(&[("abcd", Truncated), ("ok", Complete)]));
+        let got = frame(4, Overflow::Truncate, &[b"abcde\nxy"]).await;
+        assert_eq!(got, lines(&[("abcd", Truncated), ("xy", Unterminated)]));
     }
 }

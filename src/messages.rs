@@ -1,6 +1,6 @@
 //! Every message the actors send and handle, with its reply type.
 //!
-//! Requests are verbs ([`Cancel`], [`AsyncWait`], [`Poll`], …); events are
+//! Requests are verbs ([`Cancel`], [`AsyncWait`], [`TryWait`], …); events are
 //! nouns or past participles ([`Chunk`], [`Started`], [`Exited`]).
 
 use actix::{Message, Recipient};
@@ -10,7 +10,7 @@ use crate::{ReturnCode, Signal, SignalError, SpawnError, WaitError};
 
 /// Which of the child's output streams a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
+pub enum OutputStream {
     /// The child's stdout; also stderr merged into it, and a pty.
     Stdout,
     /// The child's stderr, when it has a stream of its own.
@@ -37,7 +37,7 @@ pub enum Stream {
 #[rtype(result = "()")]
 pub struct Chunk {
     /// The stream it was read from.
-    pub stream: Stream,
+    pub stream: OutputStream,
     /// The bytes.
     pub data: Bytes,
     // Held only for its Drop, which returns the credit to the reader.
@@ -50,7 +50,7 @@ pub(crate) type Credit = std::sync::Arc<tokio::sync::OwnedSemaphorePermit>;
 impl Chunk {
     /// A chunk that carries no credit (to feed a process's stdin by hand,
     /// or in tests).
-    pub fn new(stream: Stream, data: impl Into<Bytes>) -> Chunk {
+    pub fn new(stream: OutputStream, data: impl Into<Bytes>) -> Chunk {
         Chunk {
             stream,
             data: data.into(),
@@ -64,7 +64,7 @@ impl Chunk {
     }
 
     pub(crate) fn with_credit(
-        stream: Stream,
+        stream: OutputStream,
         data: Bytes,
         credit: tokio::sync::OwnedSemaphorePermit,
     ) -> Chunk {
@@ -218,10 +218,11 @@ pub struct SendSignal(pub Signal);
 pub struct AsyncWait;
 
 /// Request: the return code if it is known, without waiting (portage's
-/// `poll()`).
+/// `poll()`; named as std's and tokio's `Child::try_wait`, since `Poll` is
+/// `std::task::Poll`).
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Option<ReturnCode>")]
-pub struct Poll;
+pub struct TryWait;
 
 /// Request: whether the task has started and not yet ended (portage's
 /// `isAlive()`).
@@ -266,8 +267,8 @@ pub struct AddStartListener(pub Recipient<Started>);
 #[rtype(result = "()")]
 pub struct RemoveStartListener(pub Recipient<Started>);
 
-/// Request: queue bytes for the child's stdin (its [`Input`](crate::Input)
-/// must be [`Input::Pipe`](crate::Input::Pipe)); resolves once they are all
+/// Request: queue bytes for the child's stdin (its [`InputFrom`](crate::InputFrom)
+/// must be [`InputFrom::Pipe`](crate::InputFrom::Pipe)); resolves once they are all
 /// written to the pipe. Writes are performed in the order they arrive, as
 /// the pipe drains, without blocking the actor's thread.
 ///
@@ -282,20 +283,20 @@ pub struct RemoveStartListener(pub Recipient<Started>);
 /// closed its stdin, the stdin was closed with [`CloseStdin`], or the task
 /// ended before its child ran ([`Cancel`] before the start, or a failed
 /// spawn); `NotConnected` when the stdin is not
-/// [`Input::Pipe`](crate::Input::Pipe).
+/// [`InputFrom::Pipe`](crate::InputFrom::Pipe).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "std::io::Result<()>")]
-pub struct Write(pub Bytes);
+pub struct WriteStdin(pub Bytes);
 
 /// Request: close the child's stdin once every write queued before it was
 /// written; the child reads EOF. Sent before a deferred start, it waits
 /// behind those writes and takes effect once the child starts (see
-/// [`Write`]).
+/// [`WriteStdin`]).
 ///
 /// "Before" means before in the actor's mailbox. `send()` queues a message
 /// only while the mailbox has room (16 by default) and waits otherwise,
 /// while `do_send()` always queues at once: a `CloseStdin` sent with
-/// `do_send` can overtake `Write`s still waiting in `send()`. Send the
+/// `do_send` can overtake `WriteStdin`s still waiting in `send()`. Send the
 /// writes and the close the same way, or await the writes first.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
@@ -366,7 +367,7 @@ pub struct Flush;
 /// The child's next write to that stream fails as a write to a pipe with no
 /// reader does (SIGPIPE, or EPIPE if it ignores SIGPIPE), just as when the
 /// reader of a shell pipeline goes away; with
-/// [`Output::Pty`](crate::Output::Pty) it is the pty's master that closes
+/// [`OutputTo::Pty`](crate::OutputTo::Pty) it is the pty's master that closes
 /// (the child's terminal hangs up). What the child wrote but was not read
 /// yet is discarded, and the task's [`Exited`] says
 /// `output_complete: false`. The `popen` example sends it when its own
@@ -376,4 +377,4 @@ pub struct Flush;
 /// if the stream was not read or has ended.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct CloseStream(pub Stream);
+pub struct CloseStream(pub OutputStream);

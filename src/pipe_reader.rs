@@ -37,7 +37,7 @@ use futures::channel::oneshot;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Semaphore;
 
-use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, ReaderFinished, Stream};
+use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, ReaderFinished};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
 
 /// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
@@ -54,7 +54,7 @@ pub const DEFAULT_WINDOW: usize = 16;
 ///
 /// ```
 /// use actix::prelude::*;
-/// use actix_popen::{Collector, GetValue, PipeReader, ReaderFinished, Stream};
+/// use actix_popen::{Collector, GetValue, PipeReader, ReaderFinished, OutputStream};
 /// use futures::channel::oneshot;
 /// use std::io::Write;
 ///
@@ -78,7 +78,7 @@ pub const DEFAULT_WINDOW: usize = 16;
 /// let collector = Collector::start_default();
 /// let (tx, finished) = oneshot::channel();
 /// PipeReader::new()
-///     .input(Stream::Stdout, read_end)
+///     .input(OutputStream::Stdout, read_end)
 ///     .subscribe(collector.clone().recipient())
 ///     .on_finished(Done(Some(tx)).start().recipient())
 ///     .start();
@@ -92,17 +92,17 @@ pub const DEFAULT_WINDOW: usize = 16;
 /// ```
 #[derive(Debug)]
 pub struct PipeReader {
-    inputs: Vec<(Stream, OwnedFd)>,
+    inputs: Vec<(OutputStream, OwnedFd)>,
     bufsize: usize,
     coalesce: usize,
     window: usize,
-    subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
+    subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
     finish_channels: Vec<oneshot::Sender<bool>>,
-    eof_listeners: Vec<(Stream, Recipient<CloseStdin>)>,
+    eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
     stalls: Arc<Stalls>,
     /// Each input's pump while it runs, to close one stream alone.
-    pumps: Vec<Option<(Stream, SpawnHandle)>>,
+    pumps: Vec<Option<(OutputStream, SpawnHandle)>>,
     /// An input was closed before its EOF.
     cut_short: bool,
     open: usize,
@@ -139,7 +139,7 @@ impl PipeReader {
     /// Adds an input: its chunks are tagged `stream`.
     ///
     /// The reader puts the fd in non-blocking mode and closes it at EOF.
-    pub fn input(mut self, stream: Stream, fd: impl Into<OwnedFd>) -> PipeReader {
+    pub fn input(mut self, stream: OutputStream, fd: impl Into<OwnedFd>) -> PipeReader {
         self.inputs.push((stream, fd.into()));
         self
     }
@@ -178,7 +178,11 @@ impl PipeReader {
     }
 
     /// Sends the chunks of the inputs tagged `stream` to `recipient`.
-    pub fn subscribe_stream(mut self, stream: Stream, recipient: Recipient<Chunk>) -> PipeReader {
+    pub fn subscribe_stream(
+        mut self,
+        stream: OutputStream,
+        recipient: Recipient<Chunk>,
+    ) -> PipeReader {
         self.subscribers.push((Some(stream), recipient));
         self
     }
@@ -201,7 +205,11 @@ impl PipeReader {
     /// reach EOF, after their last chunk: in a pipeline, the next stage
     /// reads EOF as soon as this one closed its output, as through a
     /// kernel pipe.
-    pub(crate) fn on_eof(mut self, stream: Stream, recipient: Recipient<CloseStdin>) -> PipeReader {
+    pub(crate) fn on_eof(
+        mut self,
+        stream: OutputStream,
+        recipient: Recipient<CloseStdin>,
+    ) -> PipeReader {
         self.eof_listeners.push((stream, recipient));
         self
     }
@@ -331,7 +339,7 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 
 /// One input being read.
 struct Input {
-    stream: Stream,
+    stream: OutputStream,
     fd: AsyncFd<OwnedFd>,
     bufsize: usize,
     /// The most bytes one chunk may gather from reads that are ready.

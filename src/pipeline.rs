@@ -33,9 +33,9 @@ use futures::channel::oneshot;
 
 use crate::messages::CloseStream;
 use crate::messages::{
-    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, Stream,
+    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream,
 };
-use crate::popen::{Input, Output};
+use crate::popen::{InputFrom, OutputTo};
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
 
@@ -136,7 +136,7 @@ impl Pipeline {
         for (index, popen) in self.stages.into_iter().enumerate().rev() {
             let mut popen = popen;
             if index > 0 {
-                popen = popen.stdin(Input::Pipe);
+                popen = popen.stdin(InputFrom::Pipe);
             }
             if let Some(next) = started.last() {
                 // What is ready goes on to the next stage in one write of up
@@ -145,13 +145,14 @@ impl Pipeline {
                 if popen.coalesce == 0 {
                     popen = popen.coalesce(PIPE_COALESCE);
                 }
-                popen = popen
-                    .stdout(Output::Pipe)
-                    .subscribe_stream(Stream::Stdout, next.addr().clone().recipient::<Chunk>());
+                popen = popen.stdout(OutputTo::Pipe).subscribe_stream(
+                    OutputStream::Stdout,
+                    next.addr().clone().recipient::<Chunk>(),
+                );
                 // EOF crosses at once: the next stage's stdin closes as
                 // soon as this stage's stdout does, not when it exits.
                 popen.eof_listeners.push((
-                    Stream::Stdout,
+                    OutputStream::Stdout,
                     next.addr().clone().recipient::<CloseStdin>(),
                 ));
             }

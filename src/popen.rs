@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::Recipient;
 
-use crate::messages::{Chunk, Exited, Started, Stream};
+use crate::messages::{Chunk, Exited, OutputStream, Started};
 use crate::pipe_reader::{DEFAULT_BUFSIZE, DEFAULT_WINDOW};
 use crate::process::{PopenProcess, ProcessHandle};
 use crate::sys::child::Child;
@@ -21,7 +21,7 @@ use crate::SpawnError;
 /// A child just spawned, with our ends of its pipes.
 pub(crate) struct Spawned {
     pub(crate) child: Child,
-    pub(crate) reads: Vec<(Stream, OwnedFd)>,
+    pub(crate) reads: Vec<(OutputStream, OwnedFd)>,
     pub(crate) stdin: Option<OwnedFd>,
     /// What the child's piped output ends link to in /proc, to name who
     /// holds them open in warnings.
@@ -52,7 +52,7 @@ pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where one of the child's output streams goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Output {
+pub enum OutputTo {
     /// A pipe read by the task; what the child writes arrives as [`Chunk`]s.
     #[default]
     Pipe,
@@ -62,10 +62,10 @@ pub enum Output {
     Null,
     /// For stderr only: the same destination as stdout (portage's
     /// `stderr=STDOUT`, the shell's `2>&1`). With stdout a pipe, both
-    /// arrive interleaved as [`Stream::Stdout`] chunks.
+    /// arrive interleaved as [`OutputStream::Stdout`] chunks.
     MergeIntoStdout,
     /// A pseudo-terminal read by the task. Streams that are both `Pty`
-    /// share one terminal, and arrive as [`Stream::Stdout`] chunks. The
+    /// share one terminal, and arrive as [`OutputStream::Stdout`] chunks. The
     /// terminal translates `\n` into `\r\n`, as any terminal does, and is
     /// not the child's controlling terminal.
     Pty,
@@ -73,13 +73,13 @@ pub enum Output {
 
 /// Where the child's stdin comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Input {
+pub enum InputFrom {
     /// The host's own stdin (portage's default).
     #[default]
     Inherit,
     /// `/dev/null`.
     Null,
-    /// A pipe written by the task: send [`Write`](crate::Write) (or
+    /// A pipe written by the task: send [`WriteStdin`](crate::WriteStdin) (or
     /// [`Chunk`]s, from an upstream process) and [`CloseStdin`](crate::CloseStdin)
     /// to the actor. Once every address of the actor is dropped (every
     /// [`ProcessHandle`](crate::ProcessHandle), `Addr` and `Recipient`),
@@ -125,9 +125,9 @@ pub struct Popen {
     env: Vec<(OsString, Option<OsString>)>,
     env_clear: bool,
     current_dir: Option<PathBuf>,
-    stdin: Input,
-    stdout: Output,
-    stderr: Output,
+    stdin: InputFrom,
+    stdout: OutputTo,
+    stderr: OutputTo,
     pub(crate) bufsize: usize,
     pub(crate) coalesce: usize,
     pub(crate) window: usize,
@@ -136,12 +136,12 @@ pub struct Popen {
     pub(crate) process_group: bool,
     close_fds: bool,
     restore_signals: bool,
-    pub(crate) subscribers: Vec<(Option<Stream>, Recipient<Chunk>)>,
+    pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
     /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
     /// stage).
-    pub(crate) eof_listeners: Vec<(Stream, Recipient<crate::CloseStdin>)>,
+    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<crate::CloseStdin>)>,
 }
 
 impl Popen {
@@ -154,9 +154,9 @@ impl Popen {
             env: Vec::new(),
             env_clear: false,
             current_dir: None,
-            stdin: Input::Inherit,
-            stdout: Output::Pipe,
-            stderr: Output::Pipe,
+            stdin: InputFrom::Inherit,
+            stdout: OutputTo::Pipe,
+            stderr: OutputTo::Pipe,
             bufsize: DEFAULT_BUFSIZE,
             coalesce: 0,
             window: DEFAULT_WINDOW,
@@ -221,27 +221,27 @@ impl Popen {
     }
 
     /// Where the child's stdin comes from.
-    pub fn stdin(mut self, input: Input) -> Popen {
+    pub fn stdin(mut self, input: InputFrom) -> Popen {
         self.stdin = input;
         self
     }
 
     /// Where the child's stdout goes.
-    pub fn stdout(mut self, output: Output) -> Popen {
+    pub fn stdout(mut self, output: OutputTo) -> Popen {
         self.stdout = output;
         self
     }
 
     /// Where the child's stderr goes.
-    pub fn stderr(mut self, output: Output) -> Popen {
+    pub fn stderr(mut self, output: OutputTo) -> Popen {
         self.stderr = output;
         self
     }
 
     /// Puts stdout and stderr on one pseudo-terminal: a shorthand for
-    /// `.stdout(Output::Pty).stderr(Output::Pty)`.
+    /// `.stdout(OutputTo::Pty).stderr(OutputTo::Pty)`.
     pub fn pty(self) -> Popen {
-        self.stdout(Output::Pty).stderr(Output::Pty)
+        self.stdout(OutputTo::Pty).stderr(OutputTo::Pty)
     }
 
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
@@ -344,7 +344,7 @@ impl Popen {
 
     /// Sends the [`Chunk`]s of one stream only to `recipient` (for example
     /// the stdout of this process to the stdin of the next).
-    pub fn subscribe_stream(mut self, stream: Stream, recipient: Recipient<Chunk>) -> Popen {
+    pub fn subscribe_stream(mut self, stream: OutputStream, recipient: Recipient<Chunk>) -> Popen {
         self.subscribers.push((Some(stream), recipient));
         self
     }
@@ -380,7 +380,7 @@ impl Popen {
     /// [`SpawnError`] when the child could not be spawned (the program is
     /// named, with the OS reason), when the description is invalid
     /// ([`SpawnError::InvalidConfig`]: a `bufsize` of 0, stdout set to
-    /// [`Output::MergeIntoStdout`], an environment variable name that is
+    /// [`OutputTo::MergeIntoStdout`], an environment variable name that is
     /// empty or holds `=` or a NUL byte, a NUL byte in the program, an
     /// argument, a value or the working directory), or when no actix
     /// arbiter runs on this thread. Nothing is left running.
@@ -423,7 +423,7 @@ impl Popen {
     }
 
     pub(crate) fn stdin_is_piped(&self) -> bool {
-        self.stdin == Input::Pipe
+        self.stdin == InputFrom::Pipe
     }
 
     pub(crate) fn program_name(&self) -> String {
@@ -456,7 +456,7 @@ impl Popen {
                 "drain_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
                 self.drain_timeout
             )
-        } else if self.stdout == Output::MergeIntoStdout {
+        } else if self.stdout == OutputTo::MergeIntoStdout {
             "stdout cannot be merged into itself".to_owned()
         } else {
             match self.exec_strings_error() {
@@ -575,9 +575,9 @@ impl Popen {
         }
         let mut stdin = None;
         command.stdin(match self.stdin {
-            Input::Inherit => Stdio::inherit(),
-            Input::Null => Stdio::null(),
-            Input::Pipe => {
+            InputFrom::Inherit => Stdio::inherit(),
+            InputFrom::Null => Stdio::null(),
+            InputFrom::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
                 stdin = Some(write);
                 Stdio::from(read)
@@ -586,39 +586,44 @@ impl Popen {
 
         let mut reads = Vec::new();
         let mut pty: Option<OwnedFd> = None; // the slave end, once opened
-        let mut open_pty_slave =
-            |reads: &mut Vec<(Stream, OwnedFd)>, stream: Stream| -> io::Result<OwnedFd> {
-                if let Some(slave) = &pty {
-                    return slave.try_clone();
-                }
-                let (master, slave) = open_pty()?;
-                reads.push((stream, master));
-                let copy = slave.try_clone()?;
-                pty = Some(slave);
-                Ok(copy)
-            };
+        let mut open_pty_slave = |reads: &mut Vec<(OutputStream, OwnedFd)>,
+                                  stream: OutputStream|
+         -> io::Result<OwnedFd> {
+            if let Some(slave) = &pty {
+                return slave.try_clone();
+            }
+            let (master, slave) = open_pty()?;
+            reads.push((stream, master));
+            let copy = slave.try_clone()?;
+            pty = Some(slave);
+            Ok(copy)
+        };
         let stdout_fd: Option<OwnedFd> = match self.stdout {
-            Output::Pipe => {
+            OutputTo::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
-                reads.push((Stream::Stdout, read));
+                reads.push((OutputStream::Stdout, read));
                 Some(write)
             }
-            Output::Pty => Some(open_pty_slave(&mut reads, Stream::Stdout).map_err(io_err)?),
-            Output::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
-            Output::Null | Output::MergeIntoStdout => None,
+            OutputTo::Pty => {
+                Some(open_pty_slave(&mut reads, OutputStream::Stdout).map_err(io_err)?)
+            }
+            OutputTo::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
+            OutputTo::Null | OutputTo::MergeIntoStdout => None,
         };
         let mut stderr_link = None;
         let stderr_stdio = match self.stderr {
-            Output::Pipe => {
+            OutputTo::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
-                reads.push((Stream::Stderr, read));
+                reads.push((OutputStream::Stderr, read));
                 stderr_link = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(&write));
                 Stdio::from(write)
             }
-            Output::Pty => Stdio::from(open_pty_slave(&mut reads, Stream::Stderr).map_err(io_err)?),
-            Output::Inherit => Stdio::inherit(),
-            Output::Null => Stdio::null(),
-            Output::MergeIntoStdout => match &stdout_fd {
+            OutputTo::Pty => {
+                Stdio::from(open_pty_slave(&mut reads, OutputStream::Stderr).map_err(io_err)?)
+            }
+            OutputTo::Inherit => Stdio::inherit(),
+            OutputTo::Null => Stdio::null(),
+            OutputTo::MergeIntoStdout => match &stdout_fd {
                 Some(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
                 None => Stdio::null(),
             },

@@ -37,8 +37,8 @@ use nix::sys::signal::Signal;
 use crate::escalation::{terminate_blocking, Tracked};
 use crate::messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin,
-    CloseStream, Exited, GetPid, IsAlive, Poll, RemoveExitListener, RemoveStartListener,
-    SendSignal, Start, Started, Stream, Write,
+    CloseStream, Exited, GetPid, IsAlive, OutputStream, RemoveExitListener, RemoveStartListener,
+    SendSignal, Start, Started, TryWait, WriteStdin,
 };
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::popen::Spawned;
@@ -145,7 +145,7 @@ impl ProcessHandle {
     /// blocks. Once the child was reaped by a teardown (its arbiter or
     /// System stopped), the child's own exit status, as
     /// [`wait`](Self::wait) gives it.
-    pub fn poll(&self) -> Option<ReturnCode> {
+    pub fn try_wait(&self) -> Option<ReturnCode> {
         let state = self.shared.lock();
         // A reaped child's task is over (or being torn down): its status
         // is the answer, even before the actor is gone.
@@ -229,7 +229,7 @@ enum Phase {
 /// A child process as an actix actor (portage's `PopenProcess`).
 ///
 /// Created by [`Popen::start`] or [`Popen::prepare`]. It handles
-/// [`Start`], [`Cancel`], [`AsyncWait`], [`Poll`], [`IsAlive`], [`GetPid`]
+/// [`Start`], [`Cancel`], [`AsyncWait`], [`TryWait`], [`IsAlive`], [`GetPid`]
 /// and the listener messages; it sends [`Started`] and [`Exited`] to its
 /// listeners, and its [`PipeReader`] sends [`Chunk`](crate::Chunk)s to the
 /// subscribers.
@@ -258,7 +258,7 @@ pub struct PopenProcess {
     tracked: Option<Arc<Tracked>>,
     /// The actor started watching the child (`begin`).
     began: bool,
-    reads: Vec<(Stream, OwnedFd)>,
+    reads: Vec<(OutputStream, OwnedFd)>,
     stdin_fd: Option<OwnedFd>,
     stdin: StdinQueue,
     reader: Option<Addr<PipeReader>>,
@@ -834,10 +834,10 @@ impl Handler<AsyncWait> for PopenProcess {
     }
 }
 
-impl Handler<Poll> for PopenProcess {
+impl Handler<TryWait> for PopenProcess {
     type Result = Option<ReturnCode>;
 
-    fn handle(&mut self, _msg: Poll, _ctx: &mut Context<Self>) -> Option<ReturnCode> {
+    fn handle(&mut self, _msg: TryWait, _ctx: &mut Context<Self>) -> Option<ReturnCode> {
         self.shared.returncode()
     }
 }
@@ -920,12 +920,12 @@ impl Handler<RemoveStartListener> for PopenProcess {
     }
 }
 
-impl Handler<Write> for PopenProcess {
+impl Handler<WriteStdin> for PopenProcess {
     type Result = ResponseFuture<io::Result<()>>;
 
     /// Queues the bytes for the child's stdin; resolves once they are all
     /// in the pipe.
-    fn handle(&mut self, Write(data): Write, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, WriteStdin(data): WriteStdin, _ctx: &mut Context<Self>) -> Self::Result {
         let done = self.stdin.write(data);
         Box::pin(async move {
             done.await.unwrap_or_else(|_| {

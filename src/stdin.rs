@@ -1,6 +1,6 @@
 //! The child's stdin as a queue of writes, fed by messages.
 //!
-//! Bytes sent with [`Write`](crate::Write) (or as [`Chunk`](crate::Chunk)s
+//! Bytes sent with [`WriteStdin`](crate::WriteStdin) (or as [`Chunk`](crate::Chunk)s
 //! from an upstream process) are queued in order and written as the pipe
 //! drains: the write end is non-blocking and registered with the reactor,
 //! so a large write never blocks the actor's thread. Each write resolves
@@ -41,7 +41,7 @@ use futures::StreamExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::messages::{CloseStream, Stream};
+use crate::messages::{CloseStream, OutputStream};
 
 use crate::sys::fd::set_nonblocking;
 
@@ -99,7 +99,7 @@ impl Hangup {
 /// actor is still there.
 fn tell(upstream: &WeakRecipient<CloseStream>) {
     if let Some(upstream) = upstream.upgrade() {
-        upstream.do_send(CloseStream(Stream::Stdout));
+        upstream.do_send(CloseStream(OutputStream::Stdout));
     }
 }
 
@@ -144,7 +144,7 @@ impl StdinQueue {
         } else {
             io::Error::new(
                 io::ErrorKind::NotConnected,
-                "the child's stdin is not a pipe (use Input::Pipe)",
+                "the child's stdin is not a pipe (use InputFrom::Pipe)",
             )
         }
     }

@@ -370,7 +370,7 @@ impl ProcessSupervisor {
             let Some(task) = self.queue.pop_front() else {
                 return;
             };
-            if task.poll().is_some() {
+            if task.try_wait().is_some() {
                 // Cancelled while it waited: it never takes a place.
                 continue;
             }
@@ -430,7 +430,7 @@ impl Handler<GetJobPool> for ProcessSupervisor {
 
     fn handle(&mut self, _msg: GetJobPool, _ctx: &mut Context<Self>) -> JobPool {
         // Tasks cancelled while they waited leave the queue now.
-        self.queue.retain(|task| task.poll().is_none());
+        self.queue.retain(|task| task.try_wait().is_none());
         JobPool {
             running: self.running,
             queued: self.queue.len(),
@@ -615,7 +615,7 @@ mod tests {
             .map(|_| {
                 crate::Popen::new("sleep")
                     .arg("1000")
-                    .stdin(crate::Input::Null)
+                    .stdin(crate::InputFrom::Null)
                     .start_listener(times.clone().recipient())
                     .prepare()
                     .unwrap()

@@ -15,7 +15,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Chunk, Exited, Output, PipeStatus, Pipeline, Popen, ReturnCode};
+use actix_popen::{AsyncWait, Chunk, Exited, OutputTo, PipeStatus, Pipeline, Popen, ReturnCode};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
@@ -102,7 +102,7 @@ async fn slow_subscriber_keeps_memory_flat_and_gets_every_byte() {
     let started = Instant::now();
     let handle = Popen::new("head")
         .args(["-c", &TOTAL.to_string(), "/dev/zero"])
-        .stderr(Output::Null)
+        .stderr(OutputTo::Null)
         .bufsize(65536)
         .window(4)
         .subscribe(slow.clone().recipient())
@@ -237,7 +237,7 @@ async fn held_chunks_stop_the_reader_and_block_the_child() {
     // cannot finish while the window is held.
     let handle = Popen::new("head")
         .args(["-c", &TOTAL.to_string(), "/dev/zero"])
-        .stderr(Output::Null)
+        .stderr(OutputTo::Null)
         .bufsize(4096)
         .window(2)
         .subscribe(holder.clone().recipient())
@@ -249,7 +249,11 @@ async fn held_chunks_stop_the_reader_and_block_the_child() {
     await_arrivals(&mut arrivals, 2).await;
     assert_quiet(&mut arrivals).await;
     assert_eq!(holder.send(Received).await.expect("holder gone"), 8192);
-    assert_eq!(handle.poll(), None, "the child finished with 8 KiB read");
+    assert_eq!(
+        handle.try_wait(),
+        None,
+        "the child finished with 8 KiB read"
+    );
     assert!(handle.pid().is_some(), "the child exited with 8 KiB read");
     // Where the kernel shows it: the child sleeps in the pipe's write.
     if let Some(wchan) = wchan(pid) {
@@ -273,7 +277,7 @@ async fn held_chunks_at_the_end_of_a_pipeline_block_its_first_stage() {
     let (tx, mut arrivals) = mpsc::unbounded();
     let holder = Holder::start(tx);
     // Far more than every pipe, every window and both cats' buffers hold.
-    let stage = |popen: Popen| popen.stderr(Output::Null).bufsize(4096).window(2);
+    let stage = |popen: Popen| popen.stderr(OutputTo::Null).bufsize(4096).window(2);
     let pipeline = Pipeline::new()
         .stage(stage(Popen::new("head").args([
             "-c",

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, Collector, Exited, GetPid, GetValue, IsAlive, Poll, Popen, PopenProcess, ProcessHandle,
-    ReturnCode, SpawnError, Start, DEFAULT_CANCEL_TIMEOUT,
+    Cancel, Collector, Exited, GetPid, GetValue, IsAlive, Popen, PopenProcess, ProcessHandle,
+    ReturnCode, SpawnError, Start, TryWait, DEFAULT_CANCEL_TIMEOUT,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpgrp, getpid, Pid};
@@ -263,8 +263,8 @@ async fn without_a_process_group_cancel_signals_only_the_child() {
         task.handle.send(IsAlive).await.unwrap(),
         "the task ended with its output open"
     );
-    assert_eq!(task.handle.send(Poll).await.unwrap(), None);
-    assert_eq!(task.handle.poll(), None);
+    assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
+    assert_eq!(task.handle.try_wait(), None);
 
     // Closing the output is up to us: the task ends at EOF.
     kill(Pid::from_raw(grandchild), Signal::SIGKILL).expect("cannot kill the grandchild");
@@ -327,7 +327,7 @@ async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
         task.handle.send(IsAlive).await.unwrap(),
         "the task ended with its output open"
     );
-    assert_eq!(task.handle.send(Poll).await.unwrap(), None);
+    assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
     assert!(is_running(grandchild));
 
     // The group outlives its leader; Cancel reaches it all the same.
@@ -359,7 +359,7 @@ async fn cancel_after_the_leader_exited_kills_a_grandchild_ignoring_sigterm() {
     let grandchild = task.lines.next_pid().await;
     await_leader_exit(&task.handle, SOON).await;
     assert_eq!(
-        task.handle.poll(),
+        task.handle.try_wait(),
         None,
         "the task ended with its output open"
     );
@@ -472,8 +472,8 @@ async fn cancel_after_the_exit_changes_nothing() {
     task.handle.do_send(Cancel);
     task.handle.do_send(Cancel);
     assert_eq!(wait(&task.handle, SOON).await, code);
-    assert_eq!(task.handle.send(Poll).await.unwrap(), Some(code));
-    assert_eq!(task.handle.poll(), Some(code));
+    assert_eq!(task.handle.send(TryWait).await.unwrap(), Some(code));
+    assert_eq!(task.handle.try_wait(), Some(code));
     assert!(!task.handle.send(IsAlive).await.unwrap());
     assert_eq!(task.handle.pid(), None);
 

@@ -6,7 +6,7 @@ mod common;
 
 use actix::prelude::*;
 use actix_popen::{
-    Collected, Collector, CollectorOverflow, GetValue, Input, Popen, ReturnCode,
+    Collected, Collector, CollectorOverflow, GetValue, InputFrom, Popen, ReturnCode,
     DEFAULT_COLLECTOR_LIMIT,
 };
 
@@ -16,7 +16,7 @@ use common::{async_wait, within};
 async fn collect(popen: Popen, collector: Collector) -> Collected {
     let collector = collector.start();
     let process = popen
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .subscribe(collector.clone().recipient())
         .start()
         .expect("cannot start the child");

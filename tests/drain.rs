@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, Collector, GetValue, IsAlive, Poll, Popen, ProcessHandle, ReturnCode,
+    AsyncWait, Cancel, Chunk, Collector, GetValue, IsAlive, Popen, ProcessHandle, ReturnCode,
+    TryWait,
 };
 use futures::channel::oneshot;
 
@@ -105,9 +106,9 @@ async fn drain_timeout_ends_the_task_while_a_grandchild_holds_stdout() {
     let output = task.collector.send(GetValue).await.expect("collector gone");
     assert_eq!(&output.stdout[..], b"main-done\n");
     assert_eq!(task.handle.pid(), None);
-    assert_eq!(task.handle.poll(), Some(ReturnCode::from_raw(0)));
+    assert_eq!(task.handle.try_wait(), Some(ReturnCode::from_raw(0)));
     assert_eq!(
-        task.handle.send(Poll).await.expect("actor gone"),
+        task.handle.send(TryWait).await.expect("actor gone"),
         Some(ReturnCode::from_raw(0))
     );
     assert!(!task.handle.send(IsAlive).await.expect("actor gone"));
@@ -158,7 +159,7 @@ async fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
 
     // The child is gone, its output is not: the task goes on.
     assert!(task.handle.send(IsAlive).await.expect("actor gone"));
-    assert_eq!(task.handle.send(Poll).await.expect("actor gone"), None);
+    assert_eq!(task.handle.send(TryWait).await.expect("actor gone"), None);
     assert!(!task.group.live().is_empty(), "the grandchild is gone");
 
     // Cancel signals the group (its leader reaped, its grandchild not).

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AddExitListener, Cancel, Chunk, CloseStdin, Exited, GetPid, Input, IsAlive, Poll, Popen,
-    ProcessHandle, ReturnCode, Write,
+    AddExitListener, Cancel, Chunk, CloseStdin, Exited, GetPid, InputFrom, IsAlive, Popen,
+    ProcessHandle, ReturnCode, TryWait, WriteStdin,
 };
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -474,7 +474,7 @@ fn a_subscriber_that_stops_while_holding_the_whole_window_releases_it() {
             "{} chunks read with a window of {WINDOW}",
             events.chunks.len()
         );
-        assert_eq!(handle.poll(), None, "seq ended while stalled");
+        assert_eq!(handle.try_wait(), None, "seq ended while stalled");
         hoarder.do_send(StopNow);
         assert_all_of_seq(&waiter, awaited).await;
         assert_eq!(async_wait(&handle).await, ReturnCode::from_raw(0));
@@ -529,7 +529,7 @@ fn an_exit_listener_that_stopped_before_the_exit_is_skipped() {
 
         let handle = Popen::new("sh")
             .args(["-c", "read line; exit 3"])
-            .stdin(Input::Pipe)
+            .stdin(InputFrom::Pipe)
             .exit_listener(stopping.clone().recipient())
             .start()
             .expect("cannot start sh");
@@ -545,7 +545,7 @@ fn an_exit_listener_that_stopped_before_the_exit_is_skipped() {
         let _ = within("the other arbiter's listener's end", elsewhere_stopped).await;
         arbiter.join().expect("the arbiter's thread panicked");
         assert!(!stopping.connected() && !elsewhere.connected());
-        assert_eq!(handle.poll(), None, "the child ended before its input");
+        assert_eq!(handle.try_wait(), None, "the child ended before its input");
 
         handle.do_send(CloseStdin);
         let at_exit = event("Exited", awaited.exited).await;
@@ -725,8 +725,11 @@ fn a_child_that_closes_its_output_keeps_its_task_alive_until_it_exits() {
         // The output is finished, the child is not: the task goes on.
         let ask = |what| format!("{what} after EOF");
         assert!(within(&ask("IsAlive"), handle.send(IsAlive)).await.unwrap());
-        assert_eq!(within(&ask("Poll"), handle.send(Poll)).await.unwrap(), None);
-        assert_eq!(handle.poll(), None);
+        assert_eq!(
+            within(&ask("TryWait"), handle.send(TryWait)).await.unwrap(),
+            None
+        );
+        assert_eq!(handle.try_wait(), None);
         let reported = within(&ask("GetPid"), handle.send(GetPid)).await.unwrap();
         assert_eq!(reported, Some(pid as u32));
         assert!(is_running(pid), "the child is not running");
@@ -798,7 +801,7 @@ fn a_child_killed_during_a_large_write_to_its_stdin_breaks_the_write() {
         // The child never reads its stdin: the pipe fills and stays full.
         let handle = Popen::new("sh")
             .args(["-c", "echo ready; exec sleep 1000"])
-            .stdin(Input::Pipe)
+            .stdin(InputFrom::Pipe)
             .subscribe(waiter.recipient())
             .start()
             .expect("cannot start sh");
@@ -810,7 +813,7 @@ fn a_child_killed_during_a_large_write_to_its_stdin_breaks_the_write() {
 
         let big = Bytes::from(vec![b'x'; 4 << 20]);
         let writes: Vec<_> = (0..3)
-            .map(|_| actix_rt::spawn(handle.send(Write(big.clone()))))
+            .map(|_| actix_rt::spawn(handle.send(WriteStdin(big.clone()))))
             .collect();
         // Wait for the first write to fill the pipe (64 KiB on Linux).
         let deadline = Instant::now() + SOON;
@@ -830,7 +833,7 @@ fn a_child_killed_during_a_large_write_to_its_stdin_breaks_the_write() {
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "write {i}: {err}");
         }
         assert_eq!(async_wait(&handle).await, ReturnCode::from_raw(-9));
-        let late = within("a write after the end", handle.send(Write(big)))
+        let late = within("a write after the end", handle.send(WriteStdin(big)))
             .await
             .expect("the process actor is gone");
         assert_eq!(

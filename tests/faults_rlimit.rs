@@ -13,7 +13,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use actix_popen::{Input, IsAlive, Popen, ReturnCode, Start, Write};
+use actix_popen::{InputFrom, IsAlive, Popen, ReturnCode, Start, WriteStdin};
 use nix::sys::resource::{getrlimit, Resource};
 
 use common::fds::{assert_out_of_fds, limit_leaving, open_fds, LoweredLimit};
@@ -47,7 +47,7 @@ async fn body(cleanup: &Cleanup) {
         let (waiter, awaited) = Waiter::start_new();
         let handle = Popen::new("sh")
             .args(["-c", &format!("echo up; read go; exec seq 1 {SEQ_END}")])
-            .stdin(Input::Pipe)
+            .stdin(InputFrom::Pipe)
             .subscribe(waiter.clone().recipient())
             .exit_listener(waiter.recipient())
             .start()
@@ -97,7 +97,7 @@ async fn body(cleanup: &Cleanup) {
         assert_eq!(handle.pid(), Some(*pid), "pid {pid} was reaped");
     }
     for (handle, _, _) in &tasks {
-        within("Write", handle.send(Write("go\n".into())))
+        within("Write", handle.send(WriteStdin("go\n".into())))
             .await
             .expect("the process actor is gone")
             .expect("cannot release the child");

@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use actix_popen::{Input, Output, Popen, Start};
+use actix_popen::{InputFrom, OutputTo, Popen, Start};
 
 use common::fds::{assert_out_of_fds, limit_leaving, open_fds, LoweredLimit};
 use common::harness::{lock, run_system};
@@ -26,13 +26,13 @@ fn wirings() -> Vec<(&'static str, Popen)> {
     let true_ = || Popen::new("true");
     vec![
         ("pipes", true_()),
-        ("stdin null", true_().stdin(Input::Null)),
-        ("stdin pipe", true_().stdin(Input::Pipe)),
+        ("stdin null", true_().stdin(InputFrom::Null)),
+        ("stdin pipe", true_().stdin(InputFrom::Pipe)),
         ("pty", true_().pty()),
-        ("stderr merged", true_().stderr(Output::MergeIntoStdout)),
+        ("stderr merged", true_().stderr(OutputTo::MergeIntoStdout)),
         (
             "no pipes",
-            true_().stdout(Output::Null).stderr(Output::Null),
+            true_().stdout(OutputTo::Null).stderr(OutputTo::Null),
         ),
     ]
 }
@@ -94,9 +94,9 @@ fn failed_starts_release_every_fd() {
         ];
         for (what, popen) in failing {
             for (wiring, popen) in [
-                ("pipes", popen.clone().stdin(Input::Pipe)),
+                ("pipes", popen.clone().stdin(InputFrom::Pipe)),
                 ("pty", popen.clone().pty()),
-                ("merged", popen.stderr(Output::MergeIntoStdout)),
+                ("merged", popen.stderr(OutputTo::MergeIntoStdout)),
             ] {
                 let before = open_fds();
                 let err = popen.clone().start().expect_err(what);

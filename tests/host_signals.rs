@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_popen::{Cancel, CloseStdin, Collector, GetValue, Input, Popen, ReturnCode};
+use actix_popen::{Cancel, CloseStdin, Collector, GetValue, InputFrom, Popen, ReturnCode};
 use nix::sys::signal::{pthread_sigmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
 
 use common::harness::{lock, on_own_thread};
@@ -54,7 +54,7 @@ fn a_host_ignoring_sigchld_loses_no_status() {
             let collector = Collector::start_default();
             let handle = Popen::new("sh")
                 .args(["-c", &format!("echo task {i}; exit 7")])
-                .stdin(Input::Null)
+                .stdin(InputFrom::Null)
                 .subscribe(collector.clone().recipient())
                 .start()
                 .unwrap_or_else(|err| panic!("task {i} reported as not spawned: {err}"));
@@ -169,12 +169,12 @@ fn sigchld_ignored_while_the_child_runs_loses_no_status() {
         let cleanup = Cleanup::default();
         let exits = Popen::new("sh")
             .args(["-c", "read line; exit 7"])
-            .stdin(Input::Pipe)
+            .stdin(InputFrom::Pipe)
             .start()
             .expect("spawn");
         let killed = Popen::new("sleep")
             .arg("1000")
-            .stdin(Input::Null)
+            .stdin(InputFrom::Null)
             .start()
             .expect("spawn");
         cleanup.add(&exits);

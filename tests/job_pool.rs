@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, Input, JobLimitsError, JobPool,
-    Output, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError, Started,
+    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, InputFrom, JobLimitsError, JobPool,
+    OutputTo, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError,
+    Started,
 };
 use futures::channel::oneshot;
 
@@ -201,7 +202,7 @@ async fn a_high_load_holds_new_starts_while_a_task_runs() {
             queued: 1
         }
     );
-    assert_eq!(second.poll(), None);
+    assert_eq!(second.try_wait(), None);
     first.do_send(Cancel);
     async_wait(&first).await;
     // With nothing running, the next one starts whatever the load.
@@ -251,8 +252,8 @@ async fn under_max_load_starts_are_spaced_while_tasks_run() {
     for _ in 0..3 {
         let (tx, started) = oneshot::channel();
         let task = Popen::new("cat")
-            .stdin(Input::Pipe)
-            .stdout(Output::Null)
+            .stdin(InputFrom::Pipe)
+            .stdout(OutputTo::Null)
             .start_listener(StartTime(Some(tx)).start().recipient())
             .submit()
             .expect("cannot submit cat");
@@ -306,8 +307,8 @@ async fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
     // One place still, and no load limit: the second task waits.
     let (waiter, awaited) = Waiter::start_new();
     let first = Popen::new("cat")
-        .stdin(Input::Pipe)
-        .stdout(Output::Null)
+        .stdin(InputFrom::Pipe)
+        .stdout(OutputTo::Null)
         .start_listener(waiter.recipient())
         .submit()
         .expect("cannot submit cat");

@@ -9,15 +9,15 @@ use common::SOON;
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Exited, Line, LineFramer, LineKind, Overflow, Popen, ReturnCode, Stream,
+    AsyncWait, Exited, Line, LineFramer, LineKind, OutputStream, Overflow, Popen, ReturnCode,
 };
 use futures::channel::oneshot;
 
 use common::procs::Leftovers;
-use LineKind::{Complete, Overflowed, Partial, Unterminated};
+use LineKind::{Complete, Partial, Truncated, Unterminated};
 
 /// Lines as the tests compare them.
-type Lines = Vec<(Stream, String, LineKind)>;
+type Lines = Vec<(OutputStream, String, LineKind)>;
 
 /// Keeps every line (its bytes only: the credit goes back at once) and
 /// reports, at the forwarded exit, the lines that came before it.
@@ -96,7 +96,7 @@ async fn frame(popen: Popen, max: usize, overflow: Overflow) -> (Lines, Exited) 
     (lines, exited)
 }
 
-fn lines(expected: &[(Stream, &str, LineKind)]) -> Lines {
+fn lines(expected: &[(OutputStream, &str, LineKind)]) -> Lines {
     expected
         .iter()
         .map(|&(stream, text, kind)| (stream, text.to_owned(), kind))
@@ -118,15 +118,15 @@ async fn real_child_lines_with_split_policy() {
         assert!(exited.output_complete);
         let stdout: Lines = got
             .iter()
-            .filter(|l| l.0 == Stream::Stdout)
+            .filter(|l| l.0 == OutputStream::Stdout)
             .cloned()
             .collect();
         let stderr: Lines = got
             .iter()
-            .filter(|l| l.0 == Stream::Stderr)
+            .filter(|l| l.0 == OutputStream::Stderr)
             .cloned()
             .collect();
-        use Stream::{Stderr as E, Stdout as O};
+        use OutputStream::{Stderr as E, Stdout as O};
         assert_eq!(
             stdout,
             lines(&[
@@ -155,22 +155,22 @@ async fn real_child_lines_with_split_policy() {
 async fn real_child_lines_with_error_policy() {
     for bufsize in [3, 4096] {
         let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
-        let (got, exited) = frame(popen, 8, Overflow::Error).await;
+        let (got, exited) = frame(popen, 8, Overflow::Truncate).await;
         assert_eq!(exited.returncode, ReturnCode::from_raw(0));
         let stdout: Lines = got
             .iter()
-            .filter(|l| l.0 == Stream::Stdout)
+            .filter(|l| l.0 == OutputStream::Stdout)
             .cloned()
             .collect();
-        use Stream::Stdout as O;
+        use OutputStream::Stdout as O;
         assert_eq!(
             stdout,
             lines(&[
                 (O, "short", Complete),
                 (O, "12345678", Complete),
-                (O, "12345678", Overflowed),
+                (O, "12345678", Truncated),
                 (O, "", Complete),
-                (O, "abcdefgh", Overflowed),
+                (O, "abcdefgh", Truncated),
                 (O, "ok", Complete),
                 (O, "tail", Unterminated),
             ]),
@@ -182,20 +182,20 @@ async fn real_child_lines_with_error_policy() {
 #[actix_rt::test]
 async fn a_hundred_thousand_lines_cut_across_chunks() {
     // Chunks of 7 bytes cut nearly every line; "100000" is over the limit.
-    for overflow in [Overflow::Split, Overflow::Error] {
+    for overflow in [Overflow::Split, Overflow::Truncate] {
         let popen = Popen::new("seq").args(["1", "100000"]).bufsize(7);
         let (got, exited) = frame(popen, 5, overflow).await;
         assert_eq!(exited.returncode, ReturnCode::from_raw(0));
         let mut expected: Lines = (1..100000)
-            .map(|n| (Stream::Stdout, n.to_string(), Complete))
+            .map(|n| (OutputStream::Stdout, n.to_string(), Complete))
             .collect();
         match overflow {
             Overflow::Split => {
-                expected.push((Stream::Stdout, "10000".to_owned(), Partial));
-                expected.push((Stream::Stdout, "0".to_owned(), Complete));
+                expected.push((OutputStream::Stdout, "10000".to_owned(), Partial));
+                expected.push((OutputStream::Stdout, "0".to_owned(), Complete));
             }
-            Overflow::Error => {
-                expected.push((Stream::Stdout, "10000".to_owned(), Overflowed));
+            Overflow::Truncate => {
+                expected.push((OutputStream::Stdout, "10000".to_owned(), Truncated));
             }
         }
         assert_eq!(got.len(), expected.len(), "{overflow:?}");

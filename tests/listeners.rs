@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    AddExitListener, AddStartListener, Cancel, Collector, Exited, GetPid, GetValue, Input, IsAlive,
-    Poll, Popen, PopenProcess, ProcessHandle, RemoveExitListener, RemoveStartListener, ReturnCode,
-    SpawnError, Start, Started, WaitError,
+    AddExitListener, AddStartListener, Cancel, Collector, Exited, GetPid, GetValue, InputFrom,
+    IsAlive, Popen, PopenProcess, ProcessHandle, RemoveExitListener, RemoveStartListener,
+    ReturnCode, SpawnError, Start, Started, TryWait, WaitError,
 };
 use futures::channel::oneshot;
 
@@ -28,7 +28,7 @@ const SIGTERMED: ReturnCode = ReturnCode::from_raw(-15);
 fn sleeper() -> Popen {
     Popen::new("sh")
         .args(["-c", "echo ready; exec sleep 60"])
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .cancel_timeout(Duration::from_secs(5))
 }
 
@@ -52,7 +52,7 @@ async fn start_and_await_output(popen: Popen) -> (ProcessHandle, u32, oneshot::R
 async fn exit_listener_added_twice_is_notified_once() {
     let (waiter, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .exit_listener(waiter.clone().recipient())
         .exit_listener(waiter.clone().recipient())
         .start()
@@ -70,7 +70,7 @@ async fn exit_listener_added_twice_is_notified_once() {
 async fn start_listener_added_twice_is_notified_once() {
     let (waiter, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start_listener(waiter.clone().recipient())
         .start_listener(waiter.clone().recipient())
         .exit_listener(waiter.clone().recipient())
@@ -95,7 +95,7 @@ async fn start_listener_added_twice_is_notified_once() {
 async fn exit_listener_added_after_the_exit_is_notified_once() {
     let process = Popen::new("sh")
         .args(["-c", "exit 3"])
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start()
         .expect("spawn sh");
     let code = async_wait(&process).await;
@@ -122,7 +122,7 @@ async fn exit_listener_added_after_the_exit_is_notified_once() {
 async fn listener_added_again_after_the_event_is_not_notified_again() {
     let (waiter, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start_listener(waiter.clone().recipient())
         .exit_listener(waiter.clone().recipient())
         .start()
@@ -149,7 +149,7 @@ async fn removed_listeners_are_never_notified() {
     let (removed, _) = Waiter::start_new();
     let (kept, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start_listener(removed.clone().recipient())
         .exit_listener(removed.clone().recipient())
         .start_listener(kept.clone().recipient())
@@ -256,7 +256,7 @@ async fn listener_whose_actor_stopped_is_skipped() {
     .start();
     let (waiter, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start_listener(quitter.clone().recipient())
         .exit_listener(quitter.clone().recipient())
         .start_listener(waiter.clone().recipient())
@@ -275,7 +275,7 @@ async fn listener_whose_actor_stopped_is_skipped() {
     assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
     // The process actor survived notifying a stopped listener.
     assert_eq!(
-        process.send(Poll).await.expect("actor"),
+        process.send(TryWait).await.expect("actor"),
         Some(ReturnCode::from_raw(0))
     );
     await_gone(pid).await;
@@ -305,12 +305,12 @@ async fn start_listener_added_after_the_start_gets_the_pid() {
 async fn prepared_then_cancelled_ends_cancelled_and_cannot_start() {
     let (waiter, awaited) = Waiter::start_new();
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start_listener(waiter.clone().recipient())
         .exit_listener(waiter.clone().recipient())
         .prepare()
         .expect("prepare");
-    assert_eq!(process.send(Poll).await.expect("actor"), None);
+    assert_eq!(process.send(TryWait).await.expect("actor"), None);
     assert!(!process.send(IsAlive).await.expect("actor"));
     assert_eq!(process.send(GetPid).await.expect("actor"), None);
     assert_eq!(process.pid(), None);
@@ -324,14 +324,14 @@ async fn prepared_then_cancelled_ends_cancelled_and_cannot_start() {
     assert_eq!(events.exited[0].returncode, ReturnCode::CANCELLED);
     assert_eq!(ReturnCode::CANCELLED.code(), -2);
     assert_eq!(async_wait(&process).await, ReturnCode::CANCELLED);
-    assert_eq!(process.poll(), Some(ReturnCode::CANCELLED));
+    assert_eq!(process.try_wait(), Some(ReturnCode::CANCELLED));
     assert!(!process.send(IsAlive).await.expect("actor"));
 
     let err = process.send(Start).await.expect("actor").unwrap_err();
     assert!(matches!(err, SpawnError::AlreadyStarted { .. }), "{err:?}");
     assert_eq!(err.program(), "true");
     // The refused start changed nothing and notified nobody again.
-    assert_eq!(process.poll(), Some(ReturnCode::CANCELLED));
+    assert_eq!(process.try_wait(), Some(ReturnCode::CANCELLED));
     let events = waiter.send(GetEvents).await.expect("waiter");
     assert_eq!((events.started.len(), events.exited.len()), (1, 1));
 }
@@ -339,7 +339,7 @@ async fn prepared_then_cancelled_ends_cancelled_and_cannot_start() {
 #[actix_rt::test]
 async fn start_after_the_start_is_refused() {
     let process = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .prepare()
         .expect("prepare");
     let pid = process
@@ -353,25 +353,25 @@ async fn start_after_the_start_is_refused() {
     await_gone(pid).await;
 }
 
-/// `Poll`, `IsAlive`, `GetPid` and the handle's `poll`/`pid` while the
+/// `TryWait`, `IsAlive`, `GetPid` and the handle's `poll`/`pid` while the
 /// child runs and after it was reaped.
 #[actix_rt::test]
 async fn state_queries_follow_the_child() {
     let (process, pid, _exited) = start_and_await_output(sleeper()).await;
-    assert_eq!(process.send(Poll).await.expect("actor"), None);
+    assert_eq!(process.send(TryWait).await.expect("actor"), None);
     assert!(process.send(IsAlive).await.expect("actor"));
     assert_eq!(process.send(GetPid).await.expect("actor"), Some(pid));
-    assert_eq!(process.poll(), None);
+    assert_eq!(process.try_wait(), None);
     assert_eq!(process.pid(), Some(pid));
 
     process.do_send(Cancel);
     let code = async_wait(&process).await;
     assert_eq!(code, SIGTERMED);
     assert_eq!(code.signal(), Some(15));
-    assert_eq!(process.send(Poll).await.expect("actor"), Some(code));
+    assert_eq!(process.send(TryWait).await.expect("actor"), Some(code));
     assert!(!process.send(IsAlive).await.expect("actor"));
     assert_eq!(process.send(GetPid).await.expect("actor"), None);
-    assert_eq!(process.poll(), Some(code));
+    assert_eq!(process.try_wait(), Some(code));
     assert_eq!(process.pid(), None);
     await_gone(pid).await;
 }
@@ -380,7 +380,7 @@ async fn state_queries_follow_the_child() {
 async fn async_wait_after_the_exit_resolves_at_once() {
     let process = Popen::new("sh")
         .args(["-c", "exit 5"])
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start()
         .expect("spawn sh");
     let code = async_wait(&process).await;
@@ -407,12 +407,12 @@ async fn cancel_is_idempotent_and_a_no_op_after_the_exit() {
     assert_eq!(events.exited[0].returncode, SIGTERMED);
     process.send(Cancel).await.expect("actor");
     assert_eq!(async_wait(&process).await, SIGTERMED);
-    assert_eq!(process.poll(), Some(SIGTERMED));
+    assert_eq!(process.try_wait(), Some(SIGTERMED));
     await_gone(pid).await;
 
     let (waiter, awaited) = Waiter::start_new();
     let finished = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .exit_listener(waiter.clone().recipient())
         .start()
         .expect("spawn true");
@@ -421,7 +421,7 @@ async fn cancel_is_idempotent_and_a_no_op_after_the_exit() {
     finished.send(Cancel).await.expect("actor");
     finished.send(Cancel).await.expect("actor");
     assert_eq!(
-        finished.send(Poll).await.expect("actor"),
+        finished.send(TryWait).await.expect("actor"),
         Some(ReturnCode::from_raw(0))
     );
     assert_eq!(
@@ -438,7 +438,7 @@ async fn a_clone_can_be_started_again() {
     let (waiter, _) = Waiter::start_new();
     let popen = Popen::new("sh")
         .args(["-c", "echo run"])
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .subscribe(collector.clone().recipient())
         .exit_listener(waiter.clone().recipient());
     let first = popen.clone().start().expect("first spawn");
@@ -481,7 +481,7 @@ fn blocking_wait_from_a_plain_thread_returns_the_code() {
     let (tx, rx) = mpsc::channel();
     let popen = Popen::new("sh")
         .args(["-c", "sleep 0.2; exit 7"])
-        .stdin(Input::Null);
+        .stdin(InputFrom::Null);
     let process = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sh");
     let pid = process.pid().expect("pid");
     let waiting = process.clone();
@@ -494,7 +494,7 @@ fn blocking_wait_from_a_plain_thread_returns_the_code() {
         .expect("wait");
     waiter.join().expect("waiting thread");
     assert_eq!(code, ReturnCode::from_raw(7));
-    assert_eq!(process.poll(), Some(code));
+    assert_eq!(process.try_wait(), Some(code));
     assert_eq!(process.wait().expect("wait again"), code);
     assert_gone(pid);
     arbiter.stop();
@@ -530,7 +530,7 @@ fn blocking_wait_returns_the_status_when_the_arbiter_stops_first() {
         ForwardStarted::start_in_arbiter(&arbiter.handle(), |_| ForwardStarted(started_tx));
     let popen = Popen::new("sleep")
         .arg("60")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .cancel_timeout(Duration::from_secs(5))
         .start_listener(forward.recipient());
     let process = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sleep");
@@ -554,7 +554,7 @@ fn blocking_wait_returns_the_status_when_the_arbiter_stops_first() {
     waiter.join().expect("waiting thread");
     assert_eq!(result.ok(), Some(ReturnCode::from_raw(-15)));
     assert_eq!(
-        process.poll(),
+        process.try_wait(),
         Some(ReturnCode::from_raw(-15)),
         "poll agrees"
     );
@@ -573,7 +573,7 @@ fn arbiter_stopped_before_the_actor_ran_leaves_no_child() {
     let _system = actix_rt::System::new();
     for _ in 0..10 {
         let arbiter = actix_rt::Arbiter::new();
-        let popen = Popen::new("sleep").arg("60").stdin(Input::Null);
+        let popen = Popen::new("sleep").arg("60").stdin(InputFrom::Null);
         let process =
             PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sleep");
         let pid = process.pid().expect("pid");
@@ -608,7 +608,7 @@ fn system_dropped_before_the_actor_ran_does_not_panic() {
     let pid = system.block_on(async {
         let process = Popen::new("sleep")
             .arg("60")
-            .stdin(Input::Null)
+            .stdin(InputFrom::Null)
             .start()
             .expect("spawn sleep");
         process.pid().expect("pid")

@@ -179,7 +179,11 @@ fn leader_exited_then(end: End) {
             leads_own_session(grandchild as i32)
         });
         await_exit(leader);
-        assert_eq!(handle.poll(), None, "the task goes on: its output is open");
+        assert_eq!(
+            handle.try_wait(),
+            None,
+            "the task goes on: its output is open"
+        );
         let stranger = stranger_taking(leader);
         if let End::Cancel = end {
             handle.do_send(Cancel);

@@ -11,7 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitStatus, Stdio};
 
 use actix::prelude::*;
-use actix_popen::{Collector, GetValue, Input, Output, PipeReader, Popen, Stream, DEFAULT_BUFSIZE};
+use actix_popen::{
+    Collector, GetValue, InputFrom, OutputStream, OutputTo, PipeReader, Popen, DEFAULT_BUFSIZE,
+};
 use nix::fcntl::{open, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::stat::Mode;
@@ -143,7 +145,7 @@ fn start_reader(read: OwnedFd, bufsize: usize) -> (Addr<Collector>, common::Awai
     let collector = Collector::start_default();
     let (waiter, awaited) = Waiter::start_new();
     PipeReader::new()
-        .input(Stream::Stdout, read)
+        .input(OutputStream::Stdout, read)
         .bufsize(bufsize)
         .subscribe(collector.clone().recipient())
         .subscribe(waiter.clone().recipient())
@@ -168,7 +170,11 @@ async fn check_delivery(
         "{what}: reader stopped before EOF"
     );
     for (stream, chunk) in &events.chunks {
-        assert_eq!(*stream, Stream::Stdout, "{what}: chunk tagged {stream:?}");
+        assert_eq!(
+            *stream,
+            OutputStream::Stdout,
+            "{what}: chunk tagged {stream:?}"
+        );
         assert!(
             !chunk.is_empty() && chunk.len() <= bufsize,
             "{what}: a chunk of {} bytes with bufsize {bufsize}",
@@ -274,7 +280,7 @@ async fn hang_up_before_the_reader_starts_loses_nothing() {
 async fn run(popen: Popen) -> Events {
     let (waiter, awaited) = Waiter::start_new();
     let process = popen
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .subscribe(waiter.clone().recipient())
         .exit_listener(waiter.recipient())
         .start()
@@ -284,7 +290,7 @@ async fn run(popen: Popen) -> Events {
     if let Some(pid) = exited.pid {
         assert_gone(pid);
     }
-    assert!(process.poll().is_some());
+    assert!(process.try_wait().is_some());
     events
 }
 
@@ -300,7 +306,7 @@ async fn popen_delivers(what: &str, popen: impl Fn(&str) -> Popen) {
             assert!(exited.returncode.success(), "{what}: {}", exited.returncode);
             assert!(exited.output_complete, "{what}: output incomplete");
             for (stream, chunk) in &events.chunks {
-                assert_eq!(*stream, Stream::Stdout, "{what}");
+                assert_eq!(*stream, OutputStream::Stdout, "{what}");
                 assert!(chunk.len() <= bufsize, "{what}: {} bytes", chunk.len());
             }
             assert_eq!(events.bytes().len(), size, "{what}: bytes before Exited");
@@ -315,7 +321,7 @@ fn printf(data: &str) -> Popen {
 
 #[actix_rt::test]
 async fn popen_pipe_delivers_every_size_byte_exact() {
-    popen_delivers("pipe", |data| printf(data).stdout(Output::Pipe)).await;
+    popen_delivers("pipe", |data| printf(data).stdout(OutputTo::Pipe)).await;
 }
 
 #[actix_rt::test]
@@ -328,7 +334,7 @@ async fn popen_stderr_merged_into_stdout_delivers_every_size_byte_exact() {
     popen_delivers("stderr merged", |data| {
         Popen::new("sh")
             .args(["-c", r#"printf %s "$0" >&2"#, data])
-            .stderr(Output::MergeIntoStdout)
+            .stderr(OutputTo::MergeIntoStdout)
     })
     .await;
 }
@@ -363,7 +369,7 @@ async fn one_mebibyte_arrives_whole() {
     let (waiter, awaited) = Waiter::start_new();
     let _process = Popen::new("head")
         .args(["-c", "1048576", "/dev/zero"])
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .subscribe(collector.clone().recipient())
         .exit_listener(waiter.recipient())
         .start()
@@ -389,7 +395,7 @@ async fn coalesced_reads_share_a_chunk_under_the_limit() {
     drop(write);
     let (waiter, awaited) = Waiter::start_new();
     PipeReader::new()
-        .input(Stream::Stdout, read)
+        .input(OutputStream::Stdout, read)
         .bufsize(4096)
         .coalesce(65536)
         .subscribe(waiter.clone().recipient())

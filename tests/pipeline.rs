@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, Input, PipeStatus, Pipeline,
-    PipelineError, PipelineHandle, Popen, ReturnCode, SpawnError, Stream, Write,
+    AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, InputFrom, OutputStream, PipeStatus,
+    Pipeline, PipelineError, PipelineHandle, Popen, ReturnCode, SpawnError, WriteStdin,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -302,7 +302,7 @@ async fn last_stage_exit_cascades_sigpipe_upstream() {
 async fn writes_to_the_first_stage_flow_through_the_pipeline() {
     let collector = Collector::start_default();
     let pipeline = Pipeline::new()
-        .stage(Popen::new("cat").stdin(Input::Pipe))
+        .stage(Popen::new("cat").stdin(InputFrom::Pipe))
         .stage(Popen::new("tr").args(["a-z", "A-Z"]))
         .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
         .start()
@@ -315,14 +315,14 @@ async fn writes_to_the_first_stage_flow_through_the_pipeline() {
         let line = format!("line {i} of the input\n");
         expected.extend_from_slice(line.to_uppercase().as_bytes());
         first
-            .send(Write(line.into()))
+            .send(WriteStdin(line.into()))
             .await
             .expect("actor gone")
             .expect("a write to the first stage failed");
     }
     // Upstream chunks can be fed by hand too.
     first
-        .send(Chunk::new(Stream::Stdout, &b"fed as a chunk\n"[..]))
+        .send(Chunk::new(OutputStream::Stdout, &b"fed as a chunk\n"[..]))
         .await
         .expect("actor gone");
     expected.extend_from_slice(b"FED AS A CHUNK\n");
@@ -492,7 +492,7 @@ async fn a_stage_closing_its_stdout_gives_the_next_eof_at_once() {
     assert_eq!(code, ReturnCode::from_raw(0));
     assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
     assert_eq!(
-        pipeline.stages()[0].poll(),
+        pipeline.stages()[0].try_wait(),
         None,
         "the first stage still runs: the EOF came from its close, not its exit"
     );
@@ -516,7 +516,11 @@ async fn a_stage_closing_its_stdin_gets_its_upstream_epipe_at_once() {
     let yes = pipeline.stages()[0].clone();
     let code = common::wait(&yes, SOON).await;
     assert_eq!(code, ReturnCode::from_raw(-13), "yes died of SIGPIPE");
-    assert_eq!(pipeline.stages()[1].poll(), None, "the reader still runs");
+    assert_eq!(
+        pipeline.stages()[1].try_wait(),
+        None,
+        "the reader still runs"
+    );
     pipeline.do_send(Cancel);
     wait(&pipeline).await;
 }
@@ -528,7 +532,7 @@ async fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
     let collector = Collector::start_default();
     let (waiter, awaited) = common::Waiter::start_new();
     let pipeline = Pipeline::new()
-        .stage(Popen::new("cat").stdin(Input::Pipe))
+        .stage(Popen::new("cat").stdin(InputFrom::Pipe))
         .stage(
             Popen::new("cat")
                 .subscribe(collector.clone().recipient())
@@ -539,7 +543,7 @@ async fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
     let _leftovers = Leftovers::pipeline(&pipeline);
     common::within(
         "the write",
-        pipeline.stages()[0].send(Write(bytes::Bytes::from_static(b"x\n"))),
+        pipeline.stages()[0].send(WriteStdin(bytes::Bytes::from_static(b"x\n"))),
     )
     .await
     .expect("the first stage's actor is gone")
@@ -558,12 +562,12 @@ async fn a_closed_downstream_closes_only_the_upstream_stdout() {
     let pipeline = Pipeline::new()
         .stage(
             sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
-                .subscribe_stream(Stream::Stderr, collector.clone().recipient()),
+                .subscribe_stream(OutputStream::Stderr, collector.clone().recipient()),
         )
         .stage(
             Popen::new("head")
                 .arg("-n1")
-                .stdout(actix_popen::Output::Null),
+                .stdout(actix_popen::OutputTo::Null),
         )
         .start()
         .expect("start");
@@ -593,7 +597,7 @@ async fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
     let (expected, _) = shell_output("sh", "seq 1 300000");
     // The first stage writes only once told to, after the second ended.
     let pipeline = Pipeline::new()
-        .stage(sh("read go; exec seq 1 300000").stdin(Input::Pipe))
+        .stage(sh("read go; exec seq 1 300000").stdin(InputFrom::Pipe))
         .stage(sh(&script))
         .start()
         .expect("start");
@@ -603,7 +607,7 @@ async fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
     let first = &pipeline.stages()[0];
     common::within(
         "the go",
-        first.send(Write(bytes::Bytes::from_static(b"go\n"))),
+        first.send(WriteStdin(bytes::Bytes::from_static(b"go\n"))),
     )
     .await
     .expect("actor")

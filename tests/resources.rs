@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Cancel, Collector, GetValue, Output, Popen, ProcessHandle};
+use actix_popen::{AsyncWait, Cancel, Collector, GetValue, OutputTo, Popen, ProcessHandle};
 
 use common::actors::FirstChunk;
 use common::fds::{fd_count, settle_fds};
@@ -68,7 +68,7 @@ async fn child_gets_only_fds_0_1_2_body() {
         Popen::new("ls").arg("/proc/self/fd").pty(),
         Popen::new("ls")
             .arg("/proc/self/fd")
-            .stderr(Output::MergeIntoStdout),
+            .stderr(OutputTo::MergeIntoStdout),
     ] {
         let listed = output_of(popen).await;
         let mut fds: Vec<u32> = listed

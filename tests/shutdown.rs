@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Cancel, Output, Popen, PopenProcess, ProcessHandle, ReturnCode};
+use actix_popen::{AsyncWait, Cancel, OutputTo, Popen, PopenProcess, ProcessHandle, ReturnCode};
 use futures::channel::oneshot;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -94,7 +94,7 @@ async fn start_children(scripts: Vec<&'static str>, log: &Path, cleanup: Cleanup
         let handle = Popen::new("sh")
             .args(["-c", script])
             .env("CANCEL_LOG", log)
-            .stderr(Output::Inherit)
+            .stderr(OutputTo::Inherit)
             .cancel_timeout(CANCEL_TIMEOUT)
             .subscribe(sink.recipient())
             .start()
@@ -345,7 +345,7 @@ fn shutdown_kills_the_group_of_a_leader_already_reaped() {
             // The leader exited; wait for its reap (no message says so).
             await_leader_exit(&spawned.handles[0], SOON).await;
             assert_eq!(
-                spawned.handles[0].poll(),
+                spawned.handles[0].try_wait(),
                 None,
                 "the task ended with its output open"
             );
@@ -533,8 +533,8 @@ fn the_system_stopping_ends_a_child_whose_actor_never_ran() {
                 let handle = Popen::new("sh")
                     .args(["-c", "trap '' TERM; sleep 1000 & wait"])
                     .cancel_timeout(CANCEL_TIMEOUT)
-                    .stdout(Output::Null)
-                    .stderr(Output::Null)
+                    .stdout(OutputTo::Null)
+                    .stderr(OutputTo::Null)
                     .start()
                     .expect("cannot start sh");
                 let _ = tx.send(handle.pid().expect("pid") as i32);

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use actix_popen::{
-    AsyncWait, Cancel, Input, Output, Pipeline, PipelineError, Popen, PopenProcess, ProcessHandle,
-    ReturnCode, SpawnError, Start,
+    AsyncWait, Cancel, InputFrom, OutputTo, Pipeline, PipelineError, Popen, PopenProcess,
+    ProcessHandle, ReturnCode, SpawnError, Start,
 };
 use nix::libc;
 use nix::unistd::{sysconf, SysconfVar};
@@ -140,7 +140,7 @@ async fn huge_environment_variable_is_named() {
     const NAME: &str = "ACTIX_POPEN_HUGE";
     let value = "x".repeat(max_arg_strlen());
     let err = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .env(NAME, &value)
         .start()
         .unwrap_err();
@@ -175,7 +175,7 @@ async fn huge_environment_variable_is_named() {
 async fn huge_argument_is_named() {
     let huge = "y".repeat(max_arg_strlen());
     let err = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .arg(&huge)
         .start()
         .unwrap_err();
@@ -193,7 +193,7 @@ async fn huge_argument_is_named() {
 #[actix_rt::test]
 async fn invalid_descriptions_are_refused() {
     let zero = || Popen::new("true").bufsize(0);
-    let merged = || Popen::new("true").stdout(Output::MergeIntoStdout);
+    let merged = || Popen::new("true").stdout(OutputTo::MergeIntoStdout);
     for (what, err) in [
         ("bufsize 0, start", zero().start().unwrap_err()),
         ("bufsize 0, prepare", zero().prepare().unwrap_err()),
@@ -343,7 +343,7 @@ async fn missing_working_directory_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing");
     let err = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .current_dir(&missing)
         .start()
         .unwrap_err();
@@ -364,7 +364,7 @@ async fn missing_working_directory_is_named() {
 async fn missing_working_directory_keeps_the_errno() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .current_dir(dir.path().join("missing"))
         .start()
         .unwrap_err();
@@ -379,7 +379,7 @@ async fn working_directory_that_is_a_file_is_named() {
     let file = dir.path().join("file");
     std::fs::write(&file, "").expect("write");
     let err = Popen::new("true")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .current_dir(&file)
         .start()
         .unwrap_err();
@@ -406,7 +406,7 @@ fn children_named(comm: &str) -> Vec<u32> {
 fn start_outside_a_system_is_no_arbiter_and_spawns_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let program = named_sleep(dir.path(), "noarb-probe");
-    let popen = Popen::new(&program).arg("30").stdin(Input::Null);
+    let popen = Popen::new(&program).arg("30").stdin(InputFrom::Null);
     let err = popen.clone().start().unwrap_err();
     assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
     assert_eq!(err.program(), program.to_str().expect("a UTF-8 path"));
@@ -426,7 +426,12 @@ fn start_in_a_bare_tokio_runtime_is_no_arbiter_and_spawns_nothing() {
         .build()
         .expect("tokio runtime");
     let err = runtime
-        .block_on(async { Popen::new(&program).arg("30").stdin(Input::Null).start() })
+        .block_on(async {
+            Popen::new(&program)
+                .arg("30")
+                .stdin(InputFrom::Null)
+                .start()
+        })
         .unwrap_err();
     assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
     assert_eq!(children_named("tokio-probe"), Vec::<u32>::new());
@@ -441,7 +446,7 @@ fn start_in_a_stopped_arbiter_leaves_no_child() {
     let handle = arbiter.handle();
     arbiter.stop();
     arbiter.join().expect("arbiter thread");
-    let popen = Popen::new("sleep").arg("30").stdin(Input::Null);
+    let popen = Popen::new("sleep").arg("30").stdin(InputFrom::Null);
     let result = PopenProcess::start_in_arbiter(popen, &handle);
     let _cleanup = result.as_ref().ok().and_then(|p| p.pid()).map(ReapOnDrop);
     match result {
@@ -465,7 +470,7 @@ fn start_in_the_current_arbiter_does_not_hang() {
     let result = on_own_thread(common::EVENT_TIMEOUT, || {
         let system = actix_rt::System::new();
         system.block_on(async move {
-            let popen = Popen::new("true").stdin(Input::Null);
+            let popen = Popen::new("true").stdin(InputFrom::Null);
             match PopenProcess::start_in_arbiter(popen, &actix_rt::Arbiter::current()) {
                 Ok(process) => {
                     let pid = process.pid();

@@ -1,7 +1,7 @@
-//! The child's stdin as messages: [`Write`] resolves once the bytes are in
+//! The child's stdin as messages: [`WriteStdin`] resolves once the bytes are in
 //! the pipe, [`CloseStdin`] gives the child EOF, and the errors come back as
 //! values: BrokenPipe once nobody reads (our process survives the SIGPIPE),
-//! NotConnected when the stdin is not [`Input::Pipe`].
+//! NotConnected when the stdin is not [`InputFrom::Pipe`].
 //!
 //! Every test leaves nothing running: a [`Leftovers`] guard kills, on drop,
 //! every live member of the process groups it was told about.
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_popen::{
     AddExitListener, AddStartListener, Cancel, Chunk, CloseReader, CloseStdin, Collector, Exited,
-    GetJobPool, GetValue, Input, IsAlive, JobPool, Output, Poll, Popen, ProcessHandle,
-    ProcessSupervisor, RemoveExitListener, RemoveStartListener, ReturnCode, SetJobLimits,
-    SpawnError, Start, Stream, Write,
+    GetJobPool, GetValue, InputFrom, IsAlive, JobPool, OutputStream, OutputTo, Popen,
+    ProcessHandle, ProcessSupervisor, RemoveExitListener, RemoveStartListener, ReturnCode,
+    SetJobLimits, SpawnError, Start, TryWait, WriteStdin,
 };
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -37,22 +37,22 @@ const PROMPT: Duration = Duration::from_secs(2);
 // Helpers
 // ---------------------------------------------------------------------
 
-/// Sends `Write(data)` and waits, with a bound, for its outcome.
+/// Sends `WriteStdin(data)` and waits, with a bound, for its outcome.
 async fn write(handle: &ProcessHandle, data: impl Into<Bytes>) -> std::io::Result<()> {
-    tokio::time::timeout(SOON, handle.send(Write(data.into())))
+    tokio::time::timeout(SOON, handle.send(WriteStdin(data.into())))
         .await
         .expect("the write did not resolve in time")
         .expect("the process actor is gone")
 }
 
-/// Asks `Poll` and checks the answer comes promptly.
+/// Asks `TryWait` and checks the answer comes promptly.
 async fn poll_promptly(handle: &ProcessHandle) -> Option<ReturnCode> {
     let asked = Instant::now();
-    let answer = tokio::time::timeout(PROMPT, handle.send(Poll))
+    let answer = tokio::time::timeout(PROMPT, handle.send(TryWait))
         .await
-        .expect("the actor did not answer Poll promptly: is it blocked?")
+        .expect("the actor did not answer TryWait promptly: is it blocked?")
         .expect("the process actor is gone");
-    eprintln!("Poll answered in {:?}", asked.elapsed());
+    eprintln!("TryWait answered in {:?}", asked.elapsed());
     answer
 }
 
@@ -135,8 +135,8 @@ async fn round_trip_through_cat_with_a_write_larger_than_the_pipe() {
     .start();
     // Window 1: while the gate holds one chunk, cat's output is not read.
     let cat = Popen::new("cat")
-        .stdin(Input::Pipe)
-        .stderr(Output::Null)
+        .stdin(InputFrom::Pipe)
+        .stderr(OutputTo::Null)
         .window(1)
         .subscribe(gate.clone().recipient())
         .start()
@@ -156,9 +156,9 @@ async fn round_trip_through_cat_with_a_write_larger_than_the_pipe() {
     // (64 KiB each way, plus cat's own buffer) until the gate releases, so
     // the write stays in progress while we talk to the actor.
     let big = Bytes::from(pattern(1 << 20, 0x5a));
-    let mut big_write = pin!(cat.send(Write(big.clone())));
+    let mut big_write = pin!(cat.send(WriteStdin(big.clone())));
     let small = Bytes::from(pattern(3000, 0xa5));
-    let mut small_write = pin!(cat.send(Write(small.clone())));
+    let mut small_write = pin!(cat.send(WriteStdin(small.clone())));
     assert_eq!(poll_promptly(&cat).await, None);
     assert!(cat.send(IsAlive).await.expect("actor gone"));
     // Give the writes every chance to complete were they not blocked.
@@ -203,7 +203,7 @@ async fn round_trip_through_cat_with_a_write_larger_than_the_pipe() {
 async fn queued_writes_then_close_stdin_round_trip() {
     let collector = Collector::start_default();
     let cat = Popen::new("cat")
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .subscribe(collector.clone().recipient())
         .start()
         .expect("cannot start cat");
@@ -216,7 +216,10 @@ async fn queued_writes_then_close_stdin_round_trip() {
     let pieces: Vec<Bytes> = (0..12u8)
         .map(|i| Bytes::from(pattern(1 + 9973 * i as usize, i)))
         .collect();
-    let writes: Vec<_> = pieces.iter().map(|p| cat.send(Write(p.clone()))).collect();
+    let writes: Vec<_> = pieces
+        .iter()
+        .map(|p| cat.send(WriteStdin(p.clone())))
+        .collect();
     cat.do_send(CloseStdin);
     for (i, result) in futures::future::join_all(writes)
         .await
@@ -239,7 +242,7 @@ async fn queued_writes_then_close_stdin_round_trip() {
 async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
     let collector = Collector::start_default();
     let cat = Popen::new("cat")
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .subscribe(collector.clone().recipient())
         .start()
         .expect("cannot start cat");
@@ -248,9 +251,9 @@ async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
     let pieces: Vec<Vec<u8>> = (0..10u8).map(|i| pattern(20_000, i)).collect();
     for (i, piece) in pieces.iter().enumerate() {
         let stream = if i % 2 == 0 {
-            Stream::Stdout
+            OutputStream::Stdout
         } else {
-            Stream::Stderr
+            OutputStream::Stderr
         };
         // Resolves once the chunk is in the pipe.
         tokio::time::timeout(SOON, cat.send(Chunk::new(stream, piece.clone())))
@@ -266,12 +269,12 @@ async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
     // A chunk for a process whose stdin is not ours is dropped quietly.
     let sleeper = Popen::new("sleep")
         .arg("1000")
-        .stdin(Input::Null)
+        .stdin(InputFrom::Null)
         .start()
         .expect("cannot start sleep");
     let _sleeper = Leftovers::of(&sleeper);
     sleeper
-        .send(Chunk::new(Stream::Stdout, &b"nowhere"[..]))
+        .send(Chunk::new(OutputStream::Stdout, &b"nowhere"[..]))
         .await
         .expect("actor gone");
     assert_eq!(poll_promptly(&sleeper).await, None);
@@ -286,7 +289,7 @@ async fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
 #[actix_rt::test]
 async fn write_after_the_child_exited_is_broken_pipe() {
     let handle = Popen::new("true")
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .start()
         .expect("cannot start true");
     let _leftovers = Leftovers::of(&handle);
@@ -309,7 +312,7 @@ async fn write_to_a_closed_stdin_of_a_running_child_is_broken_pipe() {
     let (sink, mut chunks) = ChunkSink::start_new();
     let handle = Popen::new("sh")
         .args(["-c", "exec 0<&-; echo closed; exec sleep 1000"])
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .subscribe(sink.recipient())
         .start()
         .expect("cannot start sh");
@@ -337,7 +340,7 @@ async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
     // has redirected its stdin to /dev/null).
     let handle = Popen::new("sh")
         .args(["-c", "exec 0<&-; (sleep 1000 &); exit 0"])
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .start()
         .expect("cannot start sh");
     let _leftovers = Leftovers::of(&handle);
@@ -356,7 +359,7 @@ async fn write_after_the_reap_while_output_is_held_open_is_broken_pipe() {
 
 #[actix_rt::test]
 async fn write_without_a_stdin_pipe_is_not_connected() {
-    for input in [Input::Null, Input::Inherit] {
+    for input in [InputFrom::Null, InputFrom::Inherit] {
         let handle = Popen::new("sleep")
             .arg("1000")
             .stdin(input)
@@ -388,7 +391,7 @@ async fn head_reading_ten_bytes_of_ten_mebibytes() {
     let collector = Collector::start_default();
     let handle = Popen::new("head")
         .args(["-c", "10"])
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .subscribe(collector.clone().recipient())
         .start()
         .expect("cannot start head");
@@ -400,7 +403,7 @@ async fn head_reading_ten_bytes_of_ten_mebibytes() {
         .collect();
     let writes: Vec<_> = blocks
         .iter()
-        .map(|block| handle.send(Write(block.clone())))
+        .map(|block| handle.send(WriteStdin(block.clone())))
         .collect();
     let results: Vec<std::io::Result<()>> =
         tokio::time::timeout(SOON, futures::future::join_all(writes))
@@ -429,7 +432,7 @@ async fn head_reading_ten_bytes_of_ten_mebibytes() {
 
 #[actix_rt::test]
 async fn write_to_a_prepared_piped_task_is_not_refused_as_not_a_pipe() {
-    // `Write` documents NotConnected for a stdin that is not Input::Pipe
+    // `WriteStdin` documents NotConnected for a stdin that is not InputFrom::Pipe
     // only. Sent to a task made by `Popen::prepare` before its `Start`, a
     // write is refused with that very error although the stdin is a pipe:
     // the queue is only created when the child is spawned. Expected: the
@@ -437,11 +440,11 @@ async fn write_to_a_prepared_piped_task_is_not_refused_as_not_a_pipe() {
     // that does not say the stdin is not a pipe).
     let collector = Collector::start_default();
     let cat = Popen::new("cat")
-        .stdin(Input::Pipe)
+        .stdin(InputFrom::Pipe)
         .subscribe(collector.clone().recipient())
         .prepare()
         .expect("cannot prepare cat");
-    let early = cat.send(Write(Bytes::from_static(b"early\n")));
+    let early = cat.send(WriteStdin(Bytes::from_static(b"early\n")));
     cat.send(Start)
         .await
         .expect("actor gone")
@@ -529,8 +532,8 @@ impl Deferred {
                 .expect("limits refused");
                 let (blocker_waiter, blocker_awaited) = Waiter::start_new();
                 let blocker = Popen::new("cat")
-                    .stdin(Input::Pipe)
-                    .stdout(Output::Null)
+                    .stdin(InputFrom::Pipe)
+                    .stdout(OutputTo::Null)
                     .start_listener(blocker_waiter.recipient())
                     .submit()
                     .expect("cannot submit the blocker");
@@ -611,16 +614,16 @@ async fn next_event<T>(what: &str, receiver: &mut oneshot::Receiver<T>) -> T {
 
 /// `cat` with its stdin a pipe of ours.
 fn cat() -> Popen {
-    Popen::new("cat").stdin(Input::Pipe)
+    Popen::new("cat").stdin(InputFrom::Pipe)
 }
 
-/// Sends `Write(data)` now (it is in the mailbox when this returns); the
+/// Sends `WriteStdin(data)` now (it is in the mailbox when this returns); the
 /// returned future gives its outcome, with a bound.
 fn send_write(
     handle: &ProcessHandle,
     data: &'static [u8],
 ) -> impl std::future::Future<Output = std::io::Result<()>> {
-    let request = handle.send(Write(Bytes::from_static(data)));
+    let request = handle.send(WriteStdin(Bytes::from_static(data)));
     async move {
         within("a write's outcome", request)
             .await
@@ -714,11 +717,11 @@ async fn chunks_and_writes_before_the_start_keep_their_order() {
         // Upstream chunks (of either stream) and writes, interleaved.
         let one = deferred
             .task
-            .send(Chunk::new(Stream::Stdout, &b"1 chunk\n"[..]));
+            .send(Chunk::new(OutputStream::Stdout, &b"1 chunk\n"[..]));
         let two = send_write(&deferred.task, b"2 write\n");
         let three = deferred
             .task
-            .send(Chunk::new(Stream::Stderr, &b"3 chunk\n"[..]));
+            .send(Chunk::new(OutputStream::Stderr, &b"3 chunk\n"[..]));
         deferred.task.do_send(CloseStdin);
         deferred.start().await;
         within("the first chunk written", one)
@@ -832,8 +835,8 @@ async fn close_reader_before_the_start_closes_the_output_as_the_child_starts() {
                 "trap '' PIPE; read line; for i in 1 2 3 4 5 6 7 8 9 10; do \
                  echo x 2>/dev/null || exit 42; sleep 0.05; done; exit 7",
             ])
-            .stdin(Input::Pipe)
-            .stderr(Output::Null);
+            .stdin(InputFrom::Pipe)
+            .stderr(OutputTo::Null);
         let mut deferred = Deferred::new(via, popen).await;
         deferred.task.do_send(CloseReader);
         deferred.start().await;

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix_popen::{Input, Output, Popen};
+use actix_popen::{InputFrom, OutputTo, Popen};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -202,8 +202,8 @@ impl Launch {
             .env_clear()
             .env("PATH", JOB_PATH)
             .env("LANG", "C.UTF-8")
-            .stdin(Input::Null)
-            .stderr(Output::MergeIntoStdout)
+            .stdin(InputFrom::Null)
+            .stderr(OutputTo::MergeIntoStdout)
             .cancel_timeout(self.cancel_timeout);
         if let Some(dir) = &self.dir {
             popen = popen.current_dir(dir);

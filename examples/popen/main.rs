@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, CancelWith, Exited, Output, Popen, SendSignal, Signal, SpawnError, Stream,
+    Cancel, CancelWith, Exited, OutputStream, OutputTo, Popen, SendSignal, Signal, SpawnError,
 };
 use actix_rt::signal::unix::{signal, SignalKind};
 use clap::Parser;
@@ -215,8 +215,8 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
         Sink::spawn("stderr", stderr.try_clone()?, lent_to.clone())?
     };
     let relay = Relay::new(stdout_sink, stderr_sink, exited_tx, give_up.clone()).start();
-    relay::watch_reader(stdout, Stream::Stdout, relay.clone());
-    relay::watch_reader(stderr, Stream::Stderr, relay.clone());
+    relay::watch_reader(stdout, OutputStream::Stdout, relay.clone());
+    relay::watch_reader(stderr, OutputStream::Stderr, relay.clone());
     let cancel_timeout = args.cancel_timeout;
     // Once told to stop, popen waits for a reader that does not read for
     // at most the cancel timeout: then it drops what is not written yet,
@@ -251,7 +251,7 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
     if args.pty {
         popen = popen.pty();
     } else if args.merge_stderr {
-        popen = popen.stderr(Output::MergeIntoStdout);
+        popen = popen.stderr(OutputTo::MergeIntoStdout);
     }
 
     let process = match popen.start() {

@@ -14,7 +14,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::OwnedFd;
 
 use actix::prelude::*;
-use actix_popen::{Cancel, Chunk, CloseStream, Exited, Stream};
+use actix_popen::{Cancel, Chunk, CloseStream, Exited, OutputStream};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use tokio::io::unix::AsyncFd;
@@ -34,7 +34,7 @@ pub struct Relay {
     stdout: Sink,
     stderr: Sink,
     /// The child's streams whose reader on our side went away.
-    closed: Vec<Stream>,
+    closed: Vec<OutputStream>,
     /// A write failed for another reason than EPIPE: output was lost and
     /// the child was cancelled.
     failed: bool,
@@ -61,14 +61,14 @@ impl Relay {
         }
     }
 
-    fn sink(&self, stream: Stream) -> &Sink {
+    fn sink(&self, stream: OutputStream) -> &Sink {
         match stream {
-            Stream::Stdout => &self.stdout,
-            Stream::Stderr => &self.stderr,
+            OutputStream::Stdout => &self.stdout,
+            OutputStream::Stderr => &self.stderr,
         }
     }
 
-    fn write_failed(&mut self, stream: Stream, err: io::Error) {
+    fn write_failed(&mut self, stream: OutputStream, err: io::Error) {
         if self.closed.contains(&stream) || self.failed {
             return;
         }
@@ -82,8 +82,8 @@ impl Relay {
         }
         self.failed = true;
         let ours = match stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
         };
         say(format_args!(
             "popen: writing the child's output to {ours}: {err}"
@@ -155,7 +155,7 @@ impl Handler<Attach> for Relay {
 /// The reader of one of popen's outputs went away.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ReaderGone(Stream);
+struct ReaderGone(OutputStream);
 
 impl Handler<ReaderGone> for Relay {
     type Result = ();
@@ -200,7 +200,7 @@ impl Handler<Finish> for Relay {
 /// stdout or stderr) goes away, if `fd` is a pipe or socket whose readers
 /// the kernel reports (EPOLLERR); for other fds (files, terminals) the
 /// next write tells.
-pub fn watch_reader(fd: OwnedFd, stream: Stream, relay: Addr<Relay>) {
+pub fn watch_reader(fd: OwnedFd, stream: OutputStream, relay: Addr<Relay>) {
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps its
     // number until the AsyncFd is dropped.
     let Ok(fd) = (unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }) else {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_popen::{Chunk, Stream};
+use actix_popen::{Chunk, OutputStream};
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -15,12 +15,15 @@ use futures::StreamExt;
 /// channel. It keeps no `Chunk`, so it never holds back the reader's
 /// window.
 #[derive(Debug)]
-pub struct ChunkSink(pub mpsc::UnboundedSender<(Stream, Bytes)>);
+pub struct ChunkSink(pub mpsc::UnboundedSender<(OutputStream, Bytes)>);
 
 impl ChunkSink {
     /// Starts a sink on the current arbiter; returns its address and the
     /// channel it forwards into.
-    pub fn start_new() -> (Addr<ChunkSink>, mpsc::UnboundedReceiver<(Stream, Bytes)>) {
+    pub fn start_new() -> (
+        Addr<ChunkSink>,
+        mpsc::UnboundedReceiver<(OutputStream, Bytes)>,
+    ) {
         let (tx, rx) = mpsc::unbounded();
         (ChunkSink(tx).start(), rx)
     }
@@ -41,7 +44,7 @@ impl Handler<Chunk> for ChunkSink {
 /// Reads the chunks of a [`ChunkSink`] until the bytes seen (of either
 /// stream) end with `expected`, each chunk within `bound`; returns them.
 pub async fn await_output(
-    chunks: &mut mpsc::UnboundedReceiver<(Stream, Bytes)>,
+    chunks: &mut mpsc::UnboundedReceiver<(OutputStream, Bytes)>,
     expected: &[u8],
     bound: Duration,
 ) -> Vec<u8> {
@@ -59,7 +62,7 @@ pub async fn await_output(
 /// The child's stdout, line by line, as a [`ChunkSink`] forwards it.
 #[derive(Debug)]
 pub struct LineReader {
-    chunks: mpsc::UnboundedReceiver<(Stream, Bytes)>,
+    chunks: mpsc::UnboundedReceiver<(OutputStream, Bytes)>,
     buf: Vec<u8>,
     /// How long each line may take.
     bound: Duration,
@@ -67,7 +70,10 @@ pub struct LineReader {
 
 impl LineReader {
     /// Reads `chunks`, waiting at most `bound` for each line.
-    pub fn new(chunks: mpsc::UnboundedReceiver<(Stream, Bytes)>, bound: Duration) -> LineReader {
+    pub fn new(
+        chunks: mpsc::UnboundedReceiver<(OutputStream, Bytes)>,
+        bound: Duration,
+    ) -> LineReader {
         LineReader {
             chunks,
             buf: Vec::new(),
@@ -86,7 +92,7 @@ impl LineReader {
                 .await
                 .expect("the child wrote no line in time")
                 .expect("the output ended before a whole line");
-            if stream == Stream::Stdout {
+            if stream == OutputStream::Stdout {
                 self.buf.extend_from_slice(&data);
             }
         }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{
-    AsyncWait, Chunk, Exited, ProcessHandle, ReaderFinished, ReturnCode, Started, Stream,
+    AsyncWait, Chunk, Exited, OutputStream, ProcessHandle, ReaderFinished, ReturnCode, Started,
 };
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -75,7 +75,7 @@ pub async fn async_wait(handle: &ProcessHandle) -> ReturnCode {
 pub struct Events {
     /// Every chunk's stream and bytes. The `Chunk`s themselves are dropped
     /// at once: a kept `Chunk` would hold its reader's credit and stall it.
-    pub chunks: Vec<(Stream, Bytes)>,
+    pub chunks: Vec<(OutputStream, Bytes)>,
     /// Every start notification.
     pub started: Vec<Started>,
     /// Every exit notification.
