@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use actix::prelude::*;
 use actix_popen::{
     AsyncWait, Chunk, CloseStream, OutputStream, OutputTo, PipeStatus, Pipeline, PipelineError,
-    Popen, SpawnError,
+    Popen,
 };
 use clap::Parser;
 
@@ -140,10 +140,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         // As a shell: 127 for a command not found, 126 for one that could
         // not be run.
         status: match &err {
-            PipelineError::Spawn {
-                source: SpawnError::NotFound { .. },
-                ..
-            } => 127,
+            PipelineError::Spawn { source, .. } => source.shell_status(),
             _ => 126,
         },
         message: err.to_string(),

@@ -197,6 +197,18 @@ impl SpawnError {
         }
     }
 
+    /// The exit status a POSIX shell gives a command that failed this way:
+    /// 127 when the program was not found, 126 for every other failure
+    /// (POSIX.1-2017, Shell Command Language, 2.8.2 "Exit Status for
+    /// Commands"). A deferred start ([`Start`](crate::Start), the job
+    /// pool) that fails ends its task with this status.
+    pub fn shell_status(&self) -> u8 {
+        match self {
+            SpawnError::NotFound { .. } => 127,
+            _ => 126,
+        }
+    }
+
     /// The OS error behind this one, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {

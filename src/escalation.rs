@@ -34,7 +34,6 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::sys::child::{Child, Delivery, Hold};
@@ -63,8 +62,11 @@ pub(crate) trait Kill: Send + Sync + 'static {
 pub(crate) enum Phase {
     /// Not cancelled.
     Idle,
-    /// SIGTERM and SIGCONT were sent; SIGKILL is due at the instant.
-    Terminated(Instant),
+    /// SIGTERM and SIGCONT were sent; SIGKILL is due at `kill_at`. Once
+    /// the task has ended and the leader exited, the group is looked at
+    /// again after `recheck` (doubling each time): a member may be between
+    /// closing its files and becoming a zombie, still counted alive.
+    Terminated { kill_at: Instant, recheck: Duration },
     /// SIGKILL was sent; the orphan warning is due at the instant.
     Killed(Instant),
     /// Over.
@@ -114,7 +116,10 @@ pub(crate) fn begin(
     if first != Signal::SIGCONT {
         send_logged(target, Signal::SIGCONT);
     }
-    *phase = Phase::Terminated(now + timeout);
+    *phase = Phase::Terminated {
+        kill_at: now + timeout,
+        recheck: SETTLE_RECHECK_FIRST,
+    };
     true
 }
 
@@ -122,6 +127,11 @@ pub(crate) fn begin(
 /// cancel timeout: a killed process and the task that reads its output
 /// need a moment to end (a cancel timeout of 0 used to warn at once).
 pub(crate) const KILL_GRACE: Duration = Duration::from_millis(500);
+
+/// The first and the longest wait before a finished task's group is looked
+/// at again (see [`Phase::Terminated`]).
+const SETTLE_RECHECK_FIRST: Duration = Duration::from_millis(10);
+const SETTLE_RECHECK_MAX: Duration = Duration::from_secs(1);
 
 /// Moves the escalation on as far as it can go at `now`.
 pub(crate) fn step(
@@ -135,13 +145,22 @@ pub(crate) fn step(
         match *phase {
             Phase::Idle => return Next::Done,
             Phase::Done => return Next::Done,
-            Phase::Terminated(deadline) => {
-                if target.task_finished() && target.leader_exited() && !target.group_alive(groups) {
-                    *phase = Phase::Done;
-                    continue;
+            Phase::Terminated { kill_at, recheck } => {
+                if target.task_finished() && target.leader_exited() {
+                    if !target.group_alive(groups) {
+                        *phase = Phase::Done;
+                        continue;
+                    }
+                    if now < kill_at {
+                        *phase = Phase::Terminated {
+                            kill_at,
+                            recheck: (recheck * 2).min(SETTLE_RECHECK_MAX),
+                        };
+                        return Next::Wait(kill_at.min(now + recheck));
+                    }
                 }
-                if now < deadline {
-                    return Next::Wait(deadline);
+                if now < kill_at {
+                    return Next::Wait(kill_at);
                 }
                 log::debug!("cancel timeout: SIGKILL to {}", target.describe());
                 send_logged(target, Signal::SIGKILL);
@@ -263,13 +282,16 @@ impl Tracked {
         );
         drop(phase);
         if was_running && !matches!(next, Next::Wait(_)) {
+            // May reap the child: the caller then takes it out of the
+            // shutdown registry.
             self.child.release(Hold::Escalation);
-            crate::shutdown::forget_if_reaped(self);
         }
         next
     }
 
-    /// The task ended: it no longer needs the child's numbers. Returns
+    /// The task ended: it no longer needs the child's numbers (this may
+    /// reap the child: the caller then takes it out of the shutdown
+    /// registry). Returns
     /// whether an escalation is under way, which may end early now if the
     /// group is empty: the caller has the supervisor look, in a batch (a
     /// look is a read of /proc, too slow to make once per task when
@@ -277,8 +299,16 @@ impl Tracked {
     pub(crate) fn task_ended(&self) -> bool {
         self.finished.store(true, Ordering::SeqCst);
         self.child.release(Hold::Task);
-        crate::shutdown::forget_if_reaped(self);
         self.escalating()
+    }
+
+    /// For a teardown, when nobody will end the task any more: it counts
+    /// as ended, and its escalation begins now with SIGTERM, or goes on
+    /// from where it is.
+    pub(crate) fn end_for_shutdown(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.begin(Signal::SIGTERM);
+        self.child.release(Hold::Task);
     }
 
     /// Whether an escalation has begun and not ended.
@@ -336,102 +366,6 @@ impl Kill for Tracked {
             "nothing found".to_owned()
         } else {
             alive.join("; ")
-        }
-    }
-}
-
-/// The escalation for many tasks at once, blocking the thread: for an
-/// arbiter or System being torn down, when no event loop is left to run
-/// timers. Tasks not cancelled yet get step 1 now; tasks already being
-/// escalated go on from where they are. Nobody will end these tasks any
-/// more, so each counts as ended. Returns once every escalation is over;
-/// every child that exited by then is reaped.
-///
-/// The leaders' exits wake the thread through their pidfds; a group whose
-/// leader has exited is looked at in /proc every few milliseconds, so the
-/// wait ends as soon as nothing is left.
-pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
-    const GROUP_CHECK: Duration = Duration::from_millis(20);
-    let all = tasks.clone();
-    let mut pending: Vec<Arc<Tracked>> = Vec::new();
-    for task in tasks {
-        task.finished.store(true, Ordering::SeqCst);
-        task.begin(Signal::SIGTERM);
-        task.child.release(Hold::Task);
-        pending.push(task);
-    }
-    loop {
-        let mut groups = Groups::default();
-        let mut wake: Option<Instant> = None;
-        pending.retain(|task| match task.step(&mut groups) {
-            Next::Wait(at) => {
-                wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
-                true
-            }
-            Next::Release | Next::Done => false,
-        });
-        let Some(mut wake) = wake else {
-            warn_of_held_outputs(&all);
-            return;
-        };
-        let pidfds: Vec<_> = pending
-            .iter()
-            .filter(|task| !task.child.has_exited())
-            .filter_map(|task| task.child.pidfd())
-            .collect();
-        if pidfds.len() < pending.len() {
-            wake = wake.min(Instant::now() + GROUP_CHECK);
-        }
-        let timeout = wake.saturating_duration_since(Instant::now());
-        let mut fds: Vec<PollFd<'_>> = pidfds
-            .iter()
-            .map(|fd| PollFd::new(std::os::fd::AsFd::as_fd(&**fd), PollFlags::POLLIN))
-            .collect();
-        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(err) => {
-                log::error!("shutdown: poll on pidfds failed: {err}");
-                std::thread::sleep(GROUP_CHECK);
-            }
-        }
-        drop(fds);
-        for task in &pending {
-            // Notes an exit, if any, so that the next step sees it.
-            let _ = task.child.poll_exit();
-        }
-    }
-}
-
-/// After a blocking escalation: names, for each task, the processes that
-/// still hold its output open. They are outside the task's process group
-/// (after `setsid`, say), so no signal of ours reached them; they are left
-/// running. One pass over /proc for all the tasks.
-fn warn_of_held_outputs(tasks: &[Arc<Tracked>]) {
-    let links: Vec<String> = tasks
-        .iter()
-        .flat_map(|t| t.outputs.iter().cloned())
-        .collect();
-    let held = crate::sys::proc::holders_of_each(&links);
-    if held.is_empty() {
-        return;
-    }
-    for task in tasks {
-        let mut pids: Vec<u32> = task
-            .outputs
-            .iter()
-            .filter_map(|link| held.get(link))
-            .flatten()
-            .copied()
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        if !pids.is_empty() {
-            log::warn!(
-                "{}: its output is still held open by pids {pids:?}, outside its process \
-                 group; they are left running",
-                task.describe()
-            );
         }
     }
 }
@@ -548,6 +482,25 @@ mod tests {
             mock.signals(),
             vec![Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
         );
+    }
+
+    /// Regression: a member still exiting when the task ended (it had
+    /// closed the output, so the task could end, but was not a zombie yet)
+    /// held the leader unreaped until the cancel timeout.
+    #[test]
+    fn a_group_that_dies_just_after_the_task_ended_ends_the_escalation_soon() {
+        let mock = Mock::new(false, Some(Signal::SIGTERM), None);
+        let start = Instant::now();
+        let mut phase = Phase::Idle;
+        assert!(begin(&mock, &mut phase, T, start, Signal::SIGTERM));
+        let groups = &mut Groups::default();
+        let Next::Wait(at) = step(&mock, &mut phase, T, start, groups) else {
+            panic!("the group is alive: the escalation goes on");
+        };
+        assert_eq!(at - start, SETTLE_RECHECK_FIRST);
+        mock.group_alive.store(false, Ordering::SeqCst);
+        assert_eq!(step(&mock, &mut phase, T, at, groups), Next::Done);
+        assert_eq!(mock.signals(), vec![Signal::SIGTERM, Signal::SIGCONT]);
     }
 
     #[test]

@@ -95,6 +95,7 @@ mod error;
 mod escalation;
 mod lines;
 mod messages;
+mod options;
 mod pipe_reader;
 mod pipeline;
 mod popen;
@@ -102,6 +103,7 @@ mod process;
 mod returncode;
 mod shutdown;
 mod signal;
+mod spawn;
 mod stdin;
 mod supervisor;
 mod sys;
@@ -115,15 +117,17 @@ pub use messages::{
     ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start, Started, TakeValue,
     TryWait, WriteStdin,
 };
-pub use pipe_reader::{PipeReader, DEFAULT_BUFSIZE, DEFAULT_WINDOW};
-pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
-pub use popen::{
-    InputFrom, OutputTo, Popen, DEFAULT_CANCEL_TIMEOUT, MAX_BUFSIZE, MAX_COALESCE, MAX_TIMEOUT,
-    MAX_WINDOW,
+pub use options::{
+    DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,
+    MAX_TIMEOUT, MAX_WINDOW,
 };
+pub use pipe_reader::PipeReader;
+pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
+pub use popen::Popen;
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
 pub use signal::Signal;
+pub use spawn::{InputFrom, OutputTo};
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
 
 // The README's examples are compiled and run as doc tests.

@@ -39,12 +39,9 @@ use tokio::sync::Semaphore;
 
 use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, ReaderFinished};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
+use crate::sys::reactor::watch;
 
-/// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
-pub const DEFAULT_BUFSIZE: usize = 4096;
-
-/// Chunks of one input that may be unconsumed at once (see [`Chunk`]).
-pub const DEFAULT_WINDOW: usize = 16;
+use crate::options::{DEFAULT_BUFSIZE, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE, MAX_WINDOW};
 
 /// An actor that reads its inputs until EOF and sends every chunk to its
 /// subscribers, in order (portage's `PipeReader`).
@@ -145,10 +142,10 @@ impl PipeReader {
     }
 
     /// Sets the most bytes one `read()` asks for; values below 1 are
-    /// raised to 1, values above [`MAX_BUFSIZE`](crate::MAX_BUFSIZE)
+    /// raised to 1, values above [`MAX_BUFSIZE`]
     /// lowered to it.
     pub fn bufsize(mut self, bufsize: usize) -> PipeReader {
-        self.bufsize = bufsize.clamp(1, crate::MAX_BUFSIZE);
+        self.bufsize = bufsize.clamp(1, MAX_BUFSIZE);
         self
     }
 
@@ -156,18 +153,18 @@ impl PipeReader {
     /// once (each read still asks for at most `bufsize`). By default each
     /// chunk is one read, as in portage; coalescing trades that for fewer
     /// messages when the child writes fast. Values above
-    /// [`MAX_COALESCE`](crate::MAX_COALESCE) are lowered to it.
+    /// [`MAX_COALESCE`] are lowered to it.
     pub fn coalesce(mut self, bytes: usize) -> PipeReader {
-        self.coalesce = bytes.min(crate::MAX_COALESCE);
+        self.coalesce = bytes.min(MAX_COALESCE);
         self
     }
 
     /// Sets how many chunks of one input may be unconsumed at once; values
     /// below 1 are raised to 1, values above
-    /// [`MAX_WINDOW`](crate::MAX_WINDOW) lowered to it. Memory held per
+    /// [`MAX_WINDOW`] lowered to it. Memory held per
     /// input is about `window × bufsize`.
     pub fn window(mut self, window: usize) -> PipeReader {
-        self.window = window.clamp(1, crate::MAX_WINDOW);
+        self.window = window.clamp(1, MAX_WINDOW);
         self
     }
 
@@ -329,12 +326,7 @@ impl Handler<CloseReader> for PipeReader {
 /// runs on this thread.
 fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     set_nonblocking(fd.as_fd())?;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(io::Error::other("no tokio reactor runs on this thread"));
-    }
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and keeps its
-    // number until the AsyncFd is dropped.
-    Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? })
+    watch(fd, tokio::io::Interest::READABLE)
 }
 
 /// One input being read.

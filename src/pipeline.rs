@@ -35,8 +35,8 @@ use crate::messages::CloseStream;
 use crate::messages::{
     AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream,
 };
-use crate::popen::{InputFrom, OutputTo};
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
+use crate::spawn::{InputFrom, OutputTo};
 use crate::{Popen, ReturnCode, SpawnError, WaitError};
 
 /// The chunk size a stage gathers for the next one unless its [`Popen`]
@@ -142,19 +142,19 @@ impl Pipeline {
                 // What is ready goes on to the next stage in one write of up
                 // to 64 KiB, not one per read, unless the stage says
                 // otherwise.
-                if popen.coalesce == 0 {
-                    popen = popen.coalesce(PIPE_COALESCE);
-                }
-                popen = popen.stdout(OutputTo::Pipe).subscribe_stream(
-                    OutputStream::Stdout,
-                    next.addr().clone().recipient::<Chunk>(),
-                );
-                // EOF crosses at once: the next stage's stdin closes as
-                // soon as this stage's stdout does, not when it exits.
-                popen.eof_listeners.push((
-                    OutputStream::Stdout,
-                    next.addr().clone().recipient::<CloseStdin>(),
-                ));
+                popen = popen
+                    .coalesce_unless_set(PIPE_COALESCE)
+                    .stdout(OutputTo::Pipe)
+                    .subscribe_stream(
+                        OutputStream::Stdout,
+                        next.addr().clone().recipient::<Chunk>(),
+                    )
+                    // EOF crosses at once: the next stage's stdin closes as
+                    // soon as this stage's stdout does, not when it exits.
+                    .on_eof(
+                        OutputStream::Stdout,
+                        next.addr().clone().recipient::<CloseStdin>(),
+                    );
             }
             match popen.start() {
                 Ok(handle) => {

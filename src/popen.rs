@@ -1,93 +1,21 @@
-//! [`Popen`]: the description of a child process and how its output is
-//! wired (portage's `subprocess.Popen` arguments), and the spawn itself.
+//! [`Popen`]: the description of a task (portage's `subprocess.Popen`
+//! arguments plus `PopenProcess`'s options): what is spawned (see
+//! `spawn.rs`), how its output is read and who hears of it. Starting it
+//! hands a `TaskSpec` to the task actor (see `process/mod.rs`).
 
 use std::ffi::{OsStr, OsString};
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use actix::Recipient;
 
-use crate::messages::{Chunk, Exited, OutputStream, Started};
-use crate::pipe_reader::{DEFAULT_BUFSIZE, DEFAULT_WINDOW};
-use crate::process::{PopenProcess, ProcessHandle};
-use crate::sys::child::Child;
-use crate::sys::fd::pipe;
-use crate::sys::pty::open_pty;
+use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
+use crate::options::{ReaderOptions, TaskOptions};
+use crate::process::{PopenProcess, ProcessHandle, TaskSpec};
+use crate::spawn::{InputFrom, OutputTo, SpawnSpec};
+use crate::supervisor::{Enqueue, ProcessSupervisor};
 use crate::SpawnError;
-
-/// A child just spawned, with our ends of its pipes.
-pub(crate) struct Spawned {
-    pub(crate) child: Child,
-    pub(crate) reads: Vec<(OutputStream, OwnedFd)>,
-    pub(crate) stdin: Option<OwnedFd>,
-    /// What the child's piped output ends link to in /proc, to name who
-    /// holds them open in warnings.
-    pub(crate) outputs: Vec<String>,
-}
-
-/// The largest [`Popen::bufsize`]: 1 MiB per `read()`, the largest pipe
-/// an unprivileged process may have (Linux's default `pipe-max-size`): a
-/// larger read would not return more, and each chunk may keep a buffer of
-/// this size alive.
-pub const MAX_BUFSIZE: usize = 1 << 20;
-
-/// The largest [`Popen::coalesce`]: 1 GiB per chunk.
-pub const MAX_COALESCE: usize = 1 << 30;
-
-/// The largest [`Popen::window`]: 4096 chunks per stream, so that what a
-/// slow subscriber can pin (about `window × bufsize`) stays under 4 GiB
-/// per stream even at [`MAX_BUFSIZE`].
-pub const MAX_WINDOW: usize = 4096;
-
-/// The longest [`Popen::cancel_timeout`] and [`Popen::drain_timeout`]: 365
-/// days (longer ones would overflow the clock arithmetic of the timers).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
-/// SIGKILL, and between SIGKILL and the orphan warning.
-pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Where one of the child's output streams goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputTo {
-    /// A pipe read by the task; what the child writes arrives as [`Chunk`]s.
-    #[default]
-    Pipe,
-    /// The host's own stdout or stderr.
-    Inherit,
-    /// `/dev/null`.
-    Null,
-    /// For stderr only: the same destination as stdout (portage's
-    /// `stderr=STDOUT`, the shell's `2>&1`). With stdout a pipe, both
-    /// arrive interleaved as [`OutputStream::Stdout`] chunks.
-    MergeIntoStdout,
-    /// A pseudo-terminal read by the task. Streams that are both `Pty`
-    /// share one terminal, and arrive as [`OutputStream::Stdout`] chunks. The
-    /// terminal translates `\n` into `\r\n`, as any terminal does, and is
-    /// not the child's controlling terminal.
-    Pty,
-}
-
-/// Where the child's stdin comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InputFrom {
-    /// The host's own stdin (portage's default).
-    #[default]
-    Inherit,
-    /// `/dev/null`.
-    Null,
-    /// A pipe written by the task: send [`WriteStdin`](crate::WriteStdin) (or
-    /// [`Chunk`]s, from an upstream process) and [`CloseStdin`](crate::CloseStdin)
-    /// to the actor. Once every address of the actor is dropped (every
-    /// [`ProcessHandle`](crate::ProcessHandle), `Addr` and `Recipient`),
-    /// nobody can write any more and the pipe is closed after what was
-    /// queued: the child reads EOF and is not killed (as std and tokio
-    /// close a child's stdin when its handle is dropped).
-    Pipe,
-}
 
 /// A description of a child process to run as a [`PopenProcess`] actor.
 ///
@@ -120,28 +48,7 @@ pub enum InputFrom {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Popen {
-    pub(crate) program: OsString,
-    args: Vec<OsString>,
-    env: Vec<(OsString, Option<OsString>)>,
-    env_clear: bool,
-    current_dir: Option<PathBuf>,
-    stdin: InputFrom,
-    stdout: OutputTo,
-    stderr: OutputTo,
-    pub(crate) bufsize: usize,
-    pub(crate) coalesce: usize,
-    pub(crate) window: usize,
-    pub(crate) cancel_timeout: Duration,
-    pub(crate) drain_timeout: Option<Duration>,
-    pub(crate) process_group: bool,
-    close_fds: bool,
-    restore_signals: bool,
-    pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
-    pub(crate) exit_listeners: Vec<Recipient<Exited>>,
-    pub(crate) start_listeners: Vec<Recipient<Started>>,
-    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
-    /// stage).
-    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<crate::CloseStdin>)>,
+    spec: TaskSpec,
 }
 
 impl Popen {
@@ -149,32 +56,21 @@ impl Popen {
     /// when it has no `/` (as `std::process::Command::new`).
     pub fn new(program: impl AsRef<OsStr>) -> Popen {
         Popen {
-            program: program.as_ref().to_owned(),
-            args: Vec::new(),
-            env: Vec::new(),
-            env_clear: false,
-            current_dir: None,
-            stdin: InputFrom::Inherit,
-            stdout: OutputTo::Pipe,
-            stderr: OutputTo::Pipe,
-            bufsize: DEFAULT_BUFSIZE,
-            coalesce: 0,
-            window: DEFAULT_WINDOW,
-            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
-            drain_timeout: None,
-            process_group: true,
-            close_fds: false,
-            restore_signals: true,
-            subscribers: Vec::new(),
-            exit_listeners: Vec::new(),
-            start_listeners: Vec::new(),
-            eof_listeners: Vec::new(),
+            spec: TaskSpec {
+                command: SpawnSpec::new(program.as_ref().to_owned()),
+                reader: ReaderOptions::default(),
+                options: TaskOptions::default(),
+                subscribers: Vec::new(),
+                eof_listeners: Vec::new(),
+                start_listeners: Vec::new(),
+                exit_listeners: Vec::new(),
+            },
         }
     }
 
     /// Adds an argument.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Popen {
-        self.args.push(arg.as_ref().to_owned());
+        self.spec.command.args.push(arg.as_ref().to_owned());
         self
     }
 
@@ -184,7 +80,9 @@ impl Popen {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
+        self.spec
+            .command
+            .args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
@@ -196,45 +94,47 @@ impl Popen {
     /// [`SpawnError::InvalidConfig`] (std's `Command` would pass `A=B` set
     /// to `c` on as `A=B=c`, setting `A`).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Popen {
-        self.env
+        self.spec
+            .command
+            .env
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
         self
     }
 
     /// Removes an environment variable from the child's environment.
     pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Popen {
-        self.env.push((key.as_ref().to_owned(), None));
+        self.spec.command.env.push((key.as_ref().to_owned(), None));
         self
     }
 
     /// Starts the child with an empty environment plus what [`env`](Self::env) sets.
     pub fn env_clear(mut self) -> Popen {
-        self.env_clear = true;
-        self.env.clear();
+        self.spec.command.env_clear = true;
+        self.spec.command.env.clear();
         self
     }
 
     /// Runs the child in `dir`.
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Popen {
-        self.current_dir = Some(dir.as_ref().to_owned());
+        self.spec.command.current_dir = Some(dir.as_ref().to_owned());
         self
     }
 
     /// Where the child's stdin comes from.
     pub fn stdin(mut self, input: InputFrom) -> Popen {
-        self.stdin = input;
+        self.spec.command.stdin = input;
         self
     }
 
     /// Where the child's stdout goes.
     pub fn stdout(mut self, output: OutputTo) -> Popen {
-        self.stdout = output;
+        self.spec.command.stdout = output;
         self
     }
 
     /// Where the child's stderr goes.
     pub fn stderr(mut self, output: OutputTo) -> Popen {
-        self.stderr = output;
+        self.spec.command.stderr = output;
         self
     }
 
@@ -245,10 +145,10 @@ impl Popen {
     }
 
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
-    /// 4096 by default), from 1 to [`MAX_BUFSIZE`]; the start refuses
+    /// 4096 by default), from 1 to [`MAX_BUFSIZE`](crate::MAX_BUFSIZE); the start refuses
     /// other values with [`SpawnError::InvalidConfig`].
     pub fn bufsize(mut self, bufsize: usize) -> Popen {
-        self.bufsize = bufsize;
+        self.spec.reader.bufsize = bufsize;
         self
     }
 
@@ -256,19 +156,19 @@ impl Popen {
     /// once; each `read()` still asks for at most `bufsize`. By default a
     /// chunk is one read (portage's behaviour); with a child that writes
     /// fast, coalescing sends one message per `bytes` instead of one per
-    /// read. At most [`MAX_COALESCE`]; the start refuses more.
+    /// read. At most [`MAX_COALESCE`](crate::MAX_COALESCE); the start refuses more.
     pub fn coalesce(mut self, bytes: usize) -> Popen {
-        self.coalesce = bytes;
+        self.spec.reader.coalesce = bytes;
         self
     }
 
     /// Sets how many chunks of one stream may be unconsumed by the
     /// subscribers at once (16 by default, at least 1); see [`Chunk`] for
     /// how the credit returns. With the window used up the task stops
-    /// reading and the child blocks in `write()`. At most [`MAX_WINDOW`];
+    /// reading and the child blocks in `write()`. At most [`MAX_WINDOW`](crate::MAX_WINDOW);
     /// the start refuses more.
     pub fn window(mut self, window: usize) -> Popen {
-        self.window = window;
+        self.spec.reader.window = window;
         self
     }
 
@@ -280,17 +180,17 @@ impl Popen {
     /// [`Exited::output_complete`](crate::Exited::output_complete) `false`.
     /// Time the reader spends waiting for slow subscribers (backpressure)
     /// does not count: output already in the pipe is not cut off because a
-    /// consumer is slow. At most [`MAX_TIMEOUT`]; the start refuses more.
+    /// consumer is slow. At most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
     pub fn drain_timeout(mut self, timeout: Duration) -> Popen {
-        self.drain_timeout = Some(timeout);
+        self.spec.options.drain_timeout = Some(timeout);
         self
     }
 
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning (portage's `_cancel_timeout`, 1 s by
-    /// default). At most [`MAX_TIMEOUT`]; the start refuses more.
+    /// default). At most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
     pub fn cancel_timeout(mut self, timeout: Duration) -> Popen {
-        self.cancel_timeout = timeout;
+        self.spec.options.cancel_timeout = timeout;
         self
     }
 
@@ -301,7 +201,7 @@ impl Popen {
     /// itself is signalled: processes it started may outlive a cancel, and
     /// a Ctrl-C at a terminal reaches it directly.
     pub fn process_group(mut self, enabled: bool) -> Popen {
-        self.process_group = enabled;
+        self.spec.command.process_group = enabled;
         self
     }
 
@@ -314,7 +214,7 @@ impl Popen {
     /// `CLOSE_RANGE_CLOEXEC`); on an older kernel the spawn fails with
     /// [`SpawnError::Unsupported`] and nothing runs.
     pub fn close_fds(mut self, enabled: bool) -> Popen {
-        self.close_fds = enabled;
+        self.spec.command.close_fds = enabled;
         self
     }
 
@@ -332,42 +232,42 @@ impl Popen {
     /// BENCHMARKS.md). With `false`, the child inherits both, as with
     /// `std::process::Command`.
     pub fn restore_signals(mut self, enabled: bool) -> Popen {
-        self.restore_signals = enabled;
+        self.spec.command.restore_signals = enabled;
         self
     }
 
     /// Sends every output [`Chunk`] to `recipient`, from the first byte.
     pub fn subscribe(mut self, recipient: Recipient<Chunk>) -> Popen {
-        self.subscribers.push((None, recipient));
+        self.spec.subscribers.push((None, recipient));
         self
     }
 
     /// Sends the [`Chunk`]s of one stream only to `recipient` (for example
     /// the stdout of this process to the stdin of the next).
     pub fn subscribe_stream(mut self, stream: OutputStream, recipient: Recipient<Chunk>) -> Popen {
-        self.subscribers.push((Some(stream), recipient));
+        self.spec.subscribers.push((Some(stream), recipient));
         self
     }
 
     /// Notifies `recipient` of the exit (see [`AddExitListener`](crate::AddExitListener)).
     pub fn exit_listener(mut self, recipient: Recipient<Exited>) -> Popen {
-        if !self.exit_listeners.contains(&recipient) {
-            self.exit_listeners.push(recipient);
+        if !self.spec.exit_listeners.contains(&recipient) {
+            self.spec.exit_listeners.push(recipient);
         }
         self
     }
 
     /// Notifies `recipient` of the start (see [`AddStartListener`](crate::AddStartListener)).
     pub fn start_listener(mut self, recipient: Recipient<Started>) -> Popen {
-        if !self.start_listeners.contains(&recipient) {
-            self.start_listeners.push(recipient);
+        if !self.spec.start_listeners.contains(&recipient) {
+            self.spec.start_listeners.push(recipient);
         }
         self
     }
 
     /// The program, as given.
     pub fn get_program(&self) -> &OsStr {
-        &self.program
+        &self.spec.command.program
     }
 
     /// Spawns the child now and starts its actor on the current arbiter,
@@ -385,7 +285,21 @@ impl Popen {
     /// argument, a value or the working directory), or when no actix
     /// arbiter runs on this thread. Nothing is left running.
     pub fn start(self) -> Result<ProcessHandle, SpawnError> {
-        PopenProcess::spawn_and_start(self)
+        PopenProcess::spawn_and_start(self.spec)
+    }
+
+    /// Spawns the child now and starts its actor on `arbiter` (another
+    /// thread's event loop), so that [`ProcessHandle::wait`] can block this
+    /// thread, which need not run an arbiter.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); [`SpawnError::NoArbiter`] when `arbiter`
+    /// has stopped.
+    pub fn start_in_arbiter(
+        self,
+        arbiter: &actix_rt::ArbiterHandle,
+    ) -> Result<ProcessHandle, SpawnError> {
+        PopenProcess::spawn_in_arbiter(self.spec, arbiter)
     }
 
     /// Creates the task's actor on the current arbiter without spawning the
@@ -398,7 +312,7 @@ impl Popen {
     /// [`SpawnError::NoArbiter`] when no actix arbiter runs on this thread;
     /// [`SpawnError::InvalidConfig`] for an invalid description.
     pub fn prepare(self) -> Result<ProcessHandle, SpawnError> {
-        PopenProcess::prepare(self)
+        PopenProcess::prepare(self.spec)
     }
 
     /// Submits the task to the [`ProcessSupervisor`](crate::ProcessSupervisor)'s
@@ -418,322 +332,28 @@ impl Popen {
     /// As [`prepare`](Self::prepare).
     pub fn submit(self) -> Result<ProcessHandle, SpawnError> {
         let handle = self.prepare()?;
-        crate::ProcessSupervisor::get().do_send(crate::supervisor::Enqueue(handle.clone()));
+        ProcessSupervisor::get().do_send(Enqueue(Box::new(handle.clone())));
         Ok(handle)
     }
 
-    pub(crate) fn stdin_is_piped(&self) -> bool {
-        self.stdin == InputFrom::Pipe
-    }
-
-    pub(crate) fn program_name(&self) -> String {
-        self.program.to_string_lossy().into_owned()
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
-        let reason = if !(1..=MAX_BUFSIZE).contains(&self.bufsize) {
-            format!(
-                "bufsize must be from 1 to {MAX_BUFSIZE} bytes, not {}",
-                self.bufsize
-            )
-        } else if self.coalesce > MAX_COALESCE {
-            format!(
-                "coalesce must be at most {MAX_COALESCE} bytes, not {}",
-                self.coalesce
-            )
-        } else if !(1..=MAX_WINDOW).contains(&self.window) {
-            format!(
-                "window must be from 1 to {MAX_WINDOW} chunks, not {}",
-                self.window
-            )
-        } else if self.cancel_timeout > MAX_TIMEOUT {
-            format!(
-                "cancel_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
-                self.cancel_timeout
-            )
-        } else if self.drain_timeout.is_some_and(|t| t > MAX_TIMEOUT) {
-            format!(
-                "drain_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
-                self.drain_timeout
-            )
-        } else if self.stdout == OutputTo::MergeIntoStdout {
-            "stdout cannot be merged into itself".to_owned()
+    /// The stage's default coalescing in a pipeline, unless it set its own.
+    pub(crate) fn coalesce_unless_set(self, bytes: usize) -> Popen {
+        if self.spec.reader.coalesce == 0 {
+            self.coalesce(bytes)
         } else {
-            match self.exec_strings_error() {
-                Some(reason) => reason,
-                None => return Ok(()),
-            }
-        };
-        Err(SpawnError::InvalidConfig {
-            program: self.program_name(),
-            reason,
-        })
-    }
-
-    /// What exec could not pass on as given, if anything: a C string ends
-    /// at its first NUL, and an environment entry is `NAME=VALUE`, so a
-    /// name with `=` in it would set another variable (`PATH=/x:` set to
-    /// `y` would give `PATH=/x:=y`).
-    fn exec_strings_error(&self) -> Option<String> {
-        use std::os::unix::ffi::OsStrExt;
-        let has_nul = |s: &OsStr| s.as_bytes().contains(&0);
-        if has_nul(&self.program) {
-            return Some(format!(
-                "the program {:?} contains a NUL byte",
-                self.program
-            ));
-        }
-        if let Some((index, arg)) = self.args.iter().enumerate().find(|(_, a)| has_nul(a)) {
-            // Numbered as in argv, where the program is argument 0.
-            return Some(format!(
-                "argument {} ({arg:?}) contains a NUL byte",
-                index + 1
-            ));
-        }
-        for (name, value) in &self.env {
-            if name.is_empty() {
-                return Some("an environment variable name is empty".to_owned());
-            }
-            if name.as_bytes().contains(&b'=') {
-                return Some(format!(
-                    "the environment variable name {name:?} contains '='"
-                ));
-            }
-            if has_nul(name) {
-                return Some(format!(
-                    "the environment variable name {name:?} contains a NUL byte"
-                ));
-            }
-            if value.as_deref().is_some_and(has_nul) {
-                return Some(format!(
-                    "the value of the environment variable {name:?} contains a NUL byte"
-                ));
-            }
-        }
-        match &self.current_dir {
-            Some(dir) if has_nul(dir.as_os_str()) => {
-                Some(format!("the working directory {dir:?} contains a NUL byte"))
-            }
-            _ => None,
+            self
         }
     }
 
-    /// Spawns the child: a std `Command` built afresh (so the description
-    /// stays reusable), with our own close-on-exec pipes and pty. Returns
-    /// the child, our read ends and our end of its stdin, non-blocking mode
-    /// still unset.
-    ///
-    /// `process_group(0)` keeps std on its `posix_spawn` fast path; a
-    /// `pre_exec` step (which forces the fork path) is added only for
-    /// `close_fds(true)`, and for the signal reset when the spawning thread
-    /// is not clean (see `sys/signals.rs`).
-    pub(crate) fn spawn(&self) -> Result<Spawned, SpawnError> {
-        self.validate()?;
-        // A host that ignores SIGCHLD would have the kernel reap our
-        // children behind our back.
-        crate::sys::signals::restore_sigchld();
-        let io_err = |source: io::Error| self.classify(source);
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
-        if self.env_clear {
-            command.env_clear();
-        }
-        for (key, value) in &self.env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
-        if self.process_group {
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        }
-        if self.close_fds {
-            crate::sys::fd::close_range_works().map_err(io_err)?;
-            // SAFETY: the closure runs in the child between fork and exec,
-            // after std installed fds 0, 1 and 2; it makes one syscall,
-            // which is async-signal-safe, and touches no memory.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(
-                    &mut command,
-                    crate::sys::fd::cloexec_from_3,
-                );
-            }
-        }
-        if self.restore_signals && !crate::sys::signals::host_is_clean() {
-            // SAFETY: the closure runs in the child between fork and exec;
-            // it only makes async-signal-safe calls (sigprocmask,
-            // sigaction, signal) and allocates nothing.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(
-                    &mut command,
-                    crate::sys::signals::reset_in_child,
-                );
-            }
-        }
-        let mut stdin = None;
-        command.stdin(match self.stdin {
-            InputFrom::Inherit => Stdio::inherit(),
-            InputFrom::Null => Stdio::null(),
-            InputFrom::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
-                stdin = Some(write);
-                Stdio::from(read)
-            }
-        });
-
-        let mut reads = Vec::new();
-        let mut pty: Option<OwnedFd> = None; // the slave end, once opened
-        let mut open_pty_slave = |reads: &mut Vec<(OutputStream, OwnedFd)>,
-                                  stream: OutputStream|
-         -> io::Result<OwnedFd> {
-            if let Some(slave) = &pty {
-                return slave.try_clone();
-            }
-            let (master, slave) = open_pty()?;
-            reads.push((stream, master));
-            let copy = slave.try_clone()?;
-            pty = Some(slave);
-            Ok(copy)
-        };
-        let stdout_fd: Option<OwnedFd> = match self.stdout {
-            OutputTo::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
-                reads.push((OutputStream::Stdout, read));
-                Some(write)
-            }
-            OutputTo::Pty => {
-                Some(open_pty_slave(&mut reads, OutputStream::Stdout).map_err(io_err)?)
-            }
-            OutputTo::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
-            OutputTo::Null | OutputTo::MergeIntoStdout => None,
-        };
-        let mut stderr_link = None;
-        let stderr_stdio = match self.stderr {
-            OutputTo::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
-                reads.push((OutputStream::Stderr, read));
-                stderr_link = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(&write));
-                Stdio::from(write)
-            }
-            OutputTo::Pty => {
-                Stdio::from(open_pty_slave(&mut reads, OutputStream::Stderr).map_err(io_err)?)
-            }
-            OutputTo::Inherit => Stdio::inherit(),
-            OutputTo::Null => Stdio::null(),
-            OutputTo::MergeIntoStdout => match &stdout_fd {
-                Some(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
-                None => Stdio::null(),
-            },
-        };
-        let mut outputs: Vec<String> = Vec::new();
-        for fd in stdout_fd.iter().chain(&pty) {
-            if let Some(link) = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(fd)) {
-                if !outputs.contains(&link) {
-                    outputs.push(link);
-                }
-            }
-        }
-        outputs.extend(stderr_link);
-        command.stderr(stderr_stdio);
-        command.stdout(match stdout_fd {
-            Some(fd) => Stdio::from(fd),
-            None => Stdio::null(),
-        });
-
-        let spawned = command.spawn().map_err(io_err)?;
-        // Dropping the command closes our copies of the child's ends, so
-        // EOF arrives when the child (and its children) close theirs.
-        drop(command);
-        drop(pty);
-        let child = Child::new(spawned.id(), self.process_group).map_err(io_err)?;
-        log::debug!(
-            "spawned {:?} {:?} as pid {}",
-            self.program,
-            self.args,
-            child.pid()
-        );
-        Ok(Spawned {
-            child,
-            reads,
-            stdin,
-            outputs,
-        })
-    }
-
-    fn classify(&self, source: io::Error) -> SpawnError {
-        use nix::libc;
-        let program = self.program_name();
-        let errno = source.raw_os_error();
-        // exec reports a working directory it cannot enter with the same
-        // errnos as a program it cannot find or run: tell them apart.
-        if let (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir)) =
-            (errno, &self.current_dir)
-        {
-            let enterable = nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK)
-                .is_ok()
-                && dir.is_dir();
-            if !enterable {
-                return SpawnError::WorkingDirectory {
-                    program,
-                    dir: dir.clone(),
-                    source,
-                };
-            }
-        }
-        match errno {
-            Some(libc::ENOENT) => SpawnError::NotFound { program, source },
-            Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, source },
-            Some(libc::E2BIG) => {
-                let (largest, size) = self.largest_string();
-                SpawnError::ArgumentListTooLong {
-                    program,
-                    largest,
-                    size,
-                    source,
-                }
-            }
-            Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM) => {
-                SpawnError::ResourceExhausted { program, source }
-            }
-            None if source.kind() == io::ErrorKind::Unsupported => {
-                SpawnError::Unsupported { program, source }
-            }
-            _ => SpawnError::Io { program, source },
-        }
-    }
-
-    /// The largest string the kernel copies for exec: an argument (with its
-    /// NUL) or an environment entry `NAME=VALUE` (with its NUL), of the
-    /// environment the child would get.
-    fn largest_string(&self) -> (String, usize) {
-        use std::os::unix::ffi::OsStrExt;
-        let mut env: Vec<(OsString, OsString)> = if self.env_clear {
-            Vec::new()
-        } else {
-            std::env::vars_os().collect()
-        };
-        for (key, value) in &self.env {
-            env.retain(|(k, _)| k != key);
-            if let Some(value) = value {
-                env.push((key.clone(), value.clone()));
-            }
-        }
-        let argv = std::iter::once(&self.program).chain(&self.args);
-        let args = argv
-            .enumerate()
-            .map(|(i, arg)| (format!("argument {i}"), arg.as_bytes().len() + 1));
-        let vars = env.iter().map(|(key, value)| {
-            (
-                format!("environment variable {}", key.to_string_lossy()),
-                key.as_bytes().len() + value.as_bytes().len() + 2,
-            )
-        });
-        args.chain(vars)
-            .max_by_key(|(_, size)| *size)
-            .unwrap_or_else(|| ("argument 0".to_owned(), 1))
+    /// Closes `recipient`'s stdin when `stream` reaches EOF (a pipeline's
+    /// next stage).
+    pub(crate) fn on_eof(
+        mut self,
+        stream: OutputStream,
+        recipient: Recipient<CloseStdin>,
+    ) -> Popen {
+        self.spec.eof_listeners.push((stream, recipient));
+        self
     }
 }
 

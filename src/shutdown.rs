@@ -3,7 +3,7 @@
 //!
 //! When an arbiter stops, the actors it ran are dropped. The first process
 //! actor dropped with a task still running runs the cancel escalation on
-//! every child of that arbiter at once, blocking (see `escalation::terminate_blocking`): the same
+//! every child of that arbiter at once, blocking (see `terminate_blocking`): the same
 //! steps and the same signals as [`Cancel`](crate::Cancel), with the pidfds
 //! waited on together instead of timers. A child whose escalation had
 //! begun goes on from where it was. Every child that exits is reaped before
@@ -16,7 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
-use crate::escalation::{terminate_blocking, Tracked};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::escalation::{Kill, Next, Tracked};
+use crate::sys::proc::Groups;
 
 type Registry = HashMap<ThreadId, HashMap<u32, Arc<Tracked>>>;
 
@@ -124,5 +130,102 @@ fn drive(tasks: Vec<Arc<Tracked>>, why: &str) {
     if !tasks.is_empty() {
         log::debug!("{why}: cancelling {} children", tasks.len());
         terminate_blocking(tasks);
+    }
+}
+
+/// The escalation for many tasks at once, blocking the thread: for an
+/// arbiter or System being torn down, when no event loop is left to run
+/// timers. Tasks not cancelled yet get step 1 now; tasks already being
+/// escalated go on from where they are. Nobody will end these tasks any
+/// more, so each counts as ended. Returns once every escalation is over;
+/// every child that exited by then is reaped.
+///
+/// The leaders' exits wake the thread through their pidfds; a group whose
+/// leader has exited is looked at in /proc every few milliseconds, so the
+/// wait ends as soon as nothing is left.
+pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
+    const GROUP_CHECK: Duration = Duration::from_millis(20);
+    let all = tasks.clone();
+    let mut pending: Vec<Arc<Tracked>> = Vec::new();
+    for task in tasks {
+        task.end_for_shutdown();
+        pending.push(task);
+    }
+    loop {
+        let mut groups = Groups::default();
+        let mut wake: Option<Instant> = None;
+        pending.retain(|task| match task.step(&mut groups) {
+            Next::Wait(at) => {
+                wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+                true
+            }
+            Next::Release | Next::Done => {
+                forget_if_reaped(task);
+                false
+            }
+        });
+        let Some(mut wake) = wake else {
+            warn_of_held_outputs(&all);
+            return;
+        };
+        let pidfds: Vec<_> = pending
+            .iter()
+            .filter(|task| !task.child.has_exited())
+            .filter_map(|task| task.child.pidfd())
+            .collect();
+        if pidfds.len() < pending.len() {
+            wake = wake.min(Instant::now() + GROUP_CHECK);
+        }
+        let timeout = wake.saturating_duration_since(Instant::now());
+        let mut fds: Vec<PollFd<'_>> = pidfds
+            .iter()
+            .map(|fd| PollFd::new(std::os::fd::AsFd::as_fd(&**fd), PollFlags::POLLIN))
+            .collect();
+        let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                log::error!("shutdown: poll on pidfds failed: {err}");
+                std::thread::sleep(GROUP_CHECK);
+            }
+        }
+        drop(fds);
+        for task in &pending {
+            // Notes an exit, if any, so that the next step sees it.
+            let _ = task.child.poll_exit();
+        }
+    }
+}
+
+/// After a blocking escalation: names, for each task, the processes that
+/// still hold its output open. They are outside the task's process group
+/// (after `setsid`, say), so no signal of ours reached them; they are left
+/// running. One pass over /proc for all the tasks.
+fn warn_of_held_outputs(tasks: &[Arc<Tracked>]) {
+    let links: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect();
+    let held = crate::sys::proc::holders_of_each(&links);
+    if held.is_empty() {
+        return;
+    }
+    for task in tasks {
+        let mut pids: Vec<u32> = task
+            .outputs
+            .iter()
+            .filter_map(|link| held.get(link))
+            .flatten()
+            .copied()
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if !pids.is_empty() {
+            log::warn!(
+                "{}: its output is still held open by pids {pids:?}, outside its process \
+                 group; they are left running",
+                task.describe()
+            );
+        }
     }
 }

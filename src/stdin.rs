@@ -44,6 +44,7 @@ use tokio::io::Interest;
 use crate::messages::{CloseStream, OutputStream};
 
 use crate::sys::fd::set_nonblocking;
+use crate::sys::reactor::watch;
 
 /// One queued request.
 pub(crate) enum Request {
@@ -163,13 +164,8 @@ impl StdinQueue {
         let Some(rx) = self.rx.take() else {
             return Err(io::Error::other("stdin attached twice"));
         };
-        let registered = set_nonblocking(fd.as_fd()).and_then(|()| {
-            // SAFETY: the AsyncFd owns the OwnedFd, which stays open and
-            // keeps its number until the AsyncFd is dropped.
-            Ok(unsafe {
-                AsyncFd::register_with_interest(fd, Interest::WRITABLE | Interest::ERROR)?
-            })
-        });
+        let registered = set_nonblocking(fd.as_fd())
+            .and_then(|()| watch(fd, Interest::WRITABLE | Interest::ERROR));
         match registered {
             Ok(fd) => Ok(drain(fd, rx, self.hangup.clone())),
             Err(err) => {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, Collector, Exited, GetPid, GetValue, IsAlive, Popen, PopenProcess, ProcessHandle,
-    ReturnCode, SpawnError, Start, TryWait, DEFAULT_CANCEL_TIMEOUT,
+    Cancel, Collector, Exited, GetPid, GetValue, IsAlive, Popen, ProcessHandle, ReturnCode,
+    SpawnError, Start, TryWait, DEFAULT_CANCEL_TIMEOUT,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpgrp, getpid, Pid};
@@ -397,7 +397,9 @@ async fn escalation_reaches_a_task_on_another_arbiter() {
         .args(["-c", IGNORES_TERM])
         .cancel_timeout(timeout)
         .subscribe(sink.recipient());
-    let handle = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("cannot start sh");
+    let handle = popen
+        .start_in_arbiter(&arbiter.handle())
+        .expect("cannot start sh");
     let cleanup = Cleanup::default();
     let pid = cleanup.add(&handle);
     let mut lines = LineReader::new(rx, SOON);

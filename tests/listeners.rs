@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_popen::{
     AddExitListener, AddStartListener, Cancel, Collector, Exited, GetPid, GetValue, InputFrom,
-    IsAlive, Popen, PopenProcess, ProcessHandle, RemoveExitListener, RemoveStartListener,
-    ReturnCode, SpawnError, Start, Started, TryWait, WaitError,
+    IsAlive, Popen, ProcessHandle, RemoveExitListener, RemoveStartListener, ReturnCode, SpawnError,
+    Start, Started, TryWait, WaitError,
 };
 use futures::channel::oneshot;
 
@@ -482,7 +482,7 @@ fn blocking_wait_from_a_plain_thread_returns_the_code() {
     let popen = Popen::new("sh")
         .args(["-c", "sleep 0.2; exit 7"])
         .stdin(InputFrom::Null);
-    let process = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sh");
+    let process = popen.start_in_arbiter(&arbiter.handle()).expect("spawn sh");
     let pid = process.pid().expect("pid");
     let waiting = process.clone();
     let waiter = std::thread::spawn(move || {
@@ -533,7 +533,9 @@ fn blocking_wait_returns_the_status_when_the_arbiter_stops_first() {
         .stdin(InputFrom::Null)
         .cancel_timeout(Duration::from_secs(5))
         .start_listener(forward.recipient());
-    let process = PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sleep");
+    let process = popen
+        .start_in_arbiter(&arbiter.handle())
+        .expect("spawn sleep");
     let pid = process.pid().expect("pid");
     let _cleanup = ReapOnDrop(pid);
     // The actor runs (and watches the child) once it has sent `Started`.
@@ -574,8 +576,9 @@ fn arbiter_stopped_before_the_actor_ran_leaves_no_child() {
     for _ in 0..10 {
         let arbiter = actix_rt::Arbiter::new();
         let popen = Popen::new("sleep").arg("60").stdin(InputFrom::Null);
-        let process =
-            PopenProcess::start_in_arbiter(popen, &arbiter.handle()).expect("spawn sleep");
+        let process = popen
+            .start_in_arbiter(&arbiter.handle())
+            .expect("spawn sleep");
         let pid = process.pid().expect("pid");
         let _cleanup = ReapOnDrop(pid);
         arbiter.stop();

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_popen::{AsyncWait, Cancel, OutputTo, Popen, PopenProcess, ProcessHandle, ReturnCode};
+use actix_popen::{AsyncWait, Cancel, OutputTo, Popen, ProcessHandle, ReturnCode};
 use futures::channel::oneshot;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -436,7 +436,7 @@ fn a_child_handed_to_a_stopped_arbiter_is_not_left_running() {
                 arbiter.stop();
                 arbiter.join().expect("the arbiter's thread panicked");
                 let popen = Popen::new("sleep").arg("1000");
-                let started = PopenProcess::start_in_arbiter(popen, &handle);
+                let started = popen.start_in_arbiter(&handle);
                 if let Ok(process) = &started {
                     if process.pid().is_some() {
                         cleanup.add(process);
@@ -486,7 +486,8 @@ fn the_system_stopping_ends_the_children_of_its_other_arbiters_before_run_return
                     .args(["-c", "trap '' TERM; sleep 1000 & echo $!; wait"])
                     .cancel_timeout(CANCEL_TIMEOUT)
                     .subscribe(sink.recipient());
-                let handle = PopenProcess::start_in_arbiter(popen, &arbiter.handle())
+                let handle = popen
+                    .start_in_arbiter(&arbiter.handle())
                     .expect("cannot start sh");
                 let leader = handle.pid().expect("pid") as i32;
                 cleanup.add_group(leader);

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use actix_popen::{
-    AsyncWait, Cancel, InputFrom, OutputTo, Pipeline, PipelineError, Popen, PopenProcess,
-    ProcessHandle, ReturnCode, SpawnError, Start,
+    AsyncWait, Cancel, InputFrom, OutputTo, Pipeline, PipelineError, Popen, ProcessHandle,
+    ReturnCode, SpawnError, Start,
 };
 use nix::libc;
 use nix::unistd::{sysconf, SysconfVar};
@@ -447,7 +447,7 @@ fn start_in_a_stopped_arbiter_leaves_no_child() {
     arbiter.stop();
     arbiter.join().expect("arbiter thread");
     let popen = Popen::new("sleep").arg("30").stdin(InputFrom::Null);
-    let result = PopenProcess::start_in_arbiter(popen, &handle);
+    let result = popen.start_in_arbiter(&handle);
     let _cleanup = result.as_ref().ok().and_then(|p| p.pid()).map(ReapOnDrop);
     match result {
         Err(err) => assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}"),
@@ -471,7 +471,7 @@ fn start_in_the_current_arbiter_does_not_hang() {
         let system = actix_rt::System::new();
         system.block_on(async move {
             let popen = Popen::new("true").stdin(InputFrom::Null);
-            match PopenProcess::start_in_arbiter(popen, &actix_rt::Arbiter::current()) {
+            match popen.start_in_arbiter(&actix_rt::Arbiter::current()) {
                 Ok(process) => {
                     let pid = process.pid();
                     let code = within("AsyncWait", process.send(AsyncWait)).await;

@@ -41,9 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_popen::{
-    Cancel, CancelWith, Exited, OutputStream, OutputTo, Popen, SendSignal, Signal, SpawnError,
-};
+use actix_popen::{Cancel, CancelWith, Exited, OutputStream, OutputTo, Popen, SendSignal, Signal};
 use actix_rt::signal::unix::{signal, SignalKind};
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
@@ -258,10 +256,7 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
         Ok(process) => process,
         Err(err) => {
             say(format_args!("popen: {err}"));
-            return Ok(Ending::NotRun(match err {
-                SpawnError::NotFound { .. } => 127,
-                _ => 126,
-            }));
+            return Ok(Ending::NotRun(err.shell_status()));
         }
     };
     let addr = process.clone().into_addr();

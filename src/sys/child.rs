@@ -53,7 +53,6 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::ReturnCode;
@@ -178,13 +177,7 @@ impl Child {
                 .poll_exit()?
                 .ok_or_else(|| io::Error::other("the pidfd was closed before the exit"));
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other("no tokio reactor runs on this thread"));
-        }
-        // SAFETY: the AsyncFd owns an `Arc` of the OwnedFd, so the fd stays
-        // open and keeps its number until the AsyncFd is dropped.
-        let watched = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let watched = super::reactor::watch(pidfd, Interest::READABLE)?;
         loop {
             let mut guard = watched.readable().await?;
             match self.poll_exit()? {

@@ -55,12 +55,24 @@ pub(crate) fn close_range_works() -> io::Result<()> {
     Ok(())
 }
 
+/// Has the child spawned from `command` mark every fd from 3 on
+/// close-on-exec between fork and exec, so that exec closes them
+/// (`close_fds`). This forces std's fork path.
+pub(crate) fn close_fds_at_exec(command: &mut std::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, after
+    // std installed fds 0, 1 and 2; it makes one syscall, which is
+    // async-signal-safe, and touches no memory.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, cloexec_from_3);
+    }
+}
+
 /// Between fork and exec: marks every fd from 3 on close-on-exec, so exec
 /// closes them (`close_fds`).
 ///
 /// # Errors
 /// `close_range` failed.
-pub(crate) fn cloexec_from_3() -> io::Result<()> {
+fn cloexec_from_3() -> io::Result<()> {
     // SAFETY: one async-signal-safe syscall taking integers only.
     let res = unsafe {
         nix::libc::syscall(

@@ -7,4 +7,5 @@ pub(crate) mod child;
 pub(crate) mod fd;
 pub(crate) mod proc;
 pub(crate) mod pty;
+pub(crate) mod reactor;
 pub(crate) mod signals;

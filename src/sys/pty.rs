@@ -1,7 +1,7 @@
 //! Pseudo-terminal pairs for children whose output goes to a pty.
 
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::fcntl::{open, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
@@ -24,7 +24,5 @@ pub(crate) fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open fd.
-    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
-    Ok((master, slave))
+    Ok((OwnedFd::from(master), slave))
 }

@@ -93,12 +93,24 @@ pub(crate) fn host_is_clean() -> bool {
         .all(|sig| action(sig).is_some_and(|a| a.sa_sigaction != libc::SIG_IGN))
 }
 
+/// Has the child spawned from `command` start with an empty signal mask
+/// and default dispositions, whatever this thread blocks and the host
+/// ignores. This forces std's fork path.
+pub(crate) fn reset_at_exec(command: &mut std::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // makes async-signal-safe calls (sigprocmask, sigaction, signal) and
+    // allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, reset_in_child);
+    }
+}
+
 /// Between fork and exec: empties the signal mask and sets every ignored
 /// signal back to `SIG_DFL` (handlers are reset by exec itself).
 ///
 /// # Errors
 /// `sigprocmask` failed (it cannot, with a valid set).
-pub(crate) fn reset_in_child() -> std::io::Result<()> {
+fn reset_in_child() -> std::io::Result<()> {
     let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: sigemptyset, sigprocmask and sigaction are async-signal-safe;
     // each gets valid pointers to memory on this stack frame or null.

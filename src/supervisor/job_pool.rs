@@ -1,15 +1,6 @@
-//! The [`ProcessSupervisor`]: the cancel timers and the job pool, one per
-//! actix System.
+//! The job pool: tasks submitted with [`Popen::submit`](crate::Popen::submit)
+//! wait in the [`ProcessSupervisor`]'s queue for their turn.
 //!
-//! On [`Cancel`](crate::Cancel) a process actor hands its child to the
-//! supervisor, which runs the cancel escalation (`escalation.rs` says what
-//! each process gets, and when) on its timers. When the System stops, the
-//! escalations still under way are finished at once, blocking, by the same
-//! state machine. A task released by the escalation whose child has still
-//! not exited, and whose actor stops, is adopted: the supervisor reaps the
-//! child whenever it finally exits.
-//!
-//! # Job pool
 //! Tasks submitted with [`Popen::submit`](crate::Popen::submit) go through
 //! the supervisor's job pool (portage's `--jobs` and `--load-average`):
 //! they start in submission order, at most `max_jobs` at once, and while
@@ -42,79 +33,29 @@
 //! the queue. Without limits ([`SetJobLimits`] never sent) submitted tasks
 //! start at once.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix::WeakAddr;
+use futures::future::BoxFuture;
 
-use crate::escalation::{Next, Tracked};
-use crate::process::ProcessHandle;
-use crate::sys::proc::Groups;
-use crate::{JobLimitsError, SpawnError};
+use super::ProcessSupervisor;
+use crate::JobLimitsError;
 
-/// Asks the supervisor to run the cancel escalation on a task.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Terminate {
-    pub(crate) task: Arc<Tracked>,
-    /// Told when the escalation gave up on the task.
-    pub(crate) release: Recipient<Release>,
-    /// The first signal (SIGTERM for a plain cancel).
-    pub(crate) first: nix::sys::signal::Signal,
+/// A queued task, as the pool sees it (the process module implements it
+/// for its handle).
+pub(crate) trait Job: Send + 'static {
+    /// Whether the task has ended (cancelled while it waited).
+    fn ended(&self) -> bool;
+    /// Starts the task; completes when it has ended (or could not start).
+    fn run(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
-/// Tells the supervisor that a task being escalated has ended: if its
-/// group is empty, the escalation ends (and the child is reaped) now
-/// rather than at its next deadline. Ended tasks are looked at together,
-/// one read of /proc for all of them.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Settle(pub(crate) Arc<Tracked>);
-
-/// Asks the supervisor to reap a child whose task has ended and whose
-/// actor is stopping, whenever the child exits.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Adopt(pub(crate) Arc<Tracked>);
-
-/// Tells a process actor that the escalation gave up: the orphan warning
-/// was logged, and the task must end without waiting any longer.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Release;
-
-/// The actor that owns the cancel timers and the job pool (one per actix
-/// System).
-///
-/// [`ProcessSupervisor::get`] finds (or starts) the current System's;
-/// users need not start it, and talk to it only to set the pool's limits
-/// ([`SetJobLimits`]) or read its state ([`GetJobPool`]). See the module
-/// documentation for what it does to the OS processes.
-///
-/// ```
-/// use actix_popen::{AsyncWait, Popen, ProcessSupervisor, SetJobLimits};
-///
-/// # #[actix::main]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // At most two children at once, like `emerge --jobs 2`.
-/// ProcessSupervisor::get()
-///     .send(SetJobLimits { max_jobs: Some(2), max_load: None })
-///     .await??;
-/// let tasks: Vec<_> = (0..5)
-///     .map(|_| Popen::new("true").submit())
-///     .collect::<Result<_, _>>()?;
-/// for task in tasks {
-///     assert!(task.send(AsyncWait).await??.success());
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Default)]
-pub struct ProcessSupervisor {
+/// The pool's state.
+#[derive(Default)]
+pub(super) struct Pool {
     limits: SetJobLimits,
-    queue: VecDeque<ProcessHandle>,
+    queue: VecDeque<Box<dyn Job>>,
     running: usize,
     /// When the pool last started a task.
     previous_start: Option<Instant>,
@@ -122,76 +63,15 @@ pub struct ProcessSupervisor {
     /// back by the load or the spacing.
     retry: Option<SpawnHandle>,
     pacing: Pacing,
-    /// Escalations under way, by when each must be stepped next (and a
-    /// number that keeps keys apart); finished at once if the supervisor
-    /// is dropped with its System.
-    escalations: BTreeMap<(Instant, u64), Escalating>,
-    escalations_started: u64,
-    /// Tasks that ended while being escalated, to be looked at in the next
-    /// pass.
-    settling: Vec<Arc<Tracked>>,
-    /// When the next pass over the escalations runs, and its timer.
-    next_pass: Option<(Instant, SpawnHandle)>,
-    /// Takes down every child of the System it serves, when dropped with
-    /// it.
-    _system: Option<SystemGuard>,
-    /// Its own address, which keeps it running for as long as its System
-    /// runs; dropped with it when the System's arbiter is torn down.
-    _this: Option<Addr<ProcessSupervisor>>,
 }
 
-/// Each System's supervisor, held weakly: the System owns it (through its
-/// own `this`), so nothing of a dropped System stays behind. (actix's
-/// `SystemService` registry keeps every System's services for the life of
-/// the process, and with them that System's reactor fds.)
-static SUPERVISORS: Mutex<Vec<(usize, WeakAddr<ProcessSupervisor>)>> = Mutex::new(Vec::new());
-
-impl ProcessSupervisor {
-    /// The current System's supervisor, started on the System's arbiter
-    /// the first time it is asked for.
-    ///
-    /// # Panics
-    /// Outside a running actix System (as every actix `start` does).
-    pub fn get() -> Addr<ProcessSupervisor> {
-        let system = System::current();
-        let mut supervisors = SUPERVISORS.lock().unwrap_or_else(|e| e.into_inner());
-        supervisors.retain(|(_, weak)| weak.upgrade().is_some());
-        if let Some(addr) = supervisors
-            .iter()
-            .find(|(id, _)| *id == system.id())
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return addr;
-        }
-        let guard = SystemGuard(system.id());
-        let addr = ProcessSupervisor::start_in_arbiter(&system.arbiter().clone(), move |ctx| {
-            ProcessSupervisor {
-                _this: Some(ctx.address()),
-                _system: Some(guard),
-                ..ProcessSupervisor::default()
-            }
-        });
-        supervisors.push((system.id(), addr.downgrade()));
-        addr
-    }
-}
-
-impl Actor for ProcessSupervisor {
-    type Context = Context<Self>;
-}
-
-/// Cancels and reaps every child of its System when dropped (see
-/// `shutdown.rs`). The supervisor holds it, so it drops with the
-/// supervisor when the System's arbiter is torn down; and should the
-/// System stop before the supervisor was even built (it is built on the
-/// System's arbiter, later), it drops with the unrun start, at the same
-/// teardown.
-#[derive(Debug)]
-struct SystemGuard(usize);
-
-impl Drop for SystemGuard {
-    fn drop(&mut self) {
-        crate::shutdown::shutdown_system(self.0);
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("limits", &self.limits)
+            .field("queued", &self.queue.len())
+            .field("running", &self.running)
+            .finish_non_exhaustive()
     }
 }
 
@@ -239,7 +119,7 @@ pub struct JobPool {
 /// Puts a prepared task in the job pool's queue.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Enqueue(pub(crate) ProcessHandle);
+pub(crate) struct Enqueue(pub(crate) Box<dyn Job>);
 
 /// A place in the pool was freed.
 #[derive(Message)]
@@ -315,49 +195,62 @@ impl ProcessSupervisor {
     #[cfg(test)]
     fn with_pacing(pacing: Pacing) -> ProcessSupervisor {
         ProcessSupervisor {
-            pacing,
+            pool: Pool {
+                pacing,
+                ..Pool::default()
+            },
             ..ProcessSupervisor::default()
         }
     }
 
     /// Why the next queued task may not start at `now`, if it may not.
     fn hold(&self, now: Instant) -> Option<Hold> {
-        if self.limits.max_jobs.is_some_and(|max| self.running >= max) {
+        if self
+            .pool
+            .limits
+            .max_jobs
+            .is_some_and(|max| self.pool.running >= max)
+        {
             return Some(Hold::Full);
         }
-        let max_load = self.limits.max_load?;
-        if self.running == 0 {
+        let max_load = self.pool.limits.max_load?;
+        if self.pool.running == 0 {
             // As portage: with nothing running, one task starts whatever
             // the load, so the queue always moves.
             return None;
         }
-        if (self.pacing.load_average)().is_some_and(|load| load >= max_load) {
+        if (self.pool.pacing.load_average)().is_some_and(|load| load >= max_load) {
             return Some(Hold::Wait(LOAD_RECHECK));
         }
         // The load average has not seen the tasks started lately yet:
         // space the starts, the more so the more run.
         let since = self
+            .pool
             .previous_start
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
-        let left = self.pacing.start_delay(self.running).saturating_sub(since);
+        let left = self
+            .pool
+            .pacing
+            .start_delay(self.pool.running)
+            .saturating_sub(since);
         (!left.is_zero()).then_some(Hold::Wait(left))
     }
 
     /// Looks at the queue again after `wait`, instead of when any earlier
     /// timer said.
     fn retry_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
-        if let Some(retry) = self.retry.take() {
+        if let Some(retry) = self.pool.retry.take() {
             ctx.cancel_future(retry);
         }
-        self.retry = Some(ctx.run_later(wait, |act, ctx| {
-            act.retry = None;
+        self.pool.retry = Some(ctx.run_later(wait, |act, ctx| {
+            act.pool.retry = None;
             act.dispatch(ctx);
         }));
     }
 
     /// Starts queued tasks while the limits allow.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        while !self.queue.is_empty() {
+        while !self.pool.queue.is_empty() {
             match self.hold(Instant::now()) {
                 // A task's end frees a place and dispatches again.
                 Some(Hold::Full) => return,
@@ -367,33 +260,21 @@ impl ProcessSupervisor {
                 }
                 None => {}
             }
-            let Some(task) = self.queue.pop_front() else {
+            let Some(task) = self.pool.queue.pop_front() else {
                 return;
             };
-            if task.try_wait().is_some() {
+            if task.ended() {
                 // Cancelled while it waited: it never takes a place.
                 continue;
             }
-            self.running += 1;
-            self.previous_start = Some(Instant::now());
+            self.pool.running += 1;
+            self.pool.previous_start = Some(Instant::now());
             let me = ctx.address();
             // The place is held from the start request until the task ends
             // (or its start fails: it was cancelled while queued).
+            let run = task.run();
             actix::spawn(async move {
-                match task.send(crate::messages::Start).await {
-                    Ok(Ok(_pid)) => {
-                        // The wait holds no address of the task: with every
-                        // user handle dropped, its stdin can close.
-                        let ended = task.send(crate::messages::AsyncWait);
-                        drop(task);
-                        let _ = ended.await;
-                    }
-                    // The task ended with 127 or 126; nobody else hears why.
-                    Ok(Err(err)) if !matches!(err, SpawnError::AlreadyStarted { .. }) => {
-                        log::error!("job pool: {err}");
-                    }
-                    _ => {}
-                }
+                run.await;
                 me.do_send(Freed);
             });
         }
@@ -419,7 +300,7 @@ impl Handler<SetJobLimits> for ProcessSupervisor {
 
     fn handle(&mut self, limits: SetJobLimits, ctx: &mut Context<Self>) -> Self::Result {
         limits.validate()?;
-        self.limits = limits;
+        self.pool.limits = limits;
         self.dispatch(ctx);
         Ok(())
     }
@@ -430,10 +311,10 @@ impl Handler<GetJobPool> for ProcessSupervisor {
 
     fn handle(&mut self, _msg: GetJobPool, _ctx: &mut Context<Self>) -> JobPool {
         // Tasks cancelled while they waited leave the queue now.
-        self.queue.retain(|task| task.try_wait().is_none());
+        self.pool.queue.retain(|task| !task.ended());
         JobPool {
-            running: self.running,
-            queued: self.queue.len(),
+            running: self.pool.running,
+            queued: self.pool.queue.len(),
         }
     }
 }
@@ -442,7 +323,7 @@ impl Handler<Enqueue> for ProcessSupervisor {
     type Result = ();
 
     fn handle(&mut self, Enqueue(task): Enqueue, ctx: &mut Context<Self>) {
-        self.queue.push_back(task);
+        self.pool.queue.push_back(task);
         self.dispatch(ctx);
     }
 }
@@ -451,127 +332,15 @@ impl Handler<Freed> for ProcessSupervisor {
     type Result = ();
 
     fn handle(&mut self, _msg: Freed, ctx: &mut Context<Self>) {
-        self.running = self.running.saturating_sub(1);
+        self.pool.running = self.pool.running.saturating_sub(1);
         self.dispatch(ctx);
-    }
-}
-
-/// An escalation the supervisor drives.
-#[derive(Debug)]
-struct Escalating {
-    task: Arc<Tracked>,
-    release: Recipient<Release>,
-}
-
-/// How long after the earliest deadline a pass runs, so that deadlines
-/// close together share one pass (and one read of /proc).
-const PASS_SLACK: Duration = Duration::from_millis(2);
-
-impl ProcessSupervisor {
-    /// Steps the escalations of the tasks that ended and those that are
-    /// due, with one read of /proc for all of them (when any needs it),
-    /// and sets the timer for the next deadline. A task that ended keeps
-    /// its deadline entry; stepped then, an escalation already over costs
-    /// nothing.
-    fn pass(&mut self, ctx: &mut Context<Self>) {
-        self.next_pass = None;
-        let now = Instant::now();
-        let mut groups = Groups::default();
-        for task in std::mem::take(&mut self.settling) {
-            // Whatever this step gives, the deadline entry finds it over,
-            // or steps it on; the task has ended: nobody to release.
-            let _ = task.step(&mut groups);
-        }
-        while let Some(entry) = self.escalations.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let ((_, number), escalating) = entry.remove_entry();
-            match escalating.task.step(&mut groups) {
-                Next::Wait(at) => {
-                    self.escalations.insert((at, number), escalating);
-                }
-                Next::Release => escalating.release.do_send(Release),
-                Next::Done => {}
-            }
-        }
-        if let Some(&(due, _)) = self.escalations.keys().next() {
-            self.pass_at(due + PASS_SLACK, ctx);
-        }
-    }
-
-    /// Makes sure a pass runs at `at` or earlier.
-    fn pass_at(&mut self, at: Instant, ctx: &mut Context<Self>) {
-        if let Some((planned, handle)) = self.next_pass {
-            if planned <= at {
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let handle = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.pass(ctx)
-        });
-        self.next_pass = Some((at, handle));
-    }
-}
-
-impl Handler<Terminate> for ProcessSupervisor {
-    type Result = ();
-
-    fn handle(
-        &mut self,
-        Terminate {
-            task,
-            release,
-            first,
-        }: Terminate,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(due) = task.begin(first) {
-            self.escalations_started += 1;
-            self.escalations.insert(
-                (due, self.escalations_started),
-                Escalating { task, release },
-            );
-            self.pass_at(due + PASS_SLACK, ctx);
-        }
-    }
-}
-
-impl Handler<Settle> for ProcessSupervisor {
-    type Result = ();
-
-    /// A pass now, after the messages already in the mailbox: a burst of
-    /// ended tasks shares it.
-    fn handle(&mut self, Settle(task): Settle, ctx: &mut Context<Self>) {
-        self.settling.push(task);
-        self.pass_at(Instant::now(), ctx);
-    }
-}
-
-impl Handler<Adopt> for ProcessSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, Adopt(task): Adopt, ctx: &mut Context<Self>) {
-        ctx.spawn(
-            async move {
-                match task.child.clone().exited().await {
-                    Ok(code) => log::debug!(
-                        "adopted pid {} exited with return code {code}",
-                        task.child.pid()
-                    ),
-                    Err(err) => log::error!("adopted pid {}: {err}", task.child.pid()),
-                }
-                crate::shutdown::forget_if_reaped(&task);
-            }
-            .into_actor(self),
-        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProcessHandle;
 
     #[test]
     fn start_delay_is_one_second_times_jobs_to_the_one_and_a_half_at_most_five() {
@@ -622,7 +391,7 @@ mod tests {
             })
             .collect();
         for task in &tasks {
-            pool.do_send(Enqueue(task.clone()));
+            pool.do_send(Enqueue(Box::new(task.clone())));
         }
         (pool, tasks, starts)
     }

@@ -1,0 +1,120 @@
+//! The task's options as small value types, validated once, at the start
+//! or the prepare: how its output is read ([`ReaderOptions`]) and how long
+//! its timeouts are ([`TaskOptions`]).
+
+use std::time::Duration;
+
+/// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
+pub const DEFAULT_BUFSIZE: usize = 4096;
+
+/// Chunks of one stream that may be unconsumed by the subscribers at once
+/// (see [`Chunk`](crate::Chunk)).
+pub const DEFAULT_WINDOW: usize = 16;
+
+/// The largest [`Popen::bufsize`](crate::Popen::bufsize): 1 MiB per
+/// `read()`, the largest pipe an unprivileged process may have (Linux's
+/// default `pipe-max-size`): a larger read would not return more, and each
+/// chunk may keep a buffer of this size alive.
+pub const MAX_BUFSIZE: usize = 1 << 20;
+
+/// The largest [`Popen::coalesce`](crate::Popen::coalesce): 1 GiB per chunk.
+pub const MAX_COALESCE: usize = 1 << 30;
+
+/// The largest [`Popen::window`](crate::Popen::window): 4096 chunks per
+/// stream, so that what a slow subscriber can pin (about `window ×
+/// bufsize`) stays under 4 GiB per stream even at [`MAX_BUFSIZE`].
+pub const MAX_WINDOW: usize = 4096;
+
+/// The longest [`Popen::cancel_timeout`](crate::Popen::cancel_timeout) and
+/// [`Popen::drain_timeout`](crate::Popen::drain_timeout): 365 days (longer
+/// ones would overflow the clock arithmetic of the timers).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
+/// SIGKILL, and between SIGKILL and the orphan warning.
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the task's output is read: the [`PipeReader`](crate::PipeReader)
+/// settings a [`Popen`](crate::Popen) carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReaderOptions {
+    /// The most bytes one `read()` asks for.
+    pub(crate) bufsize: usize,
+    /// The most bytes one chunk gathers from reads ready at once; 0 for
+    /// one read per chunk.
+    pub(crate) coalesce: usize,
+    /// The most chunks of one stream unconsumed at once.
+    pub(crate) window: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> ReaderOptions {
+        ReaderOptions {
+            bufsize: DEFAULT_BUFSIZE,
+            coalesce: 0,
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+impl ReaderOptions {
+    /// Why these settings cannot be used, if they cannot.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        if !(1..=MAX_BUFSIZE).contains(&self.bufsize) {
+            Some(format!(
+                "bufsize must be from 1 to {MAX_BUFSIZE} bytes, not {}",
+                self.bufsize
+            ))
+        } else if self.coalesce > MAX_COALESCE {
+            Some(format!(
+                "coalesce must be at most {MAX_COALESCE} bytes, not {}",
+                self.coalesce
+            ))
+        } else if !(1..=MAX_WINDOW).contains(&self.window) {
+            Some(format!(
+                "window must be from 1 to {MAX_WINDOW} chunks, not {}",
+                self.window
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The task's timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskOptions {
+    /// Between SIGTERM and SIGKILL, and SIGKILL and the orphan warning.
+    pub(crate) cancel_timeout: Duration,
+    /// The longest wait for EOF after the child exited; `None` for no
+    /// bound.
+    pub(crate) drain_timeout: Option<Duration>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> TaskOptions {
+        TaskOptions {
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+            drain_timeout: None,
+        }
+    }
+}
+
+impl TaskOptions {
+    /// Why these timeouts cannot be used, if they cannot.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        if self.cancel_timeout > MAX_TIMEOUT {
+            Some(format!(
+                "cancel_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
+                self.cancel_timeout
+            ))
+        } else if self.drain_timeout.is_some_and(|t| t > MAX_TIMEOUT) {
+            Some(format!(
+                "drain_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
+                self.drain_timeout
+            ))
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The task's lifecycle as one enum: see the module documentation of
+//! `process` for what each state means to the OS process and what moves a
+//! task from one to the next.
+
+use std::os::fd::OwnedFd;
+
+use actix::Addr;
+
+use crate::messages::OutputStream;
+use crate::pipe_reader::PipeReader;
+use crate::spawn::SpawnSpec;
+use crate::{ReturnCode, Signal};
+
+/// Where a task is in its life.
+#[derive(Debug)]
+pub(crate) enum Lifecycle {
+    /// Prepared ([`Popen::prepare`](crate::Popen::prepare), the job pool):
+    /// no child yet.
+    Pending {
+        /// What [`Start`](crate::Start) spawns.
+        command: SpawnSpec,
+        /// [`CloseReader`](crate::CloseReader) came first: the output is
+        /// closed as the child starts, before anything is read.
+        close_output: bool,
+    },
+    /// The child was spawned; the task has not ended.
+    Running(Running),
+    /// The return code is known and the exit listeners were told.
+    Ended { code: ReturnCode },
+}
+
+/// A running task: its output, its child's status, its cancel.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) output: Output,
+    /// Our end of the child's stdin, until the actor attaches it.
+    pub(crate) stdin: Option<OwnedFd>,
+    /// The child's exit status, once seen (the child is not reaped yet).
+    pub(crate) status: Option<ReturnCode>,
+    pub(crate) cancel: CancelState,
+}
+
+/// The child's output, as the task reads it.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Spawned, but the actor has not started watching the child: our read
+    /// ends, not read yet.
+    Unwatched(Vec<(OutputStream, OwnedFd)>),
+    /// Read by this reader.
+    Reading(Addr<PipeReader>),
+    /// Over: every stream reached EOF (`complete`), or the read ends were
+    /// closed first (a [`CloseReader`](crate::CloseReader), the drain
+    /// timeout, a release).
+    Done { complete: bool },
+}
+
+/// How far a cancel has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelState {
+    /// Never cancelled.
+    None,
+    /// Handed to the supervisor's escalation.
+    Escalating,
+    /// The escalation gave up (the orphan warning was logged): the task
+    /// ends as soon as its reader stops, whether or not the child exited.
+    Released,
+}
+
+impl Running {
+    /// A task whose child was just spawned.
+    pub(crate) fn new(reads: Vec<(OutputStream, OwnedFd)>, stdin: Option<OwnedFd>) -> Running {
+        Running {
+            output: Output::Unwatched(reads),
+            stdin,
+            status: None,
+            cancel: CancelState::None,
+        }
+    }
+
+    /// The reader, while it reads.
+    pub(crate) fn reader(&self) -> Option<&Addr<PipeReader>> {
+        match &self.output {
+            Output::Reading(reader) => Some(reader),
+            _ => None,
+        }
+    }
+
+    /// The return code the task ends with, once its output is done: the
+    /// child's status, or, for a released task whose child has not exited,
+    /// SIGKILL's (it was sent SIGKILL, and is reaped whenever it exits).
+    pub(crate) fn ending(&self) -> Option<(ReturnCode, bool)> {
+        let Output::Done { complete } = self.output else {
+            return None;
+        };
+        match (self.status, self.cancel) {
+            (Some(code), _) => Some((code, complete)),
+            (None, CancelState::Released) => {
+                Some((ReturnCode::from_raw(-Signal::SIGKILL.as_raw()), complete))
+            }
+            (None, _) => None,
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The [`PopenProcess`] actor (portage's `PopenProcess` with its bases
+//! `SubProcess`, `AbstractPollTask` and `AsynchronousTask`).
+//!
+//! The task's lifecycle is documented once, on [`PopenProcess`] (this
+//! module is private); every other doc links there.
+//!
+//! # Files
+//! `handle.rs` (the [`ProcessHandle`]), `lifecycle.rs` (the states),
+//! `listeners.rs` (start and exit listeners), `control.rs` (start, cancel,
+//! signals, queries, listeners), `stdio.rs` (stdin and output control).
+
+mod control;
+mod handle;
+mod lifecycle;
+mod listeners;
+mod stdio;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+
+pub use handle::ProcessHandle;
+pub(crate) use stdio::SetUpstream;
+
+use crate::escalation::Tracked;
+use crate::messages::{Chunk, CloseReader, CloseStdin, Exited, OutputStream, Started};
+use crate::options::{ReaderOptions, TaskOptions};
+use crate::pipe_reader::{PipeReader, Stalls};
+use crate::shutdown;
+use crate::spawn::{InputFrom, SpawnSpec, Spawned};
+use crate::stdin::StdinQueue;
+use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
+#[cfg(doc)]
+use crate::{AsyncWait, Cancel, Start};
+use crate::{ReturnCode, SpawnError};
+use handle::Shared;
+use lifecycle::{Lifecycle, Output, Running};
+use listeners::Listeners;
+
+/// Everything a task is made of: what a [`Popen`](crate::Popen) describes.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskSpec {
+    pub(crate) command: SpawnSpec,
+    pub(crate) reader: ReaderOptions,
+    pub(crate) options: TaskOptions,
+    pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
+    /// stage).
+    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+    pub(crate) start_listeners: Vec<Recipient<Started>>,
+    pub(crate) exit_listeners: Vec<Recipient<Exited>>,
+}
+
+impl TaskSpec {
+    /// # Errors
+    /// [`SpawnError::InvalidConfig`] naming the first setting that cannot
+    /// be used.
+    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        let reason = self
+            .reader
+            .invalid()
+            .or_else(|| self.options.invalid())
+            .or_else(|| self.command.invalid());
+        match reason {
+            Some(reason) => Err(SpawnError::InvalidConfig {
+                program: self.command.program_name(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Who hears of the output: handed to the reader when it starts.
+#[derive(Debug)]
+struct Wiring {
+    subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+}
+
+/// A child process as an actix actor (portage's `PopenProcess`).
+///
+/// Created by [`Popen::start`](crate::Popen::start) or
+/// [`Popen::prepare`](crate::Popen::prepare); its lifecycle is below. It
+/// handles [`Start`], [`Cancel`],
+/// [`AsyncWait`], [`TryWait`](crate::TryWait),
+/// [`IsAlive`](crate::IsAlive), [`GetPid`](crate::GetPid), the listener
+/// messages and the stdin messages; it sends [`Started`] and [`Exited`] to
+/// its listeners, and its [`PipeReader`] sends [`Chunk`]s to the
+/// subscribers.
+///
+/// ```
+/// use actix_popen::{AsyncWait, Cancel, Popen, ReturnCode};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let process = Popen::new("sleep").arg("60").start()?;
+/// process.do_send(Cancel); // SIGTERM to its process group
+/// let code = process.send(AsyncWait).await??;
+/// assert_eq!(code, ReturnCode::from_raw(-15));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Lifecycle
+/// This is the one place the task's life is described; every other doc
+/// links here. A task is in one of three states (`lifecycle.rs`):
+///
+/// 1. **Pending**: made by [`Popen::prepare`](crate::Popen::prepare) or
+///    [`Popen::submit`](crate::Popen::submit); there is no child.
+///    - [`Start`] (sent by the user or by the job pool) spawns the child:
+///      the task is running. A spawn that fails ends the task at once with
+///      the shell's status for it (127 not found, 126 otherwise; see
+///      [`SpawnError::shell_status`]).
+///    - [`Cancel`] ends it at once with [`ReturnCode::CANCELLED`]; the
+///      child never runs.
+/// 2. **Running**: the child was spawned ([`Popen::start`](crate::Popen::start)
+///    goes straight here). Once the actor runs, it starts a
+///    [`PipeReader`] on the child's output (if any stream is piped),
+///    watches the child's pidfd, and notifies its start listeners
+///    ([`Started`]). Output arrives at the subscribers as
+///    [`Chunk`](crate::Chunk)s. The child's exit is seen as soon as its
+///    pidfd is readable; the child is not reaped yet (see `sys/child.rs`).
+///    The task ends when **both** the child's status is known **and** the
+///    output is done. The output is done when:
+///    - every stream reached EOF: output a grandchild writes after the
+///      child exited is still delivered (portage's `PopenProcess._start`);
+///      [`Exited::output_complete`] is `true`;
+///    - or it was closed first, and `output_complete` is `false`: by a
+///      [`CloseReader`] (the child's next write gets EPIPE or SIGPIPE), by
+///      the drain timeout ([`Popen::drain_timeout`](crate::Popen::drain_timeout):
+///      that long after the child's exit, not counting time the reader
+///      waited for slow subscribers), or by a release (below).
+///
+///    [`Cancel`] hands the child to the supervisor's escalation
+///    (`escalation.rs` says which process gets which signal, and when). If
+///    the escalation gives up (the orphan warning: the group or the output
+///    outlived SIGKILL and another cancel timeout), the task is
+///    **released**: its output is closed and it ends without waiting any
+///    longer; if its child has not exited, with SIGKILL's return code (-9),
+///    and the child is reaped whenever it exits.
+/// 3. **Ended**: the return code is set; the exit listeners get
+///    [`Exited`], after the last chunk (the reader is done before), and
+///    every [`AsyncWait`] resolves. The child is reaped then, or, if a
+///    cancel escalation is still dealing with its group, when that ends.
+///
+/// The actor does not stop while its child runs, even if every address is
+/// dropped: the child is neither killed nor left unreaped. Once no
+/// address is left, its piped stdin is closed (after what was queued),
+/// and the actor stops once the task has ended. If its arbiter is stopped
+/// (or the actix System), the child is cancelled and reaped during the
+/// teardown (see `shutdown.rs`); a released task's child still running
+/// then is adopted by the supervisor, which reaps it when it exits.
+///
+#[derive(Debug)]
+pub struct PopenProcess {
+    name: String,
+    lifecycle: Lifecycle,
+    reader_options: ReaderOptions,
+    options: TaskOptions,
+    /// Taken by the reader when it starts.
+    wiring: Option<Wiring>,
+    shared: Arc<Shared>,
+    /// The child as the escalation and the shutdown see it, from its spawn
+    /// on.
+    tracked: Option<Arc<Tracked>>,
+    stdin: StdinQueue,
+    /// When the reader waited for credit (slow subscribers).
+    stalls: Arc<Stalls>,
+    /// A pipeline stage fed by an upstream stage (see `SetUpstream`).
+    fed: bool,
+    torn_down: bool,
+    started: Listeners<Started>,
+    exited: Listeners<Exited>,
+    waiters: Vec<oneshot::Sender<ReturnCode>>,
+}
+
+fn check_arbiter(spec: &TaskSpec) -> Result<(), SpawnError> {
+    if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
+    {
+        return Err(SpawnError::NoArbiter {
+            program: spec.command.program_name(),
+        });
+    }
+    Ok(())
+}
+
+impl PopenProcess {
+    fn new(spec: TaskSpec, spawned: Option<Spawned>) -> PopenProcess {
+        let TaskSpec {
+            command,
+            reader,
+            options,
+            subscribers,
+            eof_listeners,
+            start_listeners,
+            exit_listeners,
+        } = spec;
+        let stdin = if command.stdin == InputFrom::Pipe {
+            StdinQueue::piped()
+        } else {
+            StdinQueue::none()
+        };
+        let mut actor = PopenProcess {
+            name: command.program_name(),
+            lifecycle: Lifecycle::Pending {
+                command,
+                close_output: false,
+            },
+            reader_options: reader,
+            options,
+            wiring: Some(Wiring {
+                subscribers,
+                eof_listeners,
+            }),
+            shared: Shared::new(),
+            tracked: None,
+            stdin,
+            stalls: Arc::new(Stalls::default()),
+            fed: false,
+            torn_down: false,
+            started: Listeners::new(start_listeners),
+            exited: Listeners::new(exit_listeners),
+            waiters: Vec::new(),
+        };
+        if let Some(spawned) = spawned {
+            actor.run(spawned);
+        }
+        actor
+    }
+
+    pub(crate) fn spawn_and_start(spec: TaskSpec) -> Result<ProcessHandle, SpawnError> {
+        check_arbiter(&spec)?;
+        spec.validate()?;
+        let spawned = spec.command.spawn()?;
+        let actor = PopenProcess::new(spec, Some(spawned));
+        let shared = actor.shared.clone();
+        Ok(ProcessHandle {
+            addr: actor.start(),
+            shared,
+        })
+    }
+
+    pub(crate) fn prepare(spec: TaskSpec) -> Result<ProcessHandle, SpawnError> {
+        check_arbiter(&spec)?;
+        spec.validate()?;
+        let actor = PopenProcess::new(spec, None);
+        let shared = actor.shared.clone();
+        Ok(ProcessHandle {
+            addr: actor.start(),
+            shared,
+        })
+    }
+
+    pub(crate) fn spawn_in_arbiter(
+        spec: TaskSpec,
+        arbiter: &actix_rt::ArbiterHandle,
+    ) -> Result<ProcessHandle, SpawnError> {
+        // A stopped arbiter refuses work; should it stop between this check
+        // and the start, the actor is dropped unstarted and its teardown
+        // cancels and reaps the child.
+        if !arbiter.spawn(async {}) {
+            return Err(SpawnError::NoArbiter {
+                program: spec.command.program_name(),
+            });
+        }
+        spec.validate()?;
+        let spawned = spec.command.spawn()?;
+        let actor = PopenProcess::new(spec, Some(spawned));
+        let shared = actor.shared.clone();
+        Ok(ProcessHandle {
+            addr: Actor::start_in_arbiter(arbiter, |_| actor),
+            shared,
+        })
+    }
+
+    /// The task is running from now: files the child in the shutdown
+    /// registry and keeps our ends of its pipes until the actor watches it.
+    fn run(&mut self, spawned: Spawned) -> u32 {
+        let Spawned {
+            child,
+            reads,
+            stdin,
+            outputs,
+        } = spawned;
+        let child = Arc::new(child);
+        let pid = child.pid();
+        let _ = self.shared.child.set(child.clone());
+        self.tracked = Some(track(
+            &child,
+            &self.name,
+            self.options.cancel_timeout,
+            outputs,
+        ));
+        self.lifecycle = Lifecycle::Running(Running::new(reads, stdin));
+        pid
+    }
+
+    fn running(&mut self) -> Option<&mut Running> {
+        match &mut self.lifecycle {
+            Lifecycle::Running(running) => Some(running),
+            _ => None,
+        }
+    }
+
+    /// Starts reading and watching a spawned child; with `close_output`,
+    /// closes its output unread instead.
+    fn begin(&mut self, close_output: bool, ctx: &mut Context<Self>) {
+        let Some(child) = self.tracked.as_ref().map(|t| t.child.clone()) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Started while its arbiter is being torn down (actix polls a
+            // dropped actor once): nothing can be watched any more, and the
+            // teardown that follows cancels and reaps the child.
+            return;
+        }
+        let Some(running) = self.running() else {
+            return;
+        };
+        let Output::Unwatched(reads) =
+            std::mem::replace(&mut running.output, Output::Done { complete: true })
+        else {
+            return;
+        };
+        let stdin_fd = running.stdin.take();
+        if let Some(tracked) = &self.tracked {
+            // Filed under this arbiter from now on (`Popen::start_in_arbiter`
+            // spawns on another thread).
+            shutdown::move_here(tracked);
+            ensure_supervisor();
+        }
+
+        if let Some(fd) = stdin_fd {
+            match self.stdin.attach(fd) {
+                Ok(drain) => {
+                    ctx.spawn(drain.into_actor(self));
+                    // Once no address is left, nobody can write any more:
+                    // close the stdin (after what is queued), as std and
+                    // tokio do when the child's stdin handle is dropped.
+                    // The child reads EOF; it is not killed.
+                    ctx.spawn(stdio::WhenDisconnected.map(|(), act, _ctx| {
+                        log::debug!("{}: every handle dropped; closing its stdin", act.name);
+                        act.stdin.queue_close();
+                    }));
+                }
+                Err(err) => log::error!("{}: cannot write to stdin: {err}", self.name),
+            }
+        }
+
+        let output = if reads.is_empty() {
+            Output::Done { complete: true }
+        } else if close_output {
+            // Dropping our read ends closes them: the child's first write
+            // gets EPIPE (or SIGPIPE), as after a `CloseReader` in its run.
+            drop(reads);
+            Output::Done { complete: false }
+        } else {
+            Output::Reading(self.start_reader(reads, ctx))
+        };
+        // The reader has them now; holding them here too would keep the
+        // subscribers' actors alive as long as this one.
+        self.wiring = None;
+        if let Some(running) = self.running() {
+            running.output = output;
+        }
+
+        // The status is read, not reaped: see sys/child.rs.
+        ctx.spawn(
+            child
+                .clone()
+                .exited()
+                .into_actor(self)
+                .map(|result, act, ctx| act.child_exited(result, ctx)),
+        );
+        self.started.notify(Started {
+            pid: Some(child.pid()),
+        });
+    }
+
+    fn start_reader(
+        &mut self,
+        reads: Vec<(OutputStream, std::os::fd::OwnedFd)>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<PipeReader> {
+        let options = self.reader_options;
+        let mut reader = PipeReader::new()
+            .bufsize(options.bufsize)
+            .coalesce(options.coalesce)
+            .window(options.window)
+            .record_stalls(self.stalls.clone());
+        // A channel, not a message: the reader holds no address of this
+        // actor, so that dropping every handle can be noticed (see
+        // `WhenDisconnected`), while the wait keeps the actor running.
+        let (finished_tx, finished) = oneshot::channel();
+        reader = reader.on_finished_channel(finished_tx);
+        ctx.spawn(finished.into_actor(self).map(|complete, act, _ctx| {
+            // A reader dropped unfinished (its arbiter stopped) read
+            // nothing more.
+            act.reader_finished(complete.unwrap_or(false));
+        }));
+        if let Some(wiring) = self.wiring.take() {
+            for (only, subscriber) in wiring.subscribers {
+                reader = match only {
+                    Some(stream) => reader.subscribe_stream(stream, subscriber),
+                    None => reader.subscribe(subscriber),
+                };
+            }
+            for (stream, listener) in wiring.eof_listeners {
+                reader = reader.on_eof(stream, listener);
+            }
+        }
+        for (stream, fd) in reads {
+            reader = reader.input(stream, fd);
+        }
+        reader.start()
+    }
+
+    fn child_exited(&mut self, result: io::Result<ReturnCode>, ctx: &mut Context<Self>) {
+        let code = match result {
+            Ok(code) => code,
+            Err(err) => {
+                // ECHILD: somebody else reaped our child (SIGCHLD ignored,
+                // or waitpid(-1) elsewhere); its status is lost.
+                log::error!("{}: the exit status was lost: {err}", self.name);
+                ReturnCode::from_raw(255)
+            }
+        };
+        if let Some(tracked) = &self.tracked {
+            log::debug!(
+                "pid {} ({}) exited with return code {code}",
+                tracked.child.pid(),
+                self.name
+            );
+        }
+        let mut output_open = false;
+        if let Some(running) = self.running() {
+            running.status = Some(code);
+            output_open = !matches!(running.output, Output::Done { .. });
+        }
+        self.maybe_finish();
+        if let Some(tracked) = &self.tracked {
+            // A released task's child may exit (and be reaped) long after
+            // the task ended.
+            shutdown::forget_if_reaped(tracked);
+        }
+        if let (Some(timeout), true) = (self.options.drain_timeout, output_open) {
+            let (exited, stalled) = (Instant::now(), self.stalls.stalled());
+            self.arm_drain_timeout(timeout, exited, stalled, ctx);
+        }
+    }
+
+    /// Closes the output once `timeout` has passed since the child exited,
+    /// not counting the time the reader waited for slow subscribers (that
+    /// output was already written; it is only being taken slowly).
+    fn arm_drain_timeout(
+        &mut self,
+        timeout: Duration,
+        exited: Instant,
+        stalled: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(reader) = self.running().and_then(|r| r.reader().cloned()) else {
+            return;
+        };
+        let waited = exited
+            .elapsed()
+            .saturating_sub(self.stalls.stalled().saturating_sub(stalled));
+        let Some(left) = timeout.checked_sub(waited).filter(|left| !left.is_zero()) else {
+            let holders = crate::sys::proc::holders(
+                &self
+                    .tracked
+                    .as_ref()
+                    .map(|t| t.outputs.clone())
+                    .unwrap_or_default(),
+            );
+            log::warn!(
+                "{}: output still open {timeout:?} after the exit (held by pids {holders:?}); \
+                 closing it: those processes are left running",
+                self.name
+            );
+            reader.do_send(CloseReader);
+            return;
+        };
+        ctx.run_later(left, move |act, ctx| {
+            act.arm_drain_timeout(timeout, exited, stalled, ctx);
+        });
+    }
+
+    /// The reader finished: every stream reached EOF (`complete`), or it
+    /// was closed first.
+    fn reader_finished(&mut self, complete: bool) {
+        if let Some(running) = self.running() {
+            running.output = Output::Done { complete };
+        }
+        self.maybe_finish();
+    }
+
+    /// Ends a running task whose status and output are both known.
+    fn maybe_finish(&mut self) {
+        let ending = match &self.lifecycle {
+            Lifecycle::Running(running) => running.ending(),
+            _ => None,
+        };
+        if let Some((code, output_complete)) = ending {
+            self.finish(code, output_complete);
+        }
+    }
+
+    /// Ends the task (portage's `_unregister` then `_async_wait`).
+    fn finish(&mut self, code: ReturnCode, output_complete: bool) {
+        self.lifecycle = Lifecycle::Ended { code };
+        if !self.fed {
+            self.stdin.close();
+        }
+        if let Some(tracked) = &self.tracked {
+            let escalating = tracked.task_ended();
+            shutdown::forget_if_reaped(tracked);
+            if escalating {
+                ProcessSupervisor::get().do_send(Settle(tracked.clone()));
+            }
+        }
+        self.shared.set_returncode(code);
+        // A task that ends without its child ever running (a cancel before
+        // the start, a failed spawn) still tells its start listeners.
+        self.started.notify(Started { pid: None });
+        let pid = self.tracked.as_ref().map(|t| t.child.pid());
+        self.exited.notify(Exited::new(pid, code, output_complete));
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(code);
+        }
+    }
+}
+
+impl Actor for PopenProcess {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let _ = self.shared.thread.set(std::thread::current().id());
+        if matches!(self.lifecycle, Lifecycle::Running(_)) {
+            self.begin(false, ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.teardown();
+    }
+}
+
+impl PopenProcess {
+    /// Runs when the actor stops or is dropped, once.
+    ///
+    /// A task still running only stops this way when its arbiter is torn
+    /// down: then every child of that arbiter is cancelled and reaped (see
+    /// `shutdown.rs`). A task that ended leaves nothing to do, unless it
+    /// was released with its child still running: the supervisor adopts
+    /// the child and reaps it when it exits. A child whose actor never
+    /// watched it (its arbiter stopped first) is cancelled and reaped here.
+    fn teardown(&mut self) {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return;
+        }
+        if let Some(tracked) = self.tracked.as_ref().filter(|t| !t.child.is_reaped()) {
+            let live_system =
+                tokio::runtime::Handle::try_current().is_ok() && System::try_current().is_some();
+            match &self.lifecycle {
+                Lifecycle::Running(Running {
+                    output: Output::Unwatched(_),
+                    ..
+                }) => shutdown::terminate_blocking(vec![tracked.clone()]),
+                Lifecycle::Running(_) => shutdown::shutdown_thread(std::thread::current().id()),
+                _ if !live_system => shutdown::shutdown_thread(std::thread::current().id()),
+                _ if !tracked.escalating() => {
+                    ProcessSupervisor::get().do_send(Adopt(tracked.clone()))
+                }
+                _ => {}
+            }
+        }
+        self.shared.set_actor_gone();
+    }
+}
+
+impl Drop for PopenProcess {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Files a just-spawned child in the shutdown registry, under this thread
+/// and System, so that no teardown can miss it, even before its actor
+/// runs (see `shutdown.rs`).
+fn track(
+    child: &Arc<crate::sys::child::Child>,
+    name: &str,
+    cancel_timeout: Duration,
+    outputs: Vec<String>,
+) -> Arc<Tracked> {
+    let tracked = Tracked::new(child.clone(), name.to_owned(), cancel_timeout, outputs);
+    shutdown::register(&tracked);
+    ensure_supervisor();
+    tracked
+}
+
+/// Starts the System's supervisor if it is not running yet, so that its
+/// teardown with the System takes every child of the System down even when
+/// an arbiter's own teardown comes too late (see `shutdown.rs`).
+fn ensure_supervisor() {
+    if System::try_current().is_some() {
+        let _ = ProcessSupervisor::get();
+    }
+}

@@ -1,0 +1,129 @@
+//! The child's stdin fed by messages, and the control of its output
+//! streams while the task runs.
+
+use std::io;
+
+use actix::prelude::*;
+use actix::WeakRecipient;
+
+use super::lifecycle::Lifecycle;
+use super::PopenProcess;
+use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, WriteStdin};
+
+impl Handler<WriteStdin> for PopenProcess {
+    type Result = ResponseFuture<io::Result<()>>;
+
+    /// Queues the bytes for the child's stdin; resolves once they are all
+    /// in the pipe.
+    fn handle(&mut self, WriteStdin(data): WriteStdin, _ctx: &mut Context<Self>) -> Self::Result {
+        let done = self.stdin.write(data);
+        Box::pin(async move {
+            done.await.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the child's stdin was closed",
+                ))
+            })
+        })
+    }
+}
+
+impl Handler<Chunk> for PopenProcess {
+    type Result = ResponseFuture<()>;
+
+    /// Feeds an upstream chunk to the child's stdin. The chunk (and so its
+    /// upstream credit) is held until its bytes are in the pipe, which is
+    /// what carries backpressure from this child back to the upstream one.
+    /// A chunk that cannot be written (the child exited: EPIPE) is dropped.
+    fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) -> Self::Result {
+        let done = self.stdin.feed(chunk);
+        Box::pin(async move {
+            let _ = done.await;
+        })
+    }
+}
+
+impl Handler<CloseStdin> for PopenProcess {
+    type Result = ();
+
+    /// Closes the child's stdin once every write queued before has been
+    /// written: the child reads EOF.
+    fn handle(&mut self, _msg: CloseStdin, _ctx: &mut Context<Self>) {
+        self.stdin.queue_close();
+    }
+}
+
+impl Handler<CloseReader> for PopenProcess {
+    type Result = ();
+
+    /// Stops reading the child's output and closes our read ends (see
+    /// [`CloseReader`] and the [lifecycle](crate::PopenProcess#lifecycle)). Sent before a deferred
+    /// start, it takes effect as the child starts.
+    fn handle(&mut self, _msg: CloseReader, _ctx: &mut Context<Self>) {
+        match &mut self.lifecycle {
+            Lifecycle::Pending { close_output, .. } => *close_output = true,
+            Lifecycle::Running(running) => {
+                if let Some(reader) = running.reader() {
+                    reader.do_send(CloseReader);
+                }
+            }
+            Lifecycle::Ended { .. } => {}
+        }
+    }
+}
+
+impl Handler<CloseStream> for PopenProcess {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseStream, _ctx: &mut Context<Self>) {
+        if let Some(reader) = self.running().and_then(|r| r.reader()) {
+            reader.do_send(msg);
+        }
+    }
+}
+
+/// Tells a pipeline stage which stage feeds its stdin: when the child's
+/// end of its stdin goes away, that stage's output is closed (see
+/// `stdin.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetUpstream(pub(crate) WeakRecipient<CloseStream>);
+
+impl Handler<SetUpstream> for PopenProcess {
+    type Result = ();
+
+    /// From now on the stdin stays open after the task ends, for as long
+    /// as the upstream stage feeds it and something holds its read end (a
+    /// background process of this stage may still read it, as through a
+    /// kernel pipe): it closes at the upstream's EOF or at the hang-up.
+    fn handle(&mut self, SetUpstream(upstream): SetUpstream, _ctx: &mut Context<Self>) {
+        self.fed = true;
+        self.stdin.hangup.set_upstream(upstream);
+    }
+}
+
+/// Completes once no address of the actor is left (every handle,
+/// `Addr` and `Recipient` of it dropped).
+///
+/// actix wakes an actor's context when the last sender of its mailbox is
+/// dropped, and polls every future spawned in the context each time it is
+/// woken, so checking `connected()` on each poll is enough: no waker of
+/// our own is needed.
+pub(super) struct WhenDisconnected;
+
+impl ActorFuture<PopenProcess> for WhenDisconnected {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _act: &mut PopenProcess,
+        ctx: &mut Context<PopenProcess>,
+        _task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if ctx.connected() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
+}
