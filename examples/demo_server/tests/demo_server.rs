@@ -1,23 +1,25 @@
-//! The `demo_server` example: its HTTP API through actix-web's test
+//! The demo server (`demo-server`): its HTTP API through actix-web's test
 //! service, its Ctrl-C shutdown as a real process, and its page in headless
 //! Chromium driven over WebDriver.
 //!
-//! The API tests include the example's own modules (`#[path]` below), so
-//! they test the code the example runs, on a jobs file of their own with
-//! short timeouts. The last two tests run the example's binary.
+//! The API tests include the server's own modules (`#[path]` below: the
+//! package is a binary, with no library to import), so they test the code
+//! the server runs, on a jobs file of their own with short timeouts. The
+//! tests from "The server as a process" on run its binary, which cargo
+//! builds for them.
 
-#[path = "../examples/demo_server/api.rs"]
+#[path = "../src/api.rs"]
 #[allow(dead_code)]
 mod api;
-#[path = "../examples/demo_server/assets.rs"]
+#[path = "../src/assets.rs"]
 mod assets;
-#[path = "../examples/demo_server/connections.rs"]
+#[path = "../src/connections.rs"]
 #[allow(dead_code)]
 mod connections;
-#[path = "../examples/demo_server/definitions.rs"]
+#[path = "../src/definitions.rs"]
 #[allow(dead_code)]
 mod definitions;
-#[path = "../examples/demo_server/registry.rs"]
+#[path = "../src/registry.rs"]
 #[allow(dead_code)]
 mod registry;
 
@@ -28,7 +30,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
@@ -501,7 +503,7 @@ async fn assert_child_gone(pid: u32) {
 
 #[test]
 fn the_shipped_jobs_file_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_server/jobs.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.toml");
     let definitions = Definitions::load(&path).unwrap_or_else(|err| panic!("{err}"));
     let names: Vec<String> = definitions.jobs().map(|job| job.view().name).collect();
     for name in ["count", "colors", "stubborn", "fail", "ls"] {
@@ -1586,38 +1588,18 @@ async fn shutdown_cancels_every_queued_and_running_job() {
 }
 
 // ---------------------------------------------------------------------
-// The example as a process
+// The server as a process
 // ---------------------------------------------------------------------
 
-/// Builds the example once (a no-op when `cargo test` already did) and
-/// returns its path.
-fn demo_server_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "demo_server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the demo_server example failed");
-        let bin = target_dir()
-            .join(profile_dir_name())
-            .join("examples/demo_server");
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
+/// The server's binary: cargo builds it before it runs these tests.
+fn demo_server_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_demo-server"))
 }
 
 /// `target/` (tests run from `target/<profile>/deps/`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     exe.ancestors().nth(3).expect("target dir").to_owned()
-}
-
-fn profile_dir_name() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let profile = exe.ancestors().nth(2).expect("profile dir");
-    PathBuf::from(profile.file_name().expect("profile name"))
 }
 
 /// A child process killed (SIGKILL to its process group) and reaped on
@@ -1669,7 +1651,7 @@ impl Drop for Guard {
     }
 }
 
-/// The example's binary serving `jobs` on a free loopback port, with
+/// The server's binary serving `jobs` on a free loopback port, with
 /// `options` and its log in `log`; returns it and the address it printed.
 fn serve(jobs: Option<&Path>, log: &Path, options: &[&str]) -> (Guard, SocketAddr) {
     serve_under(&[], jobs, log, options)
@@ -1701,7 +1683,7 @@ fn serve_under(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(log).expect("log file"));
-    let mut server = Guard::spawn("demo_server", command);
+    let mut server = Guard::spawn("demo-server", command);
     let stdout = server.child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout)

@@ -1,7 +1,7 @@
 //! The files the page loads besides itself, built into the binary so that
 //! the page works with no network: xterm.js, which renders the jobs'
 //! output as a terminal would (vendored from its npm package, see
-//! `static/xterm/README.md`).
+//! `static/xterm/README.md` in the package).
 //!
 //! Their paths carry xterm.js's version, so a browser may keep them for as
 //! long as it likes: a new version comes under a new path.
@@ -20,12 +20,12 @@ const ASSETS: [Asset; 2] = [
     Asset {
         path: "/static/xterm-6.0.0/xterm.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("static/xterm/xterm.js"),
+        body: include_bytes!("../static/xterm/xterm.js"),
     },
     Asset {
         path: "/static/xterm-6.0.0/xterm.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("static/xterm/xterm.css"),
+        body: include_bytes!("../static/xterm/xterm.css"),
     },
 ];
 

@@ -409,7 +409,7 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> 
 async fn index() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(include_str!("index.html"))
+        .body(include_str!("../index.html"))
 }
 
 async fn definitions(definitions: web::Data<Definitions>) -> HttpResponse {

@@ -1,23 +1,25 @@
-//! `demo_server`: a job runner over HTTP with a live web page, built on the process actors.
+//! `demo-server`: a job runner over HTTP with a live web page, built on the process actors.
 //!
 //! ```text
-//! cargo run --example demo_server [-- --bind 127.0.0.1 --port 8080 --jobs FILE]
+//! cargo run --release -p demo-server [-- --bind 127.0.0.1 --port 8080 --jobs FILE]
 //! ```
 //!
 //! then open <http://127.0.0.1:8080/>. Only the jobs listed in the jobs file
-//! run (`jobs.toml` beside this file by default), each with validated
-//! parameters at fixed places in its argv; their output streams to the page
-//! as it is written. Jobs wait in the library's job pool for a place to run
-//! (`--max-running`, `--max-load`), at most `--max-queued` of them. Ctrl-C
-//! (or SIGTERM) cancels every queued and running job, waits for them to end
-//! and stops.
+//! run (by default `jobs.toml`, at the top of this package), each with
+//! validated parameters at fixed places in its argv; their output streams
+//! to the page as it is written. Jobs wait in the library's job pool for a
+//! place to run (`--max-running`, `--max-load`), at most `--max-queued` of
+//! them. Ctrl-C (or SIGTERM) cancels every queued and running job, waits
+//! for them to end and stops.
 //!
 //! * `definitions.rs`: the allow-list, from the jobs file;
 //! * `registry.rs`: the `Jobs` actor, which runs the jobs and keeps them;
 //! * `connections.rs`: what a connection may cost (fds, memory, time);
 //! * `api.rs`: the HTTP routes, JSON errors and the event stream;
-//! * `index.html`: the page, plain HTML and JavaScript;
-//! * `assets.rs`: the files the page loads (xterm.js, vendored in `static/`).
+//! * `index.html` (at the top of the package): the page, plain HTML and
+//!   JavaScript;
+//! * `assets.rs`: the files the page loads (xterm.js, vendored in the
+//!   package's `static/`).
 //!
 //! The server listens on loopback unless `--bind` says otherwise: anyone who
 //! can reach it can run the listed jobs. It answers only to requests whose
@@ -52,7 +54,7 @@ use registry::{Jobs, Limits, Shutdown};
 
 /// A job runner over HTTP: allow-listed jobs, their output live.
 #[derive(Debug, Parser)]
-#[command(name = "demo_server")]
+#[command(name = "demo-server")]
 struct Args {
     /// The address to listen on. Anything but loopback lets other machines
     /// run the listed jobs.
@@ -63,7 +65,7 @@ struct Args {
     port: u16,
     /// The jobs file: the only jobs that may run.
     #[arg(long, value_name = "FILE",
-          default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo_server/jobs.toml"))]
+          default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs.toml"))]
     jobs: PathBuf,
     /// Another name the server answers to (a `Host` it accepts), beyond
     /// its address (and `localhost` on loopback). Repeatable.
