@@ -88,34 +88,28 @@ pub struct Started {
     pub pid: Option<u32>,
 }
 
-/// Event: the task ended (portage's exit listeners).
+/// Event: the task ended (portage's exit listeners), sent once to each
+/// exit listener.
 ///
-/// Sent once the child's exit status is known *and* the task is done with
-/// its output: every stream reached EOF, or was closed first (a drain
-/// timeout, [`CloseReader`], or a release at the end of the cancel
-/// escalation; then `output_complete` is `false`). A subscriber that also
-/// listens for exits has every [`Chunk`] before this.
-///
-/// A cancelled task's child may still be an unreaped zombie when this is
-/// sent: it is reaped a moment later, once the supervisor has seen that
-/// nothing else of its process group is alive, or at the SIGKILL of the
-/// cancel timeout if something is (see [`Cancel`]). The zombie keeps its
-/// pid and group id from being reused while they may still be signalled.
+/// When a task ends, including every way it can end early (a drain
+/// timeout, [`CloseReader`], a release at the end of the cancel
+/// escalation), and when its child is reaped, is said once, in
+/// [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle). A
+/// subscriber that also listens for exits has every [`Chunk`] before this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub struct Exited {
     /// The child's pid; `None` if it never ran.
     pub pid: Option<u32>,
-    /// The return code in portage's convention. A task released at the
-    /// end of the cancel escalation before its child exited (see
-    /// [`Cancel`]) reports -9: the child was sent SIGKILL, and is reaped
-    /// whenever it exits.
+    /// The return code in portage's convention (-9 for a released task
+    /// whose child had not exited; see the
+    /// [lifecycle](crate::PopenProcess#lifecycle)).
     pub returncode: ReturnCode,
-    /// `false` when reading stopped before EOF: the task was released after
-    /// the cancel escalation ran out (see [`Cancel`]), its drain timeout
-    /// passed, or it was sent [`CloseReader`]; output written after that is
-    /// not delivered.
+    /// `false` when reading stopped before EOF (a [`CloseReader`], the
+    /// drain timeout or a release; see the
+    /// [lifecycle](crate::PopenProcess#lifecycle)): output written after
+    /// that is not delivered.
     pub output_complete: bool,
 }
 
@@ -144,9 +138,12 @@ pub struct Start;
 
 /// Request: cancel the task (portage's `cancel()`); returns at once.
 ///
-/// The first `Cancel` marks the task cancelled. A task not yet started ends
-/// with [`ReturnCode::CANCELLED`]. For a running task (its child may have
-/// exited already, while a grandchild keeps the output open):
+/// What a cancel does to the task is in [`PopenProcess`'s
+/// lifecycle](crate::PopenProcess#lifecycle): a task not yet started ends
+/// with [`ReturnCode::CANCELLED`]; a running one is escalated. This says
+/// which process gets which signal, and when. For a running task (its
+/// child may have exited already, while a grandchild keeps the output
+/// open):
 ///
 /// 1. the child's process group (or the child alone, with
 ///    [`Popen::process_group(false)`](crate::Popen::process_group)) gets

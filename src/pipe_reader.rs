@@ -283,11 +283,15 @@ impl Actor for PipeReader {
                     );
                     self.pumps.push(Some((stream, pump)));
                 }
-                Err(err) => log::error!("pipe reader: cannot watch the {stream:?} input: {err}"),
+                Err(err) => {
+                    // Never read: the output is not complete.
+                    log::error!("pipe reader: cannot watch the {stream:?} input: {err}");
+                    self.cut_short = true;
+                }
             }
         }
         if self.open == 0 {
-            self.finish(true, ctx);
+            self.finish(!self.cut_short, ctx);
         }
     }
 }

@@ -429,3 +429,18 @@ async fn coalesced_reads_share_a_chunk_under_the_limit() {
         .collect();
     assert_eq!(joined, expected);
 }
+
+/// Regression: an input the reactor refuses (a regular file: epoll gives
+/// EPERM) was never read, yet the reader reported `complete: true`.
+#[actix_rt::test]
+async fn an_input_that_cannot_be_watched_makes_the_reader_incomplete() {
+    let file = tempfile::tempfile().expect("a temporary file");
+    let (waiter, awaited) = Waiter::start_new();
+    PipeReader::new()
+        .input(OutputStream::Stdout, std::os::fd::OwnedFd::from(file))
+        .on_finished(waiter.recipient())
+        .start();
+    let events = event("ReaderFinished", awaited.finished).await;
+    let completes: Vec<bool> = events.finished.iter().map(|f| f.complete).collect();
+    assert_eq!(completes, vec![false]);
+}

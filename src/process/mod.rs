@@ -136,7 +136,7 @@ struct Wiring {
 ///      waited for slow subscribers), or by a release (below).
 ///
 ///    [`Cancel`] hands the child to the supervisor's escalation
-///    (`escalation.rs` says which process gets which signal, and when). If
+///    ([`Cancel`] says which process gets which signal, and when). If
 ///    the escalation gives up (the orphan warning: the group or the output
 ///    outlived SIGKILL and another cancel timeout), the task is
 ///    **released**: its output is closed and it ends without waiting any
