@@ -8,30 +8,18 @@
 //! BENCH_MIB=256 cargo bench --bench popen_cli
 //! ```
 
+#[path = "../tests/common/cli.rs"]
+#[allow(dead_code)] // the bench uses its builder only
+mod cli;
+#[path = "../tests/common/procs.rs"]
+#[allow(dead_code)] // what cli.rs needs of it
+mod procs;
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
-
-/// Builds the example in release mode and returns its path.
-fn popen_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--example", "popen"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the popen example failed");
-    let exe = std::env::current_exe().expect("bench path");
-    let release = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    release.join("examples").join("popen")
-}
 
 fn children_cpu() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
@@ -88,7 +76,7 @@ fn compare(what: &str, shell: &str, popen: &std::path::Path, popen_args: &[Strin
 
 fn main() {
     let bytes = common::bytes(1024);
-    let popen = popen_bin();
+    let popen = cli::popen_bin();
     let gib = bytes as f64 / (1u64 << 30) as f64;
     let mib = bytes >> 20;
     for bufsize in [65536usize, 4096] {
@@ -102,7 +90,7 @@ fn main() {
         compare(
             &format!("popen --bufsize {bufsize}, {mib} MiB to /dev/null (head | cat)"),
             &format!("head -c {bytes} /dev/zero | cat > /dev/null"),
-            &popen,
+            popen,
             &[
                 "--bufsize".to_owned(),
                 bufsize.to_string(),

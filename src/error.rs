@@ -1,38 +1,55 @@
 //! Error types, one per failure domain.
 
 use std::io;
+use std::sync::Arc;
 
-/// Why a child process could not be started.
+/// Why a child process could not be started: the program, once, and what
+/// went wrong ([`SpawnErrorKind`]).
 ///
-/// Every variant names the program; the variants that come from the OS keep
-/// the `io::Error` as their [`source`](std::error::Error::source).
-#[derive(Debug, thiserror::Error)]
+/// Cheap to clone (the OS error is shared), so that a task's handle can
+/// keep it ([`ProcessHandle::spawn_error`](crate::ProcessHandle::spawn_error)).
+/// It displays as `PROGRAM: REASON`, as a shell reports a command it
+/// could not run, and its [`source`](std::error::Error::source) is the OS
+/// error, when there is one.
+///
+/// ```
+/// use actix_popen::{Popen, SpawnErrorKind};
+///
+/// # #[actix::main]
+/// # async fn main() {
+/// let err = Popen::new("no-such-program-xyz").start().unwrap_err();
+/// assert!(matches!(err.kind(), SpawnErrorKind::NotFound { .. }));
+/// assert_eq!(err.program(), "no-such-program-xyz");
+/// assert_eq!(err.shell_status(), 127);
+/// assert_eq!(err.to_string(), "no-such-program-xyz: command not found");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpawnError {
+    program: String,
+    kind: SpawnErrorKind,
+}
+
+/// What went wrong in a spawn; see [`SpawnError`].
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum SpawnError {
+pub enum SpawnErrorKind {
     /// The program does not exist (ENOENT), on `PATH` or at the path given.
-    #[error("{program}: command not found")]
+    #[error("command not found")]
     NotFound {
-        /// The program that was asked for.
-        program: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The program exists but may not be executed (EACCES, EPERM).
-    #[error("{program}: permission denied")]
+    #[error("permission denied")]
     PermissionDenied {
-        /// The program that was asked for.
-        program: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The arguments and environment together exceed the kernel's limit
     /// (E2BIG), or one of them exceeds the per-string limit of 32 pages.
-    #[error("{program}: argument list too long (largest is {largest}, {size} bytes)")]
+    #[error("argument list too long (largest is {largest}, {size} bytes)")]
     ArgumentListTooLong {
-        /// The program that was asked for.
-        program: String,
         /// The largest single argument or environment variable, named as
         /// `argument N` or `environment variable NAME`.
         largest: String,
@@ -40,161 +57,76 @@ pub enum SpawnError {
         /// terminating NUL for an environment variable).
         size: usize,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The working directory set with
     /// [`Popen::current_dir`](crate::Popen::current_dir) cannot be entered
     /// (ENOENT, ENOTDIR, EACCES).
-    #[error("{program}: working directory {}: {source}", dir.display())]
+    #[error("working directory {}: {source}", dir.display())]
     WorkingDirectory {
-        /// The program that was asked for.
-        program: String,
         /// The directory.
         dir: std::path::PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The host ran out of processes, file descriptors or memory (EAGAIN,
     /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
-    #[error("{program}: out of resources: {source}")]
+    #[error("out of resources: {source}")]
     ResourceExhausted {
-        /// The program that was asked for.
-        program: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The running kernel lacks something the spawn needs: pidfds
     /// (`pidfd_open`, Linux 5.3), `waitid` on a pidfd (Linux 5.4), or, for
     /// [`Popen::close_fds`](crate::Popen::close_fds), `close_range` with
     /// `CLOSE_RANGE_CLOEXEC` (Linux 5.11). Nothing was left running.
-    #[error("{program}: {source}")]
+    #[error("{source}")]
     Unsupported {
-        /// The program that was asked for.
-        program: String,
         /// What is missing, and the Linux version that has it.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// Any other OS error while preparing or starting the child.
-    #[error("{program}: {source}")]
+    #[error("{source}")]
     Io {
-        /// The program that was asked for.
-        program: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The description cannot be run as given (for example stdout set to
     /// [`OutputTo::MergeIntoStdout`](crate::OutputTo::MergeIntoStdout)).
-    #[error("{program}: invalid configuration: {reason}")]
+    #[error("invalid configuration: {reason}")]
     InvalidConfig {
-        /// The program that was asked for.
-        program: String,
         /// What is wrong.
         reason: String,
     },
     /// `start` was called where no actix arbiter runs on the current thread
-    /// (outside `System::run`/`block_on`, or outside a `LocalSet`).
-    #[error("{program}: no actix arbiter runs on this thread")]
-    NoArbiter {
-        /// The program that was asked for.
-        program: String,
-    },
+    /// (outside `System::run`/`block_on`, or outside a `LocalSet`), or the
+    /// arbiter given to [`Popen::start_in_arbiter`](crate::Popen::start_in_arbiter)
+    /// has stopped.
+    #[error("no actix arbiter runs on this thread")]
+    NoArbiter,
     /// The task was already started, or already ended (cancelled before it
     /// started), and cannot be started again; start a `clone()` of its
     /// [`Popen`](crate::Popen) instead.
-    #[error("{program}: the task was already started or has ended")]
-    AlreadyStarted {
-        /// The program that was asked for.
-        program: String,
-    },
-}
-
-/// A copy of an OS error: the same errno, or the same kind and message.
-fn copy_io(err: &io::Error) -> io::Error {
-    match err.raw_os_error() {
-        Some(errno) => io::Error::from_raw_os_error(errno),
-        None => io::Error::new(err.kind(), err.to_string()),
-    }
-}
-
-impl Clone for SpawnError {
-    /// A copy with the same variant, program and OS error number (an OS
-    /// error without a number keeps its kind and message).
-    fn clone(&self) -> SpawnError {
-        match self {
-            SpawnError::NotFound { program, source } => SpawnError::NotFound {
-                program: program.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::PermissionDenied { program, source } => SpawnError::PermissionDenied {
-                program: program.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::ArgumentListTooLong {
-                program,
-                largest,
-                size,
-                source,
-            } => SpawnError::ArgumentListTooLong {
-                program: program.clone(),
-                largest: largest.clone(),
-                size: *size,
-                source: copy_io(source),
-            },
-            SpawnError::WorkingDirectory {
-                program,
-                dir,
-                source,
-            } => SpawnError::WorkingDirectory {
-                program: program.clone(),
-                dir: dir.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::ResourceExhausted { program, source } => SpawnError::ResourceExhausted {
-                program: program.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::Io { program, source } => SpawnError::Io {
-                program: program.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::Unsupported { program, source } => SpawnError::Unsupported {
-                program: program.clone(),
-                source: copy_io(source),
-            },
-            SpawnError::InvalidConfig { program, reason } => SpawnError::InvalidConfig {
-                program: program.clone(),
-                reason: reason.clone(),
-            },
-            SpawnError::NoArbiter { program } => SpawnError::NoArbiter {
-                program: program.clone(),
-            },
-            SpawnError::AlreadyStarted { program } => SpawnError::AlreadyStarted {
-                program: program.clone(),
-            },
-        }
-    }
+    #[error("the task was already started or has ended")]
+    AlreadyStarted,
 }
 
 impl SpawnError {
-    /// The program the error is about.
-    pub fn program(&self) -> &str {
-        match self {
-            SpawnError::NotFound { program, .. }
-            | SpawnError::PermissionDenied { program, .. }
-            | SpawnError::ArgumentListTooLong { program, .. }
-            | SpawnError::WorkingDirectory { program, .. }
-            | SpawnError::ResourceExhausted { program, .. }
-            | SpawnError::Io { program, .. }
-            | SpawnError::Unsupported { program, .. }
-            | SpawnError::InvalidConfig { program, .. }
-            | SpawnError::NoArbiter { program }
-            | SpawnError::AlreadyStarted { program } => program,
+    pub(crate) fn new(program: impl Into<String>, kind: SpawnErrorKind) -> SpawnError {
+        SpawnError {
+            program: program.into(),
+            kind,
         }
+    }
+
+    /// The program the error is about, as given.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &SpawnErrorKind {
+        &self.kind
     }
 
     /// The exit status a POSIX shell gives a command that failed this way:
@@ -203,24 +135,38 @@ impl SpawnError {
     /// Commands"). A deferred start ([`Start`](crate::Start), the job
     /// pool) that fails ends its task with this status.
     pub fn shell_status(&self) -> u8 {
-        match self {
-            SpawnError::NotFound { .. } => 127,
+        match self.kind {
+            SpawnErrorKind::NotFound { .. } => 127,
             _ => 126,
         }
     }
 
     /// The OS error behind this one, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
-        match self {
-            SpawnError::NotFound { source, .. }
-            | SpawnError::PermissionDenied { source, .. }
-            | SpawnError::ArgumentListTooLong { source, .. }
-            | SpawnError::WorkingDirectory { source, .. }
-            | SpawnError::ResourceExhausted { source, .. }
-            | SpawnError::Io { source, .. }
-            | SpawnError::Unsupported { source, .. } => Some(source),
-            _ => None,
+        match &self.kind {
+            SpawnErrorKind::NotFound { source }
+            | SpawnErrorKind::PermissionDenied { source }
+            | SpawnErrorKind::ArgumentListTooLong { source, .. }
+            | SpawnErrorKind::WorkingDirectory { source, .. }
+            | SpawnErrorKind::ResourceExhausted { source }
+            | SpawnErrorKind::Unsupported { source }
+            | SpawnErrorKind::Io { source } => Some(source),
+            SpawnErrorKind::InvalidConfig { .. }
+            | SpawnErrorKind::NoArbiter
+            | SpawnErrorKind::AlreadyStarted => None,
         }
+    }
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.program, self.kind)
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io_error().map(|err| err as _)
     }
 }
 

@@ -509,13 +509,51 @@ mod tests {
         assert_eq!(run_with(&mock, Duration::ZERO), (Next::Release, KILL_GRACE));
     }
 
+    /// Every log record of this test binary.
+    static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+    struct Keep;
+
+    impl log::Log for Keep {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            RECORDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
     #[test]
     fn unkillable_task_gets_term_cont_kill_then_is_released() {
+        static KEEP: Keep = Keep;
+        log::set_logger(&KEEP).expect("the only logger of the unit tests");
+        log::set_max_level(log::LevelFilter::Debug);
         let mock = Mock::new(true, None, None);
         assert_eq!(run(&mock), (Next::Release, 2 * T));
         assert_eq!(
             mock.signals(),
             vec![Signal::SIGTERM, Signal::SIGCONT, Signal::SIGKILL]
         );
+        // Each refusal is logged at error level, naming the signal
+        // (portage bug #358211).
+        let refused: Vec<String> = RECORDS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(level, text)| *level == log::Level::Error && text.contains("to mock"))
+            .map(|(_, text)| text.clone())
+            .collect();
+        for signal in ["SIGTERM", "SIGCONT", "SIGKILL"] {
+            assert!(
+                refused
+                    .iter()
+                    .any(|text| text.contains(signal) && text.contains("EPERM")),
+                "no error naming {signal} and EPERM in {refused:?}"
+            );
+        }
     }
 }

@@ -73,7 +73,7 @@
 //! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;
 //! [`Popen::close_fds`] needs 5.11): the crate does not build elsewhere
 //! rather than misbehave, and on an older kernel a spawn fails with
-//! [`SpawnError::Unsupported`] rather than report a wrong status.
+//! [`SpawnErrorKind::Unsupported`](crate::SpawnErrorKind::Unsupported) rather than report a wrong status.
 //!
 //! The host must not reap children it did not spawn (`waitpid(-1)`): that
 //! frees their pids while we may still signal them, and before Linux 6.15
@@ -109,7 +109,7 @@ mod supervisor;
 mod sys;
 
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
-pub use error::{JobLimitsError, SignalError, SpawnError, WaitError};
+pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,

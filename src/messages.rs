@@ -129,7 +129,7 @@ impl Exited {
 ///
 /// # Errors
 /// [`SpawnError`] if the child could not be spawned, or
-/// [`SpawnError::AlreadyStarted`] if the task was started or cancelled
+/// [`SpawnErrorKind::AlreadyStarted`](crate::SpawnErrorKind::AlreadyStarted) if the task was started or cancelled
 /// before. A failed start ends the task with return code 127 (not found)
 /// or 126 (any other failure) and notifies its listeners.
 #[derive(Debug, Clone, Copy, Default, Message)]

@@ -91,7 +91,7 @@ impl Popen {
     ///
     /// A `key` that is empty or holds `=` or a NUL byte, or a `value` that
     /// holds a NUL byte, cannot be passed on: the start refuses it with
-    /// [`SpawnError::InvalidConfig`] (std's `Command` would pass `A=B` set
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig) (std's `Command` would pass `A=B` set
     /// to `c` on as `A=B=c`, setting `A`).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Popen {
         self.spec
@@ -146,7 +146,7 @@ impl Popen {
 
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
     /// 4096 by default), from 1 to [`MAX_BUFSIZE`](crate::MAX_BUFSIZE); the start refuses
-    /// other values with [`SpawnError::InvalidConfig`].
+    /// other values with [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig).
     pub fn bufsize(mut self, bufsize: usize) -> Popen {
         self.spec.reader.bufsize = bufsize;
         self
@@ -212,7 +212,7 @@ impl Popen {
     /// `posix_spawn` path (a `pre_exec` step forces fork and exec; see
     /// BENCHMARKS.md). It needs Linux 5.11 (`close_range` with
     /// `CLOSE_RANGE_CLOEXEC`); on an older kernel the spawn fails with
-    /// [`SpawnError::Unsupported`] and nothing runs.
+    /// [`SpawnErrorKind::Unsupported`](crate::SpawnErrorKind::Unsupported) and nothing runs.
     pub fn close_fds(mut self, enabled: bool) -> Popen {
         self.spec.command.close_fds = enabled;
         self
@@ -279,7 +279,7 @@ impl Popen {
     /// # Errors
     /// [`SpawnError`] when the child could not be spawned (the program is
     /// named, with the OS reason), when the description is invalid
-    /// ([`SpawnError::InvalidConfig`]: a `bufsize` of 0, stdout set to
+    /// ([`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig): a `bufsize` of 0, stdout set to
     /// [`OutputTo::MergeIntoStdout`], an environment variable name that is
     /// empty or holds `=` or a NUL byte, a NUL byte in the program, an
     /// argument, a value or the working directory), or when no actix
@@ -293,7 +293,7 @@ impl Popen {
     /// thread, which need not run an arbiter.
     ///
     /// # Errors
-    /// As [`start`](Self::start); [`SpawnError::NoArbiter`] when `arbiter`
+    /// As [`start`](Self::start); [`SpawnErrorKind::NoArbiter`](crate::SpawnErrorKind::NoArbiter) when `arbiter`
     /// has stopped.
     pub fn start_in_arbiter(
         self,
@@ -309,8 +309,8 @@ impl Popen {
     /// ever running.
     ///
     /// # Errors
-    /// [`SpawnError::NoArbiter`] when no actix arbiter runs on this thread;
-    /// [`SpawnError::InvalidConfig`] for an invalid description.
+    /// [`SpawnErrorKind::NoArbiter`](crate::SpawnErrorKind::NoArbiter) when no actix arbiter runs on this thread;
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig) for an invalid description.
     pub fn prepare(self) -> Result<ProcessHandle, SpawnError> {
         PopenProcess::prepare(self.spec)
     }

@@ -8,12 +8,13 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use crate::messages::OutputStream;
 use crate::sys::child::Child;
 use crate::sys::fd::pipe;
 use crate::sys::pty::open_pty;
-use crate::SpawnError;
+use crate::{SpawnError, SpawnErrorKind};
 
 /// A child just spawned, with our ends of its pipes.
 pub(crate) struct Spawned {
@@ -103,7 +104,7 @@ impl SpawnSpec {
     }
 
     /// Why the spawn could not run as described, if it could not: the
-    /// reason of a [`SpawnError::InvalidConfig`].
+    /// reason of a [`SpawnErrorKind::InvalidConfig`].
     pub(crate) fn invalid(&self) -> Option<String> {
         if self.stdout == OutputTo::MergeIntoStdout {
             return Some("stdout cannot be merged into itself".to_owned());
@@ -113,10 +114,10 @@ impl SpawnSpec {
 
     fn validate(&self) -> Result<(), SpawnError> {
         match self.invalid() {
-            Some(reason) => Err(SpawnError::InvalidConfig {
-                program: self.program_name(),
-                reason,
-            }),
+            Some(reason) => Err(SpawnError::new(
+                self.program_name(),
+                SpawnErrorKind::InvalidConfig { reason },
+            )),
             None => Ok(()),
         }
     }
@@ -300,44 +301,39 @@ impl SpawnSpec {
 
     fn classify(&self, source: io::Error) -> SpawnError {
         use nix::libc;
-        let program = self.program_name();
         let errno = source.raw_os_error();
+        let unsupported = source.kind() == io::ErrorKind::Unsupported;
+        let source = Arc::new(source);
         // exec reports a working directory it cannot enter with the same
         // errnos as a program it cannot find or run: tell them apart.
-        if let (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir)) =
-            (errno, &self.current_dir)
-        {
-            let enterable = nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK)
-                .is_ok()
-                && dir.is_dir();
-            if !enterable {
-                return SpawnError::WorkingDirectory {
-                    program,
+        let kind = match (errno, &self.current_dir) {
+            (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir))
+                if !(nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK)
+                    .is_ok()
+                    && dir.is_dir()) =>
+            {
+                SpawnErrorKind::WorkingDirectory {
                     dir: dir.clone(),
                     source,
-                };
+                }
             }
-        }
-        match errno {
-            Some(libc::ENOENT) => SpawnError::NotFound { program, source },
-            Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, source },
-            Some(libc::E2BIG) => {
+            (Some(libc::ENOENT), _) => SpawnErrorKind::NotFound { source },
+            (Some(libc::EACCES | libc::EPERM), _) => SpawnErrorKind::PermissionDenied { source },
+            (Some(libc::E2BIG), _) => {
                 let (largest, size) = self.largest_string();
-                SpawnError::ArgumentListTooLong {
-                    program,
+                SpawnErrorKind::ArgumentListTooLong {
                     largest,
                     size,
                     source,
                 }
             }
-            Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM) => {
-                SpawnError::ResourceExhausted { program, source }
+            (Some(libc::EAGAIN | libc::EMFILE | libc::ENFILE | libc::ENOMEM), _) => {
+                SpawnErrorKind::ResourceExhausted { source }
             }
-            None if source.kind() == io::ErrorKind::Unsupported => {
-                SpawnError::Unsupported { program, source }
-            }
-            _ => SpawnError::Io { program, source },
-        }
+            (None, _) if unsupported => SpawnErrorKind::Unsupported { source },
+            _ => SpawnErrorKind::Io { source },
+        };
+        SpawnError::new(self.program_name(), kind)
     }
 
     /// The largest string the kernel copies for exec: an argument (with its

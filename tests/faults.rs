@@ -13,7 +13,7 @@
 //! * EPERM from `kill()`: it needs a child of another uid (a setuid
 //!   program, or `CommandExt::uid`, which `Popen` does not expose); the
 //!   escalation's handling of EPERM is unit-tested with a mock in
-//!   `src/supervisor.rs`.
+//!   `src/escalation.rs` (it is logged at error level).
 //! * A host that sets SIGCHLD to `SIG_IGN`: the disposition is
 //!   process-wide and would break every other test of this binary.
 //! * Running out of fds while tasks run: `tests/faults_rlimit.rs`, a

@@ -8,10 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_popen::SpawnErrorKind;
 use actix_popen::{
     AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, InputFrom, JobLimitsError, JobPool,
-    OutputTo, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, SpawnError,
-    Started,
+    OutputTo, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, Started,
 };
 use futures::channel::oneshot;
 
@@ -216,7 +216,10 @@ async fn a_failed_start_frees_its_place_and_reports_127() {
     let next = Popen::new("true").submit().unwrap();
     assert_eq!(async_wait(&missing).await.code(), 127);
     assert!(
-        matches!(missing.spawn_error(), Some(SpawnError::NotFound { ref program, .. }) if program == "no-such-program-xyz"),
+        missing
+            .spawn_error()
+            .is_some_and(|err| matches!(err.kind(), SpawnErrorKind::NotFound { .. })
+                && err.program() == "no-such-program-xyz"),
         "{:?}",
         missing.spawn_error()
     );

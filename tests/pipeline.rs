@@ -17,9 +17,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_popen::SpawnErrorKind;
 use actix_popen::{
     AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, InputFrom, OutputStream, PipeStatus,
-    Pipeline, PipelineError, PipelineHandle, Popen, ReturnCode, SpawnError, WriteStdin,
+    Pipeline, PipelineError, PipelineHandle, Popen, ReturnCode, WriteStdin,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -413,12 +414,11 @@ async fn failed_stage_spawn_names_the_stage_and_cancels_the_others() {
 
         let err = pipeline.start().expect_err("a stage cannot be spawned");
         match &err {
-            PipelineError::Spawn {
-                stage,
-                source: SpawnError::NotFound { program, .. },
-            } => {
+            PipelineError::Spawn { stage, source }
+                if matches!(source.kind(), SpawnErrorKind::NotFound { .. }) =>
+            {
                 assert_eq!(*stage, failing, "{err}");
-                assert!(program.contains("no-such-program"), "{err}");
+                assert!(source.program().contains("no-such-program"), "{err}");
             }
             other => panic!("expected a NotFound spawn error of stage {failing}, got {other:?}"),
         }

@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use actix_popen::SpawnErrorKind;
 use actix_popen::{
     AsyncWait, Cancel, InputFrom, OutputTo, Pipeline, PipelineError, Popen, ProcessHandle,
     ReturnCode, SpawnError, Start,
@@ -67,7 +68,10 @@ async fn failed_start(popen: Popen, code: i32) -> SpawnError {
 async fn program_not_found_names_the_program() {
     for program in ["actix-popen-no-such-command", "/nonexistent/actix-popen"] {
         let err = Popen::new(program).start().unwrap_err();
-        assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+            "{err:?}"
+        );
         assert_eq!(err.program(), program);
         assert_eq!(err.to_string(), format!("{program}: command not found"));
         assert_eq!(errno(&err), Some(libc::ENOENT));
@@ -80,7 +84,10 @@ async fn program_not_found_names_the_program() {
 #[actix_rt::test]
 async fn prepared_start_of_a_missing_program_ends_with_127() {
     let err = failed_start(Popen::new("actix-popen-no-such-command"), 127).await;
-    assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+        "{err:?}"
+    );
 }
 
 /// Writes an executable-looking script with mode 0644 into `dir`.
@@ -98,7 +105,7 @@ async fn non_executable_file_is_permission_denied() {
     let program = path.to_str().expect("a UTF-8 path");
     let err = Popen::new(program).start().unwrap_err();
     assert!(
-        matches!(err, SpawnError::PermissionDenied { .. }),
+        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
         "{err:?}"
     );
     assert_eq!(err.program(), program);
@@ -113,7 +120,7 @@ async fn prepared_start_of_a_non_executable_file_ends_with_126() {
     let path = non_executable_script(dir.path());
     let err = failed_start(Popen::new(&path), 126).await;
     assert!(
-        matches!(err, SpawnError::PermissionDenied { .. }),
+        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
         "{err:?}"
     );
 }
@@ -125,7 +132,7 @@ async fn directory_as_program_is_permission_denied() {
     let program = dir.path().to_str().expect("a UTF-8 path");
     let err = Popen::new(program).start().unwrap_err();
     assert!(
-        matches!(err, SpawnError::PermissionDenied { .. }),
+        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
         "{err:?}"
     );
     assert_eq!(err.program(), program);
@@ -144,16 +151,10 @@ async fn huge_environment_variable_is_named() {
         .env(NAME, &value)
         .start()
         .unwrap_err();
-    let SpawnError::ArgumentListTooLong {
-        program,
-        largest,
-        size,
-        ..
-    } = &err
-    else {
+    let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
         panic!("expected ArgumentListTooLong, got {err:?}");
     };
-    assert_eq!(program, "true");
+    assert_eq!(err.program(), "true");
     assert_eq!(largest, &format!("environment variable {NAME}"));
     assert_eq!(*size, value.len() + NAME.len() + 2);
     assert_eq!(errno(&err), Some(libc::E2BIG));
@@ -179,7 +180,7 @@ async fn huge_argument_is_named() {
         .arg(&huge)
         .start()
         .unwrap_err();
-    let SpawnError::ArgumentListTooLong { largest, size, .. } = &err else {
+    let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
         panic!("expected ArgumentListTooLong, got {err:?}");
     };
     assert_eq!(largest, "argument 1");
@@ -201,7 +202,7 @@ async fn invalid_descriptions_are_refused() {
         ("stdout merged, prepare", merged().prepare().unwrap_err()),
     ] {
         assert!(
-            matches!(err, SpawnError::InvalidConfig { .. }),
+            matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
             "{what}: {err:?}"
         );
         assert_eq!(err.program(), "true", "{what}");
@@ -287,7 +288,7 @@ async fn strings_exec_cannot_pass_on_are_refused_everywhere() {
             ("submit", refused(what, popen().submit()).await),
         ] {
             assert!(
-                matches!(err, SpawnError::InvalidConfig { .. }),
+                matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
                 "{what}, {how}: {err:?}"
             );
             assert!(err.to_string().contains(reason), "{what}, {how}: {err}");
@@ -297,10 +298,8 @@ async fn strings_exec_cannot_pass_on_are_refused_everywhere() {
             .stage(Popen::new("true"))
             .start();
         match pipeline {
-            Err(PipelineError::Spawn {
-                stage: 0,
-                source: SpawnError::InvalidConfig { .. },
-            }) => {}
+            Err(PipelineError::Spawn { stage: 0, source })
+                if matches!(source.kind(), SpawnErrorKind::InvalidConfig { .. }) => {}
             Err(err) => panic!("{what}, pipeline: {err:?}"),
             Ok(pipeline) => {
                 pipeline.do_send(Cancel);
@@ -347,7 +346,10 @@ async fn missing_working_directory_is_named() {
         .current_dir(&missing)
         .start()
         .unwrap_err();
-    assert!(!matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+    assert!(
+        !matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(!message.contains("command not found"), "{message}");
     assert!(
@@ -408,11 +410,11 @@ fn start_outside_a_system_is_no_arbiter_and_spawns_nothing() {
     let program = named_sleep(dir.path(), "noarb-probe");
     let popen = Popen::new(&program).arg("30").stdin(InputFrom::Null);
     let err = popen.clone().start().unwrap_err();
-    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert!(matches!(err.kind(), SpawnErrorKind::NoArbiter), "{err:?}");
     assert_eq!(err.program(), program.to_str().expect("a UTF-8 path"));
     assert!(err.to_string().contains("no actix arbiter"), "{err}");
     let err = popen.clone().prepare().unwrap_err();
-    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert!(matches!(err.kind(), SpawnErrorKind::NoArbiter), "{err:?}");
     assert_eq!(children_named("noarb-probe"), Vec::<u32>::new());
 }
 
@@ -433,7 +435,7 @@ fn start_in_a_bare_tokio_runtime_is_no_arbiter_and_spawns_nothing() {
                 .start()
         })
         .unwrap_err();
-    assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}");
+    assert!(matches!(err.kind(), SpawnErrorKind::NoArbiter), "{err:?}");
     assert_eq!(children_named("tokio-probe"), Vec::<u32>::new());
 }
 
@@ -450,7 +452,7 @@ fn start_in_a_stopped_arbiter_leaves_no_child() {
     let result = popen.start_in_arbiter(&handle);
     let _cleanup = result.as_ref().ok().and_then(|p| p.pid()).map(ReapOnDrop);
     match result {
-        Err(err) => assert!(matches!(err, SpawnError::NoArbiter { .. }), "{err:?}"),
+        Err(err) => assert!(matches!(err.kind(), SpawnErrorKind::NoArbiter), "{err:?}"),
         Ok(process) => {
             let pid = process.pid().expect("pid");
             assert!(
@@ -529,7 +531,8 @@ async fn sizes_and_timeouts_beyond_the_limits_are_refused() {
         for (how, result) in [("start", popen().start()), ("prepare", popen().prepare())] {
             let err = refused(&format!("{what}, {how}"), result).await;
             assert!(
-                matches!(err, SpawnError::InvalidConfig { .. }) && err.to_string().contains(named),
+                matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. })
+                    && err.to_string().contains(named),
                 "{what}, {how}: {err}"
             );
         }

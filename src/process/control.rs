@@ -14,7 +14,7 @@ use crate::messages::{
 };
 use crate::supervisor::{ProcessSupervisor, Release, Terminate};
 use crate::sys::child::Delivery;
-use crate::{ReturnCode, Signal, SignalError, SpawnError, WaitError};
+use crate::{ReturnCode, Signal, SignalError, SpawnError, SpawnErrorKind, WaitError};
 
 impl Handler<Start> for PopenProcess {
     type Result = Result<u32, SpawnError>;
@@ -25,9 +25,10 @@ impl Handler<Start> for PopenProcess {
             close_output,
         } = &self.lifecycle
         else {
-            return Err(SpawnError::AlreadyStarted {
-                program: self.name.clone(),
-            });
+            return Err(SpawnError::new(
+                self.name.clone(),
+                SpawnErrorKind::AlreadyStarted,
+            ));
         };
         let close_output = *close_output;
         match command.spawn() {

@@ -14,7 +14,7 @@ use super::PopenProcess;
 use crate::messages::{AsyncWait, Start};
 use crate::supervisor::Job;
 use crate::sys::child::Child;
-use crate::{ReturnCode, SpawnError, WaitError};
+use crate::{ReturnCode, SpawnError, SpawnErrorKind, WaitError};
 
 /// What the actor shares with its [`ProcessHandle`]s and the supervisor.
 #[derive(Debug)]
@@ -200,7 +200,7 @@ impl Job for ProcessHandle {
                     let _ = ended.await;
                 }
                 // The task ended with 127 or 126; nobody else hears why.
-                Ok(Err(err)) if !matches!(err, SpawnError::AlreadyStarted { .. }) => {
+                Ok(Err(err)) if !matches!(err.kind(), SpawnErrorKind::AlreadyStarted) => {
                     log::error!("job pool: {err}");
                 }
                 _ => {}

@@ -35,7 +35,7 @@ use crate::stdin::StdinQueue;
 use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Start};
-use crate::{ReturnCode, SpawnError};
+use crate::{ReturnCode, SpawnError, SpawnErrorKind};
 use handle::Shared;
 use lifecycle::{Lifecycle, Output, Running};
 use listeners::Listeners;
@@ -56,7 +56,7 @@ pub(crate) struct TaskSpec {
 
 impl TaskSpec {
     /// # Errors
-    /// [`SpawnError::InvalidConfig`] naming the first setting that cannot
+    /// [`SpawnErrorKind::InvalidConfig`] naming the first setting that cannot
     /// be used.
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let reason = self
@@ -65,10 +65,10 @@ impl TaskSpec {
             .or_else(|| self.options.invalid())
             .or_else(|| self.command.invalid());
         match reason {
-            Some(reason) => Err(SpawnError::InvalidConfig {
-                program: self.command.program_name(),
-                reason,
-            }),
+            Some(reason) => Err(SpawnError::new(
+                self.command.program_name(),
+                SpawnErrorKind::InvalidConfig { reason },
+            )),
             None => Ok(()),
         }
     }
@@ -181,9 +181,10 @@ pub struct PopenProcess {
 fn check_arbiter(spec: &TaskSpec) -> Result<(), SpawnError> {
     if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
     {
-        return Err(SpawnError::NoArbiter {
-            program: spec.command.program_name(),
-        });
+        return Err(SpawnError::new(
+            spec.command.program_name(),
+            SpawnErrorKind::NoArbiter,
+        ));
     }
     Ok(())
 }
@@ -263,9 +264,10 @@ impl PopenProcess {
         // and the start, the actor is dropped unstarted and its teardown
         // cancels and reaps the child.
         if !arbiter.spawn(async {}) {
-            return Err(SpawnError::NoArbiter {
-                program: spec.command.program_name(),
-            });
+            return Err(SpawnError::new(
+                spec.command.program_name(),
+                SpawnErrorKind::NoArbiter,
+            ));
         }
         spec.validate()?;
         let spawned = spec.command.spawn()?;

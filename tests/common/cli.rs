@@ -16,19 +16,27 @@ pub fn popen_bin() -> &'static PathBuf {
     example_bin("popen")
 }
 
-/// The path of the example `name`, built once per test binary (a no-op
-/// when `cargo test` already built it).
+/// The path of the example `name`, built once per test or bench binary,
+/// in the profile of that binary (a no-op when `cargo test` or `cargo
+/// bench` already built it). The benches include this file too.
 pub fn example_bin(name: &'static str) -> &'static PathBuf {
     static BINS: Mutex<BTreeMap<&'static str, &'static PathBuf>> = Mutex::new(BTreeMap::new());
     let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
     bins.entry(name).or_insert_with(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", name])
+        // A bench runs from target/release/deps/, a test from
+        // target/debug/deps/: build where this binary lives.
+        let profile = if cfg!(debug_assertions) {
+            "--profile=dev"
+        } else {
+            "--release"
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", profile, "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the {name} example failed");
-        // tests run from target/<profile>/deps/
         let exe = std::env::current_exe().expect("test path");
         let profile_dir = exe
             .parent()

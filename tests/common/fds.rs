@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_popen::SpawnError;
+use actix_popen::SpawnErrorKind;
 use nix::libc;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -107,7 +108,7 @@ impl Drop for LoweredLimit {
 /// out-of-fds error: `ResourceExhausted` with EMFILE, saying so.
 pub fn assert_out_of_fds(err: &SpawnError, what: &str) {
     assert!(
-        matches!(err, SpawnError::ResourceExhausted { .. }),
+        matches!(err.kind(), SpawnErrorKind::ResourceExhausted { .. }),
         "{what}: {err:?}"
     );
     assert_eq!(err.program(), "true", "{what}");
