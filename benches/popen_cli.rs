@@ -11,10 +11,10 @@
 #[path = "../tests/common/cli.rs"]
 #[allow(dead_code)] // the bench uses its builder only
 mod cli;
+mod common;
 #[path = "../tests/common/procs.rs"]
 #[allow(dead_code)] // what cli.rs needs of it
 mod procs;
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

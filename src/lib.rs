@@ -5,7 +5,8 @@
 //! * Each running child is a [`PopenProcess`] actor; [`Popen::start`]
 //!   spawns the child and returns a [`ProcessHandle`] to its address.
 //! * What the child writes arrives at the subscribers as [`Chunk`]
-//!   messages, in order, each from one `read()` of at most `bufsize` bytes.
+//!   messages, in order, each from one `read()` of at most `bufsize` bytes
+//!   (or, with [`Popen::coalesce`], from several reads ready at once).
 //! * Start and exit listeners are [`Recipient`](actix::Recipient)s of
 //!   [`Started`] and [`Exited`]; [`Exited`] comes only after the last chunk.
 //! * [`Cancel`] and [`AsyncWait`] are messages; the [`ProcessSupervisor`]
@@ -73,7 +74,7 @@
 //! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;
 //! [`Popen::close_fds`] needs 5.11): the crate does not build elsewhere
 //! rather than misbehave, and on an older kernel a spawn fails with
-//! [`SpawnErrorKind::Unsupported`](crate::SpawnErrorKind::Unsupported) rather than report a wrong status.
+//! [`SpawnErrorKind::Unsupported`] rather than report a wrong status.
 //!
 //! The host must not reap children it did not spawn (`waitpid(-1)`): that
 //! frees their pids while we may still signal them, and before Linux 6.15

@@ -5,9 +5,11 @@
 //! newline, and emits each complete line as a [`Line`] (without its `\n`).
 //! A line longer than the maximum never grows the buffer past it; what
 //! happens to it is the [`Overflow`] policy: split it into pieces of the
-//! maximum length, or report it as overflowed and skip the rest of it up to
-//! the next newline. (asyncio's `readline()` instead raises
-//! `LimitOverrunError` at 64 KiB and leaves the stream in an awkward state.)
+//! maximum length, or truncate it (its first `max` bytes as a
+//! [`LineKind::Truncated`] line) and skip the rest of it up to the next
+//! newline. (asyncio's `readline()` instead raises `ValueError` past its
+//! 64 KiB limit and discards what it buffered; when the newline had not
+//! come yet, the rest of the long line then reads as a line of its own.)
 //!
 //! Subscribe the framer to a process's output and add it as an exit
 //! listener: on [`Exited`] it emits what is left of each stream as an

@@ -11,19 +11,23 @@ use crate::{ReturnCode, Signal, SignalError, SpawnError, WaitError};
 /// Which of the child's output streams a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutputStream {
-    /// The child's stdout; also stderr merged into it, and a pty.
+    /// The child's stdout; also stderr merged into it, and a pty that
+    /// stdout is on (shared with stderr if both are).
     Stdout,
-    /// The child's stderr, when it has a stream of its own.
+    /// The child's stderr, when it has a stream of its own: a pipe, or a
+    /// pty that stdout is not on.
     Stderr,
 }
 
-/// Event: bytes the child wrote, as one `read()` returned them.
+/// Event: bytes the child wrote, as `read()` returned them.
 ///
 /// Chunks of one stream arrive in the order they were read, each one
 /// `read()` of at most `bufsize` bytes (or, with
 /// [`Popen::coalesce`](crate::Popen::coalesce), several reads that were
-/// ready at once). Every subscriber gets every chunk, and gets them
-/// all before the task's [`Exited`].
+/// ready at once). Every subscriber gets every chunk of the streams it
+/// subscribed to (both, or the one given to
+/// [`Popen::subscribe_stream`](crate::Popen::subscribe_stream)), and gets
+/// them all before the task's [`Exited`].
 ///
 /// # Backpressure
 /// A chunk sent by a reader carries a credit of its reader's window. The
@@ -79,7 +83,8 @@ impl Chunk {
 /// Event: the task started (portage's start listeners).
 ///
 /// `pid` is `None` when the task ended before its child ever ran (it was
-/// cancelled first); portage notifies start listeners in that case too.
+/// cancelled first, or its spawn failed); portage notifies start listeners
+/// in that case too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 #[non_exhaustive]
@@ -92,8 +97,8 @@ pub struct Started {
 /// exit listener.
 ///
 /// When a task ends, including every way it can end early (a drain
-/// timeout, [`CloseReader`], a release at the end of the cancel
-/// escalation), and when its child is reaped, is said once, in
+/// timeout, [`CloseReader`], [`CloseStream`], a release at the end of the
+/// cancel escalation), and when its child is reaped, is said once, in
 /// [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle). A
 /// subscriber that also listens for exits has every [`Chunk`] before this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -106,8 +111,8 @@ pub struct Exited {
     /// whose child had not exited; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)).
     pub returncode: ReturnCode,
-    /// `false` when reading stopped before EOF (a [`CloseReader`], the
-    /// drain timeout or a release; see the
+    /// `false` when reading stopped before EOF (a [`CloseReader`], a
+    /// [`CloseStream`], the drain timeout or a release; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)): output written after
     /// that is not delivered.
     pub output_complete: bool,
@@ -131,7 +136,8 @@ impl Exited {
 /// [`SpawnError`] if the child could not be spawned, or
 /// [`SpawnErrorKind::AlreadyStarted`](crate::SpawnErrorKind::AlreadyStarted) if the task was started or cancelled
 /// before. A failed start ends the task with return code 127 (not found)
-/// or 126 (any other failure) and notifies its listeners.
+/// or 126 (any other failure) and notifies its listeners (see
+/// [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle)).
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Result<u32, SpawnError>")]
 pub struct Start;
@@ -151,11 +157,13 @@ pub struct Start;
 ///    SIGTERM handler (as systemd and shells do);
 /// 2. after the cancel timeout, every member of the group still alive gets
 ///    SIGKILL, even if the child itself obeyed the SIGTERM at once;
-/// 3. if the task has still not ended after another cancel timeout (a
-///    process stuck in the kernel, or one outside the group, say after
-///    `setsid`, holding the output open), an orphan warning naming what is
-///    still alive is logged and the task is released: it reports
-///    [`Exited`] with `output_complete: false`.
+/// 3. if the task has still not ended after another cancel timeout (at
+///    least 0.5 s; a process stuck in the kernel, or one outside the
+///    group, say after `setsid`, holding the output open), an orphan
+///    warning naming what is still alive is logged and the task is
+///    released: it reports [`Exited`] at once, with `output_complete:
+///    false` if its output was still open, and -9 if its child has not
+///    exited.
 ///
 /// Signals go to the group only while its leader, our child, is unreaped:
 /// the library reads an exited child's status without reaping it and keeps
@@ -163,8 +171,9 @@ pub struct Start;
 /// handed to another process in between. EPERM from `kill()` is logged at
 /// error level (portage bug #358211). The same escalation runs on every
 /// child still running when its arbiter or the actix System stops (then
-/// blocking the teardown, at most two cancel timeouts). Later `Cancel`s do
-/// nothing; so does a `Cancel` after the task ended.
+/// blocking the teardown, at most a cancel timeout plus the longer of a
+/// cancel timeout and 0.5 s). Later `Cancel`s do nothing; so does a
+/// `Cancel` after the task ended.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct Cancel;
@@ -196,9 +205,11 @@ pub struct CancelWith(pub Signal);
 /// group, SIGCONT wakes them, SIGHUP asks many daemons to reload.
 ///
 /// # Errors
-/// [`SignalError::NotRunning`] if the task has not started, has ended, or
-/// its child was reaped; [`SignalError::Refused`] with the OS error if the
-/// kernel refused (EPERM).
+/// [`SignalError::NotRunning`] if the task has not started, has ended,
+/// its child was reaped, or nobody was left to get the signal (ESRCH, or
+/// the child alone under `process_group(false)` has exited);
+/// [`SignalError::Refused`] with the OS error if the kernel refused
+/// (EPERM).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), SignalError>")]
 pub struct SendSignal(pub Signal);
@@ -231,8 +242,10 @@ pub struct IsAlive;
 /// [`ProcessHandle::pid`](crate::ProcessHandle::pid)).
 ///
 /// `None` before the start and once the task has ended, since the child is
-/// then reaped and the kernel may give the number to another process (as
-/// tokio's `Child::id`).
+/// then reaped (at once, or when its cancel escalation ends; see
+/// [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle)) and the
+/// kernel may give the number to another process (as tokio's
+/// `Child::id`).
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Option<u32>")]
 pub struct GetPid;
@@ -314,8 +327,9 @@ pub struct ReaderFinished {
 /// inputs. Its finish listeners hear `ReaderFinished { complete: false }`
 /// unless every input had already reached EOF. Sent to a
 /// [`PopenProcess`](crate::PopenProcess), it closes the process's output:
-/// the child's next write fails with EPIPE; sent before a deferred start,
-/// it closes the output as the child starts, before anything is read.
+/// the child's next write gets SIGPIPE (or EPIPE if it ignores SIGPIPE);
+/// sent before a deferred start, it closes the output as the child starts,
+/// before anything is read.
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct CloseReader;

@@ -22,7 +22,9 @@ pub const MAX_COALESCE: usize = 1 << 30;
 
 /// The largest [`Popen::window`](crate::Popen::window): 4096 chunks per
 /// stream, so that what a slow subscriber can pin (about `window ×
-/// bufsize`) stays under 4 GiB per stream even at [`MAX_BUFSIZE`].
+/// bufsize`) stays at most 4 GiB per stream even at [`MAX_BUFSIZE`]
+/// (with [`Popen::coalesce`](crate::Popen::coalesce), a chunk may hold up
+/// to `coalesce` bytes, and the window pins that much more).
 pub const MAX_WINDOW: usize = 4096;
 
 /// The longest [`Popen::cancel_timeout`](crate::Popen::cancel_timeout) and
@@ -31,7 +33,8 @@ pub const MAX_WINDOW: usize = 4096;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// portage's `SubProcess._cancel_timeout`: the grace between SIGTERM and
-/// SIGKILL, and between SIGKILL and the orphan warning.
+/// SIGKILL, and between SIGKILL and the orphan warning (there at least
+/// 0.5 s).
 pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How the task's output is read: the [`PipeReader`](crate::PipeReader)
@@ -84,7 +87,8 @@ impl ReaderOptions {
 /// The task's timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskOptions {
-    /// Between SIGTERM and SIGKILL, and SIGKILL and the orphan warning.
+    /// Between SIGTERM and SIGKILL, and SIGKILL and the orphan warning
+    /// (there at least 0.5 s).
     pub(crate) cancel_timeout: Duration,
     /// The longest wait for EOF after the child exited; `None` for no
     /// bound.

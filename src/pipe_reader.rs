@@ -162,7 +162,8 @@ impl PipeReader {
     /// Sets how many chunks of one input may be unconsumed at once; values
     /// below 1 are raised to 1, values above
     /// [`MAX_WINDOW`] lowered to it. Memory held per
-    /// input is about `window × bufsize`.
+    /// input is about `window × bufsize` (`window × coalesce` when
+    /// [`coalesce`](Self::coalesce) is larger).
     pub fn window(mut self, window: usize) -> PipeReader {
         self.window = window.clamp(1, MAX_WINDOW);
         self

@@ -229,12 +229,12 @@ impl PipelineHandle {
 pub struct PipeStatus;
 
 /// The actor that runs a [`Pipeline`]: it handles [`Cancel`],
-/// [`AsyncWait`] and [`PipeStatus`].
+/// [`CancelWith`], [`AsyncWait`] and [`PipeStatus`].
 #[derive(Debug)]
 pub struct PipelineProcess {
     /// Held weakly: a stage whose every handle was dropped must see its
-    /// stdin close (see [`Popen`]'s stdin), and a stage whose actor is gone
-    /// has ended.
+    /// stdin close (see [`InputFrom::Pipe`]), and a stage whose actor is
+    /// gone has ended.
     stages: Vec<WeakAddr<PopenProcess>>,
     pids: Vec<Option<u32>>,
     returncodes: Vec<Option<ReturnCode>>,

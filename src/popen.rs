@@ -175,20 +175,22 @@ impl Popen {
     /// Bounds the wait for EOF after the child exited (as Go's
     /// `Cmd.WaitDelay`). By default the task waits for EOF however long a
     /// grandchild holds the output open (portage's behaviour). With a
-    /// drain timeout, once the child was reaped the task waits at most
+    /// drain timeout, once the child has exited the task waits at most
     /// `timeout` for EOF, then closes its read ends and ends with
     /// [`Exited::output_complete`](crate::Exited::output_complete) `false`.
     /// Time the reader spends waiting for slow subscribers (backpressure)
     /// does not count: output already in the pipe is not cut off because a
-    /// consumer is slow. At most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
+    /// consumer is slow (see the [lifecycle](crate::PopenProcess#lifecycle)).
+    /// At most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
     pub fn drain_timeout(mut self, timeout: Duration) -> Popen {
         self.spec.options.drain_timeout = Some(timeout);
         self
     }
 
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
-    /// SIGKILL and the orphan warning (portage's `_cancel_timeout`, 1 s by
-    /// default). At most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
+    /// SIGKILL and the orphan warning, there at least 0.5 s (portage's
+    /// `_cancel_timeout`, 1 s by default). At most
+    /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
     pub fn cancel_timeout(mut self, timeout: Duration) -> Popen {
         self.spec.options.cancel_timeout = timeout;
         self
@@ -225,12 +227,13 @@ impl Popen {
     /// it, a child spawned from a thread that blocks SIGTERM would ignore
     /// [`Cancel`](crate::Cancel) until the SIGKILL.
     ///
-    /// The reset costs nothing when the spawning thread blocks no signal
-    /// and the host ignores none but SIGPIPE (std resets SIGPIPE itself):
-    /// the spawn then stays on std's `posix_spawn` path. Otherwise it adds
-    /// a step between fork and exec, which forces std's fork path (see
-    /// BENCHMARKS.md). With `false`, the child inherits both, as with
-    /// `std::process::Command`.
+    /// The reset costs only its check (one `pthread_sigmask` and one
+    /// `sigaction` query per signal) when the spawning thread blocks no
+    /// signal and the host ignores none but SIGPIPE (std resets SIGPIPE
+    /// itself): the spawn then stays on std's `posix_spawn` path.
+    /// Otherwise it adds a step between fork and exec, which forces std's
+    /// fork path (see BENCHMARKS.md). With `false`, the child inherits
+    /// both, as with `std::process::Command`.
     pub fn restore_signals(mut self, enabled: bool) -> Popen {
         self.spec.command.restore_signals = enabled;
         self

@@ -95,8 +95,9 @@ fn take(task: &Tracked) -> bool {
 }
 
 /// Cancels and reaps every child registered by `thread`, blocking until
-/// their escalations are over (at most two cancel timeouts). Called when
-/// that thread's arbiter is being torn down.
+/// their escalations are over (at most the longest cancel timeout plus the
+/// longer of it and 0.5 s). Called when that thread's arbiter is being torn
+/// down.
 pub(crate) fn shutdown_thread(thread: ThreadId) {
     let tasks = with_live(|map| {
         map.get(&thread)
@@ -141,8 +142,8 @@ fn drive(tasks: Vec<Arc<Tracked>>, why: &str) {
 /// every child that exited by then is reaped.
 ///
 /// The leaders' exits wake the thread through their pidfds; a group whose
-/// leader has exited is looked at in /proc every few milliseconds, so the
-/// wait ends as soon as nothing is left.
+/// leader has exited is looked at in /proc at least every 20 ms, so the
+/// wait ends soon after nothing is left.
 pub(crate) fn terminate_blocking(tasks: Vec<Arc<Tracked>>) {
     const GROUP_CHECK: Duration = Duration::from_millis(20);
     let all = tasks.clone();

@@ -61,7 +61,8 @@ pub enum InputFrom {
     /// [`ProcessHandle`](crate::ProcessHandle), `Addr` and `Recipient`),
     /// nobody can write any more and the pipe is closed after what was
     /// queued: the child reads EOF and is not killed (as std and tokio
-    /// close a child's stdin when its handle is dropped).
+    /// close a child's stdin when its handle is dropped; see the
+    /// [lifecycle](crate::PopenProcess#lifecycle)).
     Pipe,
 }
 

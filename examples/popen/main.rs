@@ -5,9 +5,11 @@
 //! ```
 //!
 //! The child's stdout chunks go to our stdout and its stderr chunks to our
-//! stderr, as they arrive, each written by a thread of its own (`sink.rs`)
-//! so that a slow reader never delays a timeout or a signal; a chunk is
-//! held until it is written, so the child waits for the reader. The child
+//! stderr, as they arrive, each written by a thread of its own (one for
+//! both when they are the same terminal or pipe; none for a regular file or
+//! `/dev/null`, which wait for no reader: `sink.rs`) so that a slow reader
+//! never delays a timeout or a signal; a chunk is held until it is written,
+//! so the child waits for the reader. The child
 //! inherits our stdin. popen exits with the child's exit status, 127 if
 //! PROGRAM was not found and 126 if it could not be run for another reason
 //! (or popen itself could not start), 1 if output could not be written; bad

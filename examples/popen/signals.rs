@@ -9,10 +9,12 @@
 //! | SIGCONT (`fg`, `bg`)                 | SIGCONT (and the terminal, in the foreground)           |
 //! | `--timeout` passes                   | SIGTERM and SIGCONT; SIGKILL after the cancel timeout   |
 //!
-//! These are every signal whose default action would end popen (and
-//! leave the child behind) except the hardware faults, which a process
-//! cannot handle usefully, and SIGPIPE, which Rust programs ignore (a
-//! write to a closed pipe is EPIPE).
+//! These are every standard signal whose default action would end popen
+//! (and leave the child behind) except SIGKILL, which no process can
+//! handle, the faults (SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV,
+//! SIGSYS), which a process cannot handle usefully, and SIGPIPE, which Rust
+//! programs ignore (a write to a closed pipe is EPIPE). The real-time
+//! signals, which also end a process by default, are not handled either.
 //!
 //! A caller may start popen with signals blocked (a blocked SIGTERM would
 //! make `kill -TERM popen` do nothing) or with SIGCHLD ignored (every exit

@@ -95,8 +95,9 @@ impl ProcessHandle {
     /// while its output is still open: it is then kept as a zombie, so the
     /// number still names it); `None` before the start and once the task
     /// has ended, as tokio's `Child::id` after `wait`: the child is then
-    /// reaped, at once or when its cancel escalation ends, and the number
-    /// may be given to another process.
+    /// reaped, at once or when its cancel escalation ends (see the
+    /// [lifecycle](crate::PopenProcess#lifecycle)), and the number may be
+    /// given to another process.
     pub fn pid(&self) -> Option<u32> {
         let child = self.shared.child.get()?;
         (self.shared.returncode().is_none() && !child.is_reaped()).then(|| child.pid())

@@ -1,6 +1,7 @@
-//! The task's lifecycle as one enum: see the module documentation of
-//! `process` for what each state means to the OS process and what moves a
-//! task from one to the next.
+//! The task's lifecycle as one enum: see
+//! [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle) for what
+//! each state means to the OS process and what moves a task from one to
+//! the next.
 
 use std::os::fd::OwnedFd;
 
@@ -49,8 +50,8 @@ pub(crate) enum Output {
     /// Read by this reader.
     Reading(Addr<PipeReader>),
     /// Over: every stream reached EOF (`complete`), or the read ends were
-    /// closed first (a [`CloseReader`](crate::CloseReader), the drain
-    /// timeout, a release).
+    /// closed first (a [`CloseReader`](crate::CloseReader), a
+    /// [`CloseStream`](crate::CloseStream), the drain timeout, a release).
     Done { complete: bool },
 }
 

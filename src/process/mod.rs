@@ -130,18 +130,22 @@ struct Wiring {
 ///      child exited is still delivered (portage's `PopenProcess._start`);
 ///      [`Exited::output_complete`] is `true`;
 ///    - or it was closed first, and `output_complete` is `false`: by a
-///      [`CloseReader`] (the child's next write gets EPIPE or SIGPIPE), by
-///      the drain timeout ([`Popen::drain_timeout`](crate::Popen::drain_timeout):
-///      that long after the child's exit, not counting time the reader
-///      waited for slow subscribers), or by a release (below).
+///      [`CloseReader`] (the child's next write gets SIGPIPE, or EPIPE if
+///      it ignores SIGPIPE), or a [`CloseStream`](crate::CloseStream) for
+///      one stream, by the drain timeout
+///      ([`Popen::drain_timeout`](crate::Popen::drain_timeout): that long
+///      after the child's exit, not counting time the reader waited for
+///      slow subscribers), or by a release (below). A stream the reactor
+///      refused to watch is never read, and counts as closed first too.
 ///
 ///    [`Cancel`] hands the child to the supervisor's escalation
 ///    ([`Cancel`] says which process gets which signal, and when). If
 ///    the escalation gives up (the orphan warning: the group or the output
-///    outlived SIGKILL and another cancel timeout), the task is
-///    **released**: its output is closed and it ends without waiting any
-///    longer; if its child has not exited, with SIGKILL's return code (-9),
-///    and the child is reaped whenever it exits.
+///    outlived SIGKILL and another cancel timeout, at least 0.5 s), the
+///    task is **released**: its output, if still open, is closed and it
+///    ends without waiting any longer; if its child has not exited, with
+///    SIGKILL's return code (-9), and the child is reaped whenever it
+///    exits.
 /// 3. **Ended**: the return code is set; the exit listeners get
 ///    [`Exited`], after the last chunk (the reader is done before), and
 ///    every [`AsyncWait`] resolves. The child is reaped then, or, if a

@@ -41,8 +41,9 @@
 //! readable when the child exits, so the reactor wakes us with no SIGCHLD
 //! handler, no thread per child and no polling. A SIGCHLD handler would be
 //! process-global state shared with every other library; the pidfd is ours
-//! alone. The pidfd is closed when the task ends; a zombie kept after that
-//! is reaped by pid, which is safe because the number is still ours.
+//! alone. The pidfd is closed once the task has ended and the exit was
+//! seen; a zombie kept after that is reaped by pid, which is safe because
+//! the number is still ours.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -456,8 +457,8 @@ fn waitid_on_pidfd_works(pidfd: &OwnedFd) -> io::Result<()> {
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
-    // it touches no memory of ours. Since Linux 5.10 the fd is always
-    // close-on-exec.
+    // it touches no memory of ours. The fd is always close-on-exec (since
+    // pidfd_open came, in Linux 5.3).
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
         let err = io::Error::last_os_error();

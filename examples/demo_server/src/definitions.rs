@@ -229,11 +229,12 @@ impl Definitions {
     /// Checks the jobs file `text` (`path` only names it in errors).
     ///
     /// # Errors
-    /// Unknown keys, a name that is not `[a-z][a-z0-9_-]*`, a timeout that
-    /// is not a positive number of seconds, a parameter with no rule or two,
-    /// a pattern that does not compile, a default its own rule refuses, a
-    /// parameter that is never used or used but not declared, a shell job
-    /// without `shell = true` or with a parameter before `-c SCRIPT NAME`.
+    /// Unknown keys, a name that is not `[a-z][a-z0-9_-]{0,31}`, a
+    /// timeout that is not a positive number of seconds, a parameter with
+    /// no rule or two, a pattern that does not compile, a default its own
+    /// rule refuses, a parameter that is never used or used but not
+    /// declared, a shell job without `shell = true` or with a parameter
+    /// before `-c SCRIPT NAME`.
     pub fn parse(text: &str, path: &Path) -> Result<Definitions, LoadError> {
         let file: JobsFile = toml::from_str(text).map_err(|source| LoadError::Parse {
             path: path.to_owned(),
