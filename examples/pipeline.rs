@@ -159,7 +159,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         say(format_args!("{status:>5}  {stage}"));
     }
     say(format_args!("pipeline: {code}"));
-    Ok(code.shell_status() as u8)
+    Ok(code.shell_status())
 }
 
 fn main() -> ExitCode {

@@ -313,34 +313,36 @@ impl Handler<Flush> for PipeLogger {
 mod tests {
     use super::*;
 
-    #[actix_rt::test]
-    async fn get_value_shares_the_buffer_and_joins_later_chunks() {
-        let collector = Collector::start_default();
-        collector
-            .send(Chunk::new(OutputStream::Stdout, &b"ab"[..]))
-            .await
-            .unwrap();
-        collector
-            .send(Chunk::new(OutputStream::Stderr, &b"e"[..]))
-            .await
-            .unwrap();
-        let first = collector.send(GetValue).await.unwrap();
-        assert_eq!(
-            (&first.stdout[..], &first.stderr[..]),
-            (&b"ab"[..], &b"e"[..])
-        );
-        let again = collector.send(GetValue).await.unwrap();
-        assert_eq!(again.stdout.as_ptr(), first.stdout.as_ptr(), "no copy");
-        collector
-            .send(Chunk::new(OutputStream::Stdout, &b"cd"[..]))
-            .await
-            .unwrap();
-        assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"abcd");
-        assert_eq!(
-            &collector.send(TakeValue).await.unwrap().stdout[..],
-            b"abcd"
-        );
-        assert!(collector.send(GetValue).await.unwrap().stdout.is_empty());
+    #[test]
+    fn get_value_shares_the_buffer_and_joins_later_chunks() {
+        crate::test_support::bounded(async {
+            let collector = Collector::start_default();
+            collector
+                .send(Chunk::new(OutputStream::Stdout, &b"ab"[..]))
+                .await
+                .unwrap();
+            collector
+                .send(Chunk::new(OutputStream::Stderr, &b"e"[..]))
+                .await
+                .unwrap();
+            let first = collector.send(GetValue).await.unwrap();
+            assert_eq!(
+                (&first.stdout[..], &first.stderr[..]),
+                (&b"ab"[..], &b"e"[..])
+            );
+            let again = collector.send(GetValue).await.unwrap();
+            assert_eq!(again.stdout.as_ptr(), first.stdout.as_ptr(), "no copy");
+            collector
+                .send(Chunk::new(OutputStream::Stdout, &b"cd"[..]))
+                .await
+                .unwrap();
+            assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"abcd");
+            assert_eq!(
+                &collector.send(TakeValue).await.unwrap().stdout[..],
+                b"abcd"
+            );
+            assert!(collector.send(GetValue).await.unwrap().stdout.is_empty());
+        });
     }
 
     async fn feed(collector: &Addr<Collector>, stream: OutputStream, data: &'static [u8]) {
@@ -354,50 +356,54 @@ mod tests {
         assert_eq!(collector.overflow, CollectorOverflow::KeepHead);
     }
 
-    #[actix_rt::test]
-    async fn keep_head_keeps_the_first_bytes_and_counts_the_rest() {
-        let collector = Collector::with_limit(5, CollectorOverflow::KeepHead).start();
-        feed(&collector, OutputStream::Stdout, b"abc").await;
-        let first = collector.send(GetValue).await.unwrap();
-        feed(&collector, OutputStream::Stdout, b"defg").await;
-        feed(&collector, OutputStream::Stdout, b"hij").await;
-        feed(&collector, OutputStream::Stderr, b"12").await;
-        let value = collector.send(GetValue).await.unwrap();
-        assert_eq!(&value.stdout[..], b"abcde");
-        assert_eq!(value.stdout_dropped, 5);
-        assert_eq!(&value.stderr[..], b"12", "each stream has its own limit");
-        assert_eq!(value.stderr_dropped, 0);
-        assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
-        // TakeValue empties the collector and its counts.
-        assert_eq!(collector.send(TakeValue).await.unwrap(), value);
-        feed(&collector, OutputStream::Stdout, b"klmnopq").await;
-        let value = collector.send(GetValue).await.unwrap();
-        assert_eq!(
-            (&value.stdout[..], value.stdout_dropped),
-            (&b"klmno"[..], 2)
-        );
+    #[test]
+    fn keep_head_keeps_the_first_bytes_and_counts_the_rest() {
+        crate::test_support::bounded(async {
+            let collector = Collector::with_limit(5, CollectorOverflow::KeepHead).start();
+            feed(&collector, OutputStream::Stdout, b"abc").await;
+            let first = collector.send(GetValue).await.unwrap();
+            feed(&collector, OutputStream::Stdout, b"defg").await;
+            feed(&collector, OutputStream::Stdout, b"hij").await;
+            feed(&collector, OutputStream::Stderr, b"12").await;
+            let value = collector.send(GetValue).await.unwrap();
+            assert_eq!(&value.stdout[..], b"abcde");
+            assert_eq!(value.stdout_dropped, 5);
+            assert_eq!(&value.stderr[..], b"12", "each stream has its own limit");
+            assert_eq!(value.stderr_dropped, 0);
+            assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
+            // TakeValue empties the collector and its counts.
+            assert_eq!(collector.send(TakeValue).await.unwrap(), value);
+            feed(&collector, OutputStream::Stdout, b"klmnopq").await;
+            let value = collector.send(GetValue).await.unwrap();
+            assert_eq!(
+                (&value.stdout[..], value.stdout_dropped),
+                (&b"klmno"[..], 2)
+            );
+        });
     }
 
-    #[actix_rt::test]
-    async fn keep_tail_keeps_the_last_bytes_and_counts_the_rest() {
-        let collector = Collector::with_limit(5, CollectorOverflow::KeepTail).start();
-        feed(&collector, OutputStream::Stdout, b"abc").await;
-        let first = collector.send(GetValue).await.unwrap();
-        feed(&collector, OutputStream::Stdout, b"defg").await;
-        let value = collector.send(GetValue).await.unwrap();
-        assert_eq!(
-            (&value.stdout[..], value.stdout_dropped),
-            (&b"cdefg"[..], 2)
-        );
-        // A chunk longer than the limit: only its end stays.
-        feed(&collector, OutputStream::Stdout, b"0123456789").await;
-        let value = collector.send(GetValue).await.unwrap();
-        assert_eq!(
-            (&value.stdout[..], value.stdout_dropped),
-            (&b"56789"[..], 12)
-        );
-        assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
-        assert_eq!(value.stderr_dropped, 0);
+    #[test]
+    fn keep_tail_keeps_the_last_bytes_and_counts_the_rest() {
+        crate::test_support::bounded(async {
+            let collector = Collector::with_limit(5, CollectorOverflow::KeepTail).start();
+            feed(&collector, OutputStream::Stdout, b"abc").await;
+            let first = collector.send(GetValue).await.unwrap();
+            feed(&collector, OutputStream::Stdout, b"defg").await;
+            let value = collector.send(GetValue).await.unwrap();
+            assert_eq!(
+                (&value.stdout[..], value.stdout_dropped),
+                (&b"cdefg"[..], 2)
+            );
+            // A chunk longer than the limit: only its end stays.
+            feed(&collector, OutputStream::Stdout, b"0123456789").await;
+            let value = collector.send(GetValue).await.unwrap();
+            assert_eq!(
+                (&value.stdout[..], value.stdout_dropped),
+                (&b"56789"[..], 12)
+            );
+            assert_eq!(&first.stdout[..], b"abc", "what was handed out stays");
+            assert_eq!(value.stderr_dropped, 0);
+        });
     }
 
     #[test]
@@ -424,13 +430,15 @@ mod tests {
         assert_eq!(dropped, 10_000 * chunk.len() - limit);
     }
 
-    #[actix_rt::test]
-    async fn a_limit_of_zero_keeps_nothing_and_counts_everything() {
-        for overflow in [CollectorOverflow::KeepHead, CollectorOverflow::KeepTail] {
-            let collector = Collector::with_limit(0, overflow).start();
-            feed(&collector, OutputStream::Stderr, b"abc").await;
-            let value = collector.send(GetValue).await.unwrap();
-            assert_eq!((value.stderr.len(), value.stderr_dropped), (0, 3));
-        }
+    #[test]
+    fn a_limit_of_zero_keeps_nothing_and_counts_everything() {
+        crate::test_support::bounded(async {
+            for overflow in [CollectorOverflow::KeepHead, CollectorOverflow::KeepTail] {
+                let collector = Collector::with_limit(0, overflow).start();
+                feed(&collector, OutputStream::Stderr, b"abc").await;
+                let value = collector.send(GetValue).await.unwrap();
+                assert_eq!((value.stderr.len(), value.stderr_dropped), (0, 3));
+            }
+        });
     }
 }

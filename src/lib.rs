@@ -108,6 +108,9 @@ mod spawn;
 mod stdin;
 mod supervisor;
 mod sys;
+#[cfg(test)]
+mod test_support;
+mod tracked;
 
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
 pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitError};

@@ -291,49 +291,57 @@ mod tests {
 
     use LineKind::*;
 
-    #[actix_rt::test]
-    async fn lines_across_chunk_boundaries() {
-        let got = frame(10, Overflow::Split, &[b"ab", b"c\nde", b"f\n\ngh"]).await;
-        assert_eq!(
-            got,
-            lines(&[
-                ("abc", Complete),
-                ("def", Complete),
-                ("", Complete),
-                ("gh", Unterminated)
-            ])
-        );
+    #[test]
+    fn lines_across_chunk_boundaries() {
+        crate::test_support::bounded(async {
+            let got = frame(10, Overflow::Split, &[b"ab", b"c\nde", b"f\n\ngh"]).await;
+            assert_eq!(
+                got,
+                lines(&[
+                    ("abc", Complete),
+                    ("def", Complete),
+                    ("", Complete),
+                    ("gh", Unterminated)
+                ])
+            );
+        });
     }
 
-    #[actix_rt::test]
-    async fn a_line_of_exactly_max_is_whole() {
-        let got = frame(4, Overflow::Split, &[b"abcd\n"]).await;
-        assert_eq!(got, lines(&[("abcd", Complete)]));
-        let got = frame(4, Overflow::Truncate, &[b"ab", b"cd", b"\n"]).await;
-        assert_eq!(got, lines(&[("abcd", Complete)]));
+    #[test]
+    fn a_line_of_exactly_max_is_whole() {
+        crate::test_support::bounded(async {
+            let got = frame(4, Overflow::Split, &[b"abcd\n"]).await;
+            assert_eq!(got, lines(&[("abcd", Complete)]));
+            let got = frame(4, Overflow::Truncate, &[b"ab", b"cd", b"\n"]).await;
+            assert_eq!(got, lines(&[("abcd", Complete)]));
+        });
     }
 
-    #[actix_rt::test]
-    async fn split_cuts_long_lines_into_max_sized_pieces() {
-        let got = frame(4, Overflow::Split, &[b"abcdefghij\nxy\n"]).await;
-        assert_eq!(
-            got,
-            lines(&[
-                ("abcd", Partial),
-                ("efgh", Partial),
-                ("ij", Complete),
-                ("xy", Complete)
-            ])
-        );
-        let got = frame(4, Overflow::Split, &[b"abcd", b"e\n"]).await;
-        assert_eq!(got, lines(&[("abcd", Partial), ("e", Complete)]));
+    #[test]
+    fn split_cuts_long_lines_into_max_sized_pieces() {
+        crate::test_support::bounded(async {
+            let got = frame(4, Overflow::Split, &[b"abcdefghij\nxy\n"]).await;
+            assert_eq!(
+                got,
+                lines(&[
+                    ("abcd", Partial),
+                    ("efgh", Partial),
+                    ("ij", Complete),
+                    ("xy", Complete)
+                ])
+            );
+            let got = frame(4, Overflow::Split, &[b"abcd", b"e\n"]).await;
+            assert_eq!(got, lines(&[("abcd", Partial), ("e", Complete)]));
+        });
     }
 
-    #[actix_rt::test]
-    async fn error_reports_the_line_and_skips_its_rest() {
-        let got = frame(4, Overflow::Truncate, &[b"abcde", b"fgh", b"ij\nok\n"]).await;
-        assert_eq!(got, lines(&[("abcd", Truncated), ("ok", Complete)]));
-        let got = frame(4, Overflow::Truncate, &[b"abcde\nxy"]).await;
-        assert_eq!(got, lines(&[("abcd", Truncated), ("xy", Unterminated)]));
+    #[test]
+    fn truncate_reports_the_line_and_drops_its_rest() {
+        crate::test_support::bounded(async {
+            let got = frame(4, Overflow::Truncate, &[b"abcde", b"fgh", b"ij\nok\n"]).await;
+            assert_eq!(got, lines(&[("abcd", Truncated), ("ok", Complete)]));
+            let got = frame(4, Overflow::Truncate, &[b"abcde\nxy"]).await;
+            assert_eq!(got, lines(&[("abcd", Truncated), ("xy", Unterminated)]));
+        });
     }
 }

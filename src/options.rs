@@ -107,18 +107,18 @@ impl Default for TaskOptions {
 impl TaskOptions {
     /// Why these timeouts cannot be used, if they cannot.
     pub(crate) fn invalid(&self) -> Option<String> {
-        if self.cancel_timeout > MAX_TIMEOUT {
-            Some(format!(
-                "cancel_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
-                self.cancel_timeout
-            ))
-        } else if self.drain_timeout.is_some_and(|t| t > MAX_TIMEOUT) {
-            Some(format!(
-                "drain_timeout must be at most {MAX_TIMEOUT:?}, not {:?}",
-                self.drain_timeout
-            ))
-        } else {
-            None
-        }
+        let too_long = |name: &str, timeout: Duration| {
+            (timeout > MAX_TIMEOUT).then(|| {
+                format!(
+                    "{name} must be at most 365 days ({} s), not {} s",
+                    MAX_TIMEOUT.as_secs(),
+                    timeout.as_secs_f64()
+                )
+            })
+        };
+        too_long("cancel_timeout", self.cancel_timeout).or_else(|| {
+            self.drain_timeout
+                .and_then(|timeout| too_long("drain_timeout", timeout))
+        })
     }
 }

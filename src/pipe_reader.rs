@@ -265,6 +265,7 @@ impl Actor for PipeReader {
                         bufsize: self.bufsize,
                         coalesce: self.coalesce.max(self.bufsize),
                         eof: false,
+                        failed: false,
                         credit: Arc::new(Semaphore::new(self.window)),
                         stalls: self.stalls.clone(),
                         subscribers,
@@ -276,12 +277,13 @@ impl Actor for PipeReader {
                             .collect(),
                     };
                     let index = self.pumps.len();
-                    let pump = ctx.spawn(
-                        input
-                            .pump()
-                            .into_actor(self)
-                            .map(move |_, act, ctx| act.input_done(index, ctx)),
-                    );
+                    let pump = ctx.spawn(input.pump().into_actor(self).map(
+                        move |reached_eof, act, ctx| {
+                            // A read error ends an input short.
+                            act.cut_short |= !reached_eof;
+                            act.input_done(index, ctx)
+                        },
+                    ));
                     self.pumps.push(Some((stream, pump)));
                 }
                 Err(err) => {
@@ -343,6 +345,8 @@ struct Input {
     coalesce: usize,
     /// EOF was seen while gathering a chunk: report it next.
     eof: bool,
+    /// A read failed: the input ended before its EOF.
+    failed: bool,
     credit: Arc<Semaphore>,
     stalls: Arc<Stalls>,
     subscribers: Vec<Recipient<Chunk>>,
@@ -353,12 +357,14 @@ impl Input {
     /// Reads until EOF, sending each chunk to every subscriber, then
     /// [`CloseStdin`] to the EOF listeners (after the last chunk, in the
     /// same mailbox order). Dropped early (by [`CloseReader`]), it tells
-    /// them nothing.
-    async fn pump(mut self) {
+    /// them nothing. Returns whether the input reached its EOF (rather
+    /// than a read error).
+    async fn pump(mut self) -> bool {
         self.forward().await;
         for listener in &self.eof_listeners {
             listener.do_send(CloseStdin);
         }
+        !self.failed
     }
 
     async fn forward(&mut self) {
@@ -406,6 +412,7 @@ impl Input {
                 Ok(guard) => guard,
                 Err(err) => {
                     log::error!("pipe reader: waiting on {:?}: {err}", self.stream);
+                    self.failed = true;
                     return None;
                 }
             };
@@ -432,6 +439,7 @@ impl Input {
                             Err(err) => {
                                 log::error!("pipe reader: reading {:?}: {err}", self.stream);
                                 self.eof = true;
+                                self.failed = true;
                                 break;
                             }
                         }
@@ -447,6 +455,7 @@ impl Input {
                 Ok(Read::Eof) => return None,
                 Err(err) => {
                     log::error!("pipe reader: reading {:?}: {err}", self.stream);
+                    self.failed = true;
                     return None;
                 }
             }

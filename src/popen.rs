@@ -295,6 +295,13 @@ impl Popen {
     /// thread's event loop), so that [`ProcessHandle::wait`] can block this
     /// thread, which need not run an arbiter.
     ///
+    /// A [`Cancel`](crate::Cancel) sends its first signals from `arbiter`,
+    /// at once; the steps after them (the SIGKILL after the cancel timeout,
+    /// the orphan warning) and the cancel of every child when the System
+    /// stops are the [`ProcessSupervisor`]'s, on the System's own arbiter:
+    /// keep that one running too (`System::run`, or a `block_on` on some
+    /// thread), or those steps wait until it runs.
+    ///
     /// # Errors
     /// As [`start`](Self::start); [`SpawnErrorKind::NoArbiter`](crate::SpawnErrorKind::NoArbiter) when `arbiter`
     /// has stopped.

@@ -63,13 +63,13 @@ impl ReturnCode {
     }
 
     /// The status a shell would report for this outcome: the exit status,
-    /// or `128 + N` for a death by signal `N` (`bash`'s `$?`).
-    pub const fn shell_status(self) -> i32 {
-        if self.0 < 0 {
-            128 - self.0
-        } else {
-            self.0
-        }
+    /// or `128 + N` for a death by signal `N` (`bash`'s `$?`), reduced to
+    /// its low 8 bits as a shell reduces every status (so
+    /// [`CANCELLED`](Self::CANCELLED) gives 130). The same type as
+    /// [`SpawnError::shell_status`](crate::SpawnError::shell_status).
+    pub const fn shell_status(self) -> u8 {
+        let status = if self.0 < 0 { 128 - self.0 } else { self.0 };
+        (status & 0xFF) as u8
     }
 }
 

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::escalation::{Kill, Next, Tracked};
+use crate::escalation::{Kill, Next};
 use crate::sys::proc::Groups;
+use crate::tracked::Tracked;
 
 type Registry = HashMap<ThreadId, HashMap<u32, Arc<Tracked>>>;
 

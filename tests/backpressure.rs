@@ -84,56 +84,58 @@ impl Handler<Exited> for Slow {
     }
 }
 
-#[actix_rt::test]
-async fn slow_subscriber_keeps_memory_flat_and_gets_every_byte() {
-    const TOTAL: u64 = 64 * MIB;
-    // The subscriber runs on an arbiter of its own: the reader is free to
-    // run ahead of it as fast as the child writes, but for the window.
-    let arbiter = Arbiter::new();
-    let (done, report) = oneshot::channel();
-    let slow = Slow::start_in_arbiter(&arbiter.handle(), move |_| Slow {
-        bytes: 0,
-        chunks: 0,
-        all_zero: true,
-        peak_rss: 0,
-        done: Some(done),
-    });
-    let baseline = rss();
-    let started = Instant::now();
-    let handle = Popen::new("head")
-        .args(["-c", &TOTAL.to_string(), "/dev/zero"])
-        .stderr(OutputTo::Null)
-        .bufsize(65536)
-        .window(4)
-        .subscribe(slow.clone().recipient())
-        .exit_listener(slow.recipient())
-        .start()
-        .expect("cannot start head");
-    let _leftovers = Leftovers::of(&handle);
+#[test]
+fn slow_subscriber_keeps_memory_flat_and_gets_every_byte() {
+    common::bounded(async {
+        const TOTAL: u64 = 64 * MIB;
+        // The subscriber runs on an arbiter of its own: the reader is free to
+        // run ahead of it as fast as the child writes, but for the window.
+        let arbiter = Arbiter::new();
+        let (done, report) = oneshot::channel();
+        let slow = Slow::start_in_arbiter(&arbiter.handle(), move |_| Slow {
+            bytes: 0,
+            chunks: 0,
+            all_zero: true,
+            peak_rss: 0,
+            done: Some(done),
+        });
+        let baseline = rss();
+        let started = Instant::now();
+        let handle = Popen::new("head")
+            .args(["-c", &TOTAL.to_string(), "/dev/zero"])
+            .stderr(OutputTo::Null)
+            .bufsize(65536)
+            .window(4)
+            .subscribe(slow.clone().recipient())
+            .exit_listener(slow.recipient())
+            .start()
+            .expect("cannot start head");
+        let _leftovers = Leftovers::of(&handle);
 
-    let report = tokio::time::timeout(EVENT_TIMEOUT, report)
-        .await
-        .expect("64 MiB did not arrive in time")
-        .expect("the subscriber is gone");
-    let elapsed = started.elapsed();
-    arbiter.stop();
+        let report = tokio::time::timeout(EVENT_TIMEOUT, report)
+            .await
+            .expect("64 MiB did not arrive in time")
+            .expect("the subscriber is gone");
+        let elapsed = started.elapsed();
+        arbiter.stop();
 
-    let growth = report.peak_rss.saturating_sub(baseline);
-    eprintln!(
+        let growth = report.peak_rss.saturating_sub(baseline);
+        eprintln!(
         "64 MiB in {} chunks in {elapsed:?}; RSS {:.1} MiB at the start, peak {:.1} MiB, growth {:.1} MiB",
         report.chunks,
         baseline as f64 / MIB as f64,
         report.peak_rss as f64 / MIB as f64,
         growth as f64 / MIB as f64,
     );
-    assert_eq!(report.bytes, TOTAL, "bytes lost or added");
-    assert!(report.all_zero, "the bytes are not those of /dev/zero");
-    assert!(report.exited.output_complete);
-    assert_eq!(report.exited.returncode, ReturnCode::from_raw(0));
-    assert!(
-        growth < 32 * MIB,
-        "RSS grew by {growth} bytes while a slow subscriber read 64 MiB"
-    );
+        assert_eq!(report.bytes, TOTAL, "bytes lost or added");
+        assert!(report.all_zero, "the bytes are not those of /dev/zero");
+        assert!(report.exited.output_complete);
+        assert_eq!(report.exited.returncode, ReturnCode::from_raw(0));
+        assert!(
+            growth < 32 * MIB,
+            "RSS grew by {growth} bytes while a slow subscriber read 64 MiB"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------
@@ -228,92 +230,96 @@ fn wchan(pid: i32) -> Option<String> {
     (!wchan.is_empty() && wchan != "0").then_some(wchan)
 }
 
-#[actix_rt::test]
-async fn held_chunks_stop_the_reader_and_block_the_child() {
-    const TOTAL: u64 = MIB;
-    let (tx, mut arrivals) = mpsc::unbounded();
-    let holder = Holder::start(tx);
-    // 1 MiB does not fit in the pipe (64 KiB) plus the window: the child
-    // cannot finish while the window is held.
-    let handle = Popen::new("head")
-        .args(["-c", &TOTAL.to_string(), "/dev/zero"])
-        .stderr(OutputTo::Null)
-        .bufsize(4096)
-        .window(2)
-        .subscribe(holder.clone().recipient())
-        .start()
-        .expect("cannot start head");
-    let _leftovers = Leftovers::of(&handle);
-    let pid = handle.pid().expect("no pid") as i32;
+#[test]
+fn held_chunks_stop_the_reader_and_block_the_child() {
+    common::bounded(async {
+        const TOTAL: u64 = MIB;
+        let (tx, mut arrivals) = mpsc::unbounded();
+        let holder = Holder::start(tx);
+        // 1 MiB does not fit in the pipe (64 KiB) plus the window: the child
+        // cannot finish while the window is held.
+        let handle = Popen::new("head")
+            .args(["-c", &TOTAL.to_string(), "/dev/zero"])
+            .stderr(OutputTo::Null)
+            .bufsize(4096)
+            .window(2)
+            .subscribe(holder.clone().recipient())
+            .start()
+            .expect("cannot start head");
+        let _leftovers = Leftovers::of(&handle);
+        let pid = handle.pid().expect("no pid") as i32;
 
-    await_arrivals(&mut arrivals, 2).await;
-    assert_quiet(&mut arrivals).await;
-    assert_eq!(holder.send(Received).await.expect("holder gone"), 8192);
-    assert_eq!(
-        handle.try_wait(),
-        None,
-        "the child finished with 8 KiB read"
-    );
-    assert!(handle.pid().is_some(), "the child exited with 8 KiB read");
-    // Where the kernel shows it: the child sleeps in the pipe's write.
-    if let Some(wchan) = wchan(pid) {
-        eprintln!("the child waits in {wchan}");
-        assert!(wchan.contains("pipe_write"), "the child waits in {wchan}");
-    }
+        await_arrivals(&mut arrivals, 2).await;
+        assert_quiet(&mut arrivals).await;
+        assert_eq!(holder.send(Received).await.expect("holder gone"), 8192);
+        assert_eq!(
+            handle.try_wait(),
+            None,
+            "the child finished with 8 KiB read"
+        );
+        assert!(handle.pid().is_some(), "the child exited with 8 KiB read");
+        // Where the kernel shows it: the child sleeps in the pipe's write.
+        if let Some(wchan) = wchan(pid) {
+            eprintln!("the child waits in {wchan}");
+            assert!(wchan.contains("pipe_write"), "the child waits in {wchan}");
+        }
 
-    holder.do_send(Release);
-    let code = tokio::time::timeout(EVENT_TIMEOUT, handle.send(AsyncWait))
-        .await
-        .expect("the rest did not arrive in time")
-        .expect("actor gone")
-        .expect("AsyncWait failed");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(holder.send(Received).await.expect("holder gone"), TOTAL);
+        holder.do_send(Release);
+        let code = tokio::time::timeout(EVENT_TIMEOUT, handle.send(AsyncWait))
+            .await
+            .expect("the rest did not arrive in time")
+            .expect("actor gone")
+            .expect("AsyncWait failed");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(holder.send(Received).await.expect("holder gone"), TOTAL);
+    });
 }
 
-#[actix_rt::test]
-async fn held_chunks_at_the_end_of_a_pipeline_block_its_first_stage() {
-    const TOTAL: u64 = 16 * MIB;
-    let (tx, mut arrivals) = mpsc::unbounded();
-    let holder = Holder::start(tx);
-    // Far more than every pipe, every window and both cats' buffers hold.
-    let stage = |popen: Popen| popen.stderr(OutputTo::Null).bufsize(4096).window(2);
-    let pipeline = Pipeline::new()
-        .stage(stage(Popen::new("head").args([
-            "-c",
-            &TOTAL.to_string(),
-            "/dev/zero",
-        ])))
-        .stage(stage(Popen::new("cat")))
-        .stage(stage(Popen::new("cat")).subscribe(holder.clone().recipient()))
-        .start()
-        .expect("cannot start the pipeline");
-    let _leftovers = Leftovers::pipeline(&pipeline);
+#[test]
+fn held_chunks_at_the_end_of_a_pipeline_block_its_first_stage() {
+    common::bounded(async {
+        const TOTAL: u64 = 16 * MIB;
+        let (tx, mut arrivals) = mpsc::unbounded();
+        let holder = Holder::start(tx);
+        // Far more than every pipe, every window and both cats' buffers hold.
+        let stage = |popen: Popen| popen.stderr(OutputTo::Null).bufsize(4096).window(2);
+        let pipeline = Pipeline::new()
+            .stage(stage(Popen::new("head").args([
+                "-c",
+                &TOTAL.to_string(),
+                "/dev/zero",
+            ])))
+            .stage(stage(Popen::new("cat")))
+            .stage(stage(Popen::new("cat")).subscribe(holder.clone().recipient()))
+            .start()
+            .expect("cannot start the pipeline");
+        let _leftovers = Leftovers::pipeline(&pipeline);
 
-    await_arrivals(&mut arrivals, 2).await;
-    assert_quiet(&mut arrivals).await;
-    assert_eq!(
-        pipeline.send(PipeStatus).await.expect("actor gone"),
-        vec![None, None, None],
-        "a stage ended while the end of the pipeline was held"
-    );
-    let first = pipeline.stages()[0].pid().expect("the first stage exited") as i32;
-    if let Some(wchan) = wchan(first) {
-        eprintln!("the first stage waits in {wchan}");
-        assert!(
-            wchan.contains("pipe_write"),
-            "the first stage waits in {wchan}"
+        await_arrivals(&mut arrivals, 2).await;
+        assert_quiet(&mut arrivals).await;
+        assert_eq!(
+            pipeline.send(PipeStatus).await.expect("actor gone"),
+            vec![None, None, None],
+            "a stage ended while the end of the pipeline was held"
         );
-    }
+        let first = pipeline.stages()[0].pid().expect("the first stage exited") as i32;
+        if let Some(wchan) = wchan(first) {
+            eprintln!("the first stage waits in {wchan}");
+            assert!(
+                wchan.contains("pipe_write"),
+                "the first stage waits in {wchan}"
+            );
+        }
 
-    holder.do_send(Release);
-    let code = tokio::time::timeout(EVENT_TIMEOUT, pipeline.send(AsyncWait))
-        .await
-        .expect("the rest did not arrive in time")
-        .expect("actor gone")
-        .expect("AsyncWait failed");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(holder.send(Received).await.expect("holder gone"), TOTAL);
-    let statuses = pipeline.send(PipeStatus).await.expect("actor gone");
-    assert_eq!(statuses, vec![Some(ReturnCode::from_raw(0)); 3]);
+        holder.do_send(Release);
+        let code = tokio::time::timeout(EVENT_TIMEOUT, pipeline.send(AsyncWait))
+            .await
+            .expect("the rest did not arrive in time")
+            .expect("actor gone")
+            .expect("AsyncWait failed");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(holder.send(Received).await.expect("holder gone"), TOTAL);
+        let statuses = pipeline.send(PipeStatus).await.expect("actor gone");
+        assert_eq!(statuses, vec![Some(ReturnCode::from_raw(0)); 3]);
+    });
 }

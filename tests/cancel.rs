@@ -99,416 +99,475 @@ async fn assert_gone(pid: i32) {
 // Escalation
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn child_ignoring_sigterm_gets_sigkill_after_the_cancel_timeout() {
-    let timeout = Duration::from_millis(500);
-    let mut task = start_sh(IGNORES_TERM, |p| p.cancel_timeout(timeout));
-    assert_eq!(task.lines.next().await, "ready");
+#[test]
+fn child_ignoring_sigterm_gets_sigkill_after_the_cancel_timeout() {
+    common::bounded(async {
+        let timeout = Duration::from_millis(500);
+        let mut task = start_sh(IGNORES_TERM, |p| p.cancel_timeout(timeout));
+        assert_eq!(task.lines.next().await, "ready");
 
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
 
-    assert_eq!(code, ReturnCode::from_raw(-9));
-    assert!(
-        elapsed >= timeout,
-        "SIGKILL came after {elapsed:?}, before the cancel timeout"
-    );
-    assert!(
-        elapsed < timeout + LATE,
-        "SIGKILL came only after {elapsed:?}"
-    );
-    eprintln!("escalation with a 500 ms cancel timeout took {elapsed:?}");
-    assert_reaped(task.pid).await;
+        assert_eq!(code, ReturnCode::from_raw(-9));
+        assert!(
+            elapsed >= timeout,
+            "SIGKILL came after {elapsed:?}, before the cancel timeout"
+        );
+        assert!(
+            elapsed < timeout + LATE,
+            "SIGKILL came only after {elapsed:?}"
+        );
+        eprintln!("escalation with a 500 ms cancel timeout took {elapsed:?}");
+        assert_reaped(task.pid).await;
+    });
 }
 
-#[actix_rt::test]
-async fn default_cancel_timeout_is_one_second() {
-    assert_eq!(DEFAULT_CANCEL_TIMEOUT, Duration::from_secs(1));
-    let mut task = start_sh(IGNORES_TERM, |p| p);
-    assert_eq!(task.lines.next().await, "ready");
+#[test]
+fn default_cancel_timeout_is_one_second() {
+    common::bounded(async {
+        assert_eq!(DEFAULT_CANCEL_TIMEOUT, Duration::from_secs(1));
+        let mut task = start_sh(IGNORES_TERM, |p| p);
+        assert_eq!(task.lines.next().await, "ready");
 
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, DEFAULT_CANCEL_TIMEOUT + SOON).await;
-    let elapsed = cancelled.elapsed();
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, DEFAULT_CANCEL_TIMEOUT + SOON).await;
+        let elapsed = cancelled.elapsed();
 
-    assert_eq!(code, ReturnCode::from_raw(-9));
-    assert!(
-        elapsed >= DEFAULT_CANCEL_TIMEOUT,
-        "SIGKILL came after {elapsed:?}"
-    );
-    assert!(
-        elapsed < DEFAULT_CANCEL_TIMEOUT + LATE,
-        "SIGKILL came only after {elapsed:?}"
-    );
-    eprintln!("escalation with the default cancel timeout took {elapsed:?}");
-    assert_reaped(task.pid).await;
+        assert_eq!(code, ReturnCode::from_raw(-9));
+        assert!(
+            elapsed >= DEFAULT_CANCEL_TIMEOUT,
+            "SIGKILL came after {elapsed:?}"
+        );
+        assert!(
+            elapsed < DEFAULT_CANCEL_TIMEOUT + LATE,
+            "SIGKILL came only after {elapsed:?}"
+        );
+        eprintln!("escalation with the default cancel timeout took {elapsed:?}");
+        assert_reaped(task.pid).await;
+    });
 }
 
-#[actix_rt::test]
-async fn obedient_child_ends_with_sigterm() {
-    // A long cancel timeout: were SIGTERM not enough, the wait would time out.
-    let handle = Popen::new("sleep")
-        .arg("100")
-        .cancel_timeout(Duration::from_secs(60))
-        .start()
-        .expect("cannot start sleep");
-    let cleanup = Cleanup::default();
-    let pid = cleanup.add(&handle);
+#[test]
+fn obedient_child_ends_with_sigterm() {
+    common::bounded(async {
+        // A long cancel timeout: were SIGTERM not enough, the wait would time out.
+        let handle = Popen::new("sleep")
+            .arg("100")
+            .cancel_timeout(Duration::from_secs(60))
+            .start()
+            .expect("cannot start sleep");
+        let cleanup = Cleanup::default();
+        let pid = cleanup.add(&handle);
 
-    let cancelled = Instant::now();
-    handle.do_send(Cancel);
-    let code = wait(&handle, SOON).await;
+        let cancelled = Instant::now();
+        handle.do_send(Cancel);
+        let code = wait(&handle, SOON).await;
 
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    eprintln!("SIGTERM ended sleep after {:?}", cancelled.elapsed());
-    assert_eq!(handle.pid(), None, "pid still reported after the reap");
-    assert_reaped(pid).await;
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        eprintln!("SIGTERM ended sleep after {:?}", cancelled.elapsed());
+        assert_eq!(handle.pid(), None, "pid still reported after the reap");
+        assert_reaped(pid).await;
+    });
 }
 
 // ---------------------------------------------------------------------
 // Process groups
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn cancel_leaves_no_process_of_the_group_behind() {
-    let mut task = start_sh("sleep 1000 & echo $!; sleep 1000 & echo $!; wait", |p| {
-        p.cancel_timeout(Duration::from_secs(60))
+#[test]
+fn cancel_leaves_no_process_of_the_group_behind() {
+    common::bounded(async {
+        let mut task = start_sh("sleep 1000 & echo $!; sleep 1000 & echo $!; wait", |p| {
+            p.cancel_timeout(Duration::from_secs(60))
+        });
+        let grandchildren = [task.lines.next_pid().await, task.lines.next_pid().await];
+        for &pid in &grandchildren {
+            let stat = proc_stat(pid).expect("the grandchild is not running");
+            assert_eq!(
+                stat.pgrp, task.pid,
+                "the grandchild is not in the child's group"
+            );
+        }
+
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, SOON).await;
+
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        for pid in grandchildren {
+            assert_gone(pid).await;
+        }
+        assert_reaped(task.pid).await;
     });
-    let grandchildren = [task.lines.next_pid().await, task.lines.next_pid().await];
-    for &pid in &grandchildren {
-        let stat = proc_stat(pid).expect("the grandchild is not running");
-        assert_eq!(
-            stat.pgrp, task.pid,
-            "the grandchild is not in the child's group"
+}
+
+#[test]
+fn grandchild_ignoring_sigterm_is_killed_with_the_group_after_the_cancel_timeout() {
+    common::bounded(async {
+        // The main shell dies of SIGTERM and is reaped at once; the grandchild
+        // ignores it and keeps our stdout open, so the task can only end once
+        // the group gets SIGKILL, after the cancel timeout.
+        let timeout = Duration::from_millis(500);
+        let mut task = start_sh(
+            r#"(trap "" TERM; echo ready; exec sleep 1000) & echo $!; wait"#,
+            |p| p.cancel_timeout(timeout),
         );
-    }
+        let mut lines = [task.lines.next().await, task.lines.next().await];
+        lines.sort(); // the pid and "ready" come in either order
+        assert_eq!(lines[1], "ready");
+        let grandchild: i32 = lines[0].parse().expect("no grandchild pid");
 
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, SOON).await;
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
 
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    for pid in grandchildren {
-        assert_gone(pid).await;
-    }
-    assert_reaped(task.pid).await;
-}
-
-#[actix_rt::test]
-async fn grandchild_ignoring_sigterm_is_killed_with_the_group_after_the_cancel_timeout() {
-    // The main shell dies of SIGTERM and is reaped at once; the grandchild
-    // ignores it and keeps our stdout open, so the task can only end once
-    // the group gets SIGKILL, after the cancel timeout.
-    let timeout = Duration::from_millis(500);
-    let mut task = start_sh(
-        r#"(trap "" TERM; echo ready; exec sleep 1000) & echo $!; wait"#,
-        |p| p.cancel_timeout(timeout),
-    );
-    let mut lines = [task.lines.next().await, task.lines.next().await];
-    lines.sort(); // the pid and "ready" come in either order
-    assert_eq!(lines[1], "ready");
-    let grandchild: i32 = lines[0].parse().expect("no grandchild pid");
-
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
-
-    // The task's return code is the main child's: SIGTERM, not SIGKILL.
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    assert!(
-        elapsed >= timeout,
-        "the task ended after {elapsed:?}, before the SIGKILL"
-    );
-    assert!(
-        elapsed < timeout + LATE,
-        "the task ended only after {elapsed:?}"
-    );
-    assert_gone(grandchild).await;
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1);
-    assert_eq!(exits[0].returncode, code);
-    assert!(
-        exits[0].output_complete,
-        "EOF was reached once the grandchild died"
-    );
-    assert_reaped(task.pid).await;
-}
-
-#[actix_rt::test]
-async fn without_a_process_group_cancel_signals_only_the_child() {
-    let mut task = start_sh("sleep 1000 & echo $!; wait", |p| {
-        // A long cancel timeout, so that the escalation cannot release the
-        // task while the grandchild holds its output.
-        p.process_group(false)
-            .cancel_timeout(Duration::from_secs(60))
+        // The task's return code is the main child's: SIGTERM, not SIGKILL.
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        assert!(
+            elapsed >= timeout,
+            "the task ended after {elapsed:?}, before the SIGKILL"
+        );
+        assert!(
+            elapsed < timeout + LATE,
+            "the task ended only after {elapsed:?}"
+        );
+        assert_gone(grandchild).await;
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1);
+        assert_eq!(exits[0].returncode, code);
+        assert!(
+            exits[0].output_complete,
+            "EOF was reached once the grandchild died"
+        );
+        assert_reaped(task.pid).await;
     });
-    let grandchild = task.lines.next_pid().await;
-    task.cleanup.add_pid(grandchild);
-    assert_eq!(
-        proc_stat(task.pid).expect("the child is not running").pgrp,
-        getpgrp().as_raw(),
-        "the child should stay in our process group"
-    );
-
-    task.handle.do_send(Cancel);
-    await_leader_exit(&task.handle, SOON).await;
-
-    assert!(
-        is_running(grandchild),
-        "the grandchild got the child's signal"
-    );
-    assert!(
-        task.handle.send(IsAlive).await.unwrap(),
-        "the task ended with its output open"
-    );
-    assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
-    assert_eq!(task.handle.try_wait(), None);
-
-    // Closing the output is up to us: the task ends at EOF.
-    kill(Pid::from_raw(grandchild), Signal::SIGKILL).expect("cannot kill the grandchild");
-    let code = wait(&task.handle, SOON).await;
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    assert_gone(grandchild).await;
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1);
-    assert!(exits[0].output_complete);
-    assert_reaped(task.pid).await;
 }
 
-#[actix_rt::test]
-async fn task_is_released_when_its_output_stays_open_after_the_escalation() {
-    // Without a group, nothing we may signal holds the output: after
-    // SIGTERM, a cancel timeout, SIGKILL (to nobody) and another cancel
-    // timeout, the task gives up on its output and ends.
-    let timeout = Duration::from_millis(200);
-    let mut task = start_sh("sleep 1000 & echo $!; wait", |p| {
-        p.process_group(false).cancel_timeout(timeout)
+#[test]
+fn without_a_process_group_cancel_signals_only_the_child() {
+    common::bounded(async {
+        let mut task = start_sh("sleep 1000 & echo $!; wait", |p| {
+            // A long cancel timeout, so that the escalation cannot release the
+            // task while the grandchild holds its output.
+            p.process_group(false)
+                .cancel_timeout(Duration::from_secs(60))
+        });
+        let grandchild = task.lines.next_pid().await;
+        task.cleanup.add_pid(grandchild);
+        assert_eq!(
+            proc_stat(task.pid).expect("the child is not running").pgrp,
+            getpgrp().as_raw(),
+            "the child should stay in our process group"
+        );
+
+        task.handle.do_send(Cancel);
+        await_leader_exit(&task.handle, SOON).await;
+
+        assert!(
+            is_running(grandchild),
+            "the grandchild got the child's signal"
+        );
+        assert!(
+            task.handle.send(IsAlive).await.unwrap(),
+            "the task ended with its output open"
+        );
+        assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
+        assert_eq!(task.handle.try_wait(), None);
+
+        // Closing the output is up to us: the task ends at EOF.
+        kill(Pid::from_raw(grandchild), Signal::SIGKILL).expect("cannot kill the grandchild");
+        let code = wait(&task.handle, SOON).await;
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        assert_gone(grandchild).await;
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1);
+        assert!(exits[0].output_complete);
+        assert_reaped(task.pid).await;
     });
-    let grandchild = task.lines.next_pid().await;
-    task.cleanup.add_pid(grandchild);
-
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, 2 * timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
-
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    assert!(elapsed >= 2 * timeout, "released after {elapsed:?}");
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1);
-    assert!(!exits[0].output_complete, "the output was cut short");
-    assert!(
-        is_running(grandchild),
-        "nobody should have signalled the grandchild"
-    );
-
-    kill(Pid::from_raw(grandchild), Signal::SIGKILL).expect("cannot kill the grandchild");
-    assert_gone(grandchild).await;
-    assert_reaped(task.pid).await;
 }
 
-#[actix_rt::test]
-async fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
-    let mut task = start_sh("sleep 1000 & echo $!; exit 0", |p| {
-        // A long cancel timeout: the group must go on SIGTERM alone.
-        p.cancel_timeout(Duration::from_secs(60))
+#[test]
+fn task_is_released_when_its_output_stays_open_after_the_escalation() {
+    common::bounded(async {
+        // Without a group, nothing we may signal holds the output: after
+        // SIGTERM, a cancel timeout, SIGKILL (to nobody) and another cancel
+        // timeout, the task gives up on its output and ends.
+        let timeout = Duration::from_millis(200);
+        let mut task = start_sh("sleep 1000 & echo $!; wait", |p| {
+            p.process_group(false).cancel_timeout(timeout)
+        });
+        let grandchild = task.lines.next_pid().await;
+        task.cleanup.add_pid(grandchild);
+
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, 2 * timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
+
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        assert!(elapsed >= 2 * timeout, "released after {elapsed:?}");
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1);
+        assert!(!exits[0].output_complete, "the output was cut short");
+        assert!(
+            is_running(grandchild),
+            "nobody should have signalled the grandchild"
+        );
+
+        kill(Pid::from_raw(grandchild), Signal::SIGKILL).expect("cannot kill the grandchild");
+        assert_gone(grandchild).await;
+        assert_reaped(task.pid).await;
     });
-    let grandchild = task.lines.next_pid().await;
-
-    await_leader_exit(&task.handle, SOON).await;
-    assert_eq!(
-        task.handle.send(GetPid).await.unwrap(),
-        Some(task.pid as u32),
-        "the exited leader stays our zombie while its task goes on"
-    );
-    assert!(
-        task.handle.send(IsAlive).await.unwrap(),
-        "the task ended with its output open"
-    );
-    assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
-    assert!(is_running(grandchild));
-
-    // The group outlives its leader; Cancel reaches it all the same.
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, SOON).await;
-
-    assert_eq!(
-        code,
-        ReturnCode::from_raw(0),
-        "the main child's own exit status"
-    );
-    assert_gone(grandchild).await;
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1);
-    assert_eq!(exits[0].returncode, code);
-    assert!(exits[0].output_complete);
-    assert_reaped(task.pid).await;
 }
 
-#[actix_rt::test]
-async fn cancel_after_the_leader_exited_kills_a_grandchild_ignoring_sigterm() {
-    // The leader exits at once and is reaped; the grandchild ignores
-    // SIGTERM and holds the output. Cancel must still take the group down:
-    // SIGTERM, then SIGKILL after the cancel timeout.
-    let timeout = Duration::from_millis(500);
-    let mut task = start_sh(r#"trap "" TERM; sleep 1000 & echo $!; exit 0"#, |p| {
-        p.cancel_timeout(timeout)
+#[test]
+fn grandchild_holding_stdout_keeps_the_task_alive_until_cancel() {
+    common::bounded(async {
+        let mut task = start_sh("sleep 1000 & echo $!; exit 0", |p| {
+            // A long cancel timeout: the group must go on SIGTERM alone.
+            p.cancel_timeout(Duration::from_secs(60))
+        });
+        let grandchild = task.lines.next_pid().await;
+
+        await_leader_exit(&task.handle, SOON).await;
+        assert_eq!(
+            task.handle.send(GetPid).await.unwrap(),
+            Some(task.pid as u32),
+            "the exited leader stays our zombie while its task goes on"
+        );
+        assert!(
+            task.handle.send(IsAlive).await.unwrap(),
+            "the task ended with its output open"
+        );
+        assert_eq!(task.handle.send(TryWait).await.unwrap(), None);
+        assert!(is_running(grandchild));
+
+        // The group outlives its leader; Cancel reaches it all the same.
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, SOON).await;
+
+        assert_eq!(
+            code,
+            ReturnCode::from_raw(0),
+            "the main child's own exit status"
+        );
+        assert_gone(grandchild).await;
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1);
+        assert_eq!(exits[0].returncode, code);
+        assert!(exits[0].output_complete);
+        assert_reaped(task.pid).await;
     });
-    let grandchild = task.lines.next_pid().await;
-    await_leader_exit(&task.handle, SOON).await;
-    assert_eq!(
-        task.handle.try_wait(),
-        None,
-        "the task ended with its output open"
-    );
-
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
-
-    assert_eq!(
-        code,
-        ReturnCode::from_raw(0),
-        "the main child's own exit status"
-    );
-    assert!(
-        elapsed >= timeout,
-        "the task ended after {elapsed:?}, before the SIGKILL"
-    );
-    assert!(
-        elapsed < timeout + LATE,
-        "the task ended only after {elapsed:?}"
-    );
-    assert_gone(grandchild).await;
-    assert_reaped(task.pid).await;
 }
 
-#[actix_rt::test]
-async fn escalation_reaches_a_task_on_another_arbiter() {
-    // The supervisor's timers run on the System's arbiter; the task on
-    // another one.
-    let timeout = Duration::from_millis(300);
+#[test]
+fn cancel_after_the_leader_exited_kills_a_grandchild_ignoring_sigterm() {
+    common::bounded(async {
+        // The leader exits at once and is reaped; the grandchild ignores
+        // SIGTERM and holds the output. Cancel must still take the group down:
+        // SIGTERM, then SIGKILL after the cancel timeout.
+        let timeout = Duration::from_millis(500);
+        let mut task = start_sh(r#"trap "" TERM; sleep 1000 & echo $!; exit 0"#, |p| {
+            p.cancel_timeout(timeout)
+        });
+        let grandchild = task.lines.next_pid().await;
+        await_leader_exit(&task.handle, SOON).await;
+        assert_eq!(
+            task.handle.try_wait(),
+            None,
+            "the task ended with its output open"
+        );
+
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
+
+        assert_eq!(
+            code,
+            ReturnCode::from_raw(0),
+            "the main child's own exit status"
+        );
+        assert!(
+            elapsed >= timeout,
+            "the task ended after {elapsed:?}, before the SIGKILL"
+        );
+        assert!(
+            elapsed < timeout + LATE,
+            "the task ended only after {elapsed:?}"
+        );
+        assert_gone(grandchild).await;
+        assert_reaped(task.pid).await;
+    });
+}
+
+#[test]
+fn escalation_reaches_a_task_on_another_arbiter() {
+    common::bounded(async {
+        // The supervisor's timers run on the System's arbiter; the task on
+        // another one.
+        let timeout = Duration::from_millis(300);
+        let arbiter = Arbiter::new();
+        let (sink, rx) = ChunkSink::start_new();
+        let popen = Popen::new("sh")
+            .args(["-c", IGNORES_TERM])
+            .cancel_timeout(timeout)
+            .subscribe(sink.recipient());
+        let handle = popen
+            .start_in_arbiter(&arbiter.handle())
+            .expect("cannot start sh");
+        let cleanup = Cleanup::default();
+        let pid = cleanup.add(&handle);
+        let mut lines = LineReader::new(rx, SOON);
+        assert_eq!(lines.next().await, "ready");
+
+        let cancelled = Instant::now();
+        handle.do_send(Cancel);
+        let code = wait(&handle, timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
+
+        assert_eq!(code, ReturnCode::from_raw(-9));
+        assert!(elapsed >= timeout, "SIGKILL came after {elapsed:?}");
+        assert!(
+            elapsed < timeout + LATE,
+            "SIGKILL came only after {elapsed:?}"
+        );
+        assert_reaped(pid).await;
+        arbiter.stop();
+        actix_rt::task::spawn_blocking(move || arbiter.join())
+            .await
+            .unwrap()
+            .expect("the arbiter's thread panicked");
+    });
+}
+
+/// Regression: the first signals of a cancel went through the
+/// supervisor, on the System's arbiter; with that arbiter not running (a
+/// thread that made a System, started the task on another arbiter and
+/// blocks in `wait()`, as `start_in_arbiter`'s docs suggest), nothing was
+/// sent and `wait()` never returned.
+#[test]
+fn a_cancel_signals_at_once_even_when_the_systems_arbiter_is_blocked() {
+    let system = System::new(); // its event loop never runs in this test
     let arbiter = Arbiter::new();
-    let (sink, rx) = ChunkSink::start_new();
-    let popen = Popen::new("sh")
-        .args(["-c", IGNORES_TERM])
-        .cancel_timeout(timeout)
-        .subscribe(sink.recipient());
-    let handle = popen
+    let handle = Popen::new("sleep")
+        .arg("60")
         .start_in_arbiter(&arbiter.handle())
-        .expect("cannot start sh");
-    let cleanup = Cleanup::default();
-    let pid = cleanup.add(&handle);
-    let mut lines = LineReader::new(rx, SOON);
-    assert_eq!(lines.next().await, "ready");
-
-    let cancelled = Instant::now();
+        .expect("cannot start sleep");
+    // The bound: should the SIGTERM never come, a SIGKILL through the
+    // task (never sent once its child was reaped) ends the wait, and the
+    // code says so.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let task = handle.clone();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(SOON).is_err() {
+            task.do_send(actix_popen::SendSignal(actix_popen::Signal::SIGKILL));
+        }
+    });
     handle.do_send(Cancel);
-    let code = wait(&handle, timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
-
-    assert_eq!(code, ReturnCode::from_raw(-9));
-    assert!(elapsed >= timeout, "SIGKILL came after {elapsed:?}");
-    assert!(
-        elapsed < timeout + LATE,
-        "SIGKILL came only after {elapsed:?}"
-    );
-    assert_reaped(pid).await;
+    let code = handle.wait().expect("a status");
+    let _ = done.send(());
+    watchdog.join().expect("the watchdog panicked");
+    assert_eq!(code, ReturnCode::from_raw(-15), "SIGTERM never came");
     arbiter.stop();
-    actix_rt::task::spawn_blocking(move || arbiter.join())
-        .await
-        .unwrap()
-        .expect("the arbiter's thread panicked");
+    arbiter.join().expect("the arbiter's thread panicked");
+    drop(system);
 }
 
 // ---------------------------------------------------------------------
 // Repeated and late cancels
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn second_cancel_starts_no_second_escalation() {
-    // The shell reports every SIGTERM it gets; its foreground `sleep` dies
-    // of each one, and the loop starts another.
-    let timeout = Duration::from_millis(500);
-    let mut task = start_sh(
-        r#"trap "echo term" TERM; echo ready; while :; do sleep 0.1; done"#,
-        |p| p.cancel_timeout(timeout),
-    );
-    assert_eq!(task.lines.next().await, "ready");
+#[test]
+fn second_cancel_starts_no_second_escalation() {
+    common::bounded(async {
+        // The shell reports every SIGTERM it gets; its foreground `sleep` dies
+        // of each one, and the loop starts another.
+        let timeout = Duration::from_millis(500);
+        let mut task = start_sh(
+            r#"trap "echo term" TERM; echo ready; while :; do sleep 0.1; done"#,
+            |p| p.cancel_timeout(timeout),
+        );
+        assert_eq!(task.lines.next().await, "ready");
 
-    let cancelled = Instant::now();
-    task.handle.do_send(Cancel);
-    assert_eq!(task.lines.next().await, "term");
-    // Had these started escalations of their own, the shell would print
-    // "term" again before the first SIGKILL.
-    task.handle.do_send(Cancel);
-    task.handle.do_send(Cancel);
-    let code = wait(&task.handle, timeout + SOON).await;
-    let elapsed = cancelled.elapsed();
+        let cancelled = Instant::now();
+        task.handle.do_send(Cancel);
+        assert_eq!(task.lines.next().await, "term");
+        // Had these started escalations of their own, the shell would print
+        // "term" again before the first SIGKILL.
+        task.handle.do_send(Cancel);
+        task.handle.do_send(Cancel);
+        let code = wait(&task.handle, timeout + SOON).await;
+        let elapsed = cancelled.elapsed();
 
-    assert_eq!(code, ReturnCode::from_raw(-9));
-    assert!(elapsed >= timeout, "SIGKILL came after {elapsed:?}");
-    assert!(
-        elapsed < timeout + LATE,
-        "SIGKILL came only after {elapsed:?}"
-    );
-    let output = task.collector.send(GetValue).await.unwrap();
-    assert_eq!(&output.stdout[..], b"ready\nterm\n");
+        assert_eq!(code, ReturnCode::from_raw(-9));
+        assert!(elapsed >= timeout, "SIGKILL came after {elapsed:?}");
+        assert!(
+            elapsed < timeout + LATE,
+            "SIGKILL came only after {elapsed:?}"
+        );
+        let output = task.collector.send(GetValue).await.unwrap();
+        assert_eq!(&output.stdout[..], b"ready\nterm\n");
 
-    task.handle.do_send(Cancel);
-    assert_eq!(wait(&task.handle, SOON).await, code);
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
-    assert_reaped(task.pid).await;
+        task.handle.do_send(Cancel);
+        assert_eq!(wait(&task.handle, SOON).await, code);
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
+        assert_reaped(task.pid).await;
+    });
 }
 
-#[actix_rt::test]
-async fn cancel_after_the_exit_changes_nothing() {
-    let task = start_sh("echo done; exit 3", |p| p);
-    let code = wait(&task.handle, SOON).await;
-    assert_eq!(code, ReturnCode::from_raw(3));
+#[test]
+fn cancel_after_the_exit_changes_nothing() {
+    common::bounded(async {
+        let task = start_sh("echo done; exit 3", |p| p);
+        let code = wait(&task.handle, SOON).await;
+        assert_eq!(code, ReturnCode::from_raw(3));
 
-    task.handle.do_send(Cancel);
-    task.handle.do_send(Cancel);
-    assert_eq!(wait(&task.handle, SOON).await, code);
-    assert_eq!(task.handle.send(TryWait).await.unwrap(), Some(code));
-    assert_eq!(task.handle.try_wait(), Some(code));
-    assert!(!task.handle.send(IsAlive).await.unwrap());
-    assert_eq!(task.handle.pid(), None);
+        task.handle.do_send(Cancel);
+        task.handle.do_send(Cancel);
+        assert_eq!(wait(&task.handle, SOON).await, code);
+        assert_eq!(task.handle.send(TryWait).await.unwrap(), Some(code));
+        assert_eq!(task.handle.try_wait(), Some(code));
+        assert!(!task.handle.send(IsAlive).await.unwrap());
+        assert_eq!(task.handle.pid(), None);
 
-    let exits = exits_of(&task.exits).await;
-    assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
-    assert_eq!(exits[0].returncode, code);
-    assert_eq!(exits[0].pid, Some(task.pid as u32));
-    let output = task.collector.send(GetValue).await.unwrap();
-    assert_eq!(&output.stdout[..], b"done\n");
-    assert_reaped(task.pid).await;
+        let exits = exits_of(&task.exits).await;
+        assert_eq!(exits.len(), 1, "one exit event: {exits:?}");
+        assert_eq!(exits[0].returncode, code);
+        assert_eq!(exits[0].pid, Some(task.pid as u32));
+        let output = task.collector.send(GetValue).await.unwrap();
+        assert_eq!(&output.stdout[..], b"done\n");
+        assert_reaped(task.pid).await;
+    });
 }
 
-#[actix_rt::test]
-async fn cancel_before_the_start_ends_the_task_as_cancelled() {
-    let (exits, _) = Waiter::start_new();
-    let handle = Popen::new("sleep")
-        .arg("100")
-        .exit_listener(exits.clone().recipient())
-        .prepare()
-        .expect("cannot prepare the task");
+#[test]
+fn cancel_before_the_start_ends_the_task_as_cancelled() {
+    common::bounded(async {
+        let (exits, _) = Waiter::start_new();
+        let handle = Popen::new("sleep")
+            .arg("100")
+            .exit_listener(exits.clone().recipient())
+            .prepare()
+            .expect("cannot prepare the task");
 
-    handle.do_send(Cancel);
-    let code = wait(&handle, SOON).await;
+        handle.do_send(Cancel);
+        let code = wait(&handle, SOON).await;
 
-    assert_eq!(code, ReturnCode::CANCELLED);
-    assert_eq!(handle.pid(), None, "no child should have run");
-    match handle.send(Start).await.unwrap() {
-        Err(ref e) if matches!(e.kind(), SpawnErrorKind::AlreadyStarted) => {}
-        other => panic!("a cancelled task started: {other:?}"),
-    }
-    let exits = exits_of(&exits).await;
-    assert_eq!(exits.len(), 1);
-    assert_eq!(exits[0].returncode, ReturnCode::CANCELLED);
-    assert_eq!(exits[0].pid, None);
+        assert_eq!(code, ReturnCode::CANCELLED);
+        assert_eq!(handle.pid(), None, "no child should have run");
+        match handle.send(Start).await.unwrap() {
+            Err(ref e) if matches!(e.kind(), SpawnErrorKind::AlreadyStarted) => {}
+            other => panic!("a cancelled task started: {other:?}"),
+        }
+        let exits = exits_of(&exits).await;
+        assert_eq!(exits.len(), 1);
+        assert_eq!(exits[0].returncode, ReturnCode::CANCELLED);
+        assert_eq!(exits[0].pid, None);
+    });
 }

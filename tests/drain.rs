@@ -81,102 +81,110 @@ fn start_sh(script: &str, configure: impl FnOnce(Popen) -> Popen) -> Task {
 // Tests
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn drain_timeout_ends_the_task_while_a_grandchild_holds_stdout() {
-    let started = Instant::now();
-    let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p.drain_timeout(DRAIN));
+#[test]
+fn drain_timeout_ends_the_task_while_a_grandchild_holds_stdout() {
+    common::bounded(async {
+        let started = Instant::now();
+        let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p.drain_timeout(DRAIN));
 
-    let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
-        .await
-        .expect("no Exited within the bound, despite the drain timeout")
-        .expect("the waiter is gone")
-        .exited[0];
-    let elapsed = started.elapsed();
-    eprintln!("Exited {elapsed:?} after the start, with a drain timeout of {DRAIN:?}");
+        let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
+            .await
+            .expect("no Exited within the bound, despite the drain timeout")
+            .expect("the waiter is gone")
+            .exited[0];
+        let elapsed = started.elapsed();
+        eprintln!("Exited {elapsed:?} after the start, with a drain timeout of {DRAIN:?}");
 
-    assert!(
-        elapsed >= DRAIN,
-        "Exited after {elapsed:?}, before the drain timeout"
-    );
-    assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-    assert!(
-        !exited.output_complete,
-        "the output was held open, yet complete"
-    );
-    let output = task.collector.send(GetValue).await.expect("collector gone");
-    assert_eq!(&output.stdout[..], b"main-done\n");
-    assert_eq!(task.handle.pid(), None);
-    assert_eq!(task.handle.try_wait(), Some(ReturnCode::from_raw(0)));
-    assert_eq!(
-        task.handle.send(TryWait).await.expect("actor gone"),
-        Some(ReturnCode::from_raw(0))
-    );
-    assert!(!task.handle.send(IsAlive).await.expect("actor gone"));
-    // The grandchild was left alone: it is the guard's to kill.
-    assert!(!task.group.live().is_empty(), "the grandchild is gone");
-}
-
-#[actix_rt::test]
-async fn drain_timeout_closes_the_read_ends_so_a_writing_grandchild_gets_sigpipe() {
-    // The grandchild writes without end; once the read ends are closed its
-    // next write raises SIGPIPE and it dies on its own.
-    let task = start_sh("(yes &) ; echo main-done", |p| {
-        p.drain_timeout(DRAIN)
-            .subscribe(Discard.start().recipient())
+        assert!(
+            elapsed >= DRAIN,
+            "Exited after {elapsed:?}, before the drain timeout"
+        );
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert!(
+            !exited.output_complete,
+            "the output was held open, yet complete"
+        );
+        let output = task.collector.send(GetValue).await.expect("collector gone");
+        assert_eq!(&output.stdout[..], b"main-done\n");
+        assert_eq!(task.handle.pid(), None);
+        assert_eq!(task.handle.try_wait(), Some(ReturnCode::from_raw(0)));
+        assert_eq!(
+            task.handle.send(TryWait).await.expect("actor gone"),
+            Some(ReturnCode::from_raw(0))
+        );
+        assert!(!task.handle.send(IsAlive).await.expect("actor gone"));
+        // The grandchild was left alone: it is the guard's to kill.
+        assert!(!task.group.live().is_empty(), "the grandchild is gone");
     });
-    let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
-        .await
-        .expect("no Exited within the bound, despite the drain timeout")
-        .expect("the waiter is gone")
-        .exited[0];
-    assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-    assert!(!exited.output_complete);
-    task.group.await_empty(SOON).await;
 }
 
-#[actix_rt::test]
-async fn output_closed_within_the_drain_timeout_is_complete() {
-    // The grandchild writes after the child exited, then exits: EOF comes
-    // well within the (generous) drain timeout.
-    let task = start_sh("(sleep 0.1; echo late) & echo main-done", |p| {
-        p.drain_timeout(SOON)
+#[test]
+fn drain_timeout_closes_the_read_ends_so_a_writing_grandchild_gets_sigpipe() {
+    common::bounded(async {
+        // The grandchild writes without end; once the read ends are closed its
+        // next write raises SIGPIPE and it dies on its own.
+        let task = start_sh("(yes &) ; echo main-done", |p| {
+            p.drain_timeout(DRAIN)
+                .subscribe(Discard.start().recipient())
+        });
+        let exited = tokio::time::timeout(DRAINED_WITHIN, task.exited)
+            .await
+            .expect("no Exited within the bound, despite the drain timeout")
+            .expect("the waiter is gone")
+            .exited[0];
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert!(!exited.output_complete);
+        task.group.await_empty(SOON).await;
     });
-    let exited = tokio::time::timeout(SOON, task.exited)
-        .await
-        .expect("no Exited in time")
-        .expect("the waiter is gone")
-        .exited[0];
-    assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-    assert!(exited.output_complete);
-    let output = task.collector.send(GetValue).await.expect("collector gone");
-    assert_eq!(&output.stdout[..], b"main-done\nlate\n");
 }
 
-#[actix_rt::test]
-async fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
-    let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p);
-    await_leader_exit(&task.handle, SOON).await;
+#[test]
+fn output_closed_within_the_drain_timeout_is_complete() {
+    common::bounded(async {
+        // The grandchild writes after the child exited, then exits: EOF comes
+        // well within the (generous) drain timeout.
+        let task = start_sh("(sleep 0.1; echo late) & echo main-done", |p| {
+            p.drain_timeout(SOON)
+        });
+        let exited = tokio::time::timeout(SOON, task.exited)
+            .await
+            .expect("no Exited in time")
+            .expect("the waiter is gone")
+            .exited[0];
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert!(exited.output_complete);
+        let output = task.collector.send(GetValue).await.expect("collector gone");
+        assert_eq!(&output.stdout[..], b"main-done\nlate\n");
+    });
+}
 
-    // The child is gone, its output is not: the task goes on.
-    assert!(task.handle.send(IsAlive).await.expect("actor gone"));
-    assert_eq!(task.handle.send(TryWait).await.expect("actor gone"), None);
-    assert!(!task.group.live().is_empty(), "the grandchild is gone");
+#[test]
+fn without_a_drain_timeout_the_task_waits_for_eof_until_cancelled() {
+    common::bounded(async {
+        let task = start_sh(GRANDCHILD_HOLDS_STDOUT, |p| p);
+        await_leader_exit(&task.handle, SOON).await;
 
-    // Cancel signals the group (its leader reaped, its grandchild not).
-    task.handle.do_send(Cancel);
-    let code = tokio::time::timeout(SOON, task.handle.send(AsyncWait))
-        .await
-        .expect("the cancel did not end the task in time")
-        .expect("actor gone")
-        .expect("AsyncWait failed");
-    // The child's own status: it exited with 0 before the cancel.
-    assert_eq!(code, ReturnCode::from_raw(0));
-    let exited = task.exited.await.expect("the waiter is gone").exited[0];
-    assert_eq!(exited.returncode, code);
-    assert!(exited.output_complete, "EOF came once the grandchild died");
-    let output = task.collector.send(GetValue).await.expect("collector gone");
-    assert_eq!(&output.stdout[..], b"main-done\n");
-    task.group.await_empty(SOON).await;
+        // The child is gone, its output is not: the task goes on.
+        assert!(task.handle.send(IsAlive).await.expect("actor gone"));
+        assert_eq!(task.handle.send(TryWait).await.expect("actor gone"), None);
+        assert!(!task.group.live().is_empty(), "the grandchild is gone");
+
+        // Cancel signals the group (its leader reaped, its grandchild not).
+        task.handle.do_send(Cancel);
+        let code = tokio::time::timeout(SOON, task.handle.send(AsyncWait))
+            .await
+            .expect("the cancel did not end the task in time")
+            .expect("actor gone")
+            .expect("AsyncWait failed");
+        // The child's own status: it exited with 0 before the cancel.
+        assert_eq!(code, ReturnCode::from_raw(0));
+        let exited = task.exited.await.expect("the waiter is gone").exited[0];
+        assert_eq!(exited.returncode, code);
+        assert!(exited.output_complete, "EOF came once the grandchild died");
+        let output = task.collector.send(GetValue).await.expect("collector gone");
+        assert_eq!(&output.stdout[..], b"main-done\n");
+        task.group.await_empty(SOON).await;
+    });
 }
 
 /// Takes each chunk slowly, on its own thread, and counts the bytes.
@@ -211,26 +219,28 @@ impl Handler<Count> for Slow {
 /// The drain timeout cuts output held open by someone, never output that
 /// is only being taken slowly: time spent waiting for a slow subscriber
 /// does not count.
-#[actix_rt::test]
-async fn a_slow_subscriber_loses_nothing_to_the_drain_timeout() {
-    let arbiter = Arbiter::new();
-    let slow = Slow::start_in_arbiter(&arbiter.handle(), |_| Slow(0));
-    let (waiter, awaited) = Waiter::start_new();
-    // 32 chunks at 30 ms each: about 1 s of draining after an exit that
-    // comes at once, against a drain timeout of 300 ms.
-    let handle = Popen::new("head")
-        .args(["-c", "131072", "/dev/zero"])
-        .bufsize(4096)
-        .window(1)
-        .drain_timeout(Duration::from_millis(300))
-        .subscribe(slow.clone().recipient())
-        .exit_listener(waiter.recipient())
-        .start()
-        .expect("cannot start head");
-    let exited = awaited.exited.await.expect("no Exited").exited[0];
-    assert_eq!(exited.returncode.code(), 0);
-    assert!(exited.output_complete, "output was cut: {exited:?}");
-    assert_eq!(slow.send(Count).await.unwrap(), 131072);
-    assert_eq!(handle.pid(), None);
-    arbiter.stop();
+#[test]
+fn a_slow_subscriber_loses_nothing_to_the_drain_timeout() {
+    common::bounded(async {
+        let arbiter = Arbiter::new();
+        let slow = Slow::start_in_arbiter(&arbiter.handle(), |_| Slow(0));
+        let (waiter, awaited) = Waiter::start_new();
+        // 32 chunks at 30 ms each: about 1 s of draining after an exit that
+        // comes at once, against a drain timeout of 300 ms.
+        let handle = Popen::new("head")
+            .args(["-c", "131072", "/dev/zero"])
+            .bufsize(4096)
+            .window(1)
+            .drain_timeout(Duration::from_millis(300))
+            .subscribe(slow.clone().recipient())
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("cannot start head");
+        let exited = awaited.exited.await.expect("no Exited").exited[0];
+        assert_eq!(exited.returncode.code(), 0);
+        assert!(exited.output_complete, "output was cut: {exited:?}");
+        assert_eq!(slow.send(Count).await.unwrap(), 131072);
+        assert_eq!(handle.pid(), None);
+        arbiter.stop();
+    });
 }

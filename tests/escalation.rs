@@ -45,26 +45,28 @@ fn start_sh(
 const MEMBER_IGNORES_TERM: &str =
     r#"sh -c 'trap "" TERM; echo $$; exec sleep 1000 </dev/null >/dev/null 2>&1' & wait"#;
 
-#[actix_rt::test]
-async fn a_member_ignoring_sigterm_gets_sigkill_though_the_leader_obeyed() {
-    let cleanup = Cleanup::default();
-    let timeout = Duration::from_millis(300);
-    let (handle, mut lines, _) = start_sh(MEMBER_IGNORES_TERM, timeout, &cleanup);
-    let member = lines.next_pid().await;
-    cleanup.add_pid(member);
-    let cancelled = Instant::now();
-    handle.do_send(Cancel);
-    let code = wait(&handle, SOON).await;
-    assert_eq!(code, ReturnCode::from_raw(-15), "the leader obeyed");
-    assert!(
-        await_dead(member, cancelled + timeout + SOON).await,
-        "the member ignoring SIGTERM survived the cancel: {:?}",
-        proc_stat(member)
-    );
-    let died_after = cancelled.elapsed();
-    assert!(died_after >= timeout, "killed after {died_after:?}");
-    // The leader, kept as a zombie until the SIGKILL, is reaped then.
-    poll_until("the leader's reap", SOON, || handle.pid().is_none()).await;
+#[test]
+fn a_member_ignoring_sigterm_gets_sigkill_though_the_leader_obeyed() {
+    common::bounded(async {
+        let cleanup = Cleanup::default();
+        let timeout = Duration::from_millis(300);
+        let (handle, mut lines, _) = start_sh(MEMBER_IGNORES_TERM, timeout, &cleanup);
+        let member = lines.next_pid().await;
+        cleanup.add_pid(member);
+        let cancelled = Instant::now();
+        handle.do_send(Cancel);
+        let code = wait(&handle, SOON).await;
+        assert_eq!(code, ReturnCode::from_raw(-15), "the leader obeyed");
+        assert!(
+            await_dead(member, cancelled + timeout + SOON).await,
+            "the member ignoring SIGTERM survived the cancel: {:?}",
+            proc_stat(member)
+        );
+        let died_after = cancelled.elapsed();
+        assert!(died_after >= timeout, "killed after {died_after:?}");
+        // The leader, kept as a zombie until the SIGKILL, is reaped then.
+        poll_until("the leader's reap", SOON, || handle.pid().is_none()).await;
+    });
 }
 
 #[test]
@@ -88,54 +90,59 @@ fn a_member_ignoring_sigterm_is_killed_when_the_system_stops() {
 const STOPS_ITSELF: &str =
     r#"trap 'echo cleanup; exit 7' TERM; echo ready; kill -STOP $$; echo resumed; exec sleep 1000"#;
 
-#[actix_rt::test]
-async fn a_stopped_child_runs_its_cleanup_on_cancel() {
-    let cleanup = Cleanup::default();
-    // Long enough that a SIGKILL at the timeout would fail the test.
-    let (handle, mut lines, collector) = start_sh(STOPS_ITSELF, Duration::from_secs(5), &cleanup);
-    assert_eq!(lines.next().await, "ready");
-    await_stopped(handle.pid().expect("pid") as i32, SOON).await;
-    handle.do_send(Cancel);
-    let code = wait(&handle, SOON).await;
-    let output = collector.send(GetValue).await.unwrap();
-    assert_eq!(
-        code,
-        ReturnCode::from_raw(7),
-        "the cleanup did not run: {:?}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("cleanup"));
+#[test]
+fn a_stopped_child_runs_its_cleanup_on_cancel() {
+    common::bounded(async {
+        let cleanup = Cleanup::default();
+        // Long enough that a SIGKILL at the timeout would fail the test.
+        let (handle, mut lines, collector) =
+            start_sh(STOPS_ITSELF, Duration::from_secs(5), &cleanup);
+        assert_eq!(lines.next().await, "ready");
+        await_stopped(handle.pid().expect("pid") as i32, SOON).await;
+        handle.do_send(Cancel);
+        let code = wait(&handle, SOON).await;
+        let output = collector.send(GetValue).await.unwrap();
+        assert_eq!(
+            code,
+            ReturnCode::from_raw(7),
+            "the cleanup did not run: {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("cleanup"));
+    });
 }
 
-#[actix_rt::test]
-async fn a_stopped_member_of_the_group_runs_its_cleanup_on_cancel() {
-    let cleanup = Cleanup::default();
-    // The leader outlives the SIGTERM (it ignores it, after starting the
-    // member, which could not trap it otherwise): were it to die first, the
-    // group would become orphaned with a stopped member, and the kernel
-    // itself would send that member SIGHUP, which kills it before its
-    // SIGTERM handler runs.
-    let script = r#"sh -c 'trap "echo member cleanup; exit 0" TERM; echo $$; kill -STOP $$; exec sleep 1000' & trap "" TERM; echo leader ready; wait"#;
-    let (handle, mut lines, collector) = start_sh(script, Duration::from_secs(5), &cleanup);
-    let (first, second) = (lines.next().await, lines.next().await);
-    let member: i32 = if first == "leader ready" {
-        &second
-    } else {
-        &first
-    }
-    .parse()
-    .expect("the member's pid");
-    cleanup.add_pid(member);
-    await_stopped(member, SOON).await;
-    handle.do_send(Cancel);
-    wait(&handle, SOON).await;
-    let output = collector.send(GetValue).await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("member cleanup"),
-        "the stopped member did not run its cleanup: {:?}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(await_dead(member, Instant::now() + SOON).await);
+#[test]
+fn a_stopped_member_of_the_group_runs_its_cleanup_on_cancel() {
+    common::bounded(async {
+        let cleanup = Cleanup::default();
+        // The leader outlives the SIGTERM (it ignores it, after starting the
+        // member, which could not trap it otherwise): were it to die first, the
+        // group would become orphaned with a stopped member, and the kernel
+        // itself would send that member SIGHUP, which kills it before its
+        // SIGTERM handler runs.
+        let script = r#"sh -c 'trap "echo member cleanup; exit 0" TERM; echo $$; kill -STOP $$; exec sleep 1000' & trap "" TERM; echo leader ready; wait"#;
+        let (handle, mut lines, collector) = start_sh(script, Duration::from_secs(5), &cleanup);
+        let (first, second) = (lines.next().await, lines.next().await);
+        let member: i32 = if first == "leader ready" {
+            &second
+        } else {
+            &first
+        }
+        .parse()
+        .expect("the member's pid");
+        cleanup.add_pid(member);
+        await_stopped(member, SOON).await;
+        handle.do_send(Cancel);
+        wait(&handle, SOON).await;
+        let output = collector.send(GetValue).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("member cleanup"),
+            "the stopped member did not run its cleanup: {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(await_dead(member, Instant::now() + SOON).await);
+    });
 }
 
 #[test]
@@ -162,20 +169,22 @@ fn a_stopped_child_runs_its_cleanup_when_the_system_stops() {
     );
 }
 
-#[actix_rt::test]
-async fn a_death_by_a_real_time_signal_is_reported_as_minus_n() {
-    let cleanup = Cleanup::default();
-    let handle = Popen::new("sleep")
-        .arg("1000")
-        .start()
-        .expect("cannot start sleep");
-    cleanup.add(&handle);
-    let pid = handle.pid().expect("pid");
-    let signal = nix::libc::SIGRTMIN() + 6;
-    // SAFETY: kill(2) of our own running child.
-    assert_eq!(unsafe { nix::libc::kill(pid as i32, signal) }, 0);
-    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-signal));
-    assert_eq!(handle.pid(), None, "reaped: its pid is no longer ours");
+#[test]
+fn a_death_by_a_real_time_signal_is_reported_as_minus_n() {
+    common::bounded(async {
+        let cleanup = Cleanup::default();
+        let handle = Popen::new("sleep")
+            .arg("1000")
+            .start()
+            .expect("cannot start sleep");
+        cleanup.add(&handle);
+        let pid = handle.pid().expect("pid");
+        let signal = nix::libc::SIGRTMIN() + 6;
+        // SAFETY: kill(2) of our own running child.
+        assert_eq!(unsafe { nix::libc::kill(pid as i32, signal) }, 0);
+        assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-signal));
+        assert_eq!(handle.pid(), None, "reaped: its pid is no longer ours");
+    });
 }
 
 /// The `Pid:` line of fd `fd`'s fdinfo if it is a pidfd: the pid, or -1
@@ -200,26 +209,28 @@ fn pidfds_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn a_cancelled_task_closes_its_pidfd_when_it_ends() {
-    let cleanup = Cleanup::default();
-    // A timer an hour away must not keep the pidfd open.
-    let (handle, mut lines, _) = start_sh(
-        "echo ready; exec sleep 1000",
-        Duration::from_secs(3600),
-        &cleanup,
-    );
-    assert_eq!(lines.next().await, "ready");
-    let pid = handle.pid().expect("pid");
-    let fds = pidfds_of(pid);
-    assert_eq!(fds.len(), 1, "one pidfd while it runs");
-    handle.do_send(Cancel);
-    assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-15));
-    // Closed: the number is free, or holds something else than a pidfd of
-    // a reaped process (-1) or of ours.
-    let target = pidfd_target(&fds[0]);
-    assert!(
-        target != Some(-1) && target != Some(i64::from(pid)),
-        "the pidfd is still open after the task ended"
-    );
+#[test]
+fn a_cancelled_task_closes_its_pidfd_when_it_ends() {
+    common::bounded(async {
+        let cleanup = Cleanup::default();
+        // A timer an hour away must not keep the pidfd open.
+        let (handle, mut lines, _) = start_sh(
+            "echo ready; exec sleep 1000",
+            Duration::from_secs(3600),
+            &cleanup,
+        );
+        assert_eq!(lines.next().await, "ready");
+        let pid = handle.pid().expect("pid");
+        let fds = pidfds_of(pid);
+        assert_eq!(fds.len(), 1, "one pidfd while it runs");
+        handle.do_send(Cancel);
+        assert_eq!(wait(&handle, SOON).await, ReturnCode::from_raw(-15));
+        // Closed: the number is free, or holds something else than a pidfd of
+        // a reaped process (-1) or of ours.
+        let target = pidfd_target(&fds[0]);
+        assert!(
+            target != Some(-1) && target != Some(i64::from(pid)),
+            "the pidfd is still open after the task ended"
+        );
+    });
 }

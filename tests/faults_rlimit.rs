@@ -1,6 +1,6 @@
 //! Out of fds in the middle of a run: with tasks running, the soft
 //! `RLIMIT_NOFILE` is lowered so that no spawn can get the fds it needs.
-//! The spawns fail cleanly with `SpawnError::ResourceExhausted`, while the
+//! The spawns fail cleanly with `SpawnErrorKind::ResourceExhausted`, while the
 //! running tasks, which need no new fd, deliver all their output and end
 //! as usual; once they have, no fd is left behind.
 //!
@@ -97,7 +97,7 @@ async fn body(cleanup: &Cleanup) {
         assert_eq!(handle.pid(), Some(*pid), "pid {pid} was reaped");
     }
     for (handle, _, _) in &tasks {
-        within("Write", handle.send(WriteStdin("go\n".into())))
+        within("WriteStdin", handle.send(WriteStdin("go\n".into())))
             .await
             .expect("the process actor is gone")
             .expect("cannot release the child");

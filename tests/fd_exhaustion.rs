@@ -1,6 +1,6 @@
 //! Out of file descriptors: with the soft `RLIMIT_NOFILE` lowered so that
 //! only a few more fds can be opened, a start either succeeds or fails
-//! with `SpawnError::ResourceExhausted` (EMFILE) at whichever step ran
+//! with `SpawnErrorKind::ResourceExhausted` (EMFILE) at whichever step ran
 //! out; a failed start releases every fd it had opened and spawns nothing.
 //!
 //! The limit is process-wide and the tests count this process's fds, so

@@ -114,116 +114,124 @@ impl Handler<Exited> for Tag {
     }
 }
 
-#[actix_rt::test]
-async fn at_most_max_jobs_run_at_once_in_submission_order() {
-    set_limits(Some(2), None).await;
-    let recorder = Recorder::default().start();
-    let tasks: Vec<_> = (0..8)
-        .map(|index| {
-            let tag = Tag(index, recorder.clone()).start();
-            Popen::new("sh")
-                .args(["-c", "sleep 0.05"])
-                .start_listener(tag.clone().recipient())
-                .exit_listener(tag.recipient())
-                .submit()
-                .unwrap()
-        })
-        .collect();
-    let (tx, rx) = oneshot::channel();
-    recorder.do_send(WhenCount(16, tx));
-    for task in &tasks {
-        assert!(async_wait(task).await.success());
-    }
-    let events = event("every start and exit", rx).await;
-    let mut running = 0i32;
-    let mut peak = 0;
-    let mut start_order = Vec::new();
-    for (index, started) in events {
-        if started {
-            running += 1;
-            start_order.push(index);
-        } else {
-            running -= 1;
+#[test]
+fn at_most_max_jobs_run_at_once_in_submission_order() {
+    common::bounded(async {
+        set_limits(Some(2), None).await;
+        let recorder = Recorder::default().start();
+        let tasks: Vec<_> = (0..8)
+            .map(|index| {
+                let tag = Tag(index, recorder.clone()).start();
+                Popen::new("sh")
+                    .args(["-c", "sleep 0.05"])
+                    .start_listener(tag.clone().recipient())
+                    .exit_listener(tag.recipient())
+                    .submit()
+                    .unwrap()
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        recorder.do_send(WhenCount(16, tx));
+        for task in &tasks {
+            assert!(async_wait(task).await.success());
         }
-        peak = peak.max(running);
-    }
-    assert_eq!(peak, 2, "at most two at once, and two were used");
-    assert_eq!(start_order, (0..8).collect::<Vec<_>>());
-    assert_eq!(
-        job_pool().await,
-        JobPool {
-            running: 0,
-            queued: 0
+        let events = event("every start and exit", rx).await;
+        let mut running = 0i32;
+        let mut peak = 0;
+        let mut start_order = Vec::new();
+        for (index, started) in events {
+            if started {
+                running += 1;
+                start_order.push(index);
+            } else {
+                running -= 1;
+            }
+            peak = peak.max(running);
         }
-    );
+        assert_eq!(peak, 2, "at most two at once, and two were used");
+        assert_eq!(start_order, (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 0,
+                queued: 0
+            }
+        );
+    });
 }
 
-#[actix_rt::test]
-async fn a_task_cancelled_in_the_queue_never_runs() {
-    set_limits(Some(1), None).await;
-    let first = Popen::new("sleep").arg("1000").submit().unwrap();
-    let queued = Popen::new("sleep").arg("1000").submit().unwrap();
-    let (waiter, awaited) = Waiter::start_new();
-    queued.do_send(AddStartListener(waiter.recipient()));
-    queued.do_send(Cancel);
-    assert_eq!(async_wait(&queued).await, ReturnCode::CANCELLED);
-    // It gave its place in the queue back at once.
-    assert_eq!(
-        job_pool().await,
-        JobPool {
-            running: 1,
-            queued: 0
-        }
-    );
-    assert_eq!(
-        event("Started", awaited.started).await.pid,
-        None,
-        "start listeners hear of it"
-    );
-    first.do_send(Cancel);
-    assert_eq!(async_wait(&first).await.code(), -15);
-    // The cancelled task's place is given back too.
-    let after = Popen::new("true").submit().unwrap();
-    assert!(async_wait(&after).await.success());
+#[test]
+fn a_task_cancelled_in_the_queue_never_runs() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let first = Popen::new("sleep").arg("1000").submit().unwrap();
+        let queued = Popen::new("sleep").arg("1000").submit().unwrap();
+        let (waiter, awaited) = Waiter::start_new();
+        queued.do_send(AddStartListener(waiter.recipient()));
+        queued.do_send(Cancel);
+        assert_eq!(async_wait(&queued).await, ReturnCode::CANCELLED);
+        // It gave its place in the queue back at once.
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 0
+            }
+        );
+        assert_eq!(
+            event("Started", awaited.started).await.pid,
+            None,
+            "start listeners hear of it"
+        );
+        first.do_send(Cancel);
+        assert_eq!(async_wait(&first).await.code(), -15);
+        // The cancelled task's place is given back too.
+        let after = Popen::new("true").submit().unwrap();
+        assert!(async_wait(&after).await.success());
+    });
 }
 
-#[actix_rt::test]
-async fn a_high_load_holds_new_starts_while_a_task_runs() {
-    // The smallest limit accepted: any load reading above 0.00 holds the
-    // second task while the first runs. (On an idle machine, reading
-    // 0.00, the start spacing holds it for the first second.)
-    set_limits(None, Some(f64::MIN_POSITIVE)).await;
-    let first = Popen::new("sleep").arg("1000").submit().unwrap();
-    let second = Popen::new("true").submit().unwrap();
-    assert_eq!(
-        job_pool().await,
-        JobPool {
-            running: 1,
-            queued: 1
-        }
-    );
-    assert_eq!(second.try_wait(), None);
-    first.do_send(Cancel);
-    async_wait(&first).await;
-    // With nothing running, the next one starts whatever the load.
-    assert!(async_wait(&second).await.success());
+#[test]
+fn a_high_load_holds_new_starts_while_a_task_runs() {
+    common::bounded(async {
+        // The smallest limit accepted: any load reading above 0.00 holds the
+        // second task while the first runs. (On an idle machine, reading
+        // 0.00, the start spacing holds it for the first second.)
+        set_limits(None, Some(f64::MIN_POSITIVE)).await;
+        let first = Popen::new("sleep").arg("1000").submit().unwrap();
+        let second = Popen::new("true").submit().unwrap();
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 1
+            }
+        );
+        assert_eq!(second.try_wait(), None);
+        first.do_send(Cancel);
+        async_wait(&first).await;
+        // With nothing running, the next one starts whatever the load.
+        assert!(async_wait(&second).await.success());
+    });
 }
 
-#[actix_rt::test]
-async fn a_failed_start_frees_its_place_and_reports_127() {
-    set_limits(Some(1), None).await;
-    let missing = Popen::new("no-such-program-xyz").submit().unwrap();
-    let next = Popen::new("true").submit().unwrap();
-    assert_eq!(async_wait(&missing).await.code(), 127);
-    assert!(
-        missing
-            .spawn_error()
-            .is_some_and(|err| matches!(err.kind(), SpawnErrorKind::NotFound { .. })
-                && err.program() == "no-such-program-xyz"),
-        "{:?}",
-        missing.spawn_error()
-    );
-    assert!(async_wait(&next).await.success());
+#[test]
+fn a_failed_start_frees_its_place_and_reports_127() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let missing = Popen::new("no-such-program-xyz").submit().unwrap();
+        let next = Popen::new("true").submit().unwrap();
+        assert_eq!(async_wait(&missing).await.code(), 127);
+        assert!(
+            missing
+                .spawn_error()
+                .is_some_and(|err| matches!(err.kind(), SpawnErrorKind::NotFound { .. })
+                    && err.program() == "no-such-program-xyz"),
+            "{:?}",
+            missing.spawn_error()
+        );
+        assert!(async_wait(&next).await.success());
+    });
 }
 
 /// Tells when its task started.
@@ -242,90 +250,94 @@ impl Handler<Started> for StartTime {
     }
 }
 
-#[actix_rt::test]
-async fn under_max_load_starts_are_spaced_while_tasks_run() {
-    // A limit above any load this machine has: the load never holds a
-    // start back, so only the spacing does. (Before it, all three started
-    // at once, each checked against the same /proc/loadavg reading.) The
-    // tasks run until their stdin closes, so each start finds the earlier
-    // ones running.
-    set_limits(None, Some(1000.0)).await;
-    let mut tasks: Vec<ProcessHandle> = Vec::new();
-    let mut starts: Vec<oneshot::Receiver<Instant>> = Vec::new();
-    for _ in 0..3 {
-        let (tx, started) = oneshot::channel();
-        let task = Popen::new("cat")
-            .stdin(InputFrom::Pipe)
-            .stdout(OutputTo::Null)
-            .start_listener(StartTime(Some(tx)).start().recipient())
-            .submit()
-            .expect("cannot submit cat");
-        tasks.push(task);
-        starts.push(started);
-    }
-    let mut times = Vec::new();
-    let mut leftovers = Leftovers::default();
-    for (task, started) in tasks.iter().zip(starts) {
-        times.push(event("a start", started).await);
-        leftovers.add(task);
-    }
-    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!("gaps between the starts: {gaps:?}");
-    // 1 s with one task running, 1 s × 2^1.5 = 2.83 s with two; a little
-    // slack for the spawns themselves.
-    let slack = Duration::from_millis(50);
-    for (gap, least) in gaps.iter().zip([1000, 2828]) {
-        assert!(
-            *gap + slack >= Duration::from_millis(least),
-            "gaps {gaps:?}: one is under {least} ms"
-        );
-    }
-    for task in &tasks {
-        task.do_send(CloseStdin);
-    }
-    for task in &tasks {
-        assert!(async_wait(task).await.success());
-    }
+#[test]
+fn under_max_load_starts_are_spaced_while_tasks_run() {
+    common::bounded(async {
+        // A limit above any load this machine has: the load never holds a
+        // start back, so only the spacing does. (Before it, all three started
+        // at once, each checked against the same /proc/loadavg reading.) The
+        // tasks run until their stdin closes, so each start finds the earlier
+        // ones running.
+        set_limits(None, Some(1000.0)).await;
+        let mut tasks: Vec<ProcessHandle> = Vec::new();
+        let mut starts: Vec<oneshot::Receiver<Instant>> = Vec::new();
+        for _ in 0..3 {
+            let (tx, started) = oneshot::channel();
+            let task = Popen::new("cat")
+                .stdin(InputFrom::Pipe)
+                .stdout(OutputTo::Null)
+                .start_listener(StartTime(Some(tx)).start().recipient())
+                .submit()
+                .expect("cannot submit cat");
+            tasks.push(task);
+            starts.push(started);
+        }
+        let mut times = Vec::new();
+        let mut leftovers = Leftovers::default();
+        for (task, started) in tasks.iter().zip(starts) {
+            times.push(event("a start", started).await);
+            leftovers.add(task);
+        }
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        eprintln!("gaps between the starts: {gaps:?}");
+        // 1 s with one task running, 1 s × 2^1.5 = 2.83 s with two; a little
+        // slack for the spawns themselves.
+        let slack = Duration::from_millis(50);
+        for (gap, least) in gaps.iter().zip([1000, 2828]) {
+            assert!(
+                *gap + slack >= Duration::from_millis(least),
+                "gaps {gaps:?}: one is under {least} ms"
+            );
+        }
+        for task in &tasks {
+            task.do_send(CloseStdin);
+        }
+        for task in &tasks {
+            assert!(async_wait(task).await.success());
+        }
+    });
 }
 
-#[actix_rt::test]
-async fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
-    set_limits(Some(1), None).await;
-    // GNU make refuses `-j0`: with 0 places nothing would ever start.
-    assert_eq!(
-        try_set_limits(Some(0), None).await,
-        Err(JobLimitsError::ZeroJobs)
-    );
-    for max_load in [0.0, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+#[test]
+fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        // GNU make refuses `-j0`: with 0 places nothing would ever start.
         assert_eq!(
-            try_set_limits(None, Some(max_load)).await,
-            Err(JobLimitsError::InvalidLoad { max_load })
+            try_set_limits(Some(0), None).await,
+            Err(JobLimitsError::ZeroJobs)
         );
-    }
-    let nan = try_set_limits(Some(4), Some(f64::NAN)).await;
-    assert!(
-        matches!(nan, Err(JobLimitsError::InvalidLoad { max_load }) if max_load.is_nan()),
-        "{nan:?}"
-    );
-    // One place still, and no load limit: the second task waits.
-    let (waiter, awaited) = Waiter::start_new();
-    let first = Popen::new("cat")
-        .stdin(InputFrom::Pipe)
-        .stdout(OutputTo::Null)
-        .start_listener(waiter.recipient())
-        .submit()
-        .expect("cannot submit cat");
-    let second = Popen::new("true").submit().expect("cannot submit true");
-    event("the first task's start", awaited.started).await;
-    let _leftovers = Leftovers::of(&first);
-    assert_eq!(
-        job_pool().await,
-        JobPool {
-            running: 1,
-            queued: 1
+        for max_load in [0.0, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                try_set_limits(None, Some(max_load)).await,
+                Err(JobLimitsError::InvalidLoad { max_load })
+            );
         }
-    );
-    first.do_send(CloseStdin);
-    assert!(async_wait(&first).await.success());
-    assert!(async_wait(&second).await.success());
+        let nan = try_set_limits(Some(4), Some(f64::NAN)).await;
+        assert!(
+            matches!(nan, Err(JobLimitsError::InvalidLoad { max_load }) if max_load.is_nan()),
+            "{nan:?}"
+        );
+        // One place still, and no load limit: the second task waits.
+        let (waiter, awaited) = Waiter::start_new();
+        let first = Popen::new("cat")
+            .stdin(InputFrom::Pipe)
+            .stdout(OutputTo::Null)
+            .start_listener(waiter.recipient())
+            .submit()
+            .expect("cannot submit cat");
+        let second = Popen::new("true").submit().expect("cannot submit true");
+        event("the first task's start", awaited.started).await;
+        let _leftovers = Leftovers::of(&first);
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 1
+            }
+        );
+        first.do_send(CloseStdin);
+        assert!(async_wait(&first).await.success());
+        assert!(async_wait(&second).await.success());
+    });
 }

@@ -109,96 +109,102 @@ fn lines(expected: &[(OutputStream, &str, LineKind)]) -> Lines {
 const SCRIPT: &str = r"printf 'short\n12345678\n123456789\n\nabcdefghijklmnopqrst\nok\ntail';
 printf 'err1\nerr2' >&2";
 
-#[actix_rt::test]
-async fn real_child_lines_with_split_policy() {
-    for bufsize in [3, 4096] {
-        let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
-        let (got, exited) = frame(popen, 8, Overflow::Split).await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-        assert!(exited.output_complete);
-        let stdout: Lines = got
-            .iter()
-            .filter(|l| l.0 == OutputStream::Stdout)
-            .cloned()
-            .collect();
-        let stderr: Lines = got
-            .iter()
-            .filter(|l| l.0 == OutputStream::Stderr)
-            .cloned()
-            .collect();
-        use OutputStream::{Stderr as E, Stdout as O};
-        assert_eq!(
-            stdout,
-            lines(&[
-                (O, "short", Complete),
-                (O, "12345678", Complete),
-                (O, "12345678", Partial),
-                (O, "9", Complete),
-                (O, "", Complete),
-                (O, "abcdefgh", Partial),
-                (O, "ijklmnop", Partial),
-                (O, "qrst", Complete),
-                (O, "ok", Complete),
-                (O, "tail", Unterminated),
-            ]),
-            "bufsize {bufsize}"
-        );
-        assert_eq!(
-            stderr,
-            lines(&[(E, "err1", Complete), (E, "err2", Unterminated)]),
-            "bufsize {bufsize}"
-        );
-    }
-}
-
-#[actix_rt::test]
-async fn real_child_lines_with_error_policy() {
-    for bufsize in [3, 4096] {
-        let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
-        let (got, exited) = frame(popen, 8, Overflow::Truncate).await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-        let stdout: Lines = got
-            .iter()
-            .filter(|l| l.0 == OutputStream::Stdout)
-            .cloned()
-            .collect();
-        use OutputStream::Stdout as O;
-        assert_eq!(
-            stdout,
-            lines(&[
-                (O, "short", Complete),
-                (O, "12345678", Complete),
-                (O, "12345678", Truncated),
-                (O, "", Complete),
-                (O, "abcdefgh", Truncated),
-                (O, "ok", Complete),
-                (O, "tail", Unterminated),
-            ]),
-            "bufsize {bufsize}"
-        );
-    }
-}
-
-#[actix_rt::test]
-async fn a_hundred_thousand_lines_cut_across_chunks() {
-    // Chunks of 7 bytes cut nearly every line; "100000" is over the limit.
-    for overflow in [Overflow::Split, Overflow::Truncate] {
-        let popen = Popen::new("seq").args(["1", "100000"]).bufsize(7);
-        let (got, exited) = frame(popen, 5, overflow).await;
-        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
-        let mut expected: Lines = (1..100000)
-            .map(|n| (OutputStream::Stdout, n.to_string(), Complete))
-            .collect();
-        match overflow {
-            Overflow::Split => {
-                expected.push((OutputStream::Stdout, "10000".to_owned(), Partial));
-                expected.push((OutputStream::Stdout, "0".to_owned(), Complete));
-            }
-            Overflow::Truncate => {
-                expected.push((OutputStream::Stdout, "10000".to_owned(), Truncated));
-            }
+#[test]
+fn real_child_lines_with_split_policy() {
+    common::bounded(async {
+        for bufsize in [3, 4096] {
+            let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
+            let (got, exited) = frame(popen, 8, Overflow::Split).await;
+            assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+            assert!(exited.output_complete);
+            let stdout: Lines = got
+                .iter()
+                .filter(|l| l.0 == OutputStream::Stdout)
+                .cloned()
+                .collect();
+            let stderr: Lines = got
+                .iter()
+                .filter(|l| l.0 == OutputStream::Stderr)
+                .cloned()
+                .collect();
+            use OutputStream::{Stderr as E, Stdout as O};
+            assert_eq!(
+                stdout,
+                lines(&[
+                    (O, "short", Complete),
+                    (O, "12345678", Complete),
+                    (O, "12345678", Partial),
+                    (O, "9", Complete),
+                    (O, "", Complete),
+                    (O, "abcdefgh", Partial),
+                    (O, "ijklmnop", Partial),
+                    (O, "qrst", Complete),
+                    (O, "ok", Complete),
+                    (O, "tail", Unterminated),
+                ]),
+                "bufsize {bufsize}"
+            );
+            assert_eq!(
+                stderr,
+                lines(&[(E, "err1", Complete), (E, "err2", Unterminated)]),
+                "bufsize {bufsize}"
+            );
         }
-        assert_eq!(got.len(), expected.len(), "{overflow:?}");
-        assert!(got == expected, "{overflow:?}: the lines differ");
-    }
+    });
+}
+
+#[test]
+fn real_child_lines_with_error_policy() {
+    common::bounded(async {
+        for bufsize in [3, 4096] {
+            let popen = Popen::new("sh").args(["-c", SCRIPT]).bufsize(bufsize);
+            let (got, exited) = frame(popen, 8, Overflow::Truncate).await;
+            assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+            let stdout: Lines = got
+                .iter()
+                .filter(|l| l.0 == OutputStream::Stdout)
+                .cloned()
+                .collect();
+            use OutputStream::Stdout as O;
+            assert_eq!(
+                stdout,
+                lines(&[
+                    (O, "short", Complete),
+                    (O, "12345678", Complete),
+                    (O, "12345678", Truncated),
+                    (O, "", Complete),
+                    (O, "abcdefgh", Truncated),
+                    (O, "ok", Complete),
+                    (O, "tail", Unterminated),
+                ]),
+                "bufsize {bufsize}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_hundred_thousand_lines_cut_across_chunks() {
+    common::bounded(async {
+        // Chunks of 7 bytes cut nearly every line; "100000" is over the limit.
+        for overflow in [Overflow::Split, Overflow::Truncate] {
+            let popen = Popen::new("seq").args(["1", "100000"]).bufsize(7);
+            let (got, exited) = frame(popen, 5, overflow).await;
+            assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+            let mut expected: Lines = (1..100000)
+                .map(|n| (OutputStream::Stdout, n.to_string(), Complete))
+                .collect();
+            match overflow {
+                Overflow::Split => {
+                    expected.push((OutputStream::Stdout, "10000".to_owned(), Partial));
+                    expected.push((OutputStream::Stdout, "0".to_owned(), Complete));
+                }
+                Overflow::Truncate => {
+                    expected.push((OutputStream::Stdout, "10000".to_owned(), Truncated));
+                }
+            }
+            assert_eq!(got.len(), expected.len(), "{overflow:?}");
+            assert!(got == expected, "{overflow:?}: the lines differ");
+        }
+    });
 }

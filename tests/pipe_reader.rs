@@ -215,64 +215,76 @@ async fn read_every_size(kind: &Kind) {
     }
 }
 
-#[actix_rt::test]
-async fn test_pipe() {
-    read_every_size(&KINDS[0]).await;
+#[test]
+fn test_pipe() {
+    common::bounded(async {
+        read_every_size(&KINDS[0]).await;
+    });
 }
 
 /// Bytes without a newline come through the terminal unchanged.
-#[actix_rt::test]
-async fn test_pty_device() {
-    read_every_size(&KINDS[1]).await;
+#[test]
+fn test_pty_device() {
+    common::bounded(async {
+        read_every_size(&KINDS[1]).await;
+    });
 }
 
-#[actix_rt::test]
-async fn test_domain_socket() {
-    read_every_size(&KINDS[2]).await;
+#[test]
+fn test_domain_socket() {
+    common::bounded(async {
+        read_every_size(&KINDS[2]).await;
+    });
 }
 
-#[actix_rt::test]
-async fn test_named_pipe() {
-    read_every_size(&KINDS[3]).await;
+#[test]
+fn test_named_pipe() {
+    common::bounded(async {
+        read_every_size(&KINDS[3]).await;
+    });
 }
 
 /// With `bufsize` 7, 100 bytes arrive as chunks of at most 7 bytes that
 /// concatenate to the input, in order.
-#[actix_rt::test]
-async fn bufsize_caps_every_chunk() {
-    let data: String = (0..100u8).map(|i| char::from(b'a' + i % 26)).collect();
-    let Channel { read, write, .. } = pipe();
-    let (collector, awaited) = start_reader(read, 7);
-    let producer = Producer::spawn(&data, write);
-    let events = event("ReaderFinished", awaited.finished).await;
-    assert!(producer.wait().success());
-    check_delivery("bufsize 7", &events, &collector, data.as_bytes(), 7).await;
-    assert!(
-        events.chunks.len() >= 100usize.div_ceil(7),
-        "{} chunks",
-        events.chunks.len()
-    );
+#[test]
+fn bufsize_caps_every_chunk() {
+    common::bounded(async {
+        let data: String = (0..100u8).map(|i| char::from(b'a' + i % 26)).collect();
+        let Channel { read, write, .. } = pipe();
+        let (collector, awaited) = start_reader(read, 7);
+        let producer = Producer::spawn(&data, write);
+        let events = event("ReaderFinished", awaited.finished).await;
+        assert!(producer.wait().success());
+        check_delivery("bufsize 7", &events, &collector, data.as_bytes(), 7).await;
+        assert!(
+            events.chunks.len() >= 100usize.div_ceil(7),
+            "{} chunks",
+            events.chunks.len()
+        );
+    });
 }
 
 /// portage bug #531724: the producer writes and exits, closing its end,
 /// before the reader even starts; the hang-up must not lose the data still
 /// buffered in the channel.
-#[actix_rt::test]
-async fn hang_up_before_the_reader_starts_loses_nothing() {
-    // Small enough to sit in any of the kernel buffers with nobody reading.
-    for size in [1, 32, 1024, 4096] {
-        for kind in &KINDS {
-            let (name, make) = kind;
-            let what = format!("{name}, {size} bytes, hung up");
-            let Channel { read, write, _dir } = make();
-            let data = a_string(size);
-            let status = Producer::spawn(&data, write).wait();
-            assert!(status.success(), "{what}: producer {status}");
-            let (collector, awaited) = start_reader(read, DEFAULT_BUFSIZE);
-            let events = event(&format!("ReaderFinished ({what})"), awaited.finished).await;
-            check_delivery(&what, &events, &collector, data.as_bytes(), DEFAULT_BUFSIZE).await;
+#[test]
+fn hang_up_before_the_reader_starts_loses_nothing() {
+    common::bounded(async {
+        // Small enough to sit in any of the kernel buffers with nobody reading.
+        for size in [1, 32, 1024, 4096] {
+            for kind in &KINDS {
+                let (name, make) = kind;
+                let what = format!("{name}, {size} bytes, hung up");
+                let Channel { read, write, _dir } = make();
+                let data = a_string(size);
+                let status = Producer::spawn(&data, write).wait();
+                assert!(status.success(), "{what}: producer {status}");
+                let (collector, awaited) = start_reader(read, DEFAULT_BUFSIZE);
+                let events = event(&format!("ReaderFinished ({what})"), awaited.finished).await;
+                check_delivery(&what, &events, &collector, data.as_bytes(), DEFAULT_BUFSIZE).await;
+            }
         }
-    }
+    });
 }
 
 /// Runs `popen` with one waiter as subscriber and exit listener; returns
@@ -319,128 +331,165 @@ fn printf(data: &str) -> Popen {
     Popen::new("sh").args(["-c", r#"printf %s "$0""#, data])
 }
 
-#[actix_rt::test]
-async fn popen_pipe_delivers_every_size_byte_exact() {
-    popen_delivers("pipe", |data| printf(data).stdout(OutputTo::Pipe)).await;
+#[test]
+fn popen_pipe_delivers_every_size_byte_exact() {
+    common::bounded(async {
+        popen_delivers("pipe", |data| printf(data).stdout(OutputTo::Pipe)).await;
+    });
 }
 
-#[actix_rt::test]
-async fn popen_pty_delivers_every_size_byte_exact() {
-    popen_delivers("pty", |data| printf(data).pty()).await;
+#[test]
+fn popen_pty_delivers_every_size_byte_exact() {
+    common::bounded(async {
+        popen_delivers("pty", |data| printf(data).pty()).await;
+    });
 }
 
-#[actix_rt::test]
-async fn popen_stderr_merged_into_stdout_delivers_every_size_byte_exact() {
-    popen_delivers("stderr merged", |data| {
-        Popen::new("sh")
-            .args(["-c", r#"printf %s "$0" >&2"#, data])
-            .stderr(OutputTo::MergeIntoStdout)
-    })
-    .await;
+#[test]
+fn popen_stderr_merged_into_stdout_delivers_every_size_byte_exact() {
+    common::bounded(async {
+        popen_delivers("stderr merged", |data| {
+            Popen::new("sh")
+                .args(["-c", r#"printf %s "$0" >&2"#, data])
+                .stderr(OutputTo::MergeIntoStdout)
+        })
+        .await;
+    });
 }
 
 /// One actor that subscribes to the chunks and listens for the exit holds
 /// every byte by the time it sees `Exited`: 1 MiB in many chunks, to give
 /// the exit every chance to overtake them.
-#[actix_rt::test]
-async fn exit_comes_after_every_chunk() {
-    let events = run(Popen::new("head").args(["-c", "1048576", "/dev/zero"])).await;
-    assert_eq!(events.exited.len(), 1);
-    assert!(events.exited[0].returncode.success());
-    assert!(events.chunks.len() > 1, "{} chunks", events.chunks.len());
-    assert_eq!(events.bytes().len(), 1 << 20);
+#[test]
+fn exit_comes_after_every_chunk() {
+    common::bounded(async {
+        let events = run(Popen::new("head").args(["-c", "1048576", "/dev/zero"])).await;
+        assert_eq!(events.exited.len(), 1);
+        assert!(events.exited[0].returncode.success());
+        assert!(events.chunks.len() > 1, "{} chunks", events.chunks.len());
+        assert_eq!(events.bytes().len(), 1 << 20);
+    });
 }
 
 /// A grandchild that writes after the child exited still holds the pipe:
 /// its output is delivered, and before `Exited`.
-#[actix_rt::test]
-async fn grandchild_output_after_the_child_exited_comes_before_exit() {
-    let events = run(Popen::new("sh").args(["-c", "(sleep 0.2; printf late) & exit 0"])).await;
-    let exited = events.exited[0];
-    assert!(exited.returncode.success(), "{}", exited.returncode);
-    assert!(exited.output_complete);
-    assert_eq!(events.bytes(), b"late");
+#[test]
+fn grandchild_output_after_the_child_exited_comes_before_exit() {
+    common::bounded(async {
+        let events = run(Popen::new("sh").args(["-c", "(sleep 0.2; printf late) & exit 0"])).await;
+        let exited = events.exited[0];
+        assert!(exited.returncode.success(), "{}", exited.returncode);
+        assert!(exited.output_complete);
+        assert_eq!(events.bytes(), b"late");
+    });
 }
 
 /// 1 MiB of output arrives whole at a [`Collector`].
-#[actix_rt::test]
-async fn one_mebibyte_arrives_whole() {
-    let collector = Collector::start_default();
-    let (waiter, awaited) = Waiter::start_new();
-    let _process = Popen::new("head")
-        .args(["-c", "1048576", "/dev/zero"])
-        .stdin(InputFrom::Null)
-        .subscribe(collector.clone().recipient())
-        .exit_listener(waiter.recipient())
-        .start()
-        .expect("spawn head");
-    let events = event("Exited", awaited.exited).await;
-    assert!(events.exited[0].returncode.success());
-    let collected = collector.send(GetValue).await.expect("collector");
-    assert_eq!(collected.stdout.len(), 1 << 20);
-    assert!(collected.stdout.iter().all(|&b| b == 0));
-    assert!(collected.stderr.is_empty());
+#[test]
+fn one_mebibyte_arrives_whole() {
+    common::bounded(async {
+        let collector = Collector::start_default();
+        let (waiter, awaited) = Waiter::start_new();
+        let _process = Popen::new("head")
+            .args(["-c", "1048576", "/dev/zero"])
+            .stdin(InputFrom::Null)
+            .subscribe(collector.clone().recipient())
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("spawn head");
+        let events = event("Exited", awaited.exited).await;
+        assert!(events.exited[0].returncode.success());
+        let collected = collector.send(GetValue).await.expect("collector");
+        assert_eq!(collected.stdout.len(), 1 << 20);
+        assert!(collected.stdout.iter().all(|&b| b == 0));
+        assert!(collected.stderr.is_empty());
+    });
 }
 
 /// With `coalesce`, reads that are ready at once share a chunk: what sits
 /// in the pipe when the reader wakes arrives as one chunk (here 60,000
 /// bytes written before the reader starts, read 4096 at a time), and no
 /// chunk exceeds the coalesce size.
-#[actix_rt::test]
-async fn coalesced_reads_share_a_chunk_under_the_limit() {
-    use std::io::Write;
-    let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
-    let (read, mut write) = std::io::pipe().expect("pipe");
-    write.write_all(&data).expect("fits in the pipe");
-    drop(write);
-    let (waiter, awaited) = Waiter::start_new();
-    PipeReader::new()
-        .input(OutputStream::Stdout, read)
-        .bufsize(4096)
-        .coalesce(65536)
-        .subscribe(waiter.clone().recipient())
-        .on_finished(waiter.recipient())
-        .start();
-    let events = event("ReaderFinished", awaited.finished).await;
-    let sizes: Vec<usize> = events.chunks.iter().map(|(_, d)| d.len()).collect();
-    assert_eq!(
-        sizes,
-        vec![60_000],
-        "one chunk of everything that was ready"
-    );
-    assert_eq!(&events.chunks[0].1[..], &data[..]);
+#[test]
+fn coalesced_reads_share_a_chunk_under_the_limit() {
+    common::bounded(async {
+        use std::io::Write;
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        let (read, mut write) = std::io::pipe().expect("pipe");
+        write.write_all(&data).expect("fits in the pipe");
+        drop(write);
+        let (waiter, awaited) = Waiter::start_new();
+        PipeReader::new()
+            .input(OutputStream::Stdout, read)
+            .bufsize(4096)
+            .coalesce(65536)
+            .subscribe(waiter.clone().recipient())
+            .on_finished(waiter.recipient())
+            .start();
+        let events = event("ReaderFinished", awaited.finished).await;
+        let sizes: Vec<usize> = events.chunks.iter().map(|(_, d)| d.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![60_000],
+            "one chunk of everything that was ready"
+        );
+        assert_eq!(&events.chunks[0].1[..], &data[..]);
 
-    // More than the limit: chunks of at most 65536, in order.
-    let expected = Command::new("seq")
-        .args(["1", "300000"])
-        .output()
-        .expect("seq")
-        .stdout;
-    let events = run(Popen::new("seq")
-        .args(["1", "300000"])
-        .bufsize(4096)
-        .coalesce(65536))
-    .await;
-    assert!(events.chunks.iter().all(|(_, d)| d.len() <= 65536));
-    let joined: Vec<u8> = events
-        .chunks
-        .iter()
-        .flat_map(|(_, d)| d.iter().copied())
-        .collect();
-    assert_eq!(joined, expected);
+        // More than the limit: chunks of at most 65536, in order.
+        let expected = Command::new("seq")
+            .args(["1", "300000"])
+            .output()
+            .expect("seq")
+            .stdout;
+        let events = run(Popen::new("seq")
+            .args(["1", "300000"])
+            .bufsize(4096)
+            .coalesce(65536))
+        .await;
+        assert!(events.chunks.iter().all(|(_, d)| d.len() <= 65536));
+        let joined: Vec<u8> = events
+            .chunks
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        assert_eq!(joined, expected);
+    });
 }
 
 /// Regression: an input the reactor refuses (a regular file: epoll gives
 /// EPERM) was never read, yet the reader reported `complete: true`.
-#[actix_rt::test]
-async fn an_input_that_cannot_be_watched_makes_the_reader_incomplete() {
-    let file = tempfile::tempfile().expect("a temporary file");
-    let (waiter, awaited) = Waiter::start_new();
-    PipeReader::new()
-        .input(OutputStream::Stdout, std::os::fd::OwnedFd::from(file))
-        .on_finished(waiter.recipient())
-        .start();
-    let events = event("ReaderFinished", awaited.finished).await;
-    let completes: Vec<bool> = events.finished.iter().map(|f| f.complete).collect();
-    assert_eq!(completes, vec![false]);
+#[test]
+fn an_input_that_cannot_be_watched_makes_the_reader_incomplete() {
+    common::bounded(async {
+        let file = tempfile::tempfile().expect("a temporary file");
+        let (waiter, awaited) = Waiter::start_new();
+        PipeReader::new()
+            .input(OutputStream::Stdout, std::os::fd::OwnedFd::from(file))
+            .on_finished(waiter.recipient())
+            .start();
+        let events = event("ReaderFinished", awaited.finished).await;
+        let completes: Vec<bool> = events.finished.iter().map(|f| f.complete).collect();
+        assert_eq!(completes, vec![false]);
+    });
+}
+
+/// Regression: a read that failed (not EOF) ended the input, yet the
+/// reader reported `complete: true`. An eventfd refuses a read shorter
+/// than its 8-byte counter with EINVAL.
+#[test]
+fn a_read_error_makes_the_reader_incomplete() {
+    common::bounded(async {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let counter = EventFd::from_value_and_flags(1, EfdFlags::EFD_CLOEXEC).expect("an eventfd");
+        let (waiter, awaited) = Waiter::start_new();
+        PipeReader::new()
+            .input(OutputStream::Stdout, std::os::fd::OwnedFd::from(counter))
+            .bufsize(1)
+            .on_finished(waiter.recipient())
+            .start();
+        let events = event("ReaderFinished", awaited.finished).await;
+        let completes: Vec<bool> = events.finished.iter().map(|f| f.complete).collect();
+        assert_eq!(completes, vec![false]);
+        assert!(events.chunks.is_empty(), "nothing was read: {events:?}");
+    });
 }

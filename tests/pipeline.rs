@@ -143,482 +143,518 @@ impl Drop for KillNamed {
 // Output
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn three_stage_text_pipeline_matches_sh_byte_for_byte() {
-    let (output, code, statuses) = run(
-        vec![
-            Popen::new("seq").args(["1", "200000"]),
-            Popen::new("grep").arg("7"),
-            Popen::new("tr").args(["1", "X"]),
-        ],
-        false,
-    )
-    .await;
-    let (expected, expected_code) = shell_output("sh", "seq 1 200000 | grep 7 | tr 1 X");
+#[test]
+fn three_stage_text_pipeline_matches_sh_byte_for_byte() {
+    common::bounded(async {
+        let (output, code, statuses) = run(
+            vec![
+                Popen::new("seq").args(["1", "200000"]),
+                Popen::new("grep").arg("7"),
+                Popen::new("tr").args(["1", "X"]),
+            ],
+            false,
+        )
+        .await;
+        let (expected, expected_code) = shell_output("sh", "seq 1 200000 | grep 7 | tr 1 X");
 
-    assert_eq!(expected_code, 0);
-    assert_eq!(output.len(), expected.len(), "output lengths differ");
-    assert!(output == expected, "the output differs from sh's");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(statuses, codes(&[0, 0, 0]));
+        assert_eq!(expected_code, 0);
+        assert_eq!(output.len(), expected.len(), "output lengths differ");
+        assert!(output == expected, "the output differs from sh's");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(statuses, codes(&[0, 0, 0]));
+    });
 }
 
-#[actix_rt::test]
-async fn three_stage_binary_pipeline_is_byte_exact() {
-    let dir = tempfile::tempdir().expect("no temp dir");
-    let file = dir.path().join("random");
-    let mut data = vec![0u8; 5_000_000];
-    std::io::Read::read_exact(
-        &mut fs::File::open("/dev/urandom").expect("no /dev/urandom"),
-        &mut data,
-    )
-    .expect("cannot read /dev/urandom");
-    fs::write(&file, &data).expect("cannot write the temp file");
+#[test]
+fn three_stage_binary_pipeline_is_byte_exact() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("no temp dir");
+        let file = dir.path().join("random");
+        let mut data = vec![0u8; 5_000_000];
+        std::io::Read::read_exact(
+            &mut fs::File::open("/dev/urandom").expect("no /dev/urandom"),
+            &mut data,
+        )
+        .expect("cannot read /dev/urandom");
+        fs::write(&file, &data).expect("cannot write the temp file");
 
-    // Compressed and back: every byte passes through two pipes as chunks.
-    let (output, code, statuses) = run(
-        vec![
-            Popen::new("cat").arg(&file),
-            Popen::new("gzip").args(["-c", "-n", "-1"]),
-            Popen::new("gzip").args(["-d", "-c"]),
-        ],
-        false,
-    )
-    .await;
-    assert_eq!(output.len(), data.len(), "output lengths differ");
-    assert!(output == data, "the data came back changed");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(statuses, codes(&[0, 0, 0]));
+        // Compressed and back: every byte passes through two pipes as chunks.
+        let (output, code, statuses) = run(
+            vec![
+                Popen::new("cat").arg(&file),
+                Popen::new("gzip").args(["-c", "-n", "-1"]),
+                Popen::new("gzip").args(["-d", "-c"]),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(output.len(), data.len(), "output lengths differ");
+        assert!(output == data, "the data came back changed");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(statuses, codes(&[0, 0, 0]));
 
-    // The compressed stream itself, as sh's pipeline makes it.
-    let (output, code, _) = run(
-        vec![
-            Popen::new("cat").arg(&file),
-            Popen::new("gzip").args(["-c", "-n", "-1"]),
-            Popen::new("cat"),
-        ],
-        false,
-    )
-    .await;
-    let script = format!("cat '{}' | gzip -c -n -1 | cat", file.display());
-    let (expected, expected_code) = shell_output("sh", &script);
-    assert_eq!(expected_code, 0);
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(output.len(), expected.len(), "compressed lengths differ");
-    assert!(
-        output == expected,
-        "the compressed stream differs from sh's"
-    );
+        // The compressed stream itself, as sh's pipeline makes it.
+        let (output, code, _) = run(
+            vec![
+                Popen::new("cat").arg(&file),
+                Popen::new("gzip").args(["-c", "-n", "-1"]),
+                Popen::new("cat"),
+            ],
+            false,
+        )
+        .await;
+        let script = format!("cat '{}' | gzip -c -n -1 | cat", file.display());
+        let (expected, expected_code) = shell_output("sh", &script);
+        assert_eq!(expected_code, 0);
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(output.len(), expected.len(), "compressed lengths differ");
+        assert!(
+            output == expected,
+            "the compressed stream differs from sh's"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------
 // PIPESTATUS and pipefail
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn pipestatus_and_pipefail_follow_bash() {
-    // (stages, PIPESTATUS, code without pipefail, code with pipefail)
-    let cases: [([&str; 3], [i32; 3], i32, i32); 4] = [
-        (["exit 3", "cat", "exit 0"], [3, 0, 0], 0, 3),
-        (["exit 3", "cat; exit 4", "cat; exit 0"], [3, 4, 0], 0, 4),
-        (["exit 0", "cat", "exit 5"], [0, 0, 5], 5, 5),
-        (["exit 2", "cat", "cat >/dev/null; exit 7"], [2, 0, 7], 7, 7),
-    ];
-    for (scripts, statuses, plain, failing) in cases {
-        for (pipefail, expected_code) in [(false, plain), (true, failing)] {
-            let (bash_code, bash_statuses) = bash_pipestatus(&scripts, pipefail);
-            assert_eq!(
-                (bash_code, &bash_statuses[..]),
-                (expected_code, &statuses[..]),
-                "bash disagrees with the table for {scripts:?}, pipefail {pipefail}"
-            );
-            let (_, code, got) = run(scripts.iter().map(|s| sh(s)).collect(), pipefail).await;
-            assert_eq!(
-                got,
-                codes(&statuses),
-                "PIPESTATUS of {scripts:?}, pipefail {pipefail}"
-            );
-            assert_eq!(
-                code,
-                ReturnCode::from_raw(expected_code),
-                "return code of {scripts:?}, pipefail {pipefail}"
-            );
+#[test]
+fn pipestatus_and_pipefail_follow_bash() {
+    common::bounded(async {
+        // (stages, PIPESTATUS, code without pipefail, code with pipefail)
+        let cases: [([&str; 3], [i32; 3], i32, i32); 4] = [
+            (["exit 3", "cat", "exit 0"], [3, 0, 0], 0, 3),
+            (["exit 3", "cat; exit 4", "cat; exit 0"], [3, 4, 0], 0, 4),
+            (["exit 0", "cat", "exit 5"], [0, 0, 5], 5, 5),
+            (["exit 2", "cat", "cat >/dev/null; exit 7"], [2, 0, 7], 7, 7),
+        ];
+        for (scripts, statuses, plain, failing) in cases {
+            for (pipefail, expected_code) in [(false, plain), (true, failing)] {
+                let (bash_code, bash_statuses) = bash_pipestatus(&scripts, pipefail);
+                assert_eq!(
+                    (bash_code, &bash_statuses[..]),
+                    (expected_code, &statuses[..]),
+                    "bash disagrees with the table for {scripts:?}, pipefail {pipefail}"
+                );
+                let (_, code, got) = run(scripts.iter().map(|s| sh(s)).collect(), pipefail).await;
+                assert_eq!(
+                    got,
+                    codes(&statuses),
+                    "PIPESTATUS of {scripts:?}, pipefail {pipefail}"
+                );
+                assert_eq!(
+                    code,
+                    ReturnCode::from_raw(expected_code),
+                    "return code of {scripts:?}, pipefail {pipefail}"
+                );
+            }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------
 // A stage that ends early
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn middle_stage_exit_ends_the_pipeline_and_sigpipes_the_first() {
-    let started = Instant::now();
-    let (output, code, statuses) = run(
-        vec![
-            Popen::new("yes"),
-            Popen::new("head").args(["-n", "5"]),
-            Popen::new("cat"),
-        ],
-        false,
-    )
-    .await;
-    eprintln!("yes | head -n 5 | cat ended after {:?}", started.elapsed());
+#[test]
+fn middle_stage_exit_ends_the_pipeline_and_sigpipes_the_first() {
+    common::bounded(async {
+        let started = Instant::now();
+        let (output, code, statuses) = run(
+            vec![
+                Popen::new("yes"),
+                Popen::new("head").args(["-n", "5"]),
+                Popen::new("cat"),
+            ],
+            false,
+        )
+        .await;
+        eprintln!("yes | head -n 5 | cat ended after {:?}", started.elapsed());
 
-    assert_eq!(output, b"y\ny\ny\ny\ny\n");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    // `yes` died of SIGPIPE once head's output ended, as in bash (141).
-    assert_eq!(statuses, codes(&[-13, 0, 0]));
-    let (_, bash) = bash_pipestatus(&["yes", "head -n 5", "cat"], false);
-    let ours: Vec<i32> = statuses.iter().map(|c| c.shell_status()).collect();
-    assert_eq!(ours, bash);
+        assert_eq!(output, b"y\ny\ny\ny\ny\n");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        // `yes` died of SIGPIPE once head's output ended, as in bash (141).
+        assert_eq!(statuses, codes(&[-13, 0, 0]));
+        let (_, bash) = bash_pipestatus(&["yes", "head -n 5", "cat"], false);
+        let ours: Vec<i32> = statuses
+            .iter()
+            .map(|c| i32::from(c.shell_status()))
+            .collect();
+        assert_eq!(ours, bash);
+    });
 }
 
-#[actix_rt::test]
-async fn last_stage_exit_cascades_sigpipe_upstream() {
-    // head ends; cat's output is closed, so cat dies of SIGPIPE; then
-    // yes's output is closed, and yes dies of SIGPIPE too.
-    let (output, code, statuses) = run(
-        vec![
-            Popen::new("yes"),
-            Popen::new("cat"),
-            Popen::new("head").args(["-c", "1"]),
-        ],
-        false,
-    )
-    .await;
-    assert_eq!(output, b"y");
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(statuses, codes(&[-13, -13, 0]));
-    let (_, bash) = bash_pipestatus(&["yes", "cat", "head -c 1"], false);
-    let ours: Vec<i32> = statuses.iter().map(|c| c.shell_status()).collect();
-    assert_eq!(ours, bash);
+#[test]
+fn last_stage_exit_cascades_sigpipe_upstream() {
+    common::bounded(async {
+        // head ends; cat's output is closed, so cat dies of SIGPIPE; then
+        // yes's output is closed, and yes dies of SIGPIPE too.
+        let (output, code, statuses) = run(
+            vec![
+                Popen::new("yes"),
+                Popen::new("cat"),
+                Popen::new("head").args(["-c", "1"]),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(output, b"y");
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(statuses, codes(&[-13, -13, 0]));
+        let (_, bash) = bash_pipestatus(&["yes", "cat", "head -c 1"], false);
+        let ours: Vec<i32> = statuses
+            .iter()
+            .map(|c| i32::from(c.shell_status()))
+            .collect();
+        assert_eq!(ours, bash);
+    });
 }
 
 // ---------------------------------------------------------------------
 // Messages into a pipeline
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn writes_to_the_first_stage_flow_through_the_pipeline() {
-    let collector = Collector::start_default();
-    let pipeline = Pipeline::new()
-        .stage(Popen::new("cat").stdin(InputFrom::Pipe))
-        .stage(Popen::new("tr").args(["a-z", "A-Z"]))
-        .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
-        .start()
-        .expect("cannot start the pipeline");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    let first = &pipeline.stages()[0];
+#[test]
+fn writes_to_the_first_stage_flow_through_the_pipeline() {
+    common::bounded(async {
+        let collector = Collector::start_default();
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("cat").stdin(InputFrom::Pipe))
+            .stage(Popen::new("tr").args(["a-z", "A-Z"]))
+            .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
+            .start()
+            .expect("cannot start the pipeline");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        let first = &pipeline.stages()[0];
 
-    let mut expected = Vec::new();
-    for i in 0..100 {
-        let line = format!("line {i} of the input\n");
-        expected.extend_from_slice(line.to_uppercase().as_bytes());
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let line = format!("line {i} of the input\n");
+            expected.extend_from_slice(line.to_uppercase().as_bytes());
+            first
+                .send(WriteStdin(line.into()))
+                .await
+                .expect("actor gone")
+                .expect("a write to the first stage failed");
+        }
+        // Upstream chunks can be fed by hand too.
         first
-            .send(WriteStdin(line.into()))
+            .send(Chunk::new(OutputStream::Stdout, &b"fed as a chunk\n"[..]))
             .await
-            .expect("actor gone")
-            .expect("a write to the first stage failed");
-    }
-    // Upstream chunks can be fed by hand too.
-    first
-        .send(Chunk::new(OutputStream::Stdout, &b"fed as a chunk\n"[..]))
-        .await
-        .expect("actor gone");
-    expected.extend_from_slice(b"FED AS A CHUNK\n");
-    first.do_send(CloseStdin);
+            .expect("actor gone");
+        expected.extend_from_slice(b"FED AS A CHUNK\n");
+        first.do_send(CloseStdin);
 
-    assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
-    assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0, 0]));
-    let output = collector.send(GetValue).await.expect("collector gone");
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&expected)
-    );
+        assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+        assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0, 0]));
+        let output = collector.send(GetValue).await.expect("collector gone");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&expected)
+        );
+    });
 }
 
 // ---------------------------------------------------------------------
 // Cancel
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn cancel_ends_every_stage_and_leaves_nothing() {
-    let (sink, mut chunks) = ChunkSink::start_new();
-    let pipeline = Pipeline::new()
-        .stage(sh("echo started; exec sleep 1000"))
-        .stage(Popen::new("cat"))
-        .stage(Popen::new("cat").subscribe(sink.recipient()))
-        .start()
-        .expect("cannot start the pipeline");
-    let leftovers = Leftovers::pipeline(&pipeline);
-    let stages: Vec<(i32, u64)> = leftovers.groups().to_vec();
+#[test]
+fn cancel_ends_every_stage_and_leaves_nothing() {
+    common::bounded(async {
+        let (sink, mut chunks) = ChunkSink::start_new();
+        let pipeline = Pipeline::new()
+            .stage(sh("echo started; exec sleep 1000"))
+            .stage(Popen::new("cat"))
+            .stage(Popen::new("cat").subscribe(sink.recipient()))
+            .start()
+            .expect("cannot start the pipeline");
+        let leftovers = Leftovers::pipeline(&pipeline);
+        let stages: Vec<(i32, u64)> = leftovers.groups().to_vec();
 
-    // The line went through both cats: every stage runs.
-    let seen = await_output(&mut chunks, b"started\n", SOON).await;
-    assert_eq!(seen, b"started\n");
-    assert_eq!(
-        pipeline.send(PipeStatus).await.expect("actor gone"),
-        vec![None, None, None]
-    );
+        // The line went through both cats: every stage runs.
+        let seen = await_output(&mut chunks, b"started\n", SOON).await;
+        assert_eq!(seen, b"started\n");
+        assert_eq!(
+            pipeline.send(PipeStatus).await.expect("actor gone"),
+            vec![None, None, None]
+        );
 
-    pipeline.do_send(Cancel);
-    let code = wait(&pipeline).await;
+        pipeline.do_send(Cancel);
+        let code = wait(&pipeline).await;
 
-    assert_eq!(code, ReturnCode::from_raw(-15));
-    assert_eq!(pipestatus(&pipeline).await, codes(&[-15, -15, -15]));
-    for (stage, handle) in pipeline.stages().iter().enumerate() {
-        assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
-    }
-    // Reaped (a moment after the exit event, once the supervisor saw each
-    // group empty): not alive, not a zombie.
-    for &(pid, _) in &stages {
-        common::await_gone(pid as u32).await;
-    }
-    for (stage, &(pid, starttime)) in stages.iter().enumerate() {
-        if let Some(stat) = proc_stat(pid) {
-            assert_ne!(
-                stat.starttime, starttime,
-                "stage {stage} (pid {pid}) is still there: {stat:?}"
-            );
+        assert_eq!(code, ReturnCode::from_raw(-15));
+        assert_eq!(pipestatus(&pipeline).await, codes(&[-15, -15, -15]));
+        for (stage, handle) in pipeline.stages().iter().enumerate() {
+            assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
         }
-    }
-    assert_eq!(leftovers.live(), Vec::<i32>::new());
+        // Reaped (a moment after the exit event, once the supervisor saw each
+        // group empty): not alive, not a zombie.
+        for &(pid, _) in &stages {
+            common::await_gone(pid as u32).await;
+        }
+        for (stage, &(pid, starttime)) in stages.iter().enumerate() {
+            if let Some(stat) = proc_stat(pid) {
+                assert_ne!(
+                    stat.starttime, starttime,
+                    "stage {stage} (pid {pid}) is still there: {stat:?}"
+                );
+            }
+        }
+        assert_eq!(leftovers.live(), Vec::<i32>::new());
+    });
 }
 
 // ---------------------------------------------------------------------
 // A stage that cannot be spawned
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn failed_stage_spawn_names_the_stage_and_cancels_the_others() {
-    let dir = tempfile::tempdir().expect("no temp dir");
-    let missing = dir.path().join("no-such-program");
-    for failing in 0..3 {
-        // Stages are spawned last first: those after the failing one run
-        // when it fails, those before it never start.
-        let names: Vec<String> = (0..3)
-            .map(|stage| format!("zz{}f{failing}s{stage}", std::process::id()))
-            .collect();
-        let watched: HashSet<String> = names.iter().cloned().collect();
-        let _cleanup = KillNamed(watched.clone());
-        let mut pipeline = Pipeline::new();
-        for (stage, name) in names.iter().enumerate() {
-            pipeline = pipeline.stage(if stage == failing {
-                Popen::new(&missing)
-            } else {
-                // A distinct argument too, for the command-line scan.
-                Popen::new(named_sleep(dir.path(), name)).arg(format!("1000.{stage}{failing}1"))
-            });
-        }
-
-        let err = pipeline.start().expect_err("a stage cannot be spawned");
-        match &err {
-            PipelineError::Spawn { stage, source }
-                if matches!(source.kind(), SpawnErrorKind::NotFound { .. }) =>
-            {
-                assert_eq!(*stage, failing, "{err}");
-                assert!(source.program().contains("no-such-program"), "{err}");
-            }
-            other => panic!("expected a NotFound spawn error of stage {failing}, got {other:?}"),
-        }
-
-        // Nothing runs on this thread until we yield, so nothing has been
-        // cancelled yet: the stages after the failing one are running
-        // (which also shows the scan finds them), those before it never
-        // ran. A child just spawned may still be inside exec(), with its
-        // new name not yet set: wait for the names without yielding.
-        let running: HashSet<String> = names[failing + 1..].iter().cloned().collect();
-        let deadline = Instant::now() + SOON;
-        loop {
-            let found: HashSet<String> = processes_named(&watched)
-                .into_iter()
-                .filter(|(_, stat)| stat.is_some_and(|stat| stat.state != 'Z'))
-                .filter_map(|(pid, _)| proc_comm(pid))
+#[test]
+fn failed_stage_spawn_names_the_stage_and_cancels_the_others() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("no temp dir");
+        let missing = dir.path().join("no-such-program");
+        for failing in 0..3 {
+            // Stages are spawned last first: those after the failing one run
+            // when it fails, those before it never start.
+            let names: Vec<String> = (0..3)
+                .map(|stage| format!("zz{}f{failing}s{stage}", std::process::id()))
                 .collect();
-            assert!(
+            let watched: HashSet<String> = names.iter().cloned().collect();
+            let _cleanup = KillNamed(watched.clone());
+            let mut pipeline = Pipeline::new();
+            for (stage, name) in names.iter().enumerate() {
+                pipeline = pipeline.stage(if stage == failing {
+                    Popen::new(&missing)
+                } else {
+                    // A distinct argument too, for the command-line scan.
+                    Popen::new(named_sleep(dir.path(), name)).arg(format!("1000.{stage}{failing}1"))
+                });
+            }
+
+            let err = pipeline.start().expect_err("a stage cannot be spawned");
+            match &err {
+                PipelineError::Spawn { stage, source }
+                    if matches!(source.kind(), SpawnErrorKind::NotFound { .. }) =>
+                {
+                    assert_eq!(*stage, failing, "{err}");
+                    assert!(source.program().contains("no-such-program"), "{err}");
+                }
+                other => {
+                    panic!("expected a NotFound spawn error of stage {failing}, got {other:?}")
+                }
+            }
+
+            // Nothing runs on this thread until we yield, so nothing has been
+            // cancelled yet: the stages after the failing one are running
+            // (which also shows the scan finds them), those before it never
+            // ran. A child just spawned may still be inside exec(), with its
+            // new name not yet set: wait for the names without yielding.
+            let running: HashSet<String> = names[failing + 1..].iter().cloned().collect();
+            let deadline = Instant::now() + SOON;
+            loop {
+                let found: HashSet<String> = processes_named(&watched)
+                    .into_iter()
+                    .filter(|(_, stat)| stat.is_some_and(|stat| stat.state != 'Z'))
+                    .filter_map(|(pid, _)| proc_comm(pid))
+                    .collect();
+                assert!(
                 found.is_subset(&running),
                 "after the failed start of stage {failing}: {found:?} run, only {running:?} may"
             );
-            if found == running {
-                break;
+                if found == running {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "after the failed start of stage {failing}: {found:?} run, {running:?} should"
+                );
+                std::thread::sleep(Duration::from_millis(1));
             }
-            assert!(
-                Instant::now() < deadline,
-                "after the failed start of stage {failing}: {found:?} run, {running:?} should"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
 
-        // Those are cancelled and reaped by their actors: neither alive
-        // nor zombies once done.
-        let deadline = Instant::now() + SOON;
-        loop {
-            let left = processes_named(&watched);
-            if left.is_empty() {
-                break;
+            // Those are cancelled and reaped by their actors: neither alive
+            // nor zombies once done.
+            let deadline = Instant::now() + SOON;
+            loop {
+                let left = processes_named(&watched);
+                if left.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "stages left behind after the failed start of stage {failing}: {left:?}"
+                );
+                actix::clock::sleep(Duration::from_millis(10)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "stages left behind after the failed start of stage {failing}: {left:?}"
-            );
-            actix::clock::sleep(Duration::from_millis(10)).await;
         }
-    }
+    });
 }
 
-#[actix_rt::test]
-async fn empty_pipeline_is_an_error() {
-    assert!(matches!(Pipeline::new().start(), Err(PipelineError::Empty)));
+#[test]
+fn empty_pipeline_is_an_error() {
+    common::bounded(async {
+        assert!(matches!(Pipeline::new().start(), Err(PipelineError::Empty)));
+    });
 }
 
 // ---------------------------------------------------------------------
 // EOF and EPIPE cross a stage boundary as through a kernel pipe
 // ---------------------------------------------------------------------
 
-#[actix_rt::test]
-async fn a_stage_closing_its_stdout_gives_the_next_eof_at_once() {
-    // The first stage closes its stdout and goes on running; `cat` ends
-    // only once it reads EOF, which `sh -c 'a | cat'` gives it at once.
-    let collector = Collector::start_default();
-    let pipeline = Pipeline::new()
-        .stage(sh("echo hi; exec >&-; exec sleep 1000"))
-        .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
-        .start()
-        .expect("start");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    let cat = pipeline.stages()[1].clone();
-    let code = common::wait(&cat, SOON).await;
-    assert_eq!(code, ReturnCode::from_raw(0));
-    assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
-    assert_eq!(
-        pipeline.stages()[0].try_wait(),
-        None,
-        "the first stage still runs: the EOF came from its close, not its exit"
-    );
-    pipeline.do_send(Cancel);
-    wait(&pipeline).await;
+#[test]
+fn a_stage_closing_its_stdout_gives_the_next_eof_at_once() {
+    common::bounded(async {
+        // The first stage closes its stdout and goes on running; `cat` ends
+        // only once it reads EOF, which `sh -c 'a | cat'` gives it at once.
+        let collector = Collector::start_default();
+        let pipeline = Pipeline::new()
+            .stage(sh("echo hi; exec >&-; exec sleep 1000"))
+            .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        let cat = pipeline.stages()[1].clone();
+        let code = common::wait(&cat, SOON).await;
+        assert_eq!(code, ReturnCode::from_raw(0));
+        assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
+        assert_eq!(
+            pipeline.stages()[0].try_wait(),
+            None,
+            "the first stage still runs: the EOF came from its close, not its exit"
+        );
+        pipeline.do_send(Cancel);
+        wait(&pipeline).await;
+    });
 }
 
-#[actix_rt::test]
-async fn a_stage_closing_its_stdin_gets_its_upstream_epipe_at_once() {
-    // The second stage closes its stdin and goes on running; `yes` must
-    // die of SIGPIPE on its next write, as in `sh -c 'yes | ...'`, rather
-    // than write into the void until the second stage exits.
-    let (sink, mut chunks) = ChunkSink::start_new();
-    let pipeline = Pipeline::new()
-        .stage(Popen::new("yes"))
-        .stage(sh("exec <&-; echo closed; exec sleep 1000").subscribe(sink.recipient()))
-        .start()
-        .expect("start");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    await_output(&mut chunks, b"closed\n", SOON).await;
-    let yes = pipeline.stages()[0].clone();
-    let code = common::wait(&yes, SOON).await;
-    assert_eq!(code, ReturnCode::from_raw(-13), "yes died of SIGPIPE");
-    assert_eq!(
-        pipeline.stages()[1].try_wait(),
-        None,
-        "the reader still runs"
-    );
-    pipeline.do_send(Cancel);
-    wait(&pipeline).await;
+#[test]
+fn a_stage_closing_its_stdin_gets_its_upstream_epipe_at_once() {
+    common::bounded(async {
+        // The second stage closes its stdin and goes on running; `yes` must
+        // die of SIGPIPE on its next write, as in `sh -c 'yes | ...'`, rather
+        // than write into the void until the second stage exits.
+        let (sink, mut chunks) = ChunkSink::start_new();
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("yes"))
+            .stage(sh("exec <&-; echo closed; exec sleep 1000").subscribe(sink.recipient()))
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        await_output(&mut chunks, b"closed\n", SOON).await;
+        let yes = pipeline.stages()[0].clone();
+        let code = common::wait(&yes, SOON).await;
+        assert_eq!(code, ReturnCode::from_raw(-13), "yes died of SIGPIPE");
+        assert_eq!(
+            pipeline.stages()[1].try_wait(),
+            None,
+            "the reader still runs"
+        );
+        pipeline.do_send(Cancel);
+        wait(&pipeline).await;
+    });
 }
 
-#[actix_rt::test]
-async fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
-    // Nobody can write to the first stage any more: its stdin closes, the
-    // EOF flows down, and every stage ends, as in `printf x | cat | cat`.
-    let collector = Collector::start_default();
-    let (waiter, awaited) = common::Waiter::start_new();
-    let pipeline = Pipeline::new()
-        .stage(Popen::new("cat").stdin(InputFrom::Pipe))
-        .stage(
-            Popen::new("cat")
-                .subscribe(collector.clone().recipient())
-                .exit_listener(waiter.recipient()),
+#[test]
+fn dropping_the_pipeline_handle_closes_the_first_stage_stdin() {
+    common::bounded(async {
+        // Nobody can write to the first stage any more: its stdin closes, the
+        // EOF flows down, and every stage ends, as in `printf x | cat | cat`.
+        let collector = Collector::start_default();
+        let (waiter, awaited) = common::Waiter::start_new();
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("cat").stdin(InputFrom::Pipe))
+            .stage(
+                Popen::new("cat")
+                    .subscribe(collector.clone().recipient())
+                    .exit_listener(waiter.recipient()),
+            )
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        common::within(
+            "the write",
+            pipeline.stages()[0].send(WriteStdin(bytes::Bytes::from_static(b"x\n"))),
         )
-        .start()
-        .expect("start");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    common::within(
-        "the write",
-        pipeline.stages()[0].send(WriteStdin(bytes::Bytes::from_static(b"x\n"))),
-    )
-    .await
-    .expect("the first stage's actor is gone")
-    .expect("the write failed");
-    drop(pipeline);
-    let events = common::event("the last stage's exit", awaited.exited).await;
-    assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
-    assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"x\n");
+        .await
+        .expect("the first stage's actor is gone")
+        .expect("the write failed");
+        drop(pipeline);
+        let events = common::event("the last stage's exit", awaited.exited).await;
+        assert_eq!(events.exited[0].returncode, ReturnCode::from_raw(0));
+        assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"x\n");
+    });
 }
 
-#[actix_rt::test]
-async fn a_closed_downstream_closes_only_the_upstream_stdout() {
-    // `yes`-like writer that survives EPIPE and then writes to stderr: in
-    // `sh`, its stderr goes on after its stdout broke.
-    let collector = Collector::start_default();
-    let pipeline = Pipeline::new()
-        .stage(
-            sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
-                .subscribe_stream(OutputStream::Stderr, collector.clone().recipient()),
-        )
-        .stage(
-            Popen::new("head")
-                .arg("-n1")
-                .stdout(actix_popen::OutputTo::Null),
-        )
-        .start()
-        .expect("start");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    wait(&pipeline).await;
-    assert_eq!(pipestatus(&pipeline).await, codes(&[4, 0]));
-    let stderr = collector.send(GetValue).await.unwrap().stderr;
-    assert!(
-        stderr.ends_with(b"EPIPE seen\n"),
-        "the upstream's stderr was closed with its stdout: {:?}",
-        String::from_utf8_lossy(&stderr)
-    );
+#[test]
+fn a_closed_downstream_closes_only_the_upstream_stdout() {
+    common::bounded(async {
+        // `yes`-like writer that survives EPIPE and then writes to stderr: in
+        // `sh`, its stderr goes on after its stdout broke.
+        let collector = Collector::start_default();
+        let pipeline = Pipeline::new()
+            .stage(
+                sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
+                    .subscribe_stream(OutputStream::Stderr, collector.clone().recipient()),
+            )
+            .stage(
+                Popen::new("head")
+                    .arg("-n1")
+                    .stdout(actix_popen::OutputTo::Null),
+            )
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        wait(&pipeline).await;
+        assert_eq!(pipestatus(&pipeline).await, codes(&[4, 0]));
+        let stderr = collector.send(GetValue).await.unwrap().stderr;
+        assert!(
+            stderr.ends_with(b"EPIPE seen\n"),
+            "the upstream's stderr was closed with its stdout: {:?}",
+            String::from_utf8_lossy(&stderr)
+        );
+    });
 }
 
-#[actix_rt::test]
-async fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
-    // The stage exits at once; a background `cat` it started keeps reading
-    // its stdin. As through a kernel pipe, every byte reaches it.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("out");
-    // (A background job's stdin is /dev/null unless redirected: fd 3
-    // carries the pipe to it.)
-    let script = format!(
-        "exec 3<&0; cat <&3 > {} 2>/dev/null 3<&- & exit 0",
-        file.display()
-    );
-    let (expected, _) = shell_output("sh", "seq 1 300000");
-    // The first stage writes only once told to, after the second ended.
-    let pipeline = Pipeline::new()
-        .stage(sh("read go; exec seq 1 300000").stdin(InputFrom::Pipe))
-        .stage(sh(&script))
-        .start()
-        .expect("start");
-    let _leftovers = Leftovers::pipeline(&pipeline);
-    let second = pipeline.stages()[1].clone();
-    assert_eq!(common::wait(&second, SOON).await, ReturnCode::from_raw(0));
-    let first = &pipeline.stages()[0];
-    common::within(
-        "the go",
-        first.send(WriteStdin(bytes::Bytes::from_static(b"go\n"))),
-    )
-    .await
-    .expect("actor")
-    .expect("write");
-    first.do_send(CloseStdin);
-    assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
-    assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0]));
-    // The background cat ends at the EOF; nothing tells us when.
-    common::procs::poll_until("the whole file", SOON, || {
-        fs::read(&file).is_ok_and(|got| got.len() == expected.len())
-    })
-    .await;
-    assert_eq!(fs::read(&file).expect("read"), expected);
+#[test]
+fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
+    common::bounded(async {
+        // The stage exits at once; a background `cat` it started keeps reading
+        // its stdin. As through a kernel pipe, every byte reaches it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("out");
+        // (A background job's stdin is /dev/null unless redirected: fd 3
+        // carries the pipe to it.)
+        let script = format!(
+            "exec 3<&0; cat <&3 > {} 2>/dev/null 3<&- & exit 0",
+            file.display()
+        );
+        let (expected, _) = shell_output("sh", "seq 1 300000");
+        // The first stage writes only once told to, after the second ended.
+        let pipeline = Pipeline::new()
+            .stage(sh("read go; exec seq 1 300000").stdin(InputFrom::Pipe))
+            .stage(sh(&script))
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        let second = pipeline.stages()[1].clone();
+        assert_eq!(common::wait(&second, SOON).await, ReturnCode::from_raw(0));
+        let first = &pipeline.stages()[0];
+        common::within(
+            "the go",
+            first.send(WriteStdin(bytes::Bytes::from_static(b"go\n"))),
+        )
+        .await
+        .expect("actor")
+        .expect("write");
+        first.do_send(CloseStdin);
+        assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+        assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0]));
+        // The background cat ends at the EOF; nothing tells us when.
+        common::procs::poll_until("the whole file", SOON, || {
+            fs::read(&file).is_ok_and(|got| got.len() == expected.len())
+        })
+        .await;
+        assert_eq!(fs::read(&file).expect("read"), expected);
+    });
 }

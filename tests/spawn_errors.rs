@@ -64,30 +64,34 @@ async fn failed_start(popen: Popen, code: i32) -> SpawnError {
     err
 }
 
-#[actix_rt::test]
-async fn program_not_found_names_the_program() {
-    for program in ["actix-popen-no-such-command", "/nonexistent/actix-popen"] {
-        let err = Popen::new(program).start().unwrap_err();
-        assert!(
-            matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
-            "{err:?}"
-        );
-        assert_eq!(err.program(), program);
-        assert_eq!(err.to_string(), format!("{program}: command not found"));
-        assert_eq!(errno(&err), Some(libc::ENOENT));
-        assert!(std::error::Error::source(&err).is_some());
-    }
+#[test]
+fn program_not_found_names_the_program() {
+    common::bounded(async {
+        for program in ["actix-popen-no-such-command", "/nonexistent/actix-popen"] {
+            let err = Popen::new(program).start().unwrap_err();
+            assert!(
+                matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+                "{err:?}"
+            );
+            assert_eq!(err.program(), program);
+            assert_eq!(err.to_string(), format!("{program}: command not found"));
+            assert_eq!(errno(&err), Some(libc::ENOENT));
+            assert!(std::error::Error::source(&err).is_some());
+        }
+    });
 }
 
 /// A prepared task whose program is not found ends with 127, as a shell
 /// reports it, and its listeners hear of it.
-#[actix_rt::test]
-async fn prepared_start_of_a_missing_program_ends_with_127() {
-    let err = failed_start(Popen::new("actix-popen-no-such-command"), 127).await;
-    assert!(
-        matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
-        "{err:?}"
-    );
+#[test]
+fn prepared_start_of_a_missing_program_ends_with_127() {
+    common::bounded(async {
+        let err = failed_start(Popen::new("actix-popen-no-such-command"), 127).await;
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+            "{err:?}"
+        );
+    });
 }
 
 /// Writes an executable-looking script with mode 0644 into `dir`.
@@ -98,124 +102,136 @@ fn non_executable_script(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-#[actix_rt::test]
-async fn non_executable_file_is_permission_denied() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = non_executable_script(dir.path());
-    let program = path.to_str().expect("a UTF-8 path");
-    let err = Popen::new(program).start().unwrap_err();
-    assert!(
-        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
-        "{err:?}"
-    );
-    assert_eq!(err.program(), program);
-    assert_eq!(err.to_string(), format!("{program}: permission denied"));
-    assert_eq!(errno(&err), Some(libc::EACCES));
+#[test]
+fn non_executable_file_is_permission_denied() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = non_executable_script(dir.path());
+        let program = path.to_str().expect("a UTF-8 path");
+        let err = Popen::new(program).start().unwrap_err();
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.program(), program);
+        assert_eq!(err.to_string(), format!("{program}: permission denied"));
+        assert_eq!(errno(&err), Some(libc::EACCES));
+    });
 }
 
 /// A prepared task whose program cannot be executed ends with 126.
-#[actix_rt::test]
-async fn prepared_start_of_a_non_executable_file_ends_with_126() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = non_executable_script(dir.path());
-    let err = failed_start(Popen::new(&path), 126).await;
-    assert!(
-        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
-        "{err:?}"
-    );
+#[test]
+fn prepared_start_of_a_non_executable_file_ends_with_126() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = non_executable_script(dir.path());
+        let err = failed_start(Popen::new(&path), 126).await;
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
+            "{err:?}"
+        );
+    });
 }
 
 /// Linux refuses to execute a directory with EACCES.
-#[actix_rt::test]
-async fn directory_as_program_is_permission_denied() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let program = dir.path().to_str().expect("a UTF-8 path");
-    let err = Popen::new(program).start().unwrap_err();
-    assert!(
-        matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
-        "{err:?}"
-    );
-    assert_eq!(err.program(), program);
-    assert_eq!(errno(&err), Some(libc::EACCES));
+#[test]
+fn directory_as_program_is_permission_denied() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().to_str().expect("a UTF-8 path");
+        let err = Popen::new(program).start().unwrap_err();
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.program(), program);
+        assert_eq!(errno(&err), Some(libc::EACCES));
+    });
 }
 
 /// One environment variable longer than the kernel's per-string limit:
 /// E2BIG, naming the variable and its size as the kernel counts it
 /// (`NAME=VALUE` and the NUL).
-#[actix_rt::test]
-async fn huge_environment_variable_is_named() {
-    const NAME: &str = "ACTIX_POPEN_HUGE";
-    let value = "x".repeat(max_arg_strlen());
-    let err = Popen::new("true")
-        .stdin(InputFrom::Null)
-        .env(NAME, &value)
-        .start()
-        .unwrap_err();
-    let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
-        panic!("expected ArgumentListTooLong, got {err:?}");
-    };
-    assert_eq!(err.program(), "true");
-    assert_eq!(largest, &format!("environment variable {NAME}"));
-    assert_eq!(*size, value.len() + NAME.len() + 2);
-    assert_eq!(errno(&err), Some(libc::E2BIG));
-    let message = err.to_string();
-    assert!(
-        message.starts_with("true: argument list too long"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("environment variable {NAME}")),
-        "{message}"
-    );
-    assert!(message.contains(&size.to_string()), "{message}");
+#[test]
+fn huge_environment_variable_is_named() {
+    common::bounded(async {
+        const NAME: &str = "ACTIX_POPEN_HUGE";
+        let value = "x".repeat(max_arg_strlen());
+        let err = Popen::new("true")
+            .stdin(InputFrom::Null)
+            .env(NAME, &value)
+            .start()
+            .unwrap_err();
+        let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
+            panic!("expected ArgumentListTooLong, got {err:?}");
+        };
+        assert_eq!(err.program(), "true");
+        assert_eq!(largest, &format!("environment variable {NAME}"));
+        assert_eq!(*size, value.len() + NAME.len() + 2);
+        assert_eq!(errno(&err), Some(libc::E2BIG));
+        let message = err.to_string();
+        assert!(
+            message.starts_with("true: argument list too long"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("environment variable {NAME}")),
+            "{message}"
+        );
+        assert!(message.contains(&size.to_string()), "{message}");
+    });
 }
 
 /// One argument longer than the per-string limit: E2BIG naming
 /// `argument 1` (argument 0 being the program), its size with the NUL.
-#[actix_rt::test]
-async fn huge_argument_is_named() {
-    let huge = "y".repeat(max_arg_strlen());
-    let err = Popen::new("true")
-        .stdin(InputFrom::Null)
-        .arg(&huge)
-        .start()
-        .unwrap_err();
-    let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
-        panic!("expected ArgumentListTooLong, got {err:?}");
-    };
-    assert_eq!(largest, "argument 1");
-    assert_eq!(*size, huge.len() + 1);
-    assert_eq!(errno(&err), Some(libc::E2BIG));
-    assert!(err.to_string().contains("argument 1"), "{err}");
+#[test]
+fn huge_argument_is_named() {
+    common::bounded(async {
+        let huge = "y".repeat(max_arg_strlen());
+        let err = Popen::new("true")
+            .stdin(InputFrom::Null)
+            .arg(&huge)
+            .start()
+            .unwrap_err();
+        let SpawnErrorKind::ArgumentListTooLong { largest, size, .. } = err.kind() else {
+            panic!("expected ArgumentListTooLong, got {err:?}");
+        };
+        assert_eq!(largest, "argument 1");
+        assert_eq!(*size, huge.len() + 1);
+        assert_eq!(errno(&err), Some(libc::E2BIG));
+        assert!(err.to_string().contains("argument 1"), "{err}");
+    });
 }
 
 /// A bufsize of 0 and stdout merged into itself are refused before
 /// anything is spawned, by `start` and by `prepare`.
-#[actix_rt::test]
-async fn invalid_descriptions_are_refused() {
-    let zero = || Popen::new("true").bufsize(0);
-    let merged = || Popen::new("true").stdout(OutputTo::MergeIntoStdout);
-    for (what, err) in [
-        ("bufsize 0, start", zero().start().unwrap_err()),
-        ("bufsize 0, prepare", zero().prepare().unwrap_err()),
-        ("stdout merged, start", merged().start().unwrap_err()),
-        ("stdout merged, prepare", merged().prepare().unwrap_err()),
-    ] {
-        assert!(
-            matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
-            "{what}: {err:?}"
-        );
-        assert_eq!(err.program(), "true", "{what}");
-        assert!(err.io_error().is_none(), "{what}");
-        assert!(
-            err.to_string().starts_with("true: invalid configuration: "),
-            "{what}: {err}"
-        );
-    }
-    let err = zero().start().unwrap_err();
-    assert!(err.to_string().contains("bufsize"), "{err}");
-    let err = merged().start().unwrap_err();
-    assert!(err.to_string().contains("stdout"), "{err}");
+#[test]
+fn invalid_descriptions_are_refused() {
+    common::bounded(async {
+        let zero = || Popen::new("true").bufsize(0);
+        let merged = || Popen::new("true").stdout(OutputTo::MergeIntoStdout);
+        for (what, err) in [
+            ("bufsize 0, start", zero().start().unwrap_err()),
+            ("bufsize 0, prepare", zero().prepare().unwrap_err()),
+            ("stdout merged, start", merged().start().unwrap_err()),
+            ("stdout merged, prepare", merged().prepare().unwrap_err()),
+        ] {
+            assert!(
+                matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
+                "{what}: {err:?}"
+            );
+            assert_eq!(err.program(), "true", "{what}");
+            assert!(err.io_error().is_none(), "{what}");
+            assert!(
+                err.to_string().starts_with("true: invalid configuration: "),
+                "{what}: {err}"
+            );
+        }
+        let err = zero().start().unwrap_err();
+        assert!(err.to_string().contains("bufsize"), "{err}");
+        let err = merged().start().unwrap_err();
+        assert!(err.to_string().contains("stdout"), "{err}");
+    });
 }
 
 /// Expects `result` to be a refusal; a task that was started or queued
@@ -236,161 +252,169 @@ async fn refused(what: &str, result: Result<ProcessHandle, SpawnError>) -> Spawn
 /// that is empty or holds `=` (std would pass `PATH=/x:` set to `y` on as
 /// `PATH=/x:=y`, overriding PATH) or a NUL byte, and a NUL byte in a
 /// value, an argument, the program or the working directory.
-#[actix_rt::test]
-async fn strings_exec_cannot_pass_on_are_refused_everywhere() {
-    type Case = (&'static str, fn() -> Popen, &'static str);
-    let cases: [Case; 8] = [
-        (
-            "a name with '='",
-            || Popen::new("true").env("PATH=/x:", "y"),
-            "\"PATH=/x:\" contains '='",
-        ),
-        (
-            "an empty name",
-            || Popen::new("true").env("", "y"),
-            "name is empty",
-        ),
-        (
-            "a name with NUL",
-            || Popen::new("true").env("A\0B", "y"),
-            "\"A\\0B\" contains a NUL byte",
-        ),
-        (
-            "a value with NUL",
-            || Popen::new("true").env("GOOD", "a\0b"),
-            "value of the environment variable \"GOOD\" contains a NUL byte",
-        ),
-        (
-            "a removed name with '='",
-            || Popen::new("true").env_remove("A=B"),
-            "\"A=B\" contains '='",
-        ),
-        (
-            "an argument with NUL",
-            || Popen::new("true").args(["ok", "a\0b"]),
-            "argument 2 (\"a\\0b\") contains a NUL byte",
-        ),
-        (
-            "a program with NUL",
-            || Popen::new("tr\0ue"),
-            "contains a NUL byte",
-        ),
-        (
-            "a working directory with NUL",
-            || Popen::new("true").current_dir("/tmp\0x"),
-            "working directory \"/tmp\\0x\" contains a NUL byte",
-        ),
-    ];
-    for (what, popen, reason) in cases {
-        for (how, err) in [
-            ("start", refused(what, popen().start()).await),
-            ("prepare", refused(what, popen().prepare()).await),
-            ("submit", refused(what, popen().submit()).await),
-        ] {
-            assert!(
-                matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
-                "{what}, {how}: {err:?}"
-            );
-            assert!(err.to_string().contains(reason), "{what}, {how}: {err}");
-        }
-        let pipeline = Pipeline::new()
-            .stage(popen())
-            .stage(Popen::new("true"))
-            .start();
-        match pipeline {
-            Err(PipelineError::Spawn { stage: 0, source })
-                if matches!(source.kind(), SpawnErrorKind::InvalidConfig { .. }) => {}
-            Err(err) => panic!("{what}, pipeline: {err:?}"),
-            Ok(pipeline) => {
-                pipeline.do_send(Cancel);
-                let code = within(
-                    "the pipeline that should not exist",
-                    pipeline.send(AsyncWait),
-                )
-                .await;
-                panic!("{what}, pipeline: accepted, and it ended with {code:?}");
+#[test]
+fn strings_exec_cannot_pass_on_are_refused_everywhere() {
+    common::bounded(async {
+        type Case = (&'static str, fn() -> Popen, &'static str);
+        let cases: [Case; 8] = [
+            (
+                "a name with '='",
+                || Popen::new("true").env("PATH=/x:", "y"),
+                "\"PATH=/x:\" contains '='",
+            ),
+            (
+                "an empty name",
+                || Popen::new("true").env("", "y"),
+                "name is empty",
+            ),
+            (
+                "a name with NUL",
+                || Popen::new("true").env("A\0B", "y"),
+                "\"A\\0B\" contains a NUL byte",
+            ),
+            (
+                "a value with NUL",
+                || Popen::new("true").env("GOOD", "a\0b"),
+                "value of the environment variable \"GOOD\" contains a NUL byte",
+            ),
+            (
+                "a removed name with '='",
+                || Popen::new("true").env_remove("A=B"),
+                "\"A=B\" contains '='",
+            ),
+            (
+                "an argument with NUL",
+                || Popen::new("true").args(["ok", "a\0b"]),
+                "argument 2 (\"a\\0b\") contains a NUL byte",
+            ),
+            (
+                "a program with NUL",
+                || Popen::new("tr\0ue"),
+                "contains a NUL byte",
+            ),
+            (
+                "a working directory with NUL",
+                || Popen::new("true").current_dir("/tmp\0x"),
+                "working directory \"/tmp\\0x\" contains a NUL byte",
+            ),
+        ];
+        for (what, popen, reason) in cases {
+            for (how, err) in [
+                ("start", refused(what, popen().start()).await),
+                ("prepare", refused(what, popen().prepare()).await),
+                ("submit", refused(what, popen().submit()).await),
+            ] {
+                assert!(
+                    matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. }),
+                    "{what}, {how}: {err:?}"
+                );
+                assert!(err.to_string().contains(reason), "{what}, {how}: {err}");
+            }
+            let pipeline = Pipeline::new()
+                .stage(popen())
+                .stage(Popen::new("true"))
+                .start();
+            match pipeline {
+                Err(PipelineError::Spawn { stage: 0, source })
+                    if matches!(source.kind(), SpawnErrorKind::InvalidConfig { .. }) => {}
+                Err(err) => panic!("{what}, pipeline: {err:?}"),
+                Ok(pipeline) => {
+                    pipeline.do_send(Cancel);
+                    let code = within(
+                        "the pipeline that should not exist",
+                        pipeline.send(AsyncWait),
+                    )
+                    .await;
+                    panic!("{what}, pipeline: accepted, and it ended with {code:?}");
+                }
             }
         }
-    }
-    // What a std `Command` holds is checked the same way.
-    let mut command = std::process::Command::new("true");
-    command.env("PATH=/x:", "y");
-    let err = refused("Command::env", Popen::from(&command).start()).await;
-    assert!(
-        err.to_string().contains("\"PATH=/x:\" contains '='"),
-        "{err}"
-    );
-    // std keeps only a placeholder for a string with a NUL byte.
-    let mut command = std::process::Command::new("true");
-    command.arg("ok").arg("a\0b");
-    let err = refused("Command::arg", Popen::from(&command).start()).await;
-    assert!(err.to_string().contains("argument 2"), "{err}");
-    let mut command = std::process::Command::new("tr\0ue");
-    command.current_dir("/tmp");
-    let err = refused("Command::new", Popen::from(&command).prepare()).await;
-    assert!(err.to_string().contains("the program"), "{err}");
-    let mut command = std::process::Command::new("true");
-    command.current_dir("/tmp\0x");
-    let err = refused("Command::current_dir", Popen::from(&command).submit()).await;
-    assert!(err.to_string().contains("working directory"), "{err}");
+        // What a std `Command` holds is checked the same way.
+        let mut command = std::process::Command::new("true");
+        command.env("PATH=/x:", "y");
+        let err = refused("Command::env", Popen::from(&command).start()).await;
+        assert!(
+            err.to_string().contains("\"PATH=/x:\" contains '='"),
+            "{err}"
+        );
+        // std keeps only a placeholder for a string with a NUL byte.
+        let mut command = std::process::Command::new("true");
+        command.arg("ok").arg("a\0b");
+        let err = refused("Command::arg", Popen::from(&command).start()).await;
+        assert!(err.to_string().contains("argument 2"), "{err}");
+        let mut command = std::process::Command::new("tr\0ue");
+        command.current_dir("/tmp");
+        let err = refused("Command::new", Popen::from(&command).prepare()).await;
+        assert!(err.to_string().contains("the program"), "{err}");
+        let mut command = std::process::Command::new("true");
+        command.current_dir("/tmp\0x");
+        let err = refused("Command::current_dir", Popen::from(&command).submit()).await;
+        assert!(err.to_string().contains("working directory"), "{err}");
+    });
 }
 
 /// A working directory that does not exist is reported as such, not as a
 /// missing program.
-#[actix_rt::test]
-async fn missing_working_directory_is_named() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let missing = dir.path().join("missing");
-    let err = Popen::new("true")
-        .stdin(InputFrom::Null)
-        .current_dir(&missing)
-        .start()
-        .unwrap_err();
-    assert!(
-        !matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
-        "{err:?}"
-    );
-    let message = err.to_string();
-    assert!(!message.contains("command not found"), "{message}");
-    assert!(
-        message.contains(missing.to_str().expect("a UTF-8 path")),
-        "{message}"
-    );
-    let source = err.io_error().expect("an OS error");
-    assert_eq!(source.kind(), io::ErrorKind::NotFound, "{source:?}");
+#[test]
+fn missing_working_directory_is_named() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        let err = Popen::new("true")
+            .stdin(InputFrom::Null)
+            .current_dir(&missing)
+            .start()
+            .unwrap_err();
+        assert!(
+            !matches!(err.kind(), SpawnErrorKind::NotFound { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(!message.contains("command not found"), "{message}");
+        assert!(
+            message.contains(missing.to_str().expect("a UTF-8 path")),
+            "{message}"
+        );
+        let source = err.io_error().expect("an OS error");
+        assert_eq!(source.kind(), io::ErrorKind::NotFound, "{source:?}");
+    });
 }
 
 /// The error about a missing working directory keeps the OS error number,
 /// as the errors of every other OS failure do.
-#[actix_rt::test]
-async fn missing_working_directory_keeps_the_errno() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let err = Popen::new("true")
-        .stdin(InputFrom::Null)
-        .current_dir(dir.path().join("missing"))
-        .start()
-        .unwrap_err();
-    assert_eq!(errno(&err), Some(libc::ENOENT), "{err:?}");
+#[test]
+fn missing_working_directory_keeps_the_errno() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Popen::new("true")
+            .stdin(InputFrom::Null)
+            .current_dir(dir.path().join("missing"))
+            .start()
+            .unwrap_err();
+        assert_eq!(errno(&err), Some(libc::ENOENT), "{err:?}");
+    });
 }
 
 /// A working directory that is a regular file is reported as a problem
 /// with the directory, as a missing one is.
-#[actix_rt::test]
-async fn working_directory_that_is_a_file_is_named() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("file");
-    std::fs::write(&file, "").expect("write");
-    let err = Popen::new("true")
-        .stdin(InputFrom::Null)
-        .current_dir(&file)
-        .start()
-        .unwrap_err();
-    assert_eq!(errno(&err), Some(libc::ENOTDIR));
-    let message = err.to_string();
-    assert!(
-        message.contains(file.to_str().expect("a UTF-8 path")),
-        "{message}"
-    );
+#[test]
+fn working_directory_that_is_a_file_is_named() {
+    common::bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let err = Popen::new("true")
+            .stdin(InputFrom::Null)
+            .current_dir(&file)
+            .start()
+            .unwrap_err();
+        assert_eq!(errno(&err), Some(libc::ENOTDIR));
+        let message = err.to_string();
+        assert!(
+            message.contains(file.to_str().expect("a UTF-8 path")),
+            "{message}"
+        );
+    });
 }
 
 /// Our children (and zombies) whose command name is `comm`.
@@ -492,63 +516,65 @@ fn start_in_the_current_arbiter_does_not_hang() {
 /// Sizes and timeouts too large to honour are refused at the start, not
 /// met later with an allocation abort, an arithmetic panic or a semaphore
 /// panic in the middle of the task (issue 8, kind 8).
-#[actix_rt::test]
-async fn sizes_and_timeouts_beyond_the_limits_are_refused() {
-    type Case = (&'static str, fn() -> Popen, &'static str);
-    let cases: [Case; 6] = [
-        (
-            "a 1 TiB read",
-            || Popen::new("true").bufsize(1 << 40),
-            "bufsize",
-        ),
-        (
-            "an overflowing read",
-            || Popen::new("true").bufsize(usize::MAX / 2),
-            "bufsize",
-        ),
-        (
-            "a huge chunk",
-            || Popen::new("true").coalesce(usize::MAX),
-            "coalesce",
-        ),
-        (
-            "an endless window",
-            || Popen::new("true").window(usize::MAX),
-            "window",
-        ),
-        (
-            "a cancel timeout past the clock",
-            || Popen::new("true").cancel_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
-            "cancel_timeout",
-        ),
-        (
-            "a drain timeout past the clock",
-            || Popen::new("true").drain_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
-            "drain_timeout",
-        ),
-    ];
-    for (what, popen, named) in cases {
-        for (how, result) in [("start", popen().start()), ("prepare", popen().prepare())] {
-            let err = refused(&format!("{what}, {how}"), result).await;
-            assert!(
-                matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. })
-                    && err.to_string().contains(named),
-                "{what}, {how}: {err}"
-            );
+#[test]
+fn sizes_and_timeouts_beyond_the_limits_are_refused() {
+    common::bounded(async {
+        type Case = (&'static str, fn() -> Popen, &'static str);
+        let cases: [Case; 6] = [
+            (
+                "a 1 TiB read",
+                || Popen::new("true").bufsize(1 << 40),
+                "bufsize",
+            ),
+            (
+                "an overflowing read",
+                || Popen::new("true").bufsize(usize::MAX / 2),
+                "bufsize",
+            ),
+            (
+                "a huge chunk",
+                || Popen::new("true").coalesce(usize::MAX),
+                "coalesce",
+            ),
+            (
+                "an endless window",
+                || Popen::new("true").window(usize::MAX),
+                "window",
+            ),
+            (
+                "a cancel timeout past the clock",
+                || Popen::new("true").cancel_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
+                "cancel_timeout",
+            ),
+            (
+                "a drain timeout past the clock",
+                || Popen::new("true").drain_timeout(std::time::Duration::from_secs(u64::MAX / 2)),
+                "drain_timeout",
+            ),
+        ];
+        for (what, popen, named) in cases {
+            for (how, result) in [("start", popen().start()), ("prepare", popen().prepare())] {
+                let err = refused(&format!("{what}, {how}"), result).await;
+                assert!(
+                    matches!(err.kind(), SpawnErrorKind::InvalidConfig { .. })
+                        && err.to_string().contains(named),
+                    "{what}, {how}: {err}"
+                );
+            }
         }
-    }
-    // The limits themselves are accepted.
-    let at_limits = Popen::new("true")
-        .bufsize(actix_popen::MAX_BUFSIZE)
-        .window(actix_popen::MAX_WINDOW)
-        .coalesce(actix_popen::MAX_COALESCE)
-        .cancel_timeout(actix_popen::MAX_TIMEOUT)
-        .drain_timeout(actix_popen::MAX_TIMEOUT)
-        .start()
-        .expect("the limits are allowed");
-    let code = within("true at the limits", at_limits.send(AsyncWait))
-        .await
-        .expect("actor")
-        .expect("wait");
-    assert!(code.success());
+        // The limits themselves are accepted.
+        let at_limits = Popen::new("true")
+            .bufsize(actix_popen::MAX_BUFSIZE)
+            .window(actix_popen::MAX_WINDOW)
+            .coalesce(actix_popen::MAX_COALESCE)
+            .cancel_timeout(actix_popen::MAX_TIMEOUT)
+            .drain_timeout(actix_popen::MAX_TIMEOUT)
+            .start()
+            .expect("the limits are allowed");
+        let code = within("true at the limits", at_limits.send(AsyncWait))
+            .await
+            .expect("actor")
+            .expect("wait");
+        assert!(code.success());
+    });
 }

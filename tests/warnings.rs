@@ -88,21 +88,25 @@ async fn assert_warned_and_kill(holder: i32, word: &str) {
     assert!(await_dead(holder, std::time::Instant::now() + SOON).await);
 }
 
-#[actix_rt::test]
-async fn the_orphan_warning_names_the_process_holding_the_output() {
-    let (handle, holder, _cleanup) =
-        start_with_holder(|p| p.cancel_timeout(Duration::from_millis(100))).await;
-    handle.do_send(Cancel);
-    wait(&handle, SOON).await;
-    assert_warned_and_kill(holder, "orphan").await;
+#[test]
+fn the_orphan_warning_names_the_process_holding_the_output() {
+    common::bounded(async {
+        let (handle, holder, _cleanup) =
+            start_with_holder(|p| p.cancel_timeout(Duration::from_millis(100))).await;
+        handle.do_send(Cancel);
+        wait(&handle, SOON).await;
+        assert_warned_and_kill(holder, "orphan").await;
+    });
 }
 
-#[actix_rt::test]
-async fn the_drain_timeout_warns_naming_the_process_holding_the_output() {
-    let (handle, holder, _cleanup) =
-        start_with_holder(|p| p.drain_timeout(Duration::from_millis(100))).await;
-    wait(&handle, SOON).await;
-    assert_warned_and_kill(holder, "output still open").await;
+#[test]
+fn the_drain_timeout_warns_naming_the_process_holding_the_output() {
+    common::bounded(async {
+        let (handle, holder, _cleanup) =
+            start_with_holder(|p| p.drain_timeout(Duration::from_millis(100))).await;
+        wait(&handle, SOON).await;
+        assert_warned_and_kill(holder, "output still open").await;
+    });
 }
 
 #[test]

@@ -149,7 +149,7 @@ impl Ending {
             Ending::Exited {
                 exited, timed_out, ..
             } => {
-                let status = exited.returncode.shell_status() as u8;
+                let status = exited.returncode.shell_status();
                 let signal = exited.returncode.code();
                 // As timeout(1): a child killed by a signal ends popen by
                 // the same signal, so that a shell sees it (a loop around

@@ -12,7 +12,7 @@ use crate::messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, CloseReader, GetPid, IsAlive,
     RemoveExitListener, RemoveStartListener, SendSignal, Start, TryWait,
 };
-use crate::supervisor::{ProcessSupervisor, Release, Terminate};
+use crate::supervisor::{Escalate, ProcessSupervisor, Release};
 use crate::sys::child::Delivery;
 use crate::{ReturnCode, Signal, SignalError, SpawnError, SpawnErrorKind, WaitError};
 
@@ -75,11 +75,17 @@ impl PopenProcess {
                     return;
                 }
                 running.cancel = CancelState::Escalating;
-                if let Some(tracked) = &self.tracked {
-                    ProcessSupervisor::get().do_send(Terminate {
+                let Some(tracked) = &self.tracked else {
+                    return;
+                };
+                // The first signals go now, from here: they do not wait
+                // for the supervisor, whose arbiter (the System's) may be
+                // busy or blocked. It drives the steps that follow.
+                if let Some(due) = tracked.begin(first.to_nix()) {
+                    ProcessSupervisor::get().do_send(Escalate {
                         task: Arc::clone(tracked),
                         release: ctx.address().recipient(),
-                        first: first.to_nix(),
+                        due,
                     });
                 }
             }

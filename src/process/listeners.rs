@@ -120,42 +120,45 @@ mod tests {
         fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
     }
 
-    #[actix_rt::test]
-    async fn each_listener_hears_the_event_once_even_when_added_late() {
-        let (tx, mut heard) = mpsc::unbounded();
-        let actors = [
-            Listener("early", tx.clone()).start(),
-            Listener("removed", tx.clone()).start(),
-            Listener("late", tx).start(),
-        ];
-        let [early, removed, late] = actors.clone().map(|a| a.recipient::<Started>());
+    #[test]
+    fn each_listener_hears_the_event_once_even_when_added_late() {
+        crate::test_support::bounded(async {
+            let (tx, mut heard) = mpsc::unbounded();
+            let actors = [
+                Listener("early", tx.clone()).start(),
+                Listener("removed", tx.clone()).start(),
+                Listener("late", tx).start(),
+            ];
+            let [early, removed, late] = actors.clone().map(|a| a.recipient::<Started>());
 
-        let mut listeners = Listeners::new(vec![early.clone(), removed.clone()]);
-        listeners.add(early.clone()); // already there: kept once
-        listeners.remove(&removed);
-        listeners.notify(Started { pid: Some(7) });
-        listeners.notify(Started { pid: Some(8) }); // a second event: ignored
-        listeners.add(late.clone()); // after the event: told at once
-        listeners.add(late); // and only once
-        listeners.add(early); // notified already: not again
+            let mut listeners = Listeners::new(vec![early.clone(), removed.clone()]);
+            listeners.add(early.clone()); // already there: kept once
+            listeners.remove(&removed);
+            listeners.notify(Started { pid: Some(7) });
+            listeners.notify(Started { pid: Some(8) }); // a second event: ignored
+            listeners.add(late.clone()); // after the event: told at once
+            listeners.add(late); // and only once
+            listeners.add(early); // notified already: not again
 
-        for actor in &actors {
-            let pong = tokio::time::timeout(std::time::Duration::from_secs(20), actor.send(Ping));
-            pong.await
-                .expect("an answer within 20 s")
-                .expect("the actor");
-        }
-        let mut got = Vec::new();
-        while let Ok(event) = heard.try_recv() {
-            got.push(event);
-        }
-        got.sort_by_key(|(name, _)| *name);
-        assert_eq!(
-            got,
-            vec![
-                ("early", Started { pid: Some(7) }),
-                ("late", Started { pid: Some(7) })
-            ]
-        );
+            for actor in &actors {
+                let pong =
+                    tokio::time::timeout(std::time::Duration::from_secs(20), actor.send(Ping));
+                pong.await
+                    .expect("an answer within 20 s")
+                    .expect("the actor");
+            }
+            let mut got = Vec::new();
+            while let Ok(event) = heard.try_recv() {
+                got.push(event);
+            }
+            got.sort_by_key(|(name, _)| *name);
+            assert_eq!(
+                got,
+                vec![
+                    ("early", Started { pid: Some(7) }),
+                    ("late", Started { pid: Some(7) })
+                ]
+            );
+        });
     }
 }

@@ -1,8 +1,9 @@
 //! The [`PopenProcess`] actor (portage's `PopenProcess` with its bases
 //! `SubProcess`, `AbstractPollTask` and `AsynchronousTask`).
 //!
-//! The task's lifecycle is documented once, on [`PopenProcess`] (this
-//! module is private); every other doc links there.
+//! The task's lifecycle is documented once, whole, on [`PopenProcess`]
+//! (this module is private); other docs say only what concerns their own
+//! item, and link there for the rest.
 //!
 //! # Files
 //! `handle.rs` (the [`ProcessHandle`]), `lifecycle.rs` (the states),
@@ -25,7 +26,6 @@ use futures::channel::oneshot;
 pub use handle::ProcessHandle;
 pub(crate) use stdio::SetUpstream;
 
-use crate::escalation::Tracked;
 use crate::messages::{Chunk, CloseReader, CloseStdin, Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::pipe_reader::{PipeReader, Stalls};
@@ -33,6 +33,7 @@ use crate::shutdown;
 use crate::spawn::{InputFrom, SpawnSpec, Spawned};
 use crate::stdin::StdinQueue;
 use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
+use crate::tracked::Tracked;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Start};
 use crate::{ReturnCode, SpawnError, SpawnErrorKind};
@@ -85,12 +86,16 @@ struct Wiring {
 ///
 /// Created by [`Popen::start`](crate::Popen::start) or
 /// [`Popen::prepare`](crate::Popen::prepare); its lifecycle is below. It
-/// handles [`Start`], [`Cancel`],
-/// [`AsyncWait`], [`TryWait`](crate::TryWait),
-/// [`IsAlive`](crate::IsAlive), [`GetPid`](crate::GetPid), the listener
-/// messages and the stdin messages; it sends [`Started`] and [`Exited`] to
-/// its listeners, and its [`PipeReader`] sends [`Chunk`]s to the
-/// subscribers.
+/// handles [`Start`], [`Cancel`], [`CancelWith`](crate::CancelWith),
+/// [`SendSignal`](crate::SendSignal), [`AsyncWait`],
+/// [`TryWait`](crate::TryWait), [`IsAlive`](crate::IsAlive),
+/// [`GetPid`](crate::GetPid), the listener messages
+/// ([`AddExitListener`](crate::AddExitListener), …), the stdin messages
+/// ([`WriteStdin`](crate::WriteStdin), [`CloseStdin`], and [`Chunk`]s
+/// from an upstream stage) and the output controls ([`CloseReader`],
+/// [`CloseStream`](crate::CloseStream)); it sends [`Started`] and
+/// [`Exited`] to its listeners, and its [`PipeReader`] sends [`Chunk`]s to
+/// the subscribers.
 ///
 /// ```
 /// use actix_popen::{AsyncWait, Cancel, Popen, ReturnCode};
@@ -106,8 +111,9 @@ struct Wiring {
 /// ```
 ///
 /// # Lifecycle
-/// This is the one place the task's life is described; every other doc
-/// links here. A task is in one of three states (`lifecycle.rs`):
+/// This is the one place the task's whole life is described; other docs
+/// say only what concerns their own item, and link here for the rest. A
+/// task is in one of three states (`lifecycle.rs`):
 ///
 /// 1. **Pending**: made by [`Popen::prepare`](crate::Popen::prepare) or
 ///    [`Popen::submit`](crate::Popen::submit); there is no child.

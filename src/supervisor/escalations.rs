@@ -10,19 +10,22 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::ProcessSupervisor;
-use crate::escalation::{Next, Tracked};
+use crate::escalation::Next;
 use crate::shutdown::forget_if_reaped;
 use crate::sys::proc::Groups;
+use crate::tracked::Tracked;
 
-/// Asks the supervisor to run the cancel escalation on a task.
+/// Asks the supervisor to drive an escalation that has begun (its first
+/// signals were sent, by the task's actor, at once): the next step is due
+/// at `due`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Terminate {
+pub(crate) struct Escalate {
     pub(crate) task: Arc<Tracked>,
     /// Told when the escalation gave up on the task.
     pub(crate) release: Recipient<Release>,
-    /// The first signal (SIGTERM for a plain cancel).
-    pub(crate) first: nix::sys::signal::Signal,
+    /// When the next step is due (the SIGKILL, unless it ends first).
+    pub(crate) due: Instant,
 }
 
 /// Tells the supervisor that a task being escalated has ended: if its
@@ -123,26 +126,16 @@ impl ProcessSupervisor {
     }
 }
 
-impl Handler<Terminate> for ProcessSupervisor {
+impl Handler<Escalate> for ProcessSupervisor {
     type Result = ();
 
-    fn handle(
-        &mut self,
-        Terminate {
-            task,
-            release,
-            first,
-        }: Terminate,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(due) = task.begin(first) {
-            self.escalations.started += 1;
-            self.escalations.due.insert(
-                (due, self.escalations.started),
-                Escalating { task, release },
-            );
-            self.pass_at(due + PASS_SLACK, ctx);
-        }
+    fn handle(&mut self, Escalate { task, release, due }: Escalate, ctx: &mut Context<Self>) {
+        self.escalations.started += 1;
+        self.escalations.due.insert(
+            (due, self.escalations.started),
+            Escalating { task, release },
+        );
+        self.pass_at(due + PASS_SLACK, ctx);
     }
 }
 

@@ -419,61 +419,65 @@ mod tests {
         }
     }
 
-    #[actix_rt::test]
-    async fn under_max_load_starts_are_spaced_more_as_more_run() {
-        // A load well below the limit: only the spacing holds starts back.
-        let pacing = Pacing {
-            load_average: || Some(0.5),
-            delay_factor: Duration::from_millis(100),
-            delay_max: Duration::from_millis(250),
-        };
-        let limits = SetJobLimits {
-            max_jobs: None,
-            max_load: Some(4.0),
-        };
-        let (_pool, tasks, mut starts) = paced_pool(pacing, limits, 4).await;
-        let mut times = Vec::new();
-        for _ in 0..4 {
-            times.push(next_start(&mut starts).await);
-        }
-        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-        // 100 ms × 1, × 2^1.5 = 283 ms capped at 250 ms, then 250 ms; a
-        // little slack for the spawns themselves.
-        let slack = Duration::from_millis(20);
-        for (gap, least) in gaps.iter().zip([100, 250, 250]) {
-            assert!(
-                *gap + slack >= Duration::from_millis(least),
-                "gaps {gaps:?}: one is under {least} ms"
-            );
-        }
-        cancel_all(&tasks).await;
+    #[test]
+    fn under_max_load_starts_are_spaced_more_as_more_run() {
+        crate::test_support::bounded(async {
+            // A load well below the limit: only the spacing holds starts back.
+            let pacing = Pacing {
+                load_average: || Some(0.5),
+                delay_factor: Duration::from_millis(100),
+                delay_max: Duration::from_millis(250),
+            };
+            let limits = SetJobLimits {
+                max_jobs: None,
+                max_load: Some(4.0),
+            };
+            let (_pool, tasks, mut starts) = paced_pool(pacing, limits, 4).await;
+            let mut times = Vec::new();
+            for _ in 0..4 {
+                times.push(next_start(&mut starts).await);
+            }
+            let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+            // 100 ms × 1, × 2^1.5 = 283 ms capped at 250 ms, then 250 ms; a
+            // little slack for the spawns themselves.
+            let slack = Duration::from_millis(20);
+            for (gap, least) in gaps.iter().zip([100, 250, 250]) {
+                assert!(
+                    *gap + slack >= Duration::from_millis(least),
+                    "gaps {gaps:?}: one is under {least} ms"
+                );
+            }
+            cancel_all(&tasks).await;
+        });
     }
 
-    #[actix_rt::test]
-    async fn a_load_at_max_load_holds_starts_until_none_runs() {
-        let pacing = Pacing {
-            load_average: || Some(5.0),
-            delay_factor: Duration::from_millis(10),
-            delay_max: Duration::from_millis(10),
-        };
-        let limits = SetJobLimits {
-            max_jobs: None,
-            max_load: Some(5.0),
-        };
-        let (pool, tasks, mut starts) = paced_pool(pacing, limits, 2).await;
-        next_start(&mut starts).await;
-        // Well past the spacing, the second is still held by the load.
-        actix::clock::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            pool.send(GetJobPool).await.unwrap(),
-            JobPool {
-                running: 1,
-                queued: 1
-            }
-        );
-        // With none running, it starts whatever the load.
-        cancel_all(&tasks[..1]).await;
-        next_start(&mut starts).await;
-        cancel_all(&tasks[1..]).await;
+    #[test]
+    fn a_load_at_max_load_holds_starts_until_none_runs() {
+        crate::test_support::bounded(async {
+            let pacing = Pacing {
+                load_average: || Some(5.0),
+                delay_factor: Duration::from_millis(10),
+                delay_max: Duration::from_millis(10),
+            };
+            let limits = SetJobLimits {
+                max_jobs: None,
+                max_load: Some(5.0),
+            };
+            let (pool, tasks, mut starts) = paced_pool(pacing, limits, 2).await;
+            next_start(&mut starts).await;
+            // Well past the spacing, the second is still held by the load.
+            actix::clock::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                pool.send(GetJobPool).await.unwrap(),
+                JobPool {
+                    running: 1,
+                    queued: 1
+                }
+            );
+            // With none running, it starts whatever the load.
+            cancel_all(&tasks[..1]).await;
+            next_start(&mut starts).await;
+            cancel_all(&tasks[1..]).await;
+        });
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use actix::prelude::*;
 use actix::WeakAddr;
 
-pub(crate) use escalations::{Adopt, Release, Settle, Terminate};
+pub(crate) use escalations::{Adopt, Escalate, Release, Settle};
 pub(crate) use job_pool::{Enqueue, Job};
 pub use job_pool::{GetJobPool, JobPool, SetJobLimits};
 

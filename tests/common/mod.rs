@@ -37,6 +37,22 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// machine is shared and other builds run on it.
 pub const SOON: Duration = Duration::from_secs(20);
 
+/// The longest a test run by [`bounded`] may take: one that hangs fails
+/// after this instead of hanging the run.
+pub const TEST_BOUND: Duration = Duration::from_secs(300);
+
+/// Runs an async test body in a fresh actix System, as `#[actix_rt::test]`
+/// does, and fails the test if it has not finished within [`TEST_BOUND`]:
+/// every await of the test is bounded, and dropping the body on the
+/// timeout runs its cleanup guards.
+pub fn bounded(test: impl Future<Output = ()>) {
+    actix_rt::System::new().block_on(async move {
+        if actix_rt::time::timeout(TEST_BOUND, test).await.is_err() {
+            panic!("the test did not finish within {TEST_BOUND:?}");
+        }
+    });
+}
+
 /// Awaits `future`, failing the test (naming `what`) if it takes longer
 /// than [`EVENT_TIMEOUT`]. Must run inside an actix System.
 pub async fn within<F: Future>(what: &str, future: F) -> F::Output {

@@ -1,0 +1,198 @@
+//! A child from its spawn until it is reaped, as the cancel escalation,
+//! the supervisor and the shutdown registry see it ([`Tracked`]): the
+//! escalation's [`Kill`] target, with the escalation's state, its cancel
+//! timeout, and where its task runs.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::escalation::{begin, step, Kill, Next, Phase};
+use crate::sys::child::{Child, Delivery, Hold};
+use crate::sys::proc::Groups;
+
+/// Where a task runs: its actor's arbiter thread and its actix System.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Home {
+    pub(crate) thread: ThreadId,
+    pub(crate) system: Option<usize>,
+}
+
+impl Home {
+    /// The current thread, and its System if it has one.
+    pub(crate) fn here() -> Home {
+        Home {
+            thread: std::thread::current().id(),
+            system: actix::System::try_current().map(|system| system.id()),
+        }
+    }
+}
+
+/// A child from its spawn until it is reaped, as the escalation, the
+/// supervisor and the shutdown see it.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    pub(crate) child: Arc<Child>,
+    pub(crate) name: String,
+    pub(crate) cancel_timeout: Duration,
+    /// Where the task runs: the thread of its actor's arbiter (that of the
+    /// spawn until the actor starts) and its actix System.
+    home: Mutex<Home>,
+    /// What the child's output ends link to in /proc (`pipe:[N]`,
+    /// `/dev/pts/N`), to name who holds them open.
+    pub(crate) outputs: Vec<String>,
+    phase: Mutex<Phase>,
+    finished: AtomicBool,
+}
+
+impl Tracked {
+    pub(crate) fn new(
+        child: Arc<Child>,
+        name: String,
+        cancel_timeout: Duration,
+        outputs: Vec<String>,
+    ) -> Arc<Tracked> {
+        Arc::new(Tracked {
+            child,
+            name,
+            cancel_timeout,
+            home: Mutex::new(Home::here()),
+            outputs,
+            phase: Mutex::new(Phase::Idle),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// Where the task runs.
+    pub(crate) fn home(&self) -> Home {
+        *self.home.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the task now runs here; returns where it was.
+    pub(crate) fn move_here(&self) -> Home {
+        let mut home = self.home.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *home, Home::here())
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Step 1 with `first` as the first signal, if not begun yet; takes
+    /// the escalation's hold on the child. Returns when to step next, or
+    /// `None` if nothing began.
+    pub(crate) fn begin(&self, first: Signal) -> Option<Instant> {
+        let mut phase = self.phase();
+        if *phase != Phase::Idle || !self.child.hold(Hold::Escalation) {
+            return None;
+        }
+        let now = Instant::now();
+        begin(self, &mut phase, self.cancel_timeout, now, first);
+        Some(now + self.cancel_timeout)
+    }
+
+    /// Moves the escalation on; when it ends, releases its hold (which
+    /// may reap the child).
+    pub(crate) fn step(&self, groups: &mut Groups) -> Next {
+        let mut phase = self.phase();
+        let was_running = !matches!(*phase, Phase::Idle | Phase::Done);
+        let next = step(
+            self,
+            &mut phase,
+            self.cancel_timeout,
+            Instant::now(),
+            groups,
+        );
+        drop(phase);
+        if was_running && !matches!(next, Next::Wait(_)) {
+            // May reap the child: the caller then takes it out of the
+            // shutdown registry.
+            self.child.release(Hold::Escalation);
+        }
+        next
+    }
+
+    /// The task ended: it no longer needs the child's numbers (this may
+    /// reap the child: the caller then takes it out of the shutdown
+    /// registry). Returns
+    /// whether an escalation is under way, which may end early now if the
+    /// group is empty: the caller has the supervisor look, in a batch (a
+    /// look is a read of /proc, too slow to make once per task when
+    /// thousands are cancelled at once).
+    pub(crate) fn task_ended(&self) -> bool {
+        self.finished.store(true, Ordering::SeqCst);
+        self.child.release(Hold::Task);
+        self.escalating()
+    }
+
+    /// For a teardown, when nobody will end the task any more: it counts
+    /// as ended, and its escalation begins now with SIGTERM, or goes on
+    /// from where it is.
+    pub(crate) fn end_for_shutdown(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.begin(Signal::SIGTERM);
+        self.child.release(Hold::Task);
+    }
+
+    /// Whether an escalation has begun and not ended.
+    pub(crate) fn escalating(&self) -> bool {
+        !matches!(*self.phase(), Phase::Idle | Phase::Done)
+    }
+}
+
+impl Kill for Tracked {
+    fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
+        self.child.signal(signal)
+    }
+
+    fn leader_exited(&self) -> bool {
+        // A lost status (someone else reaped it) counts as an exit.
+        !matches!(self.child.poll_exit(), Ok(None))
+    }
+
+    fn group_alive(&self, groups: &mut Groups) -> bool {
+        self.child.group_has_live_member(groups)
+    }
+
+    fn task_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.child.leads_group() {
+            "process group"
+        } else {
+            "pid"
+        };
+        format!("{} ({what} {})", self.name, self.child.pid())
+    }
+
+    fn survivors(&self) -> String {
+        let mut alive: Vec<String> = Vec::new();
+        if !self.child.has_exited() {
+            alive.push(format!("the child itself, pid {}", self.child.pid()));
+        }
+        let members: Vec<u32> = self
+            .child
+            .live_group_members()
+            .into_iter()
+            .filter(|&pid| pid != self.child.pid())
+            .collect();
+        if !members.is_empty() {
+            alive.push(format!("group members {members:?}"));
+        }
+        let holders = crate::sys::proc::holders(&self.outputs);
+        if !holders.is_empty() {
+            alive.push(format!("holding its output open: pids {holders:?}"));
+        }
+        if alive.is_empty() {
+            "nothing found".to_owned()
+        } else {
+            alive.join("; ")
+        }
+    }
+}
