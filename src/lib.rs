@@ -91,6 +91,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.4+) and Linux ptys");
 
+mod background;
 mod consumers;
 mod error;
 mod escalation;
@@ -102,6 +103,7 @@ mod pipeline;
 mod popen;
 mod process;
 mod returncode;
+mod run;
 mod shutdown;
 mod signal;
 mod spawn;
@@ -130,6 +132,7 @@ pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, Pipeline
 pub use popen::Popen;
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
+pub use run::{CompletedProcess, RunError};
 pub use signal::Signal;
 pub use spawn::{InputFrom, OutputTo};
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};

@@ -66,6 +66,19 @@ pub struct Line {
     _credit: Option<Credit>,
 }
 
+impl Line {
+    /// A line, as a [`LineFramer`] sends it (holding no reader's credit);
+    /// for tests of code that handles one.
+    pub fn new(stream: OutputStream, data: impl Into<Bytes>, kind: LineKind) -> Line {
+        Line {
+            stream,
+            data: data.into(),
+            kind,
+            _credit: None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Partial {
     buf: BytesMut,

@@ -118,8 +118,24 @@ pub struct Exited {
     pub output_complete: bool,
 }
 
+impl Started {
+    /// The event, as a task sends it; for tests of code that handles one.
+    pub fn new(pid: Option<u32>) -> Started {
+        Started { pid }
+    }
+}
+
 impl Exited {
-    pub(crate) fn new(pid: Option<u32>, returncode: ReturnCode, output_complete: bool) -> Exited {
+    /// The event, as a task sends it; for tests of code that handles one
+    /// (the struct is `#[non_exhaustive]`, so that fields can be added).
+    ///
+    /// ```
+    /// use actix_popen::{Exited, ReturnCode};
+    ///
+    /// let exited = Exited::new(Some(42), ReturnCode::from_raw(3), true);
+    /// assert_eq!(exited.returncode.code(), 3);
+    /// ```
+    pub fn new(pid: Option<u32>, returncode: ReturnCode, output_complete: bool) -> Exited {
         Exited {
             pid,
             returncode,
@@ -217,6 +233,14 @@ pub struct SendSignal(pub Signal);
 /// Request: the return code, once it is known (portage's `async_wait()`).
 ///
 /// Replies at once if the task has ended.
+///
+/// Unlike tokio's `Child::wait`, it does not close a piped stdin first:
+/// the stdin is the task's, fed by messages from any number of senders
+/// ([`WriteStdin`], upstream stages), and waiting is not a reason to cut
+/// them off. Send [`CloseStdin`] when the input is done (or drop every
+/// handle: the stdin then closes by itself), or use
+/// [`Popen::output`](crate::Popen::output), whose stdin is `/dev/null` or
+/// given bytes.
 ///
 /// # Errors
 /// [`WaitError::ActorGone`] if the actor stopped first (its arbiter was
@@ -321,6 +345,13 @@ pub struct ReaderFinished {
     /// `true` if every input reached EOF, `false` if reading was stopped
     /// first.
     pub complete: bool,
+}
+
+impl ReaderFinished {
+    /// The event, as a reader sends it; for tests of code that handles one.
+    pub fn new(complete: bool) -> ReaderFinished {
+        ReaderFinished { complete }
+    }
 }
 
 /// Request: stop a [`PipeReader`](crate::PipeReader) now and close its

@@ -4,18 +4,20 @@
 //! hands a `TaskSpec` to the task actor (see `process/mod.rs`).
 
 use std::ffi::{OsStr, OsString};
+use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use actix::Recipient;
+use bytes::Bytes;
 
 use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::process::{PopenProcess, ProcessHandle, TaskSpec};
 use crate::spawn::{InputFrom, OutputTo, SpawnSpec};
 use crate::supervisor::{Enqueue, ProcessSupervisor};
-use crate::SpawnError;
+use crate::{CompletedProcess, ReturnCode, RunError, SpawnError};
 
 /// A description of a child process to run as a [`PopenProcess`] actor.
 ///
@@ -64,6 +66,7 @@ impl Popen {
                 eof_listeners: Vec::new(),
                 start_listeners: Vec::new(),
                 exit_listeners: Vec::new(),
+                input: None,
             },
         }
     }
@@ -122,19 +125,19 @@ impl Popen {
 
     /// Where the child's stdin comes from.
     pub fn stdin(mut self, input: InputFrom) -> Popen {
-        self.spec.command.stdin = input;
+        self.spec.command.stdio.stdin = Some(input);
         self
     }
 
     /// Where the child's stdout goes.
     pub fn stdout(mut self, output: OutputTo) -> Popen {
-        self.spec.command.stdout = output;
+        self.spec.command.stdio.stdout = Some(output);
         self
     }
 
     /// Where the child's stderr goes.
     pub fn stderr(mut self, output: OutputTo) -> Popen {
-        self.spec.command.stderr = output;
+        self.spec.command.stdio.stderr = Some(output);
         self
     }
 
@@ -142,6 +145,22 @@ impl Popen {
     /// `.stdout(OutputTo::Pty).stderr(OutputTo::Pty)`.
     pub fn pty(self) -> Popen {
         self.stdout(OutputTo::Pty).stderr(OutputTo::Pty)
+    }
+
+    /// Writes `data` to the child's stdin, then closes it, so that the
+    /// child reads `data` then EOF (Python's `input=`). The stdin becomes a
+    /// pipe ([`InputFrom::Pipe`]); more can still be written with
+    /// [`WriteStdin`](crate::WriteStdin) until the close, which comes
+    /// after `data`. A child that exits without reading it all gets no
+    /// more; nothing is reported.
+    ///
+    /// # Errors
+    /// The start refuses a `Popen` whose stdin was then set to something
+    /// other than a pipe, with [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig).
+    pub fn input(mut self, data: impl Into<Bytes>) -> Popen {
+        self.spec.command.stdio.stdin = Some(InputFrom::Pipe);
+        self.spec.input = Some(data.into());
+        self
     }
 
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
@@ -289,6 +308,83 @@ impl Popen {
     /// arbiter runs on this thread. Nothing is left running.
     pub fn start(self) -> Result<ProcessHandle, SpawnError> {
         PopenProcess::spawn_and_start(self.spec)
+    }
+
+    /// Runs the task to its end and returns its return code and all of its
+    /// output (std's and tokio's `Command::output`, Python's
+    /// `subprocess.run(capture_output=True)`).
+    ///
+    /// Unless set: stdout and stderr are piped and kept whole (no limit:
+    /// subscribe a [`Collector::with_limit`](crate::Collector::with_limit)
+    /// and use [`start`](Self::start) to bound them), and stdin is
+    /// `/dev/null` (std's `output()` does the same), so the run cannot wait
+    /// on a child that reads its stdin; [`input`](Self::input) feeds it
+    /// bytes instead. Subscribers and listeners set on the `Popen` hear the
+    /// task as usual.
+    ///
+    /// The future is `Send` and can be awaited anywhere: inside an actix
+    /// System the task runs on the current arbiter, as with
+    /// [`start`](Self::start), and is cancelled if that arbiter stops;
+    /// elsewhere (a plain tokio runtime, `futures::executor::block_on`) it
+    /// runs on a background actix System, one thread for the whole
+    /// process, started the first time it is needed. The child is spawned
+    /// when the future is first polled; dropping the future does not
+    /// cancel it (see [`PopenProcess#lifecycle`](crate::PopenProcess#lifecycle)).
+    ///
+    /// ```
+    /// use actix_popen::Popen;
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), actix_popen::RunError> {
+    /// let done = Popen::new("sh")
+    ///     .args(["-c", "tr a-z A-Z; echo done >&2; exit 3"])
+    ///     .input("hello\n")
+    ///     .output()
+    ///     .await?;
+    /// assert_eq!(done.returncode.code(), 3);
+    /// assert_eq!(&done.stdout[..], b"HELLO\n");
+    /// assert_eq!(&done.stderr[..], b"done\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RunError::Spawn`](crate::RunError::Spawn) as [`start`](Self::start)
+    /// gives it (nothing ran); [`RunError::ActorGone`](crate::RunError::ActorGone)
+    /// if the task's System stopped first.
+    pub fn output(
+        mut self,
+    ) -> impl Future<Output = Result<CompletedProcess, RunError>> + Send + 'static {
+        let stdio = &mut self.spec.command.stdio;
+        *stdio = stdio.or(InputFrom::Null, OutputTo::Pipe, OutputTo::Pipe);
+        crate::run::output(self.spec)
+    }
+
+    /// Runs the task to its end and returns its return code (std's and
+    /// tokio's `Command::status`, Python's `subprocess.call`).
+    ///
+    /// Unless set, stdout and stderr are the host's own (inherited, as
+    /// std's `status()` does), and stdin is `/dev/null` (std would inherit
+    /// it; a run that waits must not wait on a child reading the host's
+    /// stdin). Everything else is as for [`output`](Self::output).
+    ///
+    /// ```
+    /// use actix_popen::Popen;
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), actix_popen::RunError> {
+    /// let code = Popen::new("sh").args(["-c", "exit 7"]).status().await?;
+    /// assert_eq!(code.code(), 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`output`](Self::output).
+    pub fn status(mut self) -> impl Future<Output = Result<ReturnCode, RunError>> + Send + 'static {
+        let stdio = &mut self.spec.command.stdio;
+        *stdio = stdio.or(InputFrom::Null, OutputTo::Inherit, OutputTo::Inherit);
+        crate::run::status(self.spec)
     }
 
     /// Spawns the child now and starts its actor on `arbiter` (another

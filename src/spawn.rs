@@ -66,6 +66,41 @@ pub enum InputFrom {
     Pipe,
 }
 
+/// Where the child's stdin, stdout and stderr go, each `None` until set.
+/// [`Popen::start`](crate::Popen::start) fills the unset ones with
+/// `subprocess.Popen`'s defaults (stdin inherited, stdout and stderr
+/// piped to the task); [`Popen::output`](crate::Popen::output) and
+/// [`Popen::status`](crate::Popen::status) with their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stdio3 {
+    pub(crate) stdin: Option<InputFrom>,
+    pub(crate) stdout: Option<OutputTo>,
+    pub(crate) stderr: Option<OutputTo>,
+}
+
+impl Stdio3 {
+    pub(crate) fn stdin(&self) -> InputFrom {
+        self.stdin.unwrap_or(InputFrom::Inherit)
+    }
+
+    pub(crate) fn stdout(&self) -> OutputTo {
+        self.stdout.unwrap_or(OutputTo::Pipe)
+    }
+
+    pub(crate) fn stderr(&self) -> OutputTo {
+        self.stderr.unwrap_or(OutputTo::Pipe)
+    }
+
+    /// Fills the streams not set with these.
+    pub(crate) fn or(self, stdin: InputFrom, stdout: OutputTo, stderr: OutputTo) -> Stdio3 {
+        Stdio3 {
+            stdin: self.stdin.or(Some(stdin)),
+            stdout: self.stdout.or(Some(stdout)),
+            stderr: self.stderr.or(Some(stderr)),
+        }
+    }
+}
+
 /// What the child is spawned from: the part of a [`Popen`](crate::Popen)
 /// that `std::process::Command` is given.
 #[derive(Debug, Clone)]
@@ -75,9 +110,9 @@ pub(crate) struct SpawnSpec {
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
     pub(crate) env_clear: bool,
     pub(crate) current_dir: Option<PathBuf>,
-    pub(crate) stdin: InputFrom,
-    pub(crate) stdout: OutputTo,
-    pub(crate) stderr: OutputTo,
+    /// `None` until set: each way of running a task has its own default
+    /// (see [`Stdio3`]).
+    pub(crate) stdio: Stdio3,
     pub(crate) process_group: bool,
     pub(crate) close_fds: bool,
     pub(crate) restore_signals: bool,
@@ -91,9 +126,7 @@ impl SpawnSpec {
             env: Vec::new(),
             env_clear: false,
             current_dir: None,
-            stdin: InputFrom::Inherit,
-            stdout: OutputTo::Pipe,
-            stderr: OutputTo::Pipe,
+            stdio: Stdio3::default(),
             process_group: true,
             close_fds: false,
             restore_signals: true,
@@ -107,7 +140,7 @@ impl SpawnSpec {
     /// Why the spawn could not run as described, if it could not: the
     /// reason of a [`SpawnErrorKind::InvalidConfig`].
     pub(crate) fn invalid(&self) -> Option<String> {
-        if self.stdout == OutputTo::MergeIntoStdout {
+        if self.stdio.stdout() == OutputTo::MergeIntoStdout {
             return Some("stdout cannot be merged into itself".to_owned());
         }
         self.exec_strings_error()
@@ -211,7 +244,7 @@ impl SpawnSpec {
             crate::sys::signals::reset_at_exec(&mut command);
         }
         let mut stdin = None;
-        command.stdin(match self.stdin {
+        command.stdin(match self.stdio.stdin() {
             InputFrom::Inherit => Stdio::inherit(),
             InputFrom::Null => Stdio::null(),
             InputFrom::Pipe => {
@@ -235,7 +268,7 @@ impl SpawnSpec {
             pty = Some(slave);
             Ok(copy)
         };
-        let stdout_fd: Option<OwnedFd> = match self.stdout {
+        let stdout_fd: Option<OwnedFd> = match self.stdio.stdout() {
             OutputTo::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
                 reads.push((OutputStream::Stdout, read));
@@ -248,7 +281,7 @@ impl SpawnSpec {
             OutputTo::Null | OutputTo::MergeIntoStdout => None,
         };
         let mut stderr_link = None;
-        let stderr_stdio = match self.stderr {
+        let stderr_stdio = match self.stdio.stderr() {
             OutputTo::Pipe => {
                 let (read, write) = pipe().map_err(io_err)?;
                 reads.push((OutputStream::Stderr, read));

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use futures::channel::oneshot;
 
 pub use handle::ProcessHandle;
@@ -53,6 +54,8 @@ pub(crate) struct TaskSpec {
     pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
+    /// Written to the child's stdin, which is then closed.
+    pub(crate) input: Option<Bytes>,
 }
 
 impl TaskSpec {
@@ -60,11 +63,15 @@ impl TaskSpec {
     /// [`SpawnErrorKind::InvalidConfig`] naming the first setting that cannot
     /// be used.
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        let input_without_pipe = (self.input.is_some()
+            && self.command.stdio.stdin() != InputFrom::Pipe)
+            .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
         let reason = self
             .reader
             .invalid()
             .or_else(|| self.options.invalid())
-            .or_else(|| self.command.invalid());
+            .or_else(|| self.command.invalid())
+            .or(input_without_pipe);
         match reason {
             Some(reason) => Err(SpawnError::new(
                 self.command.program_name(),
@@ -209,12 +216,20 @@ impl PopenProcess {
             eof_listeners,
             start_listeners,
             exit_listeners,
+            input,
         } = spec;
-        let stdin = if command.stdin == InputFrom::Pipe {
+        let mut stdin = if command.stdio.stdin() == InputFrom::Pipe {
             StdinQueue::piped()
         } else {
             StdinQueue::none()
         };
+        if let Some(data) = input {
+            // Queued now, written once the pipe exists; its outcome is the
+            // child's business (a child that exits without reading it all
+            // gets no more).
+            drop(stdin.write(data));
+            stdin.queue_close();
+        }
         let mut actor = PopenProcess {
             name: command.program_name(),
             lifecycle: Lifecycle::Pending {
