@@ -92,6 +92,7 @@
 compile_error!("actix-popen supports Linux only: it relies on pidfds (Linux 5.4+) and Linux ptys");
 
 mod background;
+mod cause;
 mod consumers;
 mod error;
 mod escalation;
@@ -114,6 +115,7 @@ mod sys;
 mod test_support;
 mod tracked;
 
+pub use cause::ExitCause;
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
 pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow};

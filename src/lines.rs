@@ -289,7 +289,12 @@ mod tests {
                 .unwrap();
         }
         framer
-            .send(Exited::new(None, crate::ReturnCode::from_raw(0), true))
+            .send(Exited::new(
+                None,
+                crate::ReturnCode::from_raw(0),
+                crate::ExitCause::Exited,
+                true,
+            ))
             .await
             .unwrap();
         sink.send(Take).await.unwrap()

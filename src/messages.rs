@@ -111,6 +111,9 @@ pub struct Exited {
     /// whose child had not exited; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)).
     pub returncode: ReturnCode,
+    /// Why the task ended: by itself, or by a cancel, the run timeout, the
+    /// drain timeout, a release (see [`ExitCause`](crate::ExitCause)).
+    pub cause: crate::ExitCause,
     /// `false` when reading stopped before EOF (a [`CloseReader`], a
     /// [`CloseStream`], the drain timeout or a release; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)): output written after
@@ -130,15 +133,21 @@ impl Exited {
     /// (the struct is `#[non_exhaustive]`, so that fields can be added).
     ///
     /// ```
-    /// use actix_popen::{Exited, ReturnCode};
+    /// use actix_popen::{ExitCause, Exited, ReturnCode};
     ///
-    /// let exited = Exited::new(Some(42), ReturnCode::from_raw(3), true);
+    /// let exited = Exited::new(Some(42), ReturnCode::from_raw(3), ExitCause::Exited, true);
     /// assert_eq!(exited.returncode.code(), 3);
     /// ```
-    pub fn new(pid: Option<u32>, returncode: ReturnCode, output_complete: bool) -> Exited {
+    pub fn new(
+        pid: Option<u32>,
+        returncode: ReturnCode,
+        cause: crate::ExitCause,
+        output_complete: bool,
+    ) -> Exited {
         Exited {
             pid,
             returncode,
+            cause,
             output_complete,
         }
     }

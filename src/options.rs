@@ -93,6 +93,8 @@ pub(crate) struct TaskOptions {
     /// The longest wait for EOF after the child exited; `None` for no
     /// bound.
     pub(crate) drain_timeout: Option<Duration>,
+    /// The longest run, from the spawn; `None` for no bound.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Default for TaskOptions {
@@ -100,6 +102,7 @@ impl Default for TaskOptions {
         TaskOptions {
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             drain_timeout: None,
+            timeout: None,
         }
     }
 }
@@ -116,9 +119,14 @@ impl TaskOptions {
                 )
             })
         };
-        too_long("cancel_timeout", self.cancel_timeout).or_else(|| {
-            self.drain_timeout
-                .and_then(|timeout| too_long("drain_timeout", timeout))
-        })
+        too_long("cancel_timeout", self.cancel_timeout)
+            .or_else(|| {
+                self.drain_timeout
+                    .and_then(|timeout| too_long("drain_timeout", timeout))
+            })
+            .or_else(|| {
+                self.timeout
+                    .and_then(|timeout| too_long("timeout", timeout))
+            })
     }
 }

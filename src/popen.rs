@@ -206,6 +206,38 @@ impl Popen {
         self
     }
 
+    /// Bounds the task's run: `timeout` after the child was spawned (not
+    /// counting a wait in the job pool), a task still running is cancelled
+    /// as by [`Cancel`](crate::Cancel) (SIGTERM and SIGCONT to its group,
+    /// SIGKILL after the cancel timeout), and ends with
+    /// [`ExitCause::TimedOut`](crate::ExitCause::TimedOut) (Python's
+    /// `subprocess.run(timeout=)`, Go's `exec.CommandContext` with a
+    /// deadline; coreutils `timeout(1)`). A task whose child exited but
+    /// whose output is still open when the timeout passes is cancelled too,
+    /// so that its group is signalled. At most
+    /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_popen::{ExitCause, Popen};
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), actix_popen::RunError> {
+    /// let done = Popen::new("sleep")
+    ///     .arg("60")
+    ///     .timeout(Duration::from_millis(100))
+    ///     .output()
+    ///     .await?;
+    /// assert_eq!(done.cause, ExitCause::TimedOut);
+    /// assert_eq!(done.returncode.signal(), Some(15));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Popen {
+        self.spec.options.timeout = Some(timeout);
+        self
+    }
+
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning, there at least 0.5 s (portage's
     /// `_cancel_timeout`, 1 s by default). At most

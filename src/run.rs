@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::consumers::Collector;
 use crate::messages::{AsyncWait, TakeValue};
 use crate::process::{PopenProcess, ProcessHandle, TaskSpec};
-use crate::{CollectorOverflow, ReturnCode, SpawnError, SpawnErrorKind};
+use crate::{CollectorOverflow, ExitCause, ReturnCode, SpawnError, SpawnErrorKind};
 
 /// What [`Popen::output`](crate::Popen::output) gives: how the task ended,
 /// and everything its stdout and stderr carried (Python's
@@ -17,8 +17,10 @@ use crate::{CollectorOverflow, ReturnCode, SpawnError, SpawnErrorKind};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompletedProcess {
-    /// How the task ended.
+    /// How the task's child ended.
     pub returncode: ReturnCode,
+    /// Why the task ended: by itself, or by its timeout, a cancel, …
+    pub cause: ExitCause,
     /// Everything the child wrote to its stdout (and its stderr, when
     /// merged into it).
     pub stdout: Bytes,
@@ -29,9 +31,15 @@ pub struct CompletedProcess {
 
 impl CompletedProcess {
     /// A completed process, for tests of code that handles one.
-    pub fn new(returncode: ReturnCode, stdout: impl Into<Bytes>, stderr: impl Into<Bytes>) -> Self {
+    pub fn new(
+        returncode: ReturnCode,
+        cause: ExitCause,
+        stdout: impl Into<Bytes>,
+        stderr: impl Into<Bytes>,
+    ) -> Self {
         CompletedProcess {
             returncode,
+            cause,
             stdout: stdout.into(),
             stderr: stderr.into(),
         }
@@ -118,6 +126,8 @@ pub(crate) async fn output(spec: TaskSpec) -> Result<CompletedProcess, RunError>
     };
     Ok(CompletedProcess {
         returncode,
+        // Set with the return code, which the wait saw.
+        cause: handle.cause().unwrap_or(ExitCause::Exited),
         stdout: collected.stdout,
         stderr: collected.stderr,
     })

@@ -100,6 +100,11 @@ fn drain_timeout_ends_the_task_while_a_grandchild_holds_stdout() {
             "Exited after {elapsed:?}, before the drain timeout"
         );
         assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert_eq!(exited.cause, actix_popen::ExitCause::DrainTimedOut);
+        assert_eq!(
+            task.handle.cause(),
+            Some(actix_popen::ExitCause::DrainTimedOut)
+        );
         assert!(
             !exited.output_complete,
             "the output was held open, yet complete"

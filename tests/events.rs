@@ -7,8 +7,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use actix_popen::{
-    Chunk, CompletedProcess, Exited, Line, LineKind, OutputStream, ReaderFinished, ReturnCode,
-    Started,
+    Chunk, CompletedProcess, ExitCause, Exited, Line, LineKind, OutputStream, ReaderFinished,
+    ReturnCode, Started,
 };
 
 /// A user's actor: counts what it is told.
@@ -83,7 +83,12 @@ fn a_users_handlers_can_be_fed_events_built_by_hand() {
         tally.do_send(Chunk::new(OutputStream::Stdout, "abc"));
         tally.do_send(Line::new(OutputStream::Stderr, "oops", LineKind::Complete));
         tally.do_send(ReaderFinished::new(false));
-        tally.do_send(Exited::new(Some(42), ReturnCode::from_raw(-15), false));
+        tally.do_send(Exited::new(
+            Some(42),
+            ReturnCode::from_raw(-15),
+            ExitCause::Cancelled,
+            false,
+        ));
         let report = common::within("the report", tally.send(Report))
             .await
             .expect("the actor");
@@ -91,7 +96,7 @@ fn a_users_handlers_can_be_fed_events_built_by_hand() {
             report,
             "[Some(42)] [(Some(42), -15, false)] 3 [(Stderr, b\"oops\", Complete)] [false]"
         );
-        let done = CompletedProcess::new(ReturnCode::from_raw(0), "out", "");
+        let done = CompletedProcess::new(ReturnCode::from_raw(0), ExitCause::Exited, "out", "");
         assert!(done.returncode.success());
         assert_eq!(&done.stdout[..], b"out");
     });

@@ -95,6 +95,7 @@ fn the_orphan_warning_names_the_process_holding_the_output() {
             start_with_holder(|p| p.cancel_timeout(Duration::from_millis(100))).await;
         handle.do_send(Cancel);
         wait(&handle, SOON).await;
+        assert_eq!(handle.cause(), Some(actix_popen::ExitCause::Released));
         assert_warned_and_kill(holder, "orphan").await;
     });
 }

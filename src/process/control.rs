@@ -14,7 +14,7 @@ use crate::messages::{
 };
 use crate::supervisor::{Escalate, ProcessSupervisor, Release};
 use crate::sys::child::Delivery;
-use crate::{ReturnCode, Signal, SignalError, SpawnError, SpawnErrorKind, WaitError};
+use crate::{ExitCause, ReturnCode, Signal, SignalError, SpawnError, SpawnErrorKind, WaitError};
 
 impl Handler<Start> for PopenProcess {
     type Result = Result<u32, SpawnError>;
@@ -40,7 +40,8 @@ impl Handler<Start> for PopenProcess {
             Err(err) => {
                 // The task ends as a shell would report it.
                 self.shared.lock().spawn_error = Some(err.clone());
-                self.finish(ReturnCode::from_raw(i32::from(err.shell_status())), true);
+                let code = ReturnCode::from_raw(i32::from(err.shell_status()));
+                self.finish(code, true, ExitCause::SpawnFailed);
                 Err(err)
             }
         }
@@ -51,7 +52,7 @@ impl Handler<Cancel> for PopenProcess {
     type Result = ();
 
     fn handle(&mut self, _msg: Cancel, ctx: &mut Context<Self>) {
-        self.cancel(Signal::SIGTERM, ctx);
+        self.cancel(Signal::SIGTERM, ExitCause::Cancelled, ctx);
     }
 }
 
@@ -59,22 +60,23 @@ impl Handler<CancelWith> for PopenProcess {
     type Result = ();
 
     fn handle(&mut self, CancelWith(signal): CancelWith, ctx: &mut Context<Self>) {
-        self.cancel(signal, ctx);
+        self.cancel(signal, ExitCause::Cancelled, ctx);
     }
 }
 
 impl PopenProcess {
-    /// Cancels the task: hands its child to the supervisor's escalation
-    /// with `first` as the first signal, or ends a task whose child never
-    /// ran with [`ReturnCode::CANCELLED`].
-    fn cancel(&mut self, first: Signal, ctx: &mut Context<Self>) {
+    /// Cancels the task (`why`: a cancel or the run timeout): hands its
+    /// child to the supervisor's escalation with `first` as the first
+    /// signal, or ends a task whose child never ran with
+    /// [`ReturnCode::CANCELLED`].
+    pub(super) fn cancel(&mut self, first: Signal, why: ExitCause, ctx: &mut Context<Self>) {
         match &mut self.lifecycle {
             Lifecycle::Ended { .. } => {}
             Lifecycle::Running(running) => {
                 if running.cancel != CancelState::None {
                     return;
                 }
-                running.cancel = CancelState::Escalating;
+                running.cancel = CancelState::Escalating(why);
                 let Some(tracked) = &self.tracked else {
                     return;
                 };
@@ -91,7 +93,7 @@ impl PopenProcess {
             }
             // Cancelled before the child ever ran (portage's
             // `_was_cancelled`): start listeners still hear of it.
-            Lifecycle::Pending { .. } => self.finish(ReturnCode::CANCELLED, true),
+            Lifecycle::Pending { .. } => self.finish(ReturnCode::CANCELLED, true, why),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::PopenProcess;
 use crate::messages::{AsyncWait, Start};
 use crate::supervisor::Job;
 use crate::sys::child::Child;
-use crate::{ReturnCode, SpawnError, SpawnErrorKind, WaitError};
+use crate::{ExitCause, ReturnCode, SpawnError, SpawnErrorKind, WaitError};
 
 /// What the actor shares with its [`ProcessHandle`]s and the supervisor.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(super) struct SharedState {
     returncode: Option<ReturnCode>,
+    cause: Option<ExitCause>,
     actor_gone: bool,
     /// Why a deferred start ([`Start`], the job pool) failed.
     pub(super) spawn_error: Option<SpawnError>,
@@ -52,8 +53,11 @@ impl Shared {
         self.lock().returncode
     }
 
-    pub(super) fn set_returncode(&self, code: ReturnCode) {
-        self.lock().returncode = Some(code);
+    pub(super) fn set_returncode(&self, code: ReturnCode, cause: ExitCause) {
+        let mut state = self.lock();
+        state.returncode = Some(code);
+        state.cause = Some(cause);
+        drop(state);
         self.changed.notify_all();
     }
 
@@ -101,6 +105,11 @@ impl ProcessHandle {
     pub fn pid(&self) -> Option<u32> {
         let child = self.shared.child.get()?;
         (self.shared.returncode().is_none() && !child.is_reaped()).then(|| child.pid())
+    }
+
+    /// Why the task ended, once it has (see [`ExitCause`]); `None` before.
+    pub fn cause(&self) -> Option<ExitCause> {
+        self.shared.lock().cause
     }
 
     /// Why the task's child could not be spawned, when its start was

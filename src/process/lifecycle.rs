@@ -10,7 +10,7 @@ use actix::Addr;
 use crate::messages::OutputStream;
 use crate::pipe_reader::PipeReader;
 use crate::spawn::SpawnSpec;
-use crate::{ReturnCode, Signal};
+use crate::{ExitCause, ReturnCode, Signal};
 
 /// Where a task is in its life.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub(crate) struct Running {
     /// The child's exit status, once seen (the child is not reaped yet).
     pub(crate) status: Option<ReturnCode>,
     pub(crate) cancel: CancelState,
+    /// The drain timeout closed the output.
+    pub(crate) drain_closed: bool,
 }
 
 /// The child's output, as the task reads it.
@@ -60,8 +62,10 @@ pub(crate) enum Output {
 pub(crate) enum CancelState {
     /// Never cancelled.
     None,
-    /// Handed to the supervisor's escalation.
-    Escalating,
+    /// Handed to the supervisor's escalation, because of a cancel
+    /// ([`ExitCause::Cancelled`]) or the run timeout
+    /// ([`ExitCause::TimedOut`]).
+    Escalating(ExitCause),
     /// The escalation gave up (the orphan warning was logged): the task
     /// ends as soon as its reader stops, whether or not the child exited.
     Released,
@@ -75,6 +79,7 @@ impl Running {
             stdin,
             status: None,
             cancel: CancelState::None,
+            drain_closed: false,
         }
     }
 
@@ -86,19 +91,26 @@ impl Running {
         }
     }
 
-    /// The return code the task ends with, once its output is done: the
+    /// The return code the task ends with, once its output is done, with
+    /// whether the output was read to its end and why the task ended: the
     /// child's status, or, for a released task whose child has not exited,
     /// SIGKILL's (it was sent SIGKILL, and is reaped whenever it exits).
-    pub(crate) fn ending(&self) -> Option<(ReturnCode, bool)> {
+    pub(crate) fn ending(&self) -> Option<(ReturnCode, bool, ExitCause)> {
         let Output::Done { complete } = self.output else {
             return None;
         };
-        match (self.status, self.cancel) {
-            (Some(code), _) => Some((code, complete)),
-            (None, CancelState::Released) => {
-                Some((ReturnCode::from_raw(-Signal::SIGKILL.as_raw()), complete))
-            }
-            (None, _) => None,
-        }
+        let code = match (self.status, self.cancel) {
+            (Some(code), _) => code,
+            (None, CancelState::Released) => ReturnCode::from_raw(-Signal::SIGKILL.as_raw()),
+            (None, _) => return None,
+        };
+        let cause = match self.cancel {
+            CancelState::Released => ExitCause::Released,
+            CancelState::Escalating(why) => why,
+            CancelState::None if self.drain_closed => ExitCause::DrainTimedOut,
+            CancelState::None if code.signal().is_some() => ExitCause::Signaled,
+            CancelState::None => ExitCause::Exited,
+        };
+        Some((code, complete, cause))
     }
 }

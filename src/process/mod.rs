@@ -37,7 +37,7 @@ use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
 use crate::tracked::Tracked;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Start};
-use crate::{ReturnCode, SpawnError, SpawnErrorKind};
+use crate::{ExitCause, ReturnCode, Signal, SpawnError, SpawnErrorKind};
 use handle::Shared;
 use lifecycle::{Lifecycle, Output, Running};
 use listeners::Listeners;
@@ -152,16 +152,21 @@ struct Wiring {
 ///      refused to watch is never read, and counts as closed first too.
 ///
 ///    [`Cancel`] hands the child to the supervisor's escalation
-///    ([`Cancel`] says which process gets which signal, and when). If
+///    ([`Cancel`] says which process gets which signal, and when); so does
+///    the run timeout ([`Popen::timeout`](crate::Popen::timeout)), counted
+///    from the spawn, if the task is still running when it passes. If
 ///    the escalation gives up (the orphan warning: the group or the output
 ///    outlived SIGKILL and another cancel timeout, at least 0.5 s), the
 ///    task is **released**: its output, if still open, is closed and it
 ///    ends without waiting any longer; if its child has not exited, with
 ///    SIGKILL's return code (-9), and the child is reaped whenever it
 ///    exits.
-/// 3. **Ended**: the return code is set; the exit listeners get
-///    [`Exited`], after the last chunk (the reader is done before), and
-///    every [`AsyncWait`] resolves. The child is reaped then, or, if a
+/// 3. **Ended**: the return code and the cause
+///    ([`ExitCause`](crate::ExitCause): by itself, a signal from outside, a
+///    cancel, the run timeout, a failed spawn, the drain timeout, a
+///    release) are set; the exit listeners get [`Exited`], after the last
+///    chunk (the reader is done before), and every [`AsyncWait`]
+///    resolves. The child is reaped then, or, if a
 ///    cancel escalation is still dealing with its group, when that ends.
 ///
 /// The actor does not stop while its child runs, even if every address is
@@ -395,6 +400,15 @@ impl PopenProcess {
             running.output = output;
         }
 
+        if let Some(timeout) = self.options.timeout {
+            // Counted from the real start (a queued task's wait in the job
+            // pool does not count), as Python's `subprocess.run(timeout=)`.
+            ctx.run_later(timeout, |act, ctx| {
+                log::debug!("{}: run timeout; cancelling", act.name);
+                act.cancel(Signal::SIGTERM, ExitCause::TimedOut, ctx);
+            });
+        }
+
         // The status is read, not reaped: see sys/child.rs.
         ctx.spawn(
             child
@@ -509,6 +523,9 @@ impl PopenProcess {
                  closing it: those processes are left running",
                 self.name
             );
+            if let Some(running) = self.running() {
+                running.drain_closed = true;
+            }
             reader.do_send(CloseReader);
             return;
         };
@@ -532,13 +549,13 @@ impl PopenProcess {
             Lifecycle::Running(running) => running.ending(),
             _ => None,
         };
-        if let Some((code, output_complete)) = ending {
-            self.finish(code, output_complete);
+        if let Some((code, output_complete, cause)) = ending {
+            self.finish(code, output_complete, cause);
         }
     }
 
     /// Ends the task (portage's `_unregister` then `_async_wait`).
-    fn finish(&mut self, code: ReturnCode, output_complete: bool) {
+    fn finish(&mut self, code: ReturnCode, output_complete: bool, cause: ExitCause) {
         self.lifecycle = Lifecycle::Ended { code };
         if !self.fed {
             self.stdin.close();
@@ -550,12 +567,13 @@ impl PopenProcess {
                 ProcessSupervisor::get().do_send(Settle(tracked.clone()));
             }
         }
-        self.shared.set_returncode(code);
+        self.shared.set_returncode(code, cause);
         // A task that ends without its child ever running (a cancel before
         // the start, a failed spawn) still tells its start listeners.
         self.started.notify(Started { pid: None });
         let pid = self.tracked.as_ref().map(|t| t.child.pid());
-        self.exited.notify(Exited::new(pid, code, output_complete));
+        self.exited
+            .notify(Exited::new(pid, code, cause, output_complete));
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(code);
         }
