@@ -16,10 +16,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 
 use crate::sys::child::Delivery;
 use crate::sys::proc::Groups;
+use crate::Signal;
 
 /// What the escalation needs of a task. A trait so that the state machine
 /// is tested with a mock (a child whose uid changed, one that never dies).

@@ -135,7 +135,7 @@ pub use popen::Popen;
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
 pub use run::{CompletedProcess, RunError};
-pub use signal::Signal;
+pub use signal::{Signal, SignalTarget};
 pub use spawn::{InputFrom, OutputTo};
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
 

@@ -218,26 +218,71 @@ pub struct Cancel;
 #[rtype(result = "()")]
 pub struct CancelWith(pub Signal);
 
-/// Request: send a signal to the task's child, now, and nothing more: no
-/// escalation follows, and the task goes on (Go's `Process.Signal`,
-/// Python's `Popen.send_signal`).
+/// Request: send a signal to the task's child or its process group, now,
+/// and nothing more: no escalation follows, and the task goes on (Go's
+/// `Process.Signal`, Python's `Popen.send_signal` and `os.killpg`).
 ///
-/// The signal goes where a cancel's would: to the child's process group
-/// (the default), or to the child alone under
-/// [`Popen::process_group(false)`](crate::Popen::process_group). It is
-/// sent only while the child is our unreaped child (its group id cannot
-/// have been reused, see [`Cancel`]): SIGSTOP stops every process of the
-/// group, SIGCONT wakes them, SIGHUP asks many daemons to reload.
+/// [`SendSignal::to_group`] (or `SendSignal::new`) sends it where a
+/// cancel's would: to the child's process group, or to the child alone
+/// under [`Popen::process_group(false)`](crate::Popen::process_group);
+/// [`SendSignal::to_child`] to the child alone. Any signal, real-time ones
+/// included: SIGHUP to reload, SIGINT, SIGUSR1, SIGKILL at once, SIGSTOP
+/// to stop the group and SIGCONT to continue it. It is sent only while
+/// the child is our unreaped child (its group id cannot have been reused,
+/// see [`Cancel`]).
+///
+/// ```
+/// use actix_popen::{AsyncWait, ExitCause, Popen, SendSignal, Signal};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let task = Popen::new("sleep").arg("60").start()?;
+/// task.send(SendSignal::to_group(Signal::SIGSTOP)).await??;
+/// task.send(SendSignal::to_group(Signal::SIGCONT)).await??;
+/// task.send(SendSignal::to_child(Signal::SIGKILL)).await??;
+/// assert_eq!(task.send(AsyncWait).await??.signal(), Some(9));
+/// assert_eq!(task.cause(), Some(ExitCause::Signaled));
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
-/// [`SignalError::NotRunning`] if the task has not started, has ended,
+/// [`SignalError::NotRunning`] if the task has not started or has ended,
 /// its child was reaped, or nobody was left to get the signal (ESRCH, or
-/// the child alone under `process_group(false)` has exited);
-/// [`SignalError::Refused`] with the OS error if the kernel refused
-/// (EPERM).
-#[derive(Debug, Clone, Copy, Message)]
+/// the child alone has exited); [`SignalError::Refused`] with the OS error
+/// if the kernel refused (EPERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "Result<(), SignalError>")]
-pub struct SendSignal(pub Signal);
+pub struct SendSignal {
+    /// The signal.
+    pub signal: Signal,
+    /// Where it goes.
+    pub to: crate::SignalTarget,
+}
+
+impl SendSignal {
+    /// `signal` to the child's process group (the child alone if it leads
+    /// none).
+    pub fn to_group(signal: Signal) -> SendSignal {
+        SendSignal {
+            signal,
+            to: crate::SignalTarget::Group,
+        }
+    }
+
+    /// `signal` to the child alone.
+    pub fn to_child(signal: Signal) -> SendSignal {
+        SendSignal {
+            signal,
+            to: crate::SignalTarget::Child,
+        }
+    }
+
+    /// As [`to_group`](Self::to_group): where a cancel's signals go.
+    pub fn new(signal: Signal) -> SendSignal {
+        SendSignal::to_group(signal)
+    }
+}
 
 /// Request: the return code, once it is known (portage's `async_wait()`).
 ///

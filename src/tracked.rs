@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::escalation::{begin, step, Kill, Next, Phase};
 use crate::sys::child::{Child, Delivery, Hold};
 use crate::sys::proc::Groups;
+use crate::{Signal, SignalTarget};
 
 /// Where a task runs: its actor's arbiter thread and its actix System.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +145,7 @@ impl Tracked {
 
 impl Kill for Tracked {
     fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
-        self.child.signal(signal)
+        self.child.signal(signal, SignalTarget::Group)
     }
 
     fn leader_exited(&self) -> bool {

@@ -465,7 +465,9 @@ fn a_cancel_signals_at_once_even_when_the_systems_arbiter_is_blocked() {
     let task = handle.clone();
     let watchdog = std::thread::spawn(move || {
         if finished.recv_timeout(SOON).is_err() {
-            task.do_send(actix_popen::SendSignal(actix_popen::Signal::SIGKILL));
+            task.do_send(actix_popen::SendSignal::to_group(
+                actix_popen::Signal::SIGKILL,
+            ));
         }
     });
     handle.do_send(Cancel);

@@ -297,7 +297,7 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
                 }
                 Received::Cancelling(signal) | Received::PassedOn(signal) => {
                     log::debug!("popen got {signal}: passing it on");
-                    let _ = addr.send(SendSignal(signal)).await;
+                    let _ = addr.send(SendSignal::to_group(signal)).await;
                     // Ctrl-Z in popen's pipeline job once the child has
                     // exited (its output still being written): no child
                     // stops to stop popen, so popen stops by itself.
@@ -318,7 +318,7 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
                     let stop = terminal::stopped(pid);
                     if let Some(stop) = stop.filter(|&stop| terminal.can_lend_for(stop)) {
                         log::debug!("the child stopped ({stop}) for the terminal: lent");
-                        let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
+                        let _ = addr.send(SendSignal::to_group(Signal::SIGCONT)).await;
                     } else if let Some(stop) = stop {
                         // What the child wrote before it stopped is in the
                         // pipe: let the reader and the sinks have their turn
@@ -338,7 +338,7 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
             Some(()) = continued.recv() => {
                 if let Some(terminal) = &terminal {
                     terminal.lend();
-                    let _ = addr.send(SendSignal(Signal::SIGCONT)).await;
+                    let _ = addr.send(SendSignal::to_group(Signal::SIGCONT)).await;
                 }
             }
         }

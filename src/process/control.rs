@@ -83,7 +83,7 @@ impl PopenProcess {
                 // The first signals go now, from here: they do not wait
                 // for the supervisor, whose arbiter (the System's) may be
                 // busy or blocked. It drives the steps that follow.
-                if let Some(due) = tracked.begin(first.to_nix()) {
+                if let Some(due) = tracked.begin(first) {
                     ProcessSupervisor::get().do_send(Escalate {
                         task: Arc::clone(tracked),
                         release: ctx.address().recipient(),
@@ -120,13 +120,17 @@ impl Handler<SendSignal> for PopenProcess {
 
     /// Sends the signal through the child's own check: nothing goes out
     /// once the child was reaped (see `sys/child.rs`).
-    fn handle(&mut self, SendSignal(signal): SendSignal, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        SendSignal { signal, to }: SendSignal,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
         let child = match (&self.tracked, &self.lifecycle) {
             (Some(tracked), Lifecycle::Running(_)) => &tracked.child,
             _ => return Err(SignalError::NotRunning),
         };
-        log::debug!("{signal} to {} (pid {})", self.name, child.pid());
-        match child.signal(signal.to_nix()) {
+        log::debug!("{signal} to {} (pid {}, {to:?})", self.name, child.pid());
+        match child.signal(signal, to) {
             Ok(Delivery::Sent) => Ok(()),
             Ok(Delivery::Gone) => Err(SignalError::NotRunning),
             Err(source) => Err(SignalError::Refused { signal, source }),

@@ -52,7 +52,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
+
+use crate::SignalTarget;
 use nix::unistd::Pid;
 use tokio::io::Interest;
 
@@ -308,8 +310,8 @@ impl Child {
         inner.pidfd = None;
     }
 
-    /// Sends `signal` to the child's process group (group mode) or to the
-    /// child, but only while the child is unreaped (see the module docs):
+    /// Sends `signal` to the child's process group (`to` the group, and the
+    /// child leads one) or to the child alone, but only while the child is unreaped (see the module docs):
     /// after the reap nothing is sent and the answer is
     /// [`Delivery::Gone`]. A child that is not a group leader and has
     /// exited is gone too: only its zombie is left.
@@ -317,15 +319,15 @@ impl Child {
     /// # Errors
     /// The kernel refused (EPERM: the child changed its uid, or a hardened
     /// kernel). ESRCH is [`Delivery::Gone`], not an error.
-    pub(crate) fn signal(&self, signal: Signal) -> io::Result<Delivery> {
+    pub(crate) fn signal(&self, signal: crate::Signal, to: SignalTarget) -> io::Result<Delivery> {
+        let number = signal.as_raw();
         let inner = self.lock();
-        let result = match (inner.status, self.group, &inner.pidfd) {
+        let group = self.group && to == SignalTarget::Group;
+        let result = match (inner.status, group, &inner.pidfd) {
             (Status::Reaped(_), _, _) => return Ok(Delivery::Gone),
-            (_, true, _) => killpg(Pid::from_raw(self.pid as i32), signal),
-            (Status::Running, false, Some(pidfd)) => pidfd_send_signal(pidfd.as_raw_fd(), signal),
-            (Status::Running, false, None) => {
-                nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal)
-            }
+            (_, true, _) => kill(-(self.pid as i32), number),
+            (Status::Running, false, Some(pidfd)) => pidfd_send_signal(pidfd.as_raw_fd(), number),
+            (Status::Running, false, None) => kill(self.pid as i32, number),
             (Status::Exited(_), false, _) => return Ok(Delivery::Gone),
         };
         drop(inner);
@@ -474,14 +476,21 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn pidfd_send_signal(pidfd: RawFd, signal: Signal) -> Result<(), Errno> {
+/// `kill(2)`: `signal` to `pid`, or to process group `-pid` when `pid` is
+/// negative. Any signal number, real-time ones included.
+fn kill(pid: i32, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill takes two integers and reads no memory of ours.
+    Errno::result(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
     // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no
     // memory of ours; `pidfd` is open for the duration of the call.
     let res = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd,
-            signal as libc::c_int,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -524,7 +533,12 @@ mod tests {
     fn exit_is_read_without_reaping_until_every_hold_is_released() {
         let spawned = Command::new("sleep").arg("100").spawn().unwrap();
         let child = Child::new(spawned.id(), false).unwrap();
-        assert_eq!(child.signal(Signal::SIGKILL).unwrap(), Delivery::Sent);
+        assert_eq!(
+            child
+                .signal(crate::Signal::SIGKILL, SignalTarget::Group)
+                .unwrap(),
+            Delivery::Sent
+        );
         assert_eq!(await_exit(&child), ReturnCode::from_raw(-9));
         assert_eq!(state(child.pid()), Some('Z'), "kept as our zombie");
         assert!(child.hold(Hold::Escalation));
@@ -533,7 +547,12 @@ mod tests {
         assert!(child.release(Hold::Escalation));
         assert_eq!(state(child.pid()), None, "reaped");
         assert_eq!(child.returncode(), Some(ReturnCode::from_raw(-9)));
-        assert_eq!(child.signal(Signal::SIGTERM).unwrap(), Delivery::Gone);
+        assert_eq!(
+            child
+                .signal(crate::Signal::SIGTERM, SignalTarget::Group)
+                .unwrap(),
+            Delivery::Gone
+        );
         assert!(!child.hold(Hold::Task));
     }
 
