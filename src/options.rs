@@ -95,6 +95,8 @@ pub(crate) struct TaskOptions {
     pub(crate) drain_timeout: Option<Duration>,
     /// The longest run, from the spawn; `None` for no bound.
     pub(crate) timeout: Option<Duration>,
+    /// Cancel the task once every handle is dropped.
+    pub(crate) kill_on_drop: bool,
 }
 
 impl Default for TaskOptions {
@@ -103,6 +105,7 @@ impl Default for TaskOptions {
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             drain_timeout: None,
             timeout: None,
+            kill_on_drop: false,
         }
     }
 }

@@ -238,6 +238,51 @@ impl Popen {
         self
     }
 
+    /// Whether the task is cancelled once every address of its actor is
+    /// dropped (every [`ProcessHandle`], `Addr` and `Recipient` of it),
+    /// as by [`Cancel`](crate::Cancel): SIGTERM and SIGCONT to its group,
+    /// SIGKILL after the cancel timeout, and it ends with
+    /// [`ExitCause::Cancelled`](crate::ExitCause::Cancelled). tokio's and
+    /// process-wrap's `kill_on_drop`, which send SIGKILL at once.
+    ///
+    /// `false` by default: with every handle dropped the task runs to its
+    /// end and its child is reaped, as portage's tasks do and as std's and
+    /// tokio's children do (a piped stdin is closed, so the child reads
+    /// EOF). Exit listeners and subscribers hold no address of the task
+    /// and do not keep it alive.
+    ///
+    /// ```
+    /// use actix_popen::{ExitCause, Popen};
+    /// # use actix::prelude::*;
+    /// # struct Told(Option<futures::channel::oneshot::Sender<actix_popen::Exited>>);
+    /// # impl Actor for Told { type Context = Context<Self>; }
+    /// # impl Handler<actix_popen::Exited> for Told {
+    /// #     type Result = ();
+    /// #     fn handle(&mut self, e: actix_popen::Exited, _: &mut Context<Self>) {
+    /// #         if let Some(tx) = self.0.take() { let _ = tx.send(e); }
+    /// #     }
+    /// # }
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (tx, rx) = futures::channel::oneshot::channel();
+    /// # let listener = Told(Some(tx)).start().recipient();
+    /// let task = Popen::new("sleep")
+    ///     .arg("60")
+    ///     .kill_on_drop(true)
+    ///     .exit_listener(listener)
+    ///     .start()?;
+    /// drop(task); // SIGTERM to the sleep
+    /// let exited = rx.await?;
+    /// assert_eq!(exited.cause, ExitCause::Cancelled);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill_on_drop(mut self, enabled: bool) -> Popen {
+        self.spec.options.kill_on_drop = enabled;
+        self
+    }
+
     /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning, there at least 0.5 s (portage's
     /// `_cancel_timeout`, 1 s by default). At most

@@ -573,3 +573,62 @@ fn cancel_before_the_start_ends_the_task_as_cancelled() {
         assert_eq!(exits[0].pid, None);
     });
 }
+
+// ---------------------------------------------------------------------
+// Kill on drop
+// ---------------------------------------------------------------------
+
+/// With `kill_on_drop(true)`, dropping the last handle cancels the task,
+/// running or not yet started.
+#[test]
+fn kill_on_drop_cancels_a_task_once_every_handle_is_dropped() {
+    common::bounded(async {
+        let (waiter, awaited) = Waiter::start_new();
+        let handle = Popen::new("sleep")
+            .arg("60")
+            .kill_on_drop(true)
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("sleep starts");
+        let pid = handle.pid().expect("running") as i32;
+        let copy = handle.clone();
+        drop(handle);
+        assert!(is_running(pid), "one handle is left: nothing happens");
+        drop(copy);
+        let exited = common::event("Exited", awaited.exited).await.exited[0];
+        assert_eq!(exited.returncode, ReturnCode::from_raw(-15));
+        assert_eq!(exited.cause, actix_popen::ExitCause::Cancelled);
+        assert_reaped(pid).await;
+
+        // A task not started yet ends as cancelled, never running.
+        let (waiter, awaited) = Waiter::start_new();
+        let prepared = Popen::new("true")
+            .kill_on_drop(true)
+            .exit_listener(waiter.recipient())
+            .prepare()
+            .expect("prepared");
+        drop(prepared);
+        let exited = common::event("Exited", awaited.exited).await.exited[0];
+        assert_eq!(exited.returncode, ReturnCode::CANCELLED);
+        assert_eq!(exited.pid, None);
+    });
+}
+
+/// By default, dropping every handle leaves the task running to its end:
+/// its piped stdin closes, and the child ends by itself.
+#[test]
+fn without_kill_on_drop_a_task_outlives_its_handles() {
+    common::bounded(async {
+        let (waiter, awaited) = Waiter::start_new();
+        let handle = Popen::new("sh")
+            .args(["-c", "read line; exit 5"])
+            .stdin(actix_popen::InputFrom::Pipe)
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("sh starts");
+        drop(handle);
+        let exited = common::event("Exited", awaited.exited).await.exited[0];
+        assert_eq!(exited.returncode, ReturnCode::from_raw(5));
+        assert_eq!(exited.cause, actix_popen::ExitCause::Exited);
+    });
+}

@@ -585,6 +585,16 @@ impl Actor for PopenProcess {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _ = self.shared.thread.set(std::thread::current().id());
+        if self.options.kill_on_drop {
+            // Once no address is left, nobody can wait for the task or
+            // cancel it any more: cancel it now (tokio's and process-wrap's
+            // `kill_on_drop`, with our escalation instead of a bare
+            // SIGKILL).
+            ctx.spawn(stdio::WhenDisconnected.map(|(), act, ctx| {
+                log::debug!("{}: every handle dropped; cancelling it", act.name);
+                act.cancel(Signal::SIGTERM, ExitCause::Cancelled, ctx);
+            }));
+        }
         if matches!(self.lifecycle, Lifecycle::Running(_)) {
             self.begin(false, ctx);
         }
