@@ -632,3 +632,31 @@ fn without_kill_on_drop_a_task_outlives_its_handles() {
         assert_eq!(exited.cause, actix_popen::ExitCause::Exited);
     });
 }
+
+/// Regression: a group member still alive when the task ended (it had
+/// closed its output; it ignores SIGTERM and exits a moment later) kept
+/// the leader unreaped until the cancel timeout (here 60 s): the look the
+/// supervisor takes when the task ends found the group alive, and nothing
+/// looked again before the deadline.
+#[test]
+fn a_member_that_outlives_the_task_briefly_does_not_delay_the_reap() {
+    common::bounded(async {
+        let mut task = start_sh(
+            // The member says its pid once it ignores SIGTERM.
+            "sh -c \"trap '' TERM; echo \\$\\$; exec >/dev/null 2>&1; sleep 0.5\" & wait",
+            |p| p.cancel_timeout(Duration::from_secs(60)),
+        );
+        let member = task.lines.next_pid().await;
+        task.handle.do_send(Cancel);
+        assert_eq!(wait(&task.handle, SOON).await, ReturnCode::from_raw(-15));
+        assert!(is_running(member), "the member outlived the task");
+        let ours = || proc_stat(task.pid).is_some_and(|stat| stat.ppid == getpid().as_raw());
+        poll_until(
+            "the reap, well before the 60 s cancel timeout",
+            Duration::from_secs(10),
+            || !ours(),
+        )
+        .await;
+        assert!(!is_running(member), "the reap came before the member's end");
+    });
+}

@@ -59,6 +59,10 @@ pub(super) struct Escalations {
     /// Tasks that ended while being escalated, to be looked at in the next
     /// pass.
     settling: Vec<Arc<Tracked>>,
+    /// Ended tasks whose group was still alive at their last look, by
+    /// when to look again (sooner than their deadline entry: a member may
+    /// have been exiting).
+    rechecks: Vec<(Instant, Arc<Tracked>)>,
     /// When the next pass runs, and its timer.
     next_pass: Option<(Instant, SpawnHandle)>,
 }
@@ -84,11 +88,23 @@ impl ProcessSupervisor {
         self.escalations.next_pass = None;
         let now = Instant::now();
         let mut groups = Groups::default();
-        for task in std::mem::take(&mut self.escalations.settling) {
-            // Whatever this step gives, the deadline entry finds it over,
-            // or steps it on; the task has ended: nobody to release.
-            let _ = task.step(&mut groups);
-            forget_if_reaped(&task);
+        let mut settling = std::mem::take(&mut self.escalations.settling);
+        self.escalations.rechecks.retain(|(at, task)| {
+            let due = *at <= now;
+            if due {
+                settling.push(task.clone());
+            }
+            !due
+        });
+        for task in settling {
+            // The task has ended: nobody to release. A group still alive
+            // is looked at again when the step says (soon after the end,
+            // then less and less often); the deadline entry, if the
+            // escalation is still on then, steps it on too.
+            match task.step(&mut groups) {
+                Next::Wait(at) => self.escalations.rechecks.push((at, task)),
+                Next::Release | Next::Done => forget_if_reaped(&task),
+            }
         }
         while let Some(entry) = self.escalations.due.first_entry() {
             if entry.key().0 > now {
@@ -106,8 +122,10 @@ impl ProcessSupervisor {
                 Next::Done => forget_if_reaped(&escalating.task),
             }
         }
-        if let Some(&(due, _)) = self.escalations.due.keys().next() {
-            self.pass_at(due + PASS_SLACK, ctx);
+        let next_deadline = self.escalations.due.keys().next().map(|&(due, _)| due);
+        let next_recheck = self.escalations.rechecks.iter().map(|(at, _)| *at).min();
+        if let Some(next) = next_deadline.into_iter().chain(next_recheck).min() {
+            self.pass_at(next + PASS_SLACK, ctx);
         }
     }
 
