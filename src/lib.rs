@@ -118,7 +118,7 @@ mod tracked;
 pub use cause::ExitCause;
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
 pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitError};
-pub use lines::{Line, LineFramer, LineKind, Overflow};
+pub use lines::{Line, LineFramer, LineKind, Overflow, DEFAULT_LINE_MAX};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,
     CloseStdin, CloseStream, Collected, Exited, Flush, GetPid, GetValue, IsAlive, OutputStream,

@@ -25,6 +25,11 @@ use bytes::{Bytes, BytesMut};
 
 use crate::messages::{Chunk, Credit, Exited, OutputStream};
 
+/// The longest line [`Popen::lines`](crate::Popen::lines) delivers whole:
+/// 64 KiB (Go's `bufio.MaxScanTokenSize`, asyncio's default `limit`);
+/// longer ones come in pieces ([`Overflow::Split`]).
+pub const DEFAULT_LINE_MAX: usize = 64 * 1024;
+
 /// What to do with a line longer than the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -131,6 +136,7 @@ struct Partial {
 pub struct LineFramer {
     max: usize,
     overflow: Overflow,
+    keep_cr: bool,
     lines: Recipient<Line>,
     exit_to: Option<Recipient<Exited>>,
     stdout: Partial,
@@ -144,11 +150,22 @@ impl LineFramer {
         LineFramer {
             max: max.max(1),
             overflow,
+            keep_cr: false,
             lines,
             exit_to: None,
             stdout: Partial::default(),
             stderr: Partial::default(),
         }
+    }
+
+    /// Whether a line that ends in `\r\n` keeps its `\r` (`false` by
+    /// default: `\r\n` ends a line as `\n` does, as std's and tokio's
+    /// `lines()` have it, and as a pty writes every line). Only the `\r`
+    /// just before a line's `\n` is removed, never one inside a line, nor
+    /// at the end of an unterminated line.
+    pub fn keep_cr(mut self, keep: bool) -> LineFramer {
+        self.keep_cr = keep;
+        self
     }
 
     /// Forwards the [`Exited`] it receives to `recipient`, after the last
@@ -168,7 +185,7 @@ impl LineFramer {
     }
 
     fn frame(&mut self, stream: OutputStream, mut data: &[u8], credit: &Option<Credit>) {
-        let (max, overflow) = (self.max, self.overflow);
+        let (max, overflow, keep_cr) = (self.max, self.overflow, self.keep_cr);
         let partial = match stream {
             OutputStream::Stdout => &mut self.stdout,
             OutputStream::Stderr => &mut self.stderr,
@@ -205,6 +222,9 @@ impl LineFramer {
             }
             partial.buf.extend_from_slice(segment);
             if ended {
+                if !keep_cr && partial.buf.last() == Some(&b'\r') {
+                    partial.buf.truncate(partial.buf.len() - 1);
+                }
                 out.push((partial.buf.split().freeze(), LineKind::Complete));
             }
         }

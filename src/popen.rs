@@ -63,6 +63,7 @@ impl Popen {
                 reader: ReaderOptions::default(),
                 options: TaskOptions::default(),
                 subscribers: Vec::new(),
+                line_subscribers: Vec::new(),
                 eof_listeners: Vec::new(),
                 start_listeners: Vec::new(),
                 exit_listeners: Vec::new(),
@@ -341,6 +342,49 @@ impl Popen {
         self
     }
 
+    /// Sends every line of the output to `recipient`, as [`Line`](crate::Line)s:
+    /// one call for what a [`LineFramer`](crate::LineFramer) does, with its
+    /// defaults. A line ends at `\n` or `\r\n`, which are removed (std's
+    /// and tokio's `lines()`); one longer than
+    /// [`DEFAULT_LINE_MAX`](crate::DEFAULT_LINE_MAX) comes in pieces
+    /// ([`LineKind::Partial`](crate::LineKind::Partial)); the bytes after
+    /// the last newline come last, as a
+    /// [`LineKind::Unterminated`](crate::LineKind::Unterminated) line, when
+    /// the task ends. Each line carries its stream. For another maximum,
+    /// policy or `\r` handling, start a `LineFramer` and
+    /// [`subscribe`](Self::subscribe) it.
+    ///
+    /// ```
+    /// use actix::prelude::*;
+    /// use actix_popen::{Line, LineKind, Popen};
+    ///
+    /// struct Print;
+    /// impl Actor for Print {
+    ///     type Context = Context<Self>;
+    /// }
+    /// impl Handler<Line> for Print {
+    ///     type Result = ();
+    ///     fn handle(&mut self, line: Line, _: &mut Context<Self>) {
+    ///         println!("{:?}: {}", line.kind, String::from_utf8_lossy(&line.data));
+    ///     }
+    /// }
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), actix_popen::RunError> {
+    /// let print = Print.start();
+    /// Popen::new("printf")
+    ///     .arg("one\r\ntwo\nthree")
+    ///     .lines(print.recipient())
+    ///     .status()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lines(mut self, recipient: Recipient<crate::Line>) -> Popen {
+        self.spec.line_subscribers.push(recipient);
+        self
+    }
+
     /// Sends the [`Chunk`]s of one stream only to `recipient` (for example
     /// the stdout of this process to the stdin of the next).
     pub fn subscribe_stream(mut self, stream: OutputStream, recipient: Recipient<Chunk>) -> Popen {
@@ -441,7 +485,9 @@ impl Popen {
     /// tokio's `Command::status`, Python's `subprocess.call`).
     ///
     /// Unless set, stdout and stderr are the host's own (inherited, as
-    /// std's `status()` does), and stdin is `/dev/null` (std would inherit
+    /// std's `status()` does), or piped to the task when something
+    /// subscribed to the output ([`subscribe`](Self::subscribe),
+    /// [`lines`](Self::lines)); stdin is `/dev/null` (std would inherit
     /// it; a run that waits must not wait on a child reading the host's
     /// stdin). Everything else is as for [`output`](Self::output).
     ///
@@ -459,8 +505,14 @@ impl Popen {
     /// # Errors
     /// As [`output`](Self::output).
     pub fn status(mut self) -> impl Future<Output = Result<ReturnCode, RunError>> + Send + 'static {
+        let observed = !self.spec.subscribers.is_empty() || !self.spec.line_subscribers.is_empty();
+        let out = if observed {
+            OutputTo::Pipe
+        } else {
+            OutputTo::Inherit
+        };
         let stdio = &mut self.spec.command.stdio;
-        *stdio = stdio.or(InputFrom::Null, OutputTo::Inherit, OutputTo::Inherit);
+        *stdio = stdio.or(InputFrom::Null, out, out);
         crate::run::status(self.spec)
     }
 

@@ -15,6 +15,7 @@ use futures::channel::oneshot;
 
 use common::procs::Leftovers;
 use LineKind::{Complete, Partial, Truncated, Unterminated};
+use OutputStream::{Stderr as E, Stdout as O};
 
 /// Lines as the tests compare them.
 type Lines = Vec<(OutputStream, String, LineKind)>;
@@ -206,5 +207,106 @@ fn a_hundred_thousand_lines_cut_across_chunks() {
             assert_eq!(got.len(), expected.len(), "{overflow:?}");
             assert!(got == expected, "{overflow:?}: the lines differ");
         }
+    });
+}
+
+/// Collects lines until it has `want` of them, then hands them over.
+struct Want {
+    want: usize,
+    lines: Lines,
+    done: Option<oneshot::Sender<Lines>>,
+}
+
+impl Actor for Want {
+    type Context = Context<Self>;
+}
+
+impl Handler<Line> for Want {
+    type Result = ();
+
+    fn handle(&mut self, line: Line, _ctx: &mut Context<Self>) {
+        let text = String::from_utf8(line.data.to_vec()).expect("a line is not UTF-8");
+        self.lines.push((line.stream, text, line.kind));
+        if self.lines.len() == self.want {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(self.lines.clone());
+            }
+        }
+    }
+}
+
+/// Runs `popen` with `Popen::lines` to a [`Want`] of `want` lines.
+async fn lines_of(popen: Popen, want: usize) -> (Lines, Addr<Want>) {
+    let (done, lines) = oneshot::channel();
+    let sink = Want {
+        want,
+        lines: Vec::new(),
+        done: Some(done),
+    }
+    .start();
+    let completed = common::within("the run", popen.lines(sink.clone().recipient()).status())
+        .await
+        .expect("the child runs");
+    assert!(completed.success(), "{completed:?}");
+    let lines = common::within("the lines", lines).await.expect("the sink");
+    (lines, sink)
+}
+
+/// One call gives lines: `\r\n` ends a line as `\n` does (a `\r` inside
+/// a line stays), and the last, unterminated line comes too.
+#[test]
+fn popen_lines_strips_crlf_and_delivers_the_unterminated_end() {
+    common::bounded(async {
+        let popen = Popen::new("sh").args([
+            "-c",
+            r"printf 'one\r\ntw\ro\n\r\nthree\r'; printf 'err\r\n' >&2",
+        ]);
+        let (mut got, _sink) = lines_of(popen, 5).await;
+        got.sort_by_key(|(stream, _, _)| *stream == OutputStream::Stderr);
+        assert_eq!(
+            got,
+            lines(&[
+                (O, "one", Complete),
+                (O, "tw\ro", Complete),
+                (O, "", Complete),
+                (O, "three\r", Unterminated),
+                (E, "err", Complete),
+            ])
+        );
+    });
+}
+
+/// Every line a pty writes ends in `\r\n`: the lines come without it.
+#[test]
+fn popen_lines_of_a_pty_have_no_cr() {
+    common::bounded(async {
+        let popen = Popen::new("printf").arg("a\nb\n").pty();
+        let (got, _sink) = lines_of(popen, 2).await;
+        assert_eq!(got, lines(&[(O, "a", Complete), (O, "b", Complete)]));
+    });
+}
+
+/// `keep_cr(true)` keeps the `\r` of a `\r\n`.
+#[test]
+fn a_framer_can_keep_the_cr() {
+    common::bounded(async {
+        let (tx, at_exit) = oneshot::channel();
+        let sink = Sink {
+            lines: Vec::new(),
+            at_exit: Some(tx),
+        }
+        .start();
+        let framer = LineFramer::new(64, Overflow::Split, sink.clone().recipient())
+            .keep_cr(true)
+            .exit_to(sink.recipient())
+            .start();
+        Popen::new("printf")
+            .arg("a\r\nb\n")
+            .subscribe(framer.clone().recipient())
+            .exit_listener(framer.recipient())
+            .start()
+            .expect("printf starts");
+        let (got, _) = common::within("the exit", at_exit).await.expect("the sink");
+        assert_eq!(got, lines(&[(O, "a\r", Complete), (O, "b", Complete)]));
     });
 }

@@ -27,6 +27,7 @@ use futures::channel::oneshot;
 pub use handle::ProcessHandle;
 pub(crate) use stdio::SetUpstream;
 
+use crate::lines::{LineFramer, Overflow, DEFAULT_LINE_MAX};
 use crate::messages::{Chunk, CloseReader, CloseStdin, Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::pipe_reader::{PipeReader, Stalls};
@@ -35,6 +36,7 @@ use crate::spawn::{InputFrom, SpawnSpec, Spawned};
 use crate::stdin::StdinQueue;
 use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
 use crate::tracked::Tracked;
+use crate::Line;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Start};
 use crate::{ExitCause, ReturnCode, Signal, SpawnError, SpawnErrorKind};
@@ -49,6 +51,9 @@ pub(crate) struct TaskSpec {
     pub(crate) reader: ReaderOptions,
     pub(crate) options: TaskOptions,
     pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    /// Sent the output's lines, by a framer the task starts with its
+    /// reader (`Popen::lines`).
+    pub(crate) line_subscribers: Vec<Recipient<Line>>,
     /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
     /// stage).
     pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
@@ -86,6 +91,7 @@ impl TaskSpec {
 #[derive(Debug)]
 struct Wiring {
     subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    line_subscribers: Vec<Recipient<Line>>,
     eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
 }
 
@@ -218,6 +224,7 @@ impl PopenProcess {
             reader,
             options,
             subscribers,
+            line_subscribers,
             eof_listeners,
             start_listeners,
             exit_listeners,
@@ -245,6 +252,7 @@ impl PopenProcess {
             options,
             wiring: Some(Wiring {
                 subscribers,
+                line_subscribers,
                 eof_listeners,
             }),
             shared: Shared::new(),
@@ -452,6 +460,13 @@ impl PopenProcess {
             }
             for (stream, listener) in wiring.eof_listeners {
                 reader = reader.on_eof(stream, listener);
+            }
+            for lines in wiring.line_subscribers {
+                // Its own framer per subscriber, flushed (the last,
+                // unterminated line) by the exit event.
+                let framer = LineFramer::new(DEFAULT_LINE_MAX, Overflow::Split, lines).start();
+                self.exited.add(framer.clone().recipient());
+                reader = reader.subscribe(framer.recipient());
             }
         }
         for (stream, fd) in reads {
