@@ -114,6 +114,7 @@ mod sys;
 #[cfg(test)]
 mod test_support;
 mod tracked;
+mod usage;
 
 pub use cause::ExitCause;
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
@@ -138,6 +139,7 @@ pub use run::{CompletedProcess, RunError};
 pub use signal::{Signal, SignalTarget};
 pub use spawn::{InputFrom, OutputTo};
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
+pub use usage::ResourceUsage;
 
 // The README's examples are compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -114,6 +114,10 @@ pub struct Exited {
     /// Why the task ended: by itself, or by a cancel, the run timeout, the
     /// drain timeout, a release (see [`ExitCause`](crate::ExitCause)).
     pub cause: crate::ExitCause,
+    /// What the child cost (CPU time, peak memory, wall time), once its
+    /// exit was seen; `None` if it never ran, or for a task released
+    /// before its child exited.
+    pub usage: Option<crate::ResourceUsage>,
     /// `false` when reading stopped before EOF (a [`CloseReader`], a
     /// [`CloseStream`], the drain timeout or a release; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)): output written after
@@ -148,8 +152,15 @@ impl Exited {
             pid,
             returncode,
             cause,
+            usage: None,
             output_complete,
         }
+    }
+
+    /// The same event with what the child cost.
+    pub fn with_usage(mut self, usage: Option<crate::ResourceUsage>) -> Exited {
+        self.usage = usage;
+        self
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::consumers::Collector;
 use crate::messages::{AsyncWait, TakeValue};
 use crate::process::{PopenProcess, ProcessHandle, TaskSpec};
-use crate::{CollectorOverflow, ExitCause, ReturnCode, SpawnError, SpawnErrorKind};
+use crate::{CollectorOverflow, ExitCause, ResourceUsage, ReturnCode, SpawnError, SpawnErrorKind};
 
 /// What [`Popen::output`](crate::Popen::output) gives: how the task ended,
 /// and everything its stdout and stderr carried (Python's
@@ -21,6 +21,9 @@ pub struct CompletedProcess {
     pub returncode: ReturnCode,
     /// Why the task ended: by itself, or by its timeout, a cancel, …
     pub cause: ExitCause,
+    /// What the child cost: CPU time, peak memory, wall time; `None` if
+    /// its status was lost.
+    pub usage: Option<ResourceUsage>,
     /// Everything the child wrote to its stdout (and its stderr, when
     /// merged into it).
     pub stdout: Bytes,
@@ -40,6 +43,7 @@ impl CompletedProcess {
         CompletedProcess {
             returncode,
             cause,
+            usage: None,
             stdout: stdout.into(),
             stderr: stderr.into(),
         }
@@ -128,6 +132,7 @@ pub(crate) async fn output(spec: TaskSpec) -> Result<CompletedProcess, RunError>
         returncode,
         // Set with the return code, which the wait saw.
         cause: handle.cause().unwrap_or(ExitCause::Exited),
+        usage: handle.usage(),
         stdout: collected.stdout,
         stderr: collected.stderr,
     })

@@ -107,6 +107,13 @@ impl ProcessHandle {
         (self.shared.returncode().is_none() && !child.is_reaped()).then(|| child.pid())
     }
 
+    /// What the child cost (see [`ResourceUsage`](crate::ResourceUsage)),
+    /// once its exit was seen; `None` before, and for a child that never
+    /// ran.
+    pub fn usage(&self) -> Option<crate::ResourceUsage> {
+        self.shared.child.get()?.usage()
+    }
+
     /// Why the task ended, once it has (see [`ExitCause`]); `None` before.
     pub fn cause(&self) -> Option<ExitCause> {
         self.shared.lock().cause

@@ -587,8 +587,9 @@ impl PopenProcess {
         // the start, a failed spawn) still tells its start listeners.
         self.started.notify(Started { pid: None });
         let pid = self.tracked.as_ref().map(|t| t.child.pid());
+        let usage = self.tracked.as_ref().and_then(|t| t.child.usage());
         self.exited
-            .notify(Exited::new(pid, code, cause, output_complete));
+            .notify(Exited::new(pid, code, cause, output_complete).with_usage(usage));
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(code);
         }

@@ -49,6 +49,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::libc;
@@ -93,6 +94,8 @@ enum Status {
 #[derive(Debug)]
 struct Inner {
     status: Status,
+    /// What the child cost, read with its exit status.
+    usage: Option<crate::ResourceUsage>,
     /// Closed when the task ends; the AsyncFd that watches it holds its own
     /// `Arc`, so it is never closed while registered with the reactor.
     pidfd: Option<Arc<OwnedFd>>,
@@ -103,6 +106,8 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: u32,
+    /// When it was spawned (just before), for the wall time.
+    spawned: std::time::Instant,
     /// The child leads its own process group and signals go to the group.
     group: bool,
     inner: Mutex<Inner>,
@@ -122,8 +127,10 @@ impl Child {
             Ok(pidfd) => Ok(Child {
                 pid,
                 group,
+                spawned: std::time::Instant::now(),
                 inner: Mutex::new(Inner {
                     status: Status::Running,
+                    usage: None,
                     pidfd: Some(Arc::new(pidfd)),
                     task_hold: true,
                     escalation_hold: false,
@@ -199,6 +206,11 @@ impl Child {
         }
     }
 
+    /// What the child cost, once its exit was seen by us.
+    pub(crate) fn usage(&self) -> Option<crate::ResourceUsage> {
+        self.lock().usage
+    }
+
     /// Whether the exit was seen (the child is our zombie, or reaped).
     pub(crate) fn has_exited(&self) -> bool {
         self.lock().status != Status::Running
@@ -228,7 +240,9 @@ impl Child {
             None => WaitTarget::Pid(self.pid),
         };
         match wait_status(target, libc::WNOWAIT) {
-            Ok(Some(code)) => {
+            Ok(Some((code, mut usage))) => {
+                usage.wall_time = self.spawned.elapsed();
+                inner.usage = Some(usage);
                 inner.status = Status::Exited(code);
                 self.reap_if_free(&mut inner);
                 Ok(Some(code))
@@ -393,24 +407,33 @@ fn exit_info(pidfd: &OwnedFd) -> Option<ReturnCode> {
 }
 
 /// One `waitid(WEXITED | WNOHANG | extra)`: the exit status if the child
-/// has exited. Every status the kernel reports is decoded: an exit code,
-/// or `-N` for a death by signal `N`, real-time signals included (as
-/// Python does).
-fn wait_status(target: WaitTarget, extra: libc::c_int) -> Result<Option<ReturnCode>, Errno> {
+/// has exited, with what it cost (the kernel's `rusage`, which the raw
+/// system call fills in even with `WNOWAIT`; glibc's `waitid` does not
+/// pass it on, hence the raw call). Every status the kernel reports is
+/// decoded: an exit code, or `-N` for a death by signal `N`, real-time
+/// signals included (as Python does). The usage's wall time is left 0.
+fn wait_status(
+    target: WaitTarget,
+    extra: libc::c_int,
+) -> Result<Option<(ReturnCode, crate::ResourceUsage)>, Errno> {
     let (idtype, id) = match target {
         WaitTarget::Pidfd(fd) => (libc::P_PIDFD, fd as libc::id_t),
         WaitTarget::Pid(pid) => (libc::P_PID, pid as libc::id_t),
     };
     loop {
         let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-        // SAFETY: `info` is a zeroed siginfo_t the kernel fills in; the id
-        // is a pidfd we keep open for the call, or a pid.
+        let mut rusage = MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `info` and `rusage` are zeroed structs of the kernel's
+        // layout for this architecture, which it fills in; the id is a
+        // pidfd we keep open for the call, or a pid.
         let res = unsafe {
-            libc::waitid(
+            libc::syscall(
+                libc::SYS_waitid,
                 idtype,
                 id,
                 info.as_mut_ptr(),
                 libc::WEXITED | libc::WNOHANG | extra,
+                rusage.as_mut_ptr(),
             )
         };
         if res < 0 {
@@ -429,11 +452,27 @@ fn wait_status(target: WaitTarget, extra: libc::c_int) -> Result<Option<ReturnCo
         if pid == 0 {
             return Ok(None);
         }
-        return Ok(Some(match info.si_code {
+        let code = match info.si_code {
             libc::CLD_EXITED => ReturnCode::from_raw(status),
             // CLD_KILLED, CLD_DUMPED: `status` is the signal number.
             _ => ReturnCode::from_raw(-status),
-        }));
+        };
+        // SAFETY: zeroed, then filled in by the kernel with the child.
+        let rusage = unsafe { rusage.assume_init() };
+        let time = |tv: libc::timeval| {
+            Duration::new(
+                u64::try_from(tv.tv_sec).unwrap_or(0),
+                u32::try_from(tv.tv_usec).unwrap_or(0) * 1000,
+            )
+        };
+        let usage = crate::ResourceUsage::new(
+            time(rusage.ru_utime),
+            time(rusage.ru_stime),
+            u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024,
+            Duration::ZERO,
+            info.si_code == libc::CLD_DUMPED,
+        );
+        return Ok(Some((code, usage)));
     }
 }
 

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use actix_popen::{
-    Cancel, Chunk, Exited, GetJobPool, JobPool, ProcessHandle, ProcessSupervisor, ReturnCode,
-    SetJobLimits, Started,
+    Cancel, Chunk, Exited, GetJobPool, JobPool, ProcessHandle, ProcessSupervisor, ResourceUsage,
+    ReturnCode, SetJobLimits, Started,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::oneshot;
@@ -140,6 +140,12 @@ pub struct JobView {
     pub duration_ms: Option<u64>,
     /// portage's convention: the exit status, or -N for signal N.
     pub returncode: Option<i32>,
+    /// CPU time (user plus system) of its process and the children it
+    /// waited for, in milliseconds; once it ended, if it ran.
+    pub cpu_ms: Option<u64>,
+    /// The peak resident memory of its process (or of the largest child
+    /// it waited for), in bytes; once it ended, if it ran.
+    pub max_rss_bytes: Option<u64>,
     pub timed_out: bool,
     pub error: Option<String>,
     /// Every byte it wrote, kept or not.
@@ -377,6 +383,8 @@ struct Job {
     started: Option<(SystemTime, Instant)>,
     ended: Option<(SystemTime, Instant)>,
     returncode: Option<ReturnCode>,
+    /// What its process cost, from its exit event.
+    usage: Option<ResourceUsage>,
     output_complete: bool,
     cancelled: bool,
     timed_out: bool,
@@ -409,6 +417,10 @@ impl Job {
             ended_at: self.ended.map(|(at, _)| rfc3339(at)),
             duration_ms: duration,
             returncode: self.returncode.map(ReturnCode::code),
+            cpu_ms: self
+                .usage
+                .map(|u| u64::try_from(u.cpu_time().as_millis()).unwrap_or(u64::MAX)),
+            max_rss_bytes: self.usage.map(|u| u.max_rss),
             timed_out: self.timed_out,
             error: self.error.clone(),
             output_bytes: self.output.total,
@@ -528,6 +540,7 @@ impl Jobs {
             started: None,
             ended: None,
             returncode: None,
+            usage: None,
             output_complete: true,
             cancelled: false,
             timed_out: false,
@@ -767,6 +780,7 @@ impl Handler<JobEnded> for Jobs {
             }
         };
         job.returncode = Some(exited.returncode);
+        job.usage = exited.usage;
         job.output_complete = exited.output_complete;
         job.ended = Some((SystemTime::now(), Instant::now()));
         // Dropping the handle lets the process actor (and its relay) stop.

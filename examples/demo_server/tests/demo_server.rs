@@ -699,6 +699,12 @@ async fn jobs_are_listed_with_state_pid_time_and_return_code() {
     assert_eq!(fail["state"], "exited");
     assert_eq!(fail["pid"], pid);
     assert_eq!(fail["returncode"], 3);
+    // What its process cost, from the kernel: some CPU time (maybe under
+    // a millisecond) and a resident set of a shell (more than 100 KiB).
+    assert!(fail["cpu_ms"].as_u64().is_some(), "{fail}");
+    let rss = fail["max_rss_bytes"].as_u64().expect("max_rss_bytes");
+    assert!(rss > 100 << 10, "{rss} bytes");
+    assert_eq!(created["cpu_ms"], Value::Null, "nothing before the end");
     assert_eq!(fail["timed_out"], false);
     assert_eq!(fail["output_bytes"], 21);
     assert_eq!(fail["output_dropped"], 0);
