@@ -318,11 +318,19 @@ mod tests {
         crate::test_support::bounded(async {
             let collector = Collector::start_default();
             collector
-                .send(Chunk::new(OutputStream::Stdout, &b"ab"[..]))
+                .send(Chunk::new(
+                    crate::TaskId::new(),
+                    OutputStream::Stdout,
+                    &b"ab"[..],
+                ))
                 .await
                 .unwrap();
             collector
-                .send(Chunk::new(OutputStream::Stderr, &b"e"[..]))
+                .send(Chunk::new(
+                    crate::TaskId::new(),
+                    OutputStream::Stderr,
+                    &b"e"[..],
+                ))
                 .await
                 .unwrap();
             let first = collector.send(GetValue).await.unwrap();
@@ -333,7 +341,11 @@ mod tests {
             let again = collector.send(GetValue).await.unwrap();
             assert_eq!(again.stdout.as_ptr(), first.stdout.as_ptr(), "no copy");
             collector
-                .send(Chunk::new(OutputStream::Stdout, &b"cd"[..]))
+                .send(Chunk::new(
+                    crate::TaskId::new(),
+                    OutputStream::Stdout,
+                    &b"cd"[..],
+                ))
                 .await
                 .unwrap();
             assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"abcd");
@@ -346,7 +358,10 @@ mod tests {
     }
 
     async fn feed(collector: &Addr<Collector>, stream: OutputStream, data: &'static [u8]) {
-        collector.send(Chunk::new(stream, data)).await.unwrap();
+        collector
+            .send(Chunk::new(crate::TaskId::new(), stream, data))
+            .await
+            .unwrap();
     }
 
     #[test]

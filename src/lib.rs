@@ -111,6 +111,7 @@ mod spawn;
 mod stdin;
 mod supervisor;
 mod sys;
+mod task_id;
 #[cfg(test)]
 mod test_support;
 mod tracked;
@@ -139,6 +140,7 @@ pub use run::{CompletedProcess, RunError};
 pub use signal::{Signal, SignalTarget};
 pub use spawn::{InputFrom, OutputTo};
 pub use supervisor::{GetJobPool, JobPool, ProcessSupervisor, SetJobLimits};
+pub use task_id::TaskId;
 pub use usage::ResourceUsage;
 
 // The README's examples are compiled and run as doc tests.

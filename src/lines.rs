@@ -24,6 +24,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 
 use crate::messages::{Chunk, Credit, Exited, OutputStream};
+use crate::TaskId;
 
 /// The longest line [`Popen::lines`](crate::Popen::lines) delivers whole:
 /// 64 KiB (Go's `bufio.MaxScanTokenSize`, asyncio's default `limit`);
@@ -61,6 +62,8 @@ pub enum LineKind {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Line {
+    /// The task the line came from.
+    pub task: TaskId,
     /// The stream the line came from.
     pub stream: OutputStream,
     /// The line, without its newline.
@@ -74,8 +77,9 @@ pub struct Line {
 impl Line {
     /// A line, as a [`LineFramer`] sends it (holding no reader's credit);
     /// for tests of code that handles one.
-    pub fn new(stream: OutputStream, data: impl Into<Bytes>, kind: LineKind) -> Line {
+    pub fn new(task: TaskId, stream: OutputStream, data: impl Into<Bytes>, kind: LineKind) -> Line {
         Line {
+            task,
             stream,
             data: data.into(),
             kind,
@@ -175,8 +179,16 @@ impl LineFramer {
         self
     }
 
-    fn emit(&self, stream: OutputStream, data: Bytes, kind: LineKind, credit: &Option<Credit>) {
+    fn emit(
+        &self,
+        task: TaskId,
+        stream: OutputStream,
+        data: Bytes,
+        kind: LineKind,
+        credit: &Option<Credit>,
+    ) {
         self.lines.do_send(Line {
+            task,
             stream,
             data,
             kind,
@@ -184,7 +196,13 @@ impl LineFramer {
         });
     }
 
-    fn frame(&mut self, stream: OutputStream, mut data: &[u8], credit: &Option<Credit>) {
+    fn frame(
+        &mut self,
+        task: TaskId,
+        stream: OutputStream,
+        mut data: &[u8],
+        credit: &Option<Credit>,
+    ) {
         let (max, overflow, keep_cr) = (self.max, self.overflow, self.keep_cr);
         let partial = match stream {
             OutputStream::Stdout => &mut self.stdout,
@@ -229,11 +247,11 @@ impl LineFramer {
             }
         }
         for (line, kind) in out {
-            self.emit(stream, line, kind, credit);
+            self.emit(task, stream, line, kind, credit);
         }
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, task: TaskId) {
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let partial = match stream {
                 OutputStream::Stdout => &mut self.stdout,
@@ -242,7 +260,7 @@ impl LineFramer {
             partial.skipping = false;
             if !partial.buf.is_empty() {
                 let rest = partial.buf.split().freeze();
-                self.emit(stream, rest, LineKind::Unterminated, &None);
+                self.emit(task, stream, rest, LineKind::Unterminated, &None);
             }
         }
     }
@@ -257,7 +275,7 @@ impl Handler<Chunk> for LineFramer {
 
     fn handle(&mut self, chunk: Chunk, _ctx: &mut Context<Self>) {
         let credit = chunk.credit();
-        self.frame(chunk.stream, &chunk.data, &credit);
+        self.frame(chunk.task, chunk.stream, &chunk.data, &credit);
     }
 }
 
@@ -265,7 +283,7 @@ impl Handler<Exited> for LineFramer {
     type Result = ();
 
     fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
-        self.flush();
+        self.flush(exited.task);
         if let Some(exit_to) = &self.exit_to {
             exit_to.do_send(exited);
         }
@@ -304,12 +322,17 @@ mod tests {
         let framer = LineFramer::new(max, overflow, sink.clone().recipient()).start();
         for chunk in chunks {
             framer
-                .send(Chunk::new(OutputStream::Stdout, chunk.to_vec()))
+                .send(Chunk::new(
+                    crate::TaskId::new(),
+                    OutputStream::Stdout,
+                    chunk.to_vec(),
+                ))
                 .await
                 .unwrap();
         }
         framer
             .send(Exited::new(
+                crate::TaskId::new(),
                 None,
                 crate::ReturnCode::from_raw(0),
                 crate::ExitCause::Exited,

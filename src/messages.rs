@@ -6,7 +6,7 @@
 use actix::{Message, Recipient};
 use bytes::Bytes;
 
-use crate::{ReturnCode, Signal, SignalError, SpawnError, WaitError};
+use crate::{ReturnCode, Signal, SignalError, SpawnError, TaskId, WaitError};
 
 /// Which of the child's output streams a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +40,8 @@ pub enum OutputStream {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Chunk {
+    /// The task (or standalone reader) it comes from.
+    pub task: TaskId,
     /// The stream it was read from.
     pub stream: OutputStream,
     /// The bytes.
@@ -54,8 +56,9 @@ pub(crate) type Credit = std::sync::Arc<tokio::sync::OwnedSemaphorePermit>;
 impl Chunk {
     /// A chunk that carries no credit (to feed a process's stdin by hand,
     /// or in tests).
-    pub fn new(stream: OutputStream, data: impl Into<Bytes>) -> Chunk {
+    pub fn new(task: TaskId, stream: OutputStream, data: impl Into<Bytes>) -> Chunk {
         Chunk {
+            task,
             stream,
             data: data.into(),
             _credit: None,
@@ -68,11 +71,13 @@ impl Chunk {
     }
 
     pub(crate) fn with_credit(
+        task: TaskId,
         stream: OutputStream,
         data: Bytes,
         credit: tokio::sync::OwnedSemaphorePermit,
     ) -> Chunk {
         Chunk {
+            task,
             stream,
             data,
             _credit: Some(std::sync::Arc::new(credit)),
@@ -89,6 +94,8 @@ impl Chunk {
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub struct Started {
+    /// The task.
+    pub task: TaskId,
     /// The child's pid.
     pub pid: Option<u32>,
 }
@@ -105,6 +112,8 @@ pub struct Started {
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub struct Exited {
+    /// The task.
+    pub task: TaskId,
     /// The child's pid; `None` if it never ran.
     pub pid: Option<u32>,
     /// The return code in portage's convention (-9 for a released task
@@ -127,8 +136,8 @@ pub struct Exited {
 
 impl Started {
     /// The event, as a task sends it; for tests of code that handles one.
-    pub fn new(pid: Option<u32>) -> Started {
-        Started { pid }
+    pub fn new(task: TaskId, pid: Option<u32>) -> Started {
+        Started { task, pid }
     }
 }
 
@@ -137,18 +146,22 @@ impl Exited {
     /// (the struct is `#[non_exhaustive]`, so that fields can be added).
     ///
     /// ```
-    /// use actix_popen::{ExitCause, Exited, ReturnCode};
+    /// use actix_popen::{ExitCause, Exited, ReturnCode, TaskId};
     ///
-    /// let exited = Exited::new(Some(42), ReturnCode::from_raw(3), ExitCause::Exited, true);
+    /// let task = TaskId::new();
+    /// let exited = Exited::new(task, Some(42), ReturnCode::from_raw(3), ExitCause::Exited, true);
+    /// assert_eq!(exited.task, task);
     /// assert_eq!(exited.returncode.code(), 3);
     /// ```
     pub fn new(
+        task: TaskId,
         pid: Option<u32>,
         returncode: ReturnCode,
         cause: crate::ExitCause,
         output_complete: bool,
     ) -> Exited {
         Exited {
+            task,
             pid,
             returncode,
             cause,

@@ -40,6 +40,7 @@ use tokio::sync::Semaphore;
 use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, ReaderFinished};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
 use crate::sys::reactor::watch;
+use crate::TaskId;
 
 use crate::options::{DEFAULT_BUFSIZE, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE, MAX_WINDOW};
 
@@ -89,6 +90,7 @@ use crate::options::{DEFAULT_BUFSIZE, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,
 /// ```
 #[derive(Debug)]
 pub struct PipeReader {
+    task: TaskId,
     inputs: Vec<(OutputStream, OwnedFd)>,
     bufsize: usize,
     coalesce: usize,
@@ -117,6 +119,7 @@ impl PipeReader {
     /// default window of 16 chunks.
     pub fn new() -> PipeReader {
         PipeReader {
+            task: TaskId::new(),
             inputs: Vec::new(),
             bufsize: DEFAULT_BUFSIZE,
             coalesce: 0,
@@ -131,6 +134,18 @@ impl PipeReader {
             open: 0,
             finished: false,
         }
+    }
+
+    /// Tags every chunk with `task` (a reader has an id of its own
+    /// otherwise; a task's reader has the task's).
+    pub fn task(mut self, task: TaskId) -> PipeReader {
+        self.task = task;
+        self
+    }
+
+    /// The id its chunks carry.
+    pub fn task_id(&self) -> TaskId {
+        self.task
     }
 
     /// Adds an input: its chunks are tagged `stream`.
@@ -260,6 +275,7 @@ impl Actor for PipeReader {
                         .map(|(_, recipient)| recipient.clone())
                         .collect();
                     let input = Input {
+                        task: self.task,
                         stream,
                         fd,
                         bufsize: self.bufsize,
@@ -338,6 +354,7 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 
 /// One input being read.
 struct Input {
+    task: TaskId,
     stream: OutputStream,
     fd: AsyncFd<OwnedFd>,
     bufsize: usize,
@@ -387,7 +404,7 @@ impl Input {
             let Some(data) = self.read(&mut buf).await else {
                 return;
             };
-            let chunk = Chunk::with_credit(self.stream, data, credit);
+            let chunk = Chunk::with_credit(self.task, self.stream, data, credit);
             if let Some((last, rest)) = self.subscribers.split_last() {
                 for subscriber in rest {
                     subscriber.do_send(chunk.clone());

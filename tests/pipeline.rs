@@ -340,7 +340,11 @@ fn writes_to_the_first_stage_flow_through_the_pipeline() {
         }
         // Upstream chunks can be fed by hand too.
         first
-            .send(Chunk::new(OutputStream::Stdout, &b"fed as a chunk\n"[..]))
+            .send(Chunk::new(
+                actix_popen::TaskId::new(),
+                OutputStream::Stdout,
+                &b"fed as a chunk\n"[..],
+            ))
             .await
             .expect("actor gone");
         expected.extend_from_slice(b"FED AS A CHUNK\n");

@@ -262,10 +262,17 @@ fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
                 OutputStream::Stderr
             };
             // Resolves once the chunk is in the pipe.
-            tokio::time::timeout(SOON, cat.send(Chunk::new(stream, piece.clone())))
-                .await
-                .expect("a chunk was not written in time")
-                .expect("actor gone");
+            tokio::time::timeout(
+                SOON,
+                cat.send(Chunk::new(
+                    actix_popen::TaskId::new(),
+                    stream,
+                    piece.clone(),
+                )),
+            )
+            .await
+            .expect("a chunk was not written in time")
+            .expect("actor gone");
         }
         cat.do_send(CloseStdin);
         assert_eq!(wait(&cat, SOON).await, ReturnCode::from_raw(0));
@@ -280,7 +287,11 @@ fn chunks_sent_to_a_process_are_fed_to_its_stdin() {
             .expect("cannot start sleep");
         let _sleeper = Leftovers::of(&sleeper);
         sleeper
-            .send(Chunk::new(OutputStream::Stdout, &b"nowhere"[..]))
+            .send(Chunk::new(
+                actix_popen::TaskId::new(),
+                OutputStream::Stdout,
+                &b"nowhere"[..],
+            ))
             .await
             .expect("actor gone");
         assert_eq!(poll_promptly(&sleeper).await, None);
@@ -752,13 +763,17 @@ fn chunks_and_writes_before_the_start_keep_their_order() {
         for via in VIAS {
             let mut deferred = Deferred::new(via, cat()).await;
             // Upstream chunks (of either stream) and writes, interleaved.
-            let one = deferred
-                .task
-                .send(Chunk::new(OutputStream::Stdout, &b"1 chunk\n"[..]));
+            let one = deferred.task.send(Chunk::new(
+                actix_popen::TaskId::new(),
+                OutputStream::Stdout,
+                &b"1 chunk\n"[..],
+            ));
             let two = send_write(&deferred.task, b"2 write\n");
-            let three = deferred
-                .task
-                .send(Chunk::new(OutputStream::Stderr, &b"3 chunk\n"[..]));
+            let three = deferred.task.send(Chunk::new(
+                actix_popen::TaskId::new(),
+                OutputStream::Stderr,
+                &b"3 chunk\n"[..],
+            ));
             deferred.task.do_send(CloseStdin);
             deferred.start().await;
             within("the first chunk written", one)

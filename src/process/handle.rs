@@ -14,7 +14,7 @@ use super::PopenProcess;
 use crate::messages::{AsyncWait, Start};
 use crate::supervisor::Job;
 use crate::sys::child::Child;
-use crate::{ExitCause, ReturnCode, SpawnError, SpawnErrorKind, WaitError};
+use crate::{ExitCause, ReturnCode, SpawnError, SpawnErrorKind, TaskId, WaitError};
 
 /// What the actor shares with its [`ProcessHandle`]s and the supervisor.
 #[derive(Debug)]
@@ -72,6 +72,7 @@ impl Shared {
 /// sent through it.
 #[derive(Debug, Clone)]
 pub struct ProcessHandle {
+    pub(super) id: TaskId,
     pub(super) addr: Addr<PopenProcess>,
     pub(super) shared: Arc<Shared>,
 }
@@ -85,6 +86,12 @@ impl Deref for ProcessHandle {
 }
 
 impl ProcessHandle {
+    /// The task's id, which its events ([`Started`](crate::Started),
+    /// [`Exited`](crate::Exited), [`Chunk`](crate::Chunk)) carry.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
     /// The actor's address.
     pub fn addr(&self) -> &Addr<PopenProcess> {
         &self.addr

@@ -131,11 +131,12 @@ mod tests {
             ];
             let [early, removed, late] = actors.clone().map(|a| a.recipient::<Started>());
 
+            let task = crate::TaskId::new();
             let mut listeners = Listeners::new(vec![early.clone(), removed.clone()]);
             listeners.add(early.clone()); // already there: kept once
             listeners.remove(&removed);
-            listeners.notify(Started { pid: Some(7) });
-            listeners.notify(Started { pid: Some(8) }); // a second event: ignored
+            listeners.notify(Started::new(task, Some(7)));
+            listeners.notify(Started::new(task, Some(8))); // a second event: ignored
             listeners.add(late.clone()); // after the event: told at once
             listeners.add(late); // and only once
             listeners.add(early); // notified already: not again
@@ -155,8 +156,8 @@ mod tests {
             assert_eq!(
                 got,
                 vec![
-                    ("early", Started { pid: Some(7) }),
-                    ("late", Started { pid: Some(7) })
+                    ("early", Started::new(task, Some(7))),
+                    ("late", Started::new(task, Some(7)))
                 ]
             );
         });

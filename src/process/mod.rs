@@ -39,7 +39,7 @@ use crate::tracked::Tracked;
 use crate::Line;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Start};
-use crate::{ExitCause, ReturnCode, Signal, SpawnError, SpawnErrorKind};
+use crate::{ExitCause, ReturnCode, Signal, SpawnError, SpawnErrorKind, TaskId};
 use handle::Shared;
 use lifecycle::{Lifecycle, Output, Running};
 use listeners::Listeners;
@@ -185,6 +185,7 @@ struct Wiring {
 ///
 #[derive(Debug)]
 pub struct PopenProcess {
+    id: TaskId,
     name: String,
     lifecycle: Lifecycle,
     reader_options: ReaderOptions,
@@ -243,6 +244,7 @@ impl PopenProcess {
             stdin.queue_close();
         }
         let mut actor = PopenProcess {
+            id: TaskId::new(),
             name: command.program_name(),
             lifecycle: Lifecycle::Pending {
                 command,
@@ -278,6 +280,7 @@ impl PopenProcess {
         let actor = PopenProcess::new(spec, Some(spawned));
         let shared = actor.shared.clone();
         Ok(ProcessHandle {
+            id: actor.id,
             addr: actor.start(),
             shared,
         })
@@ -289,6 +292,7 @@ impl PopenProcess {
         let actor = PopenProcess::new(spec, None);
         let shared = actor.shared.clone();
         Ok(ProcessHandle {
+            id: actor.id,
             addr: actor.start(),
             shared,
         })
@@ -312,6 +316,7 @@ impl PopenProcess {
         let actor = PopenProcess::new(spec, Some(spawned));
         let shared = actor.shared.clone();
         Ok(ProcessHandle {
+            id: actor.id,
             addr: Actor::start_in_arbiter(arbiter, |_| actor),
             shared,
         })
@@ -425,9 +430,8 @@ impl PopenProcess {
                 .into_actor(self)
                 .map(|result, act, ctx| act.child_exited(result, ctx)),
         );
-        self.started.notify(Started {
-            pid: Some(child.pid()),
-        });
+        self.started
+            .notify(Started::new(self.id, Some(child.pid())));
     }
 
     fn start_reader(
@@ -437,6 +441,7 @@ impl PopenProcess {
     ) -> Addr<PipeReader> {
         let options = self.reader_options;
         let mut reader = PipeReader::new()
+            .task(self.id)
             .bufsize(options.bufsize)
             .coalesce(options.coalesce)
             .window(options.window)
@@ -585,11 +590,11 @@ impl PopenProcess {
         self.shared.set_returncode(code, cause);
         // A task that ends without its child ever running (a cancel before
         // the start, a failed spawn) still tells its start listeners.
-        self.started.notify(Started { pid: None });
+        self.started.notify(Started::new(self.id, None));
         let pid = self.tracked.as_ref().map(|t| t.child.pid());
         let usage = self.tracked.as_ref().and_then(|t| t.child.usage());
         self.exited
-            .notify(Exited::new(pid, code, cause, output_complete).with_usage(usage));
+            .notify(Exited::new(self.id, pid, code, cause, output_complete).with_usage(usage));
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(code);
         }
