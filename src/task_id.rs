@@ -13,6 +13,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// Numbers are handed out in order from 1 and never reused; unlike a pid,
 /// an id cannot name another task later.
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_popen::{Exited, Popen, TaskId};
+///
+/// /// One actor for every task: it knows which one ended.
+/// struct Board(Option<futures::channel::oneshot::Sender<TaskId>>);
+/// impl Actor for Board {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<Exited> for Board {
+///     type Result = ();
+///     fn handle(&mut self, exited: Exited, _: &mut Context<Self>) {
+///         if let Some(tx) = self.0.take() {
+///             let _ = tx.send(exited.task);
+///         }
+///     }
+/// }
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, rx) = futures::channel::oneshot::channel();
+/// let board = Board(Some(tx)).start();
+/// let task = Popen::new("true").exit_listener(board.recipient()).start()?;
+/// assert_eq!(rx.await?, task.id());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(NonZeroU64);
 

@@ -14,6 +14,27 @@ use std::time::Duration;
 ///
 /// Descendants the child did not wait for (a daemon it left behind, a
 /// grandchild still running when it exited) are not counted.
+///
+/// ```
+/// use actix_popen::Popen;
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), actix_popen::RunError> {
+/// let done = Popen::new("sh")
+///     .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+///     .output()
+///     .await?;
+/// let usage = done.usage.expect("it ran");
+/// println!(
+///     "{:?} of CPU in {:?}, at most {} KiB resident",
+///     usage.cpu_time(),
+///     usage.wall_time,
+///     usage.max_rss / 1024
+/// );
+/// assert!(usage.max_rss > 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResourceUsage {
