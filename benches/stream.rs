@@ -73,7 +73,8 @@ fn actor(bytes: u64, bufsize: usize) -> Duration {
     System::new().block_on(async move {
         let started = Instant::now();
         let discard = common::Discard::default().start();
-        let process = Popen::from(head(bytes))
+        let process = Popen::new("head")
+            .args(["-c", &bytes.to_string(), "/dev/zero"])
             .bufsize(bufsize)
             .subscribe(discard.clone().recipient())
             .start()

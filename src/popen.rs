@@ -3,10 +3,9 @@
 //! `spawn.rs`), how its output is read and who hears of it. Starting it
 //! hands a `TaskSpec` to the task actor (see `process/mod.rs`).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use actix::Recipient;
@@ -25,6 +24,12 @@ use crate::{CompletedProcess, ReturnCode, RunError, SpawnError};
 /// environment, working directory), how the output is wired, the task's
 /// options, and the recipients of its messages. It is `Clone` (portage's
 /// `copy()`): the same description can be started again.
+///
+/// There is no conversion from a `std::process::Command`: std lets a
+/// `Command`'s uid, gid, groups, `arg0`, `pre_exec` hooks and stdio be
+/// set but never read back, so a conversion would drop them silently (a
+/// child meant to run as `nobody` would run as root). Build a `Popen`
+/// instead.
 ///
 /// By default stdout and stderr are separate pipes, stdin is inherited,
 /// each `read()` asks for 4096 bytes, the cancel timeout is 1 s, and the
@@ -589,52 +594,5 @@ impl Popen {
     ) -> Popen {
         self.spec.eof_listeners.push((stream, recipient));
         self
-    }
-}
-
-/// What std's `Command` keeps of a program, argument or working directory
-/// that holds a NUL byte: this text instead (its spawn then fails with
-/// "nul byte found in provided data").
-const STD_NUL_PLACEHOLDER: &str = "<string-with-nul>";
-
-/// `s`, with a NUL byte put back if it is std's placeholder for a string
-/// that held one, so that the start refuses it as the original.
-fn nul_restored(s: &OsStr) -> OsString {
-    let mut s = s.to_owned();
-    if s == STD_NUL_PLACEHOLDER {
-        s.push("\0");
-    }
-    s
-}
-
-impl From<&Command> for Popen {
-    /// Copies the program, arguments, environment changes and working
-    /// directory of `command`. std does not expose `env_clear()`, stdio or
-    /// platform extensions set on a `Command`; set those on the `Popen`.
-    ///
-    /// std keeps a program, argument or working directory that held a NUL
-    /// byte as the text `<string-with-nul>`; the `Popen` takes that text
-    /// as a string with a NUL byte, so its start refuses it (as the
-    /// `Command`'s spawn would), even if `<string-with-nul>` was meant
-    /// literally.
-    fn from(command: &Command) -> Popen {
-        let mut popen = Popen::new(nul_restored(command.get_program()))
-            .args(command.get_args().map(nul_restored));
-        for (key, value) in command.get_envs() {
-            popen = match value {
-                Some(value) => popen.env(key, value),
-                None => popen.env_remove(key),
-            };
-        }
-        if let Some(dir) = command.get_current_dir() {
-            popen = popen.current_dir(nul_restored(dir.as_os_str()));
-        }
-        popen
-    }
-}
-
-impl From<Command> for Popen {
-    fn from(command: Command) -> Popen {
-        Popen::from(&command)
     }
 }
