@@ -132,7 +132,9 @@ pub use options::{
     MAX_TIMEOUT, MAX_WINDOW,
 };
 pub use pipe_reader::PipeReader;
-pub use pipeline::{PipeStatus, Pipeline, PipelineError, PipelineHandle, PipelineProcess};
+pub use pipeline::{
+    PipeStatus, Pipeline, PipelineError, PipelineExited, PipelineHandle, PipelineProcess,
+};
 pub use popen::Popen;
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;

@@ -37,7 +37,7 @@ use crate::messages::{
 };
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::spawn::{InputFrom, OutputTo};
-use crate::{Popen, ReturnCode, SpawnError, WaitError};
+use crate::{ExitCause, Popen, ReturnCode, SpawnError, TaskId, WaitError};
 
 /// The chunk size a stage gathers for the next one unless its [`Popen`]
 /// sets [`coalesce`](Popen::coalesce).
@@ -79,6 +79,8 @@ const PIPE_COALESCE: usize = 64 * 1024;
 pub struct Pipeline {
     stages: Vec<Popen>,
     pipefail: bool,
+    timeout: Option<std::time::Duration>,
+    exit_listeners: Vec<Recipient<PipelineExited>>,
 }
 
 /// Why a pipeline could not be started.
@@ -120,6 +122,24 @@ impl Pipeline {
         self
     }
 
+    /// Bounds the whole pipeline's run: every stage gets this
+    /// [`Popen::timeout`] (they are all spawned at once, by
+    /// [`start`](Self::start)), so a stage still running when it passes is
+    /// cancelled and ends with [`ExitCause::TimedOut`](crate::ExitCause::TimedOut);
+    /// a stage that had already ended keeps its own status, as in a shell
+    /// pipeline under `timeout(1)`.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Pipeline {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends `recipient` a [`PipelineExited`] once every stage has ended:
+    /// the pipeline's return code, and every stage's status and cause.
+    pub fn exit_listener(mut self, recipient: Recipient<PipelineExited>) -> Pipeline {
+        self.exit_listeners.push(recipient);
+        self
+    }
+
     /// Spawns every stage, last first (so each stage's reader knows where
     /// to send its output), and starts the pipeline's actor on the current
     /// arbiter.
@@ -135,6 +155,9 @@ impl Pipeline {
         let mut started: Vec<ProcessHandle> = Vec::with_capacity(count);
         for (index, popen) in self.stages.into_iter().enumerate().rev() {
             let mut popen = popen;
+            if let Some(timeout) = self.timeout {
+                popen = popen.timeout(timeout);
+            }
             if index > 0 {
                 popen = popen.stdin(InputFrom::Pipe);
             }
@@ -182,10 +205,12 @@ impl Pipeline {
         let stages = started;
         let actor = PipelineProcess {
             stages: stages.iter().map(|h| h.addr().downgrade()).collect(),
-            pids: stages.iter().map(|h| h.pid()).collect(),
+            ids: stages.iter().map(|h| h.id()).collect(),
             returncodes: vec![None; count],
+            causes: vec![None; count],
             pipefail: self.pipefail,
             waiters: Vec::new(),
+            exit_listeners: self.exit_listeners,
         };
         Ok(PipelineHandle {
             addr: actor.start(),
@@ -236,10 +261,39 @@ pub struct PipelineProcess {
     /// stdin close (see [`InputFrom::Pipe`]), and a stage whose actor is
     /// gone has ended.
     stages: Vec<WeakAddr<PopenProcess>>,
-    pids: Vec<Option<u32>>,
+    /// Each stage's task id, which its exit event carries.
+    ids: Vec<TaskId>,
     returncodes: Vec<Option<ReturnCode>>,
+    causes: Vec<Option<ExitCause>>,
     pipefail: bool,
     waiters: Vec<oneshot::Sender<ReturnCode>>,
+    exit_listeners: Vec<Recipient<PipelineExited>>,
+}
+
+/// Event: every stage of a [`Pipeline`] has ended (see
+/// [`Pipeline::exit_listener`]).
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct PipelineExited {
+    /// The pipeline's return code: the last stage's, or with
+    /// [`Pipeline::pipefail`] the last non-zero one.
+    pub returncode: ReturnCode,
+    /// Every stage's return code, first to last (bash's `PIPESTATUS`).
+    pub statuses: Vec<ReturnCode>,
+    /// Why each stage ended, first to last.
+    pub causes: Vec<ExitCause>,
+}
+
+impl PipelineExited {
+    /// The event, for tests of code that handles one.
+    pub fn new(returncode: ReturnCode, statuses: Vec<ReturnCode>, causes: Vec<ExitCause>) -> Self {
+        PipelineExited {
+            returncode,
+            statuses,
+            causes,
+        }
+    }
 }
 
 impl PipelineProcess {
@@ -276,14 +330,11 @@ impl Handler<Exited> for PipelineProcess {
     type Result = ();
 
     fn handle(&mut self, exited: Exited, _ctx: &mut Context<Self>) {
-        let Some(index) = self
-            .pids
-            .iter()
-            .position(|pid| pid.is_some() && *pid == exited.pid)
-        else {
+        let Some(index) = self.ids.iter().position(|id| *id == exited.task) else {
             return;
         };
         self.returncodes[index] = Some(exited.returncode);
+        self.causes[index] = Some(exited.cause);
         // Everything this stage wrote is already queued at the next one:
         // its exit is reported only after its last chunk was sent.
         if let Some(next) = self.stages.get(index + 1).and_then(WeakAddr::upgrade) {
@@ -296,6 +347,14 @@ impl Handler<Exited> for PipelineProcess {
         if let Some(code) = self.returncode() {
             for waiter in self.waiters.drain(..) {
                 let _ = waiter.send(code);
+            }
+            let event = PipelineExited {
+                returncode: code,
+                statuses: self.returncodes.iter().flatten().copied().collect(),
+                causes: self.causes.iter().flatten().copied().collect(),
+            };
+            for listener in std::mem::take(&mut self.exit_listeners) {
+                listener.do_send(event.clone());
             }
         }
     }

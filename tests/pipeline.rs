@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_popen::SpawnErrorKind;
 use actix_popen::{
-    AsyncWait, Cancel, Chunk, CloseStdin, Collector, GetValue, InputFrom, OutputStream, PipeStatus,
-    Pipeline, PipelineError, PipelineHandle, Popen, ReturnCode, WriteStdin,
+    AsyncWait, Cancel, Chunk, CloseStdin, Collector, ExitCause, GetValue, InputFrom, OutputStream,
+    PipeStatus, Pipeline, PipelineError, PipelineHandle, Popen, ReturnCode, WriteStdin,
 };
+use futures::channel::oneshot;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -660,5 +661,65 @@ fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
         })
         .await;
         assert_eq!(fs::read(&file).expect("read"), expected);
+    });
+}
+
+/// Hands over the first `PipelineExited` it gets.
+struct PipelineWaiter(Option<oneshot::Sender<actix_popen::PipelineExited>>);
+
+impl Actor for PipelineWaiter {
+    type Context = Context<Self>;
+}
+
+impl Handler<actix_popen::PipelineExited> for PipelineWaiter {
+    type Result = ();
+    fn handle(&mut self, event: actix_popen::PipelineExited, _: &mut Context<Self>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(event);
+        }
+    }
+}
+
+/// The pipeline's exit event has every stage's status and cause.
+#[test]
+fn the_pipeline_exit_event_has_every_stage() {
+    common::bounded(async {
+        let (tx, rx) = oneshot::channel();
+        let waiter = PipelineWaiter(Some(tx)).start();
+        let _pipeline = Pipeline::new()
+            .stage(sh("exit 3"))
+            .stage(Popen::new("cat"))
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("the pipeline starts");
+        let exited = common::within("PipelineExited", rx)
+            .await
+            .expect("the waiter");
+        assert_eq!(exited.returncode, ReturnCode::from_raw(0));
+        assert_eq!(exited.statuses, codes(&[3, 0]));
+        assert_eq!(exited.causes, vec![ExitCause::Exited, ExitCause::Exited]);
+    });
+}
+
+/// A pipeline timeout ends the stages still running, as timed out; a
+/// stage that had ended keeps its own status.
+#[test]
+fn a_pipeline_timeout_ends_the_stages_still_running() {
+    common::bounded(async {
+        let (tx, rx) = oneshot::channel();
+        let waiter = PipelineWaiter(Some(tx)).start();
+        let _pipeline = Pipeline::new()
+            .stage(Popen::new("true"))
+            .stage(Popen::new("sleep").arg("60"))
+            .timeout(Duration::from_millis(200))
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("the pipeline starts");
+        let exited = common::within("PipelineExited", rx)
+            .await
+            .expect("the waiter");
+        assert_eq!(exited.statuses, codes(&[0, -15]));
+        assert_eq!(exited.causes, vec![ExitCause::Exited, ExitCause::TimedOut]);
+        assert_eq!(exited.returncode, ReturnCode::from_raw(-15));
     });
 }
