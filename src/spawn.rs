@@ -146,16 +146,6 @@ impl SpawnSpec {
         self.exec_strings_error()
     }
 
-    fn validate(&self) -> Result<(), SpawnError> {
-        match self.invalid() {
-            Some(reason) => Err(SpawnError::new(
-                self.program_name(),
-                SpawnErrorKind::InvalidConfig { reason },
-            )),
-            None => Ok(()),
-        }
-    }
-
     /// What exec could not pass on as given, if anything: a C string ends
     /// at its first NUL, and an environment entry is `NAME=VALUE`, so a
     /// name with `=` in it would set another variable (`PATH=/x:` set to
@@ -213,8 +203,10 @@ impl SpawnSpec {
     /// `pre_exec` step (which forces the fork path) is added only for
     /// `close_fds(true)`, and for the signal reset when the spawning thread
     /// is not clean (see `sys/signals.rs`).
+    ///
+    /// The caller validated the task first ([`TaskSpec::validate`](crate::process::TaskSpec::validate),
+    /// at the start or the prepare), once.
     pub(crate) fn spawn(&self) -> Result<Spawned, SpawnError> {
-        self.validate()?;
         // A host that ignores SIGCHLD would have the kernel reap our
         // children behind our back.
         crate::sys::signals::restore_sigchld();

@@ -7,13 +7,18 @@
 //!
 //! # Files
 //! `handle.rs` (the [`ProcessHandle`]), `lifecycle.rs` (the states),
-//! `listeners.rs` (start and exit listeners), `control.rs` (start, cancel,
-//! signals, queries, listeners), `stdio.rs` (stdin and output control).
+//! `listeners.rs` (start and exit listeners), `spec.rs` (what a task is
+//! made of), `start.rs` (starting its actor), `control.rs` (start, cancel,
+//! signals, queries, listeners), `stdio.rs` (stdin and output control),
+//! `drain.rs` (the drain timeout).
 
 mod control;
+mod drain;
 mod handle;
 mod lifecycle;
 mod listeners;
+mod spec;
+mod start;
 mod stdio;
 
 use std::io;
@@ -21,79 +26,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use futures::channel::oneshot;
 
 pub use handle::ProcessHandle;
+pub(crate) use spec::TaskSpec;
 pub(crate) use stdio::SetUpstream;
 
 use crate::lines::{LineFramer, Overflow, DEFAULT_LINE_MAX};
-use crate::messages::{Chunk, CloseReader, CloseStdin, Exited, OutputStream, Started};
+use crate::messages::{Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::pipe_reader::{PipeReader, Stalls};
 use crate::shutdown;
-use crate::spawn::{InputFrom, SpawnSpec, Spawned};
+use crate::spawn::{InputFrom, Spawned};
 use crate::stdin::StdinQueue;
 use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
 use crate::tracked::Tracked;
-use crate::Line;
 #[cfg(doc)]
-use crate::{AsyncWait, Cancel, Start};
-use crate::{ExitCause, ReturnCode, Signal, SpawnError, SpawnErrorKind, TaskId};
+use crate::{AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, SpawnError, Start};
+use crate::{ExitCause, ReturnCode, Signal, TaskId};
 use handle::Shared;
 use lifecycle::{Lifecycle, Output, Running};
 use listeners::Listeners;
-
-/// Everything a task is made of: what a [`Popen`](crate::Popen) describes.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskSpec {
-    pub(crate) command: SpawnSpec,
-    pub(crate) reader: ReaderOptions,
-    pub(crate) options: TaskOptions,
-    pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
-    /// Sent the output's lines, by a framer the task starts with its
-    /// reader (`Popen::lines`).
-    pub(crate) line_subscribers: Vec<Recipient<Line>>,
-    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
-    /// stage).
-    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
-    pub(crate) start_listeners: Vec<Recipient<Started>>,
-    pub(crate) exit_listeners: Vec<Recipient<Exited>>,
-    /// Written to the child's stdin, which is then closed.
-    pub(crate) input: Option<Bytes>,
-}
-
-impl TaskSpec {
-    /// # Errors
-    /// [`SpawnErrorKind::InvalidConfig`] naming the first setting that cannot
-    /// be used.
-    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
-        let input_without_pipe = (self.input.is_some()
-            && self.command.stdio.stdin() != InputFrom::Pipe)
-            .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
-        let reason = self
-            .reader
-            .invalid()
-            .or_else(|| self.options.invalid())
-            .or_else(|| self.command.invalid())
-            .or(input_without_pipe);
-        match reason {
-            Some(reason) => Err(SpawnError::new(
-                self.command.program_name(),
-                SpawnErrorKind::InvalidConfig { reason },
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Who hears of the output: handed to the reader when it starts.
-#[derive(Debug)]
-struct Wiring {
-    subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
-    line_subscribers: Vec<Recipient<Line>>,
-    eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
-}
+use spec::Wiring;
 
 /// A child process as an actix actor (portage's `PopenProcess`).
 ///
@@ -207,17 +161,6 @@ pub struct PopenProcess {
     waiters: Vec<oneshot::Sender<ReturnCode>>,
 }
 
-fn check_arbiter(spec: &TaskSpec) -> Result<(), SpawnError> {
-    if actix_rt::Arbiter::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
-    {
-        return Err(SpawnError::new(
-            spec.command.program_name(),
-            SpawnErrorKind::NoArbiter,
-        ));
-    }
-    Ok(())
-}
-
 impl PopenProcess {
     fn new(spec: TaskSpec, spawned: Option<Spawned>) -> PopenProcess {
         let TaskSpec {
@@ -271,55 +214,6 @@ impl PopenProcess {
             actor.run(spawned);
         }
         actor
-    }
-
-    pub(crate) fn spawn_and_start(spec: TaskSpec) -> Result<ProcessHandle, SpawnError> {
-        check_arbiter(&spec)?;
-        spec.validate()?;
-        let spawned = spec.command.spawn()?;
-        let actor = PopenProcess::new(spec, Some(spawned));
-        let shared = actor.shared.clone();
-        Ok(ProcessHandle {
-            id: actor.id,
-            addr: actor.start(),
-            shared,
-        })
-    }
-
-    pub(crate) fn prepare(spec: TaskSpec) -> Result<ProcessHandle, SpawnError> {
-        check_arbiter(&spec)?;
-        spec.validate()?;
-        let actor = PopenProcess::new(spec, None);
-        let shared = actor.shared.clone();
-        Ok(ProcessHandle {
-            id: actor.id,
-            addr: actor.start(),
-            shared,
-        })
-    }
-
-    pub(crate) fn spawn_in_arbiter(
-        spec: TaskSpec,
-        arbiter: &actix_rt::ArbiterHandle,
-    ) -> Result<ProcessHandle, SpawnError> {
-        // A stopped arbiter refuses work; should it stop between this check
-        // and the start, the actor is dropped unstarted and its teardown
-        // cancels and reaps the child.
-        if !arbiter.spawn(async {}) {
-            return Err(SpawnError::new(
-                spec.command.program_name(),
-                SpawnErrorKind::NoArbiter,
-            ));
-        }
-        spec.validate()?;
-        let spawned = spec.command.spawn()?;
-        let actor = PopenProcess::new(spec, Some(spawned));
-        let shared = actor.shared.clone();
-        Ok(ProcessHandle {
-            id: actor.id,
-            addr: Actor::start_in_arbiter(arbiter, |_| actor),
-            shared,
-        })
     }
 
     /// The task is running from now: files the child in the shutdown
@@ -512,46 +406,6 @@ impl PopenProcess {
             let (exited, stalled) = (Instant::now(), self.stalls.stalled());
             self.arm_drain_timeout(timeout, exited, stalled, ctx);
         }
-    }
-
-    /// Closes the output once `timeout` has passed since the child exited,
-    /// not counting the time the reader waited for slow subscribers (that
-    /// output was already written; it is only being taken slowly).
-    fn arm_drain_timeout(
-        &mut self,
-        timeout: Duration,
-        exited: Instant,
-        stalled: Duration,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(reader) = self.running().and_then(|r| r.reader().cloned()) else {
-            return;
-        };
-        let waited = exited
-            .elapsed()
-            .saturating_sub(self.stalls.stalled().saturating_sub(stalled));
-        let Some(left) = timeout.checked_sub(waited).filter(|left| !left.is_zero()) else {
-            let holders = crate::sys::proc::holders(
-                &self
-                    .tracked
-                    .as_ref()
-                    .map(|t| t.outputs.clone())
-                    .unwrap_or_default(),
-            );
-            log::warn!(
-                "{}: output still open {timeout:?} after the exit (held by pids {holders:?}); \
-                 closing it: those processes are left running",
-                self.name
-            );
-            if let Some(running) = self.running() {
-                running.drain_closed = true;
-            }
-            reader.do_send(CloseReader);
-            return;
-        };
-        ctx.run_later(left, move |act, ctx| {
-            act.arm_drain_timeout(timeout, exited, stalled, ctx);
-        });
     }
 
     /// The reader finished: every stream reached EOF (`complete`), or it

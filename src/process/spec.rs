@@ -1,0 +1,61 @@
+//! What a task is made of ([`TaskSpec`], built by
+//! [`Popen`](crate::Popen)) and its one validation.
+
+use actix::Recipient;
+use bytes::Bytes;
+
+use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
+use crate::options::{ReaderOptions, TaskOptions};
+use crate::spawn::{InputFrom, SpawnSpec};
+use crate::{Line, SpawnError, SpawnErrorKind};
+
+/// Everything a task is made of: what a [`Popen`](crate::Popen) describes.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskSpec {
+    pub(crate) command: SpawnSpec,
+    pub(crate) reader: ReaderOptions,
+    pub(crate) options: TaskOptions,
+    pub(crate) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    /// Sent the output's lines, by a framer the task starts with its
+    /// reader (`Popen::lines`).
+    pub(crate) line_subscribers: Vec<Recipient<Line>>,
+    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
+    /// stage).
+    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+    pub(crate) start_listeners: Vec<Recipient<Started>>,
+    pub(crate) exit_listeners: Vec<Recipient<Exited>>,
+    /// Written to the child's stdin, which is then closed.
+    pub(crate) input: Option<Bytes>,
+}
+
+impl TaskSpec {
+    /// # Errors
+    /// [`SpawnErrorKind::InvalidConfig`] naming the first setting that cannot
+    /// be used.
+    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        let input_without_pipe = (self.input.is_some()
+            && self.command.stdio.stdin() != InputFrom::Pipe)
+            .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
+        let reason = self
+            .reader
+            .invalid()
+            .or_else(|| self.options.invalid())
+            .or_else(|| self.command.invalid())
+            .or(input_without_pipe);
+        match reason {
+            Some(reason) => Err(SpawnError::new(
+                self.command.program_name(),
+                SpawnErrorKind::InvalidConfig { reason },
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Who hears of the output: handed to the reader when it starts.
+#[derive(Debug)]
+pub(super) struct Wiring {
+    pub(super) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
+    pub(super) line_subscribers: Vec<Recipient<Line>>,
+    pub(super) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+}
