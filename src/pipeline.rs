@@ -30,14 +30,16 @@ use std::ops::Deref;
 use actix::prelude::*;
 use actix::WeakAddr;
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
 
 use crate::messages::CloseStream;
 use crate::messages::{
-    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream,
+    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream, Start,
 };
 use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
 use crate::spawn::{InputFrom, OutputTo};
-use crate::{ExitCause, Popen, ReturnCode, SpawnError, TaskId, WaitError};
+use crate::supervisor::{Enqueue, Job, ProcessSupervisor};
+use crate::{ExitCause, Popen, ReturnCode, SpawnError, SpawnErrorKind, TaskId, WaitError};
 
 /// The chunk size a stage gathers for the next one unless its [`Popen`]
 /// sets [`coalesce`](Popen::coalesce).
@@ -90,8 +92,9 @@ pub enum PipelineError {
     /// The pipeline has no stage.
     #[error("a pipeline needs at least one stage")]
     Empty,
-    /// A stage could not be spawned; the stages already started were
-    /// cancelled.
+    /// A stage could not be spawned (by [`Pipeline::start`]) or prepared
+    /// (by [`Pipeline::submit`]); the stages already started or prepared
+    /// were cancelled.
     #[error("stage {stage} of the pipeline: {source}")]
     Spawn {
         /// The failed stage's index, from 0.
@@ -123,8 +126,10 @@ impl Pipeline {
     }
 
     /// Bounds the whole pipeline's run: every stage gets this
-    /// [`Popen::timeout`] (they are all spawned at once, by
-    /// [`start`](Self::start)), so a stage still running when it passes is
+    /// [`Popen::timeout`], counted from its spawn (they are all spawned at
+    /// once, by [`start`](Self::start), or when a
+    /// [`submit`](Self::submit)ted pipeline's turn comes: the wait in the
+    /// queue does not count), so a stage still running when it passes is
     /// cancelled and ends with [`ExitCause::TimedOut`](crate::ExitCause::TimedOut);
     /// a stage that had already ended keeps its own status, as in a shell
     /// pipeline under `timeout(1)`.
@@ -148,11 +153,91 @@ impl Pipeline {
     /// [`PipelineError::Empty`], or [`PipelineError::Spawn`] naming the
     /// stage that failed; the stages already started are cancelled.
     pub fn start(self) -> Result<PipelineHandle, PipelineError> {
+        self.wire(Popen::start)
+    }
+
+    /// Submits the whole pipeline to the
+    /// [`ProcessSupervisor`](crate::ProcessSupervisor)'s job pool as one
+    /// job, as portage's job pool counts one build as one job whatever it
+    /// spawns (`--jobs`, `--load-average`; see
+    /// [`SetJobLimits`](crate::SetJobLimits)).
+    ///
+    /// Every stage's actor and the pipeline's actor are created on the
+    /// current arbiter at once, wired as by [`start`](Self::start), so the
+    /// handle takes every message at once ([`AsyncWait`], [`PipeStatus`],
+    /// [`Cancel`], bytes for the first stage's stdin, which wait for its
+    /// child); no process is spawned yet. The pipeline waits in the pool's
+    /// queue, in submission order with the tasks of
+    /// [`Popen::submit`]. When its turn comes every stage is spawned, last
+    /// first, and the pipeline holds its one place until every stage has
+    /// ended. [`Pipeline::timeout`] counts from that start.
+    ///
+    /// [`Cancel`] before its turn ends every stage with
+    /// [`ReturnCode::CANCELLED`] without any child ever running, and frees
+    /// its place in the queue. A stage whose spawn fails when its turn
+    /// comes ends with 127 (not found) or 126, as a submitted task does,
+    /// with [`ExitCause::SpawnFailed`] in [`PipelineExited::causes`]; the
+    /// error is logged, and its handle's
+    /// [`spawn_error`](ProcessHandle::spawn_error) says why. The other
+    /// stages are cancelled: those already spawned get the cancel's
+    /// signals, the others end with [`ReturnCode::CANCELLED`] without
+    /// running.
+    ///
+    /// ```
+    /// use actix::Actor;
+    /// use actix_popen::{
+    ///     AsyncWait, Collector, GetValue, Pipeline, Popen, ProcessSupervisor, SetJobLimits,
+    /// };
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // One job at a time, like `emerge --jobs 1`.
+    /// ProcessSupervisor::get()
+    ///     .send(SetJobLimits { max_jobs: Some(1), max_load: None })
+    ///     .await??;
+    /// let task = Popen::new("true").submit()?;
+    /// let collector = Collector::start_default();
+    /// // One job too: its stages start together once the task has ended.
+    /// let pipeline = Pipeline::new()
+    ///     .stage(Popen::new("printf").arg("b\na\n"))
+    ///     .stage(Popen::new("sort").subscribe(collector.clone().recipient()))
+    ///     .submit()?;
+    /// assert_eq!(pipeline.stages()[0].pid(), None, "not spawned yet");
+    /// assert!(task.send(AsyncWait).await??.success());
+    /// assert!(pipeline.send(AsyncWait).await??.success());
+    /// assert_eq!(&collector.send(GetValue).await?.stdout[..], b"a\nb\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`PipelineError::Empty`], or [`PipelineError::Spawn`] naming the
+    /// stage that could not be prepared (as [`Popen::prepare`]: an invalid
+    /// description, or no actix arbiter on this thread); the stages
+    /// already prepared end with [`ReturnCode::CANCELLED`] and nothing is
+    /// queued.
+    pub fn submit(self) -> Result<PipelineHandle, PipelineError> {
+        let pipeline = self.wire(Popen::prepare)?;
+        ProcessSupervisor::get().do_send(Enqueue(Box::new(PipelineJob {
+            stages: pipeline.stages.clone(),
+        })));
+        Ok(pipeline)
+    }
+
+    /// Makes every stage with `make` (spawned by [`Popen::start`], or
+    /// prepared by [`Popen::prepare`] for a deferred start), last first,
+    /// wires each to the next by their actors' addresses, and starts the
+    /// pipeline's actor on the current arbiter. If a stage cannot be made,
+    /// the stages already made are cancelled.
+    fn wire(
+        self,
+        make: fn(Popen) -> Result<ProcessHandle, SpawnError>,
+    ) -> Result<PipelineHandle, PipelineError> {
         let count = self.stages.len();
         if count == 0 {
             return Err(PipelineError::Empty);
         }
-        let mut started: Vec<ProcessHandle> = Vec::with_capacity(count);
+        let mut made: Vec<ProcessHandle> = Vec::with_capacity(count);
         for (index, popen) in self.stages.into_iter().enumerate().rev() {
             let mut popen = popen;
             if let Some(timeout) = self.timeout {
@@ -161,7 +246,7 @@ impl Pipeline {
             if index > 0 {
                 popen = popen.stdin(InputFrom::Pipe);
             }
-            if let Some(next) = started.last() {
+            if let Some(next) = made.last() {
                 // What is ready goes on to the next stage in one write of up
                 // to 64 KiB, not one per read, unless the stage says
                 // otherwise.
@@ -179,19 +264,19 @@ impl Pipeline {
                         next.addr().clone().recipient::<CloseStdin>(),
                     );
             }
-            match popen.start() {
+            match make(popen) {
                 Ok(handle) => {
                     // And EPIPE the other way: when the next stage's child
                     // closes its stdin, this stage's output is closed.
-                    if let Some(next) = started.last() {
+                    if let Some(next) = made.last() {
                         next.do_send(SetUpstream(
                             handle.addr().clone().recipient::<CloseStream>().downgrade(),
                         ));
                     }
-                    started.push(handle);
+                    made.push(handle);
                 }
                 Err(source) => {
-                    for handle in &started {
+                    for handle in &made {
                         handle.do_send(Cancel);
                     }
                     return Err(PipelineError::Spawn {
@@ -201,8 +286,8 @@ impl Pipeline {
                 }
             }
         }
-        started.reverse();
-        let stages = started;
+        made.reverse();
+        let stages = made;
         let actor = PipelineProcess {
             stages: stages.iter().map(|h| h.addr().downgrade()).collect(),
             ids: stages.iter().map(|h| h.id()).collect(),
@@ -219,7 +304,66 @@ impl Pipeline {
     }
 }
 
-/// A handle on a running pipeline: the [`PipelineProcess`] actor's address
+/// A submitted pipeline as the job pool sees it: one job, whose stages
+/// start together and which ends once every stage has ended.
+struct PipelineJob {
+    /// The stages, first to last. Held while the pipeline waits, so that
+    /// its stages are there when its turn comes; dropped once they are
+    /// started (see `run`).
+    stages: Vec<ProcessHandle>,
+}
+
+impl Job for PipelineJob {
+    /// Every stage has ended: the pipeline was cancelled while it waited.
+    fn ended(&self) -> bool {
+        self.stages.iter().all(|stage| stage.try_wait().is_some())
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let stages = self.stages;
+        Box::pin(async move {
+            // A stage that ended before its turn (cancelled on its own)
+            // leaves the pipeline broken: none of it is started then.
+            let intact = stages.iter().all(|stage| stage.try_wait().is_none());
+            if !(intact && start_all(&stages).await) {
+                // As a failed `Pipeline::start`: the stages started are
+                // cancelled, the others end without running.
+                for stage in &stages {
+                    stage.do_send(Cancel);
+                }
+            }
+            // The waits hold no address of the stages: with every user
+            // handle dropped, the first stage's stdin can close.
+            let ends: Vec<_> = stages.iter().map(|stage| stage.send(AsyncWait)).collect();
+            drop(stages);
+            futures::future::join_all(ends).await;
+        })
+    }
+}
+
+/// Starts every stage, last first (as `Pipeline::start` spawns them), up
+/// to the first that fails; whether all started.
+async fn start_all(stages: &[ProcessHandle]) -> bool {
+    for (index, stage) in stages.iter().enumerate().rev() {
+        match stage.send(Start).await {
+            Ok(Ok(_pid)) => continue,
+            // The stage ended with 127 or 126; nobody else hears why.
+            Ok(Err(source)) if !matches!(source.kind(), SpawnErrorKind::AlreadyStarted) => {
+                let err = PipelineError::Spawn {
+                    stage: index,
+                    source,
+                };
+                log::error!("job pool: {err}");
+            }
+            // Cancelled just before its turn.
+            _ => {}
+        }
+        return false;
+    }
+    true
+}
+
+/// A handle on a pipeline, running or waiting in the job pool: the [`PipelineProcess`] actor's address
 /// (it dereferences to it) and a [`ProcessHandle`] for each stage.
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {

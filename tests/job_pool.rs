@@ -1,17 +1,21 @@
-//! The supervisor's job pool: `--jobs` and `--load-average` for actors.
+//! The supervisor's job pool: `--jobs` and `--load-average` for actors,
+//! and a submitted pipeline as one job.
 //!
 //! Every await is bounded ([`within`], [`async_wait`]): a regression fails
-//! the test rather than hanging it.
+//! the test rather than hanging it. This binary installs a logger that
+//! keeps every error, so it holds the process's logger alone.
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_popen::SpawnErrorKind;
 use actix_popen::{
-    AddStartListener, Cancel, CloseStdin, Exited, GetJobPool, InputFrom, JobLimitsError, JobPool,
-    OutputTo, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, Started,
+    AddStartListener, AsyncWait, Cancel, CloseStdin, Collector, ExitCause, Exited, GetJobPool,
+    GetValue, InputFrom, JobLimitsError, JobPool, OutputTo, PipeStatus, Pipeline, PipelineExited,
+    PipelineHandle, Popen, ProcessHandle, ProcessSupervisor, ReturnCode, SetJobLimits, Started,
 };
 use futures::channel::oneshot;
 
@@ -339,5 +343,328 @@ fn limits_that_never_start_a_task_are_refused_and_the_previous_stay() {
         first.do_send(CloseStdin);
         assert!(async_wait(&first).await.success());
         assert!(async_wait(&second).await.success());
+    });
+}
+
+// ---------------------------------------------------------------------
+// A submitted pipeline is one job
+// ---------------------------------------------------------------------
+
+/// A stage running `sh -c script`.
+fn sh(script: &str) -> Popen {
+    Popen::new("sh").args(["-c", script])
+}
+
+/// Submits a `cat` that holds a place of the pool until its stdin is
+/// closed; returns it once it runs, with the guard that kills its group.
+async fn hold_a_place() -> (ProcessHandle, Leftovers) {
+    let (waiter, awaited) = Waiter::start_new();
+    let holder = Popen::new("cat")
+        .stdin(InputFrom::Pipe)
+        .stdout(OutputTo::Null)
+        .start_listener(waiter.recipient())
+        .submit()
+        .expect("cannot submit cat");
+    event("the holder's start", awaited.started).await;
+    let leftovers = Leftovers::of(&holder);
+    (holder, leftovers)
+}
+
+/// Ends the holder of [`hold_a_place`], which frees its place.
+async fn release(holder: &ProcessHandle) {
+    holder.do_send(CloseStdin);
+    assert!(async_wait(holder).await.success());
+}
+
+/// The pipeline's return code, with a bound.
+async fn pipeline_wait(pipeline: &PipelineHandle) -> ReturnCode {
+    within("the pipeline's end", pipeline.send(AsyncWait))
+        .await
+        .expect("the pipeline actor is gone")
+        .expect("AsyncWait failed")
+}
+
+/// Every stage's return code so far, with a bound.
+async fn pipestatus(pipeline: &PipelineHandle) -> Vec<Option<ReturnCode>> {
+    within("PipeStatus", pipeline.send(PipeStatus))
+        .await
+        .expect("the pipeline actor is gone")
+}
+
+/// Hands over the first `PipelineExited` it gets.
+struct PipelineWaiter(Option<oneshot::Sender<PipelineExited>>);
+
+impl PipelineWaiter {
+    fn start_new() -> (Recipient<PipelineExited>, oneshot::Receiver<PipelineExited>) {
+        let (tx, rx) = oneshot::channel();
+        (PipelineWaiter(Some(tx)).start().recipient(), rx)
+    }
+}
+
+impl Actor for PipelineWaiter {
+    type Context = Context<Self>;
+}
+
+impl Handler<PipelineExited> for PipelineWaiter {
+    type Result = ();
+    fn handle(&mut self, event: PipelineExited, _: &mut Context<Self>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(event);
+        }
+    }
+}
+
+#[test]
+fn a_submitted_pipeline_waits_for_a_place_then_runs_every_stage() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let (holder, _leftovers) = hold_a_place().await;
+        let collector = Collector::start_default();
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("printf").arg("b\nc\na\n"))
+            .stage(Popen::new("sort"))
+            .stage(
+                Popen::new("tr")
+                    .args(["a-z", "A-Z"])
+                    .subscribe(collector.clone().recipient()),
+            )
+            .submit()
+            .expect("cannot submit the pipeline");
+        // One job waiting, whatever its stages: none of them was spawned.
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 1
+            }
+        );
+        for (stage, handle) in pipeline.stages().iter().enumerate() {
+            assert_eq!(handle.pid(), None, "stage {stage} was spawned in the queue");
+        }
+        assert_eq!(pipestatus(&pipeline).await, vec![None; 3]);
+
+        release(&holder).await;
+        assert!(pipeline_wait(&pipeline).await.success());
+        assert_eq!(
+            pipestatus(&pipeline).await,
+            vec![Some(ReturnCode::from_raw(0)); 3]
+        );
+        assert_eq!(
+            &within("the output", collector.send(GetValue))
+                .await
+                .expect("collector gone")
+                .stdout[..],
+            b"A\nB\nC\n"
+        );
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 0,
+                queued: 0
+            }
+        );
+    });
+}
+
+#[test]
+fn a_submitted_pipeline_holds_its_place_until_its_last_stage_ended() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let recorder = Recorder::default().start();
+        let (waiter, awaited) = Waiter::start_new();
+        // The middle stage outlives the others: the first ends once it
+        // wrote its line, the last once it read it, the middle only when
+        // cancelled.
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("printf").arg("x\n"))
+            .stage(
+                sh("read line; echo \"$line\"; exec sleep 1000")
+                    .start_listener(waiter.recipient())
+                    .exit_listener(Tag(0, recorder.clone()).start().recipient()),
+            )
+            .stage(Popen::new("head").arg("-n1").stdout(OutputTo::Null))
+            .submit()
+            .expect("cannot submit the pipeline");
+        event("the middle stage's start", awaited.started).await;
+        let _leftovers = Leftovers::of(&pipeline.stages()[1]);
+        let stages = pipeline.stages();
+        assert!(async_wait(&stages[0]).await.success());
+        assert!(async_wait(&stages[2]).await.success());
+
+        let later = Popen::new("true")
+            .start_listener(Tag(1, recorder.clone()).start().recipient())
+            .submit()
+            .expect("cannot submit true");
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 1
+            },
+            "the pipeline gave its place back while its middle stage runs"
+        );
+        assert_eq!(later.try_wait(), None);
+
+        stages[1].do_send(Cancel);
+        assert_eq!(pipeline_wait(&pipeline).await, ReturnCode::from_raw(0));
+        assert_eq!(
+            pipestatus(&pipeline).await,
+            [0, -15, 0].map(|code| Some(ReturnCode::from_raw(code)))
+        );
+        assert!(async_wait(&later).await.success());
+        let (tx, rx) = oneshot::channel();
+        recorder.do_send(WhenCount(2, tx));
+        assert_eq!(
+            event("the middle stage's exit and the later task's start", rx).await,
+            vec![(0, false), (1, true)],
+            "the later task started before the pipeline's last stage ended"
+        );
+    });
+}
+
+#[test]
+fn a_pipeline_cancelled_in_the_queue_never_runs() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let (holder, _leftovers) = hold_a_place().await;
+        let (waiter, awaited) = Waiter::start_new();
+        let (listener, exited) = PipelineWaiter::start_new();
+        let pipeline = Pipeline::new()
+            .stage(
+                Popen::new("sleep")
+                    .arg("1000")
+                    .start_listener(waiter.recipient()),
+            )
+            .stage(Popen::new("cat"))
+            .exit_listener(listener)
+            .submit()
+            .expect("cannot submit the pipeline");
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 1
+            }
+        );
+
+        pipeline.do_send(Cancel);
+        let exited = event("PipelineExited", exited).await;
+        assert_eq!(exited.returncode, ReturnCode::CANCELLED);
+        assert_eq!(exited.statuses, vec![ReturnCode::CANCELLED; 2]);
+        assert_eq!(exited.causes, vec![ExitCause::Cancelled; 2]);
+        assert_eq!(pipeline_wait(&pipeline).await, ReturnCode::CANCELLED);
+        assert_eq!(
+            event("the first stage's Started", awaited.started)
+                .await
+                .pid,
+            None,
+            "the first stage ran"
+        );
+        // Its place in the queue is given back at once.
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 0
+            }
+        );
+
+        release(&holder).await;
+        let after = Popen::new("true").submit().expect("cannot submit true");
+        assert!(async_wait(&after).await.success());
+        for (stage, handle) in pipeline.stages().iter().enumerate() {
+            assert!(handle.usage().is_none(), "stage {stage} ran");
+        }
+    });
+}
+
+/// Every error logged in this binary.
+static ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Keeps every error record in [`ERRORS`].
+struct KeepErrors;
+
+impl log::Log for KeepErrors {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Error
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            ERRORS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_submitted_pipeline_whose_stage_cannot_be_spawned_ends_naming_it() {
+    static KEEP: KeepErrors = KeepErrors;
+    let _ = log::set_logger(&KEEP);
+    log::set_max_level(log::LevelFilter::Error);
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let (holder, _leftovers) = hold_a_place().await;
+        let dir = tempfile::tempdir().expect("no temp dir");
+        let missing = dir.path().join("no-such-program");
+        let (listener, exited) = PipelineWaiter::start_new();
+        // Spawned last first at its turn: the last stage runs when the
+        // middle one fails, the first never does.
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("sleep").arg("1000"))
+            .stage(Popen::new(&missing))
+            .stage(Popen::new("sleep").arg("1000"))
+            .exit_listener(listener)
+            .submit()
+            .expect("a missing program is found missing only at the spawn");
+
+        release(&holder).await;
+        let exited = event("PipelineExited", exited).await;
+        assert_eq!(
+            exited.statuses,
+            vec![
+                ReturnCode::CANCELLED,
+                ReturnCode::from_raw(127),
+                ReturnCode::from_raw(-15)
+            ]
+        );
+        assert_eq!(
+            exited.causes,
+            vec![
+                ExitCause::Cancelled,
+                ExitCause::SpawnFailed,
+                ExitCause::Cancelled
+            ]
+        );
+        let stages = pipeline.stages();
+        assert!(
+            stages[1]
+                .spawn_error()
+                .is_some_and(|err| matches!(err.kind(), SpawnErrorKind::NotFound { .. })),
+            "{:?}",
+            stages[1].spawn_error()
+        );
+        assert!(stages[0].usage().is_none(), "the first stage ran");
+        assert!(stages[2].usage().is_some(), "the last stage never ran");
+        let errors = ERRORS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("stage 1 of the pipeline") && e.contains("no-such-program")),
+            "the failed spawn was not logged: {errors:?}"
+        );
+
+        // The place is free again.
+        let after = Popen::new("true").submit().expect("cannot submit true");
+        assert!(async_wait(&after).await.success());
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 0,
+                queued: 0
+            }
+        );
     });
 }

@@ -2,8 +2,12 @@
 //! wait in the [`ProcessSupervisor`]'s queue for their turn.
 //!
 //! Tasks submitted with [`Popen::submit`](crate::Popen::submit) go through
-//! the supervisor's job pool (portage's `--jobs` and `--load-average`):
-//! they start in submission order, at most `max_jobs` at once, and while
+//! the supervisor's job pool (portage's `--jobs` and `--load-average`), and
+//! so do pipelines submitted with
+//! [`Pipeline::submit`](crate::Pipeline::submit), each as one task (one
+//! job, as a build is in portage's pool, whatever it spawns): its stages
+//! start together, and its place is freed once every stage has ended.
+//! They start in submission order, at most `max_jobs` at once, and while
 //! the 1-minute load average is at or above `max_load` no new task starts
 //! unless none is running (a start held back by the load looks again every
 //! second).
@@ -43,7 +47,7 @@ use super::ProcessSupervisor;
 use crate::JobLimitsError;
 
 /// A queued task, as the pool sees it (the process module implements it
-/// for its handle).
+/// for its handle, the pipeline module for a submitted pipeline).
 pub(crate) trait Job: Send + 'static {
     /// Whether the task has ended (cancelled while it waited).
     fn ended(&self) -> bool;
@@ -109,7 +113,8 @@ pub struct GetJobPool;
 /// The state of the job pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, actix::MessageResponse)]
 pub struct JobPool {
-    /// Submitted tasks started and not yet ended.
+    /// Submitted tasks started and not yet ended (a submitted pipeline
+    /// counts as one).
     pub running: usize,
     /// Submitted tasks waiting for a place (a task cancelled while it
     /// waited is not counted).
