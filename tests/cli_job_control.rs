@@ -204,9 +204,14 @@ fn ctrl_z_bg_fg_and_ctrl_c_work_as_for_any_job() {
     let child: i32 = shell.expect_number("child=").parse().expect("a pid");
     let popen_pid = parent(child);
     shell.started.extend([child, popen_pid]);
-    wait_until("the child's group has the terminal", BOUND, || {
-        shell.foreground() == Some(child)
-    });
+    // (A child that read the terminal before it was lent was stopped for
+    // it, and popen continues it: a Ctrl-Z typed before that SIGCONT would
+    // be discarded by it, as for any job continued just then.)
+    wait_until(
+        "the child's group has the terminal and reads it",
+        BOUND,
+        || shell.foreground() == Some(child) && state(child) == Some('S'),
+    );
 
     // Ctrl-Z: the child stops, popen with it, and bash has the prompt.
     shell.type_in("\x1a");

@@ -25,9 +25,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{fstat, SFlag};
-use nix::unistd::{isatty, tcgetpgrp};
+use nix::sys::termios::{tcgetattr, LocalFlags};
+use nix::unistd::{getpgrp, isatty, tcgetpgrp, Pid};
 
 enum Job {
     Write(Bytes, oneshot::Sender<io::Result<()>>),
@@ -54,7 +56,7 @@ impl Sink {
     /// A sink for `fd` (a duplicate of popen's own fd), with its writing
     /// thread if `fd` may block on a reader. `lent_to` holds the process
     /// group the terminal is lent to (the child's), or 0: see
-    /// [`Writer::write`].
+    /// [`Writer::write_to_terminal`].
     ///
     /// # Errors
     /// The thread could not be created.
@@ -156,39 +158,166 @@ impl Writer {
     }
 
     /// Writes all of `data`.
-    ///
-    /// On a terminal, `stty tostop` stops a process of a background group
-    /// that writes to it (SIGTTOU). While the terminal is lent to the
-    /// child's group, popen writes on the child's behalf: SIGTTOU is then
-    /// blocked in this thread for the write, which the kernel then lets
-    /// through. Otherwise (the whole job is in the background) SIGTTOU is
-    /// left to stop popen, as it would stop the child writing there itself.
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if let Some((kind, text)) = &self.failed {
             return Err(io::Error::new(*kind, text.clone()));
         }
-        let on_behalf = self.terminal && {
-            let lent = self.lent_to.load(Ordering::Relaxed);
-            lent != 0 && tcgetpgrp(&self.out).is_ok_and(|group| group.as_raw() == lent)
+        let result = if self.terminal {
+            self.write_to_terminal(data)
+        } else {
+            write_all(&mut self.out, data)
         };
-        let mut ttou = SigSet::empty();
-        ttou.add(Signal::SIGTTOU);
-        if on_behalf {
-            let _ = ttou.thread_block();
-        }
-        let result = write_all(&mut self.out, data);
-        if on_behalf {
-            let _ = ttou.thread_unblock();
-        }
         if let Err(err) = &result {
             self.failed = Some((err.kind(), err.to_string()));
         }
         result
     }
+
+    /// Writes all of `data` to a terminal, as job control allows.
+    ///
+    /// On a terminal, `stty tostop` stops a process of a background group
+    /// that writes to it (SIGTTOU). popen makes that check itself, before
+    /// each write, rather than leave it to the kernel: the kernel would
+    /// stop popen inside the write and, once popen is continued, restart
+    /// that write without looking again, so a write stopped in the
+    /// background and restarted after `fg` would be stopped a second time
+    /// if popen had lent the terminal to its child in between. So SIGTTOU
+    /// is blocked in this thread (a terminal lets a thread that blocks it
+    /// write), and popen writes when:
+    /// * its group or the child's (it writes on the child's behalf) is the
+    ///   terminal's foreground group, or the terminal is not popen's
+    ///   controlling terminal;
+    /// * `tostop` is off, or popen ignores SIGTTOU (as the kernel lets
+    ///   such a process write).
+    ///
+    /// Otherwise it stops with SIGTTOU, as the kernel would have stopped
+    /// it (its shell reports the job stopped), and looks again once it is
+    /// continued. In an orphaned process group, where nobody could continue
+    /// it, the write fails with EIO, as the kernel's does (tty_ioctl(4),
+    /// termios(3)). Unlike the kernel's, the SIGTTOU stops popen alone, not
+    /// the other processes of its group (a pipeline popen shares).
+    fn write_to_terminal(&mut self, data: &[u8]) -> io::Result<()> {
+        loop {
+            match self.may_write() {
+                Allowed::Yes => return write_all(&mut self.out, data),
+                Allowed::Orphaned => return Err(io::Error::from_raw_os_error(nix::libc::EIO)),
+                Allowed::AfterStop => stop_for_terminal_output(),
+            }
+        }
+    }
+
+    fn may_write(&self) -> Allowed {
+        // ENOTTY: not popen's controlling terminal; no job control applies.
+        let Ok(foreground) = tcgetpgrp(&self.out) else {
+            return Allowed::Yes;
+        };
+        let own = getpgrp();
+        let lent = self.lent_to.load(Ordering::Relaxed);
+        if foreground == own || (lent != 0 && foreground.as_raw() == lent) {
+            return Allowed::Yes;
+        }
+        let tostop = tcgetattr(&self.out)
+            .is_ok_and(|termios| termios.local_flags.contains(LocalFlags::TOSTOP));
+        if !tostop || ttou_ignored() {
+            return Allowed::Yes;
+        }
+        if orphaned(own) {
+            return Allowed::Orphaned;
+        }
+        Allowed::AfterStop
+    }
+}
+
+/// Whether a write to the terminal may go ahead now.
+enum Allowed {
+    Yes,
+    /// Only once popen, in the background, was stopped and continued.
+    AfterStop,
+    /// Never: popen is in the background of an orphaned process group.
+    Orphaned,
+}
+
+/// Blocks SIGTTOU in the calling thread: a terminal write from it is then
+/// never stopped by the kernel (see [`Writer::write_to_terminal`]).
+fn block_ttou() {
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let _ = ttou.thread_block();
+}
+
+/// Stops popen with SIGTTOU and returns once it is continued.
+///
+/// The signal is sent to this thread, with SIGTTOU unblocked for the
+/// moment: the thread takes it on its way back from `pthread_kill`, which
+/// stops the whole process then and there, so that nothing this thread
+/// looked at before the stop is used after it.
+fn stop_for_terminal_output() {
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let _ = ttou.thread_unblock();
+    let _ = pthread_kill(pthread_self(), Signal::SIGTTOU);
+    let _ = ttou.thread_block();
+}
+
+/// Whether popen ignores SIGTTOU (its parent made it SIG_IGN, which popen
+/// keeps), from /proc/self/status.
+fn ttou_ignored() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGTTOU as i32 - 1)) != 0)
+}
+
+/// Whether process group `group` is orphaned: no member has a parent in
+/// another group of the same session (POSIX's definition, the one the
+/// kernel applies before it stops a background writer).
+fn orphaned(group: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let stats: Vec<(i32, Stat)> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .collect();
+    let find = |pid: i32| stats.iter().find(|(p, _)| *p == pid).map(|(_, s)| s);
+    !stats
+        .iter()
+        .filter(|(_, member)| member.pgrp == group.as_raw())
+        .any(|(_, member)| {
+            find(member.ppid).is_some_and(|parent| {
+                parent.pgrp != member.pgrp && parent.session == member.session
+            })
+        })
+}
+
+/// The fields of /proc/PID/stat that [`orphaned`] needs.
+struct Stat {
+    ppid: i32,
+    pgrp: i32,
+    session: i32,
+}
+
+/// /proc/PID/stat's fields 4 to 6, after the command name in parentheses
+/// (which may itself hold spaces and parentheses).
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text[text.rfind(')')? + 1..].split_whitespace().skip(1);
+    let mut next = || fields.next()?.parse::<i32>().ok();
+    Some(Stat {
+        ppid: next()?,
+        pgrp: next()?,
+        session: next()?,
+    })
 }
 
 /// Writes each job in turn, on the sink's thread.
 fn write_all_jobs(mut writer: Writer, queue: mpsc::Receiver<Job>) {
+    block_ttou();
     for job in queue {
         match job {
             Job::Write(data, done) => {
