@@ -69,6 +69,22 @@ pub enum SpawnErrorKind {
         /// The OS error.
         source: Arc<io::Error>,
     },
+    /// The file given for the child's stdin, stdout or stderr
+    /// ([`InputFrom::File`](crate::InputFrom::File),
+    /// [`OutputTo::File`](crate::OutputTo::File)) could not be opened
+    /// (ENOENT, EACCES, EISDIR, ENXIO for a FIFO with no reader, …).
+    /// Nothing was spawned. As a shell's failed redirection, the task's
+    /// [`shell_status`](SpawnError::shell_status) is 1.
+    #[error("cannot open {} for the child's {}: {source}", path.display(), stdio_name(*fd))]
+    File {
+        /// The child's fd it was for: 0 (stdin), 1 (stdout) or 2 (stderr).
+        fd: i32,
+        /// The file, as opened (a relative path joined to the working
+        /// directory set with [`Popen::current_dir`](crate::Popen::current_dir)).
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
     /// The host ran out of processes, file descriptors or memory (EAGAIN,
     /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
     #[error("out of resources: {source}")]
@@ -130,13 +146,16 @@ impl SpawnError {
     }
 
     /// The exit status a POSIX shell gives a command that failed this way:
-    /// 127 when the program was not found, 126 for every other failure
-    /// (POSIX.1-2017, Shell Command Language, 2.8.2 "Exit Status for
-    /// Commands"). A deferred start ([`Start`](crate::Start), the job
+    /// 127 when the program was not found, 1 when a file for its stdin,
+    /// stdout or stderr could not be opened (a failed redirection: POSIX
+    /// asks for a status above 0, and bash and dash give 1), 126 for every
+    /// other failure (POSIX.1-2017, Shell Command Language, 2.8.2 "Exit
+    /// Status for Commands"). A deferred start ([`Start`](crate::Start), the job
     /// pool) that fails ends its task with this status.
     pub fn shell_status(&self) -> u8 {
         match self.kind {
             SpawnErrorKind::NotFound { .. } => 127,
+            SpawnErrorKind::File { .. } => 1,
             _ => 126,
         }
     }
@@ -148,6 +167,7 @@ impl SpawnError {
             | SpawnErrorKind::PermissionDenied { source }
             | SpawnErrorKind::ArgumentListTooLong { source, .. }
             | SpawnErrorKind::WorkingDirectory { source, .. }
+            | SpawnErrorKind::File { source, .. }
             | SpawnErrorKind::ResourceExhausted { source }
             | SpawnErrorKind::Unsupported { source }
             | SpawnErrorKind::Io { source } => Some(source),
@@ -155,6 +175,15 @@ impl SpawnError {
             | SpawnErrorKind::NoArbiter
             | SpawnErrorKind::AlreadyStarted => None,
         }
+    }
+}
+
+/// The name of the child's fd 0, 1 or 2.
+fn stdio_name(fd: i32) -> &'static str {
+    match fd {
+        0 => "stdin",
+        1 => "stdout",
+        _ => "stderr",
     }
 }
 

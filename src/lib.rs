@@ -68,7 +68,8 @@
 //! | `_cancelled_returncode = -2`              | [`ReturnCode::CANCELLED`]                          |
 //! | `stderr=subprocess.STDOUT`                | [`OutputTo::MergeIntoStdout`]                        |
 //! | `_create_pty_or_pipe`                     | [`OutputTo::Pty`], [`Popen::pty`]                    |
-//! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`]                |
+//! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`], [`Pipeline::submit`] |
+//! | `spawn(fd_pipes={n: fd})`                 | [`InputFrom::fd`], [`OutputTo::fd`], [`Popen::pass_fd`] |
 //!
 //! # Platform
 //! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;

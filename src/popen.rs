@@ -5,7 +5,9 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
@@ -322,6 +324,53 @@ impl Popen {
         self
     }
 
+    /// Gives the child `fd` (a `File`, an `OwnedFd`, an end of a
+    /// `std::io::pipe`) as its fd number `child_fd`, open across the exec
+    /// (Python's `pass_fds`, which keeps the number; Go's `ExtraFiles`,
+    /// which gives fd 3 + i; systemd's socket passing gives fd 3 on). The
+    /// host keeps `fd` until the task spawned its child, then closes its
+    /// copy (see [`OutputTo::Fd`](crate::OutputTo::Fd)); a later call for
+    /// the same `child_fd` is refused at the start, not merged. It survives
+    /// [`close_fds`](Self::close_fds).
+    ///
+    /// The fds are moved into place between fork and exec, which costs
+    /// std's `posix_spawn` path (see BENCHMARKS.md).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use actix_popen::Popen;
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (mut reader, writer) = std::io::pipe()?;
+    /// let status = Popen::new("sh")
+    ///     .args(["-c", "echo to-fd-5 >&5"])
+    ///     .pass_fd(5, writer)
+    ///     .status()
+    ///     .await?;
+    /// assert!(status.success());
+    /// let mut text = String::new();
+    /// reader.read_to_string(&mut text)?; // EOF: the child and the task closed theirs
+    /// assert_eq!(text, "to-fd-5\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The start (or [`output`](Self::output), …) fails with
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig)
+    /// for a `child_fd` that is negative, 0, 1 or 2 (set those with
+    /// [`stdin`](Self::stdin), [`stdout`](Self::stdout),
+    /// [`stderr`](Self::stderr)), not below the open-file limit
+    /// (RLIMIT_NOFILE), or passed twice.
+    pub fn pass_fd(mut self, child_fd: i32, fd: impl Into<OwnedFd>) -> Popen {
+        self.spec
+            .command
+            .extra_fds
+            .push((child_fd, Arc::new(fd.into())));
+        self
+    }
+
     /// Whether the child starts with an empty signal mask and every signal
     /// at its default disposition (`true` by default), whatever the thread
     /// that spawns it blocks or the host ignores (Python's
@@ -481,8 +530,10 @@ impl Popen {
     pub fn output(
         mut self,
     ) -> impl Future<Output = Result<CompletedProcess, RunError>> + Send + 'static {
-        let stdio = &mut self.spec.command.stdio;
-        *stdio = stdio.or(InputFrom::Null, OutputTo::Pipe, OutputTo::Pipe);
+        self.spec
+            .command
+            .stdio
+            .fill(InputFrom::Null, OutputTo::Pipe, OutputTo::Pipe);
         crate::run::output(self.spec)
     }
 
@@ -516,8 +567,10 @@ impl Popen {
         } else {
             OutputTo::Inherit
         };
-        let stdio = &mut self.spec.command.stdio;
-        *stdio = stdio.or(InputFrom::Null, out, out);
+        self.spec
+            .command
+            .stdio
+            .fill(InputFrom::Null, out.clone(), out);
         crate::run::status(self.spec)
     }
 

@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -27,7 +27,25 @@ pub(crate) struct Spawned {
 }
 
 /// Where one of the child's output streams goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// ```
+/// use actix_popen::{OutputTo, Popen};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("output-to-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// // `echo one >out.log; echo two >>out.log`, in `dir`.
+/// let one = Popen::new("echo").arg("one").current_dir(&dir);
+/// one.stdout(OutputTo::file("out.log")).status().await?;
+/// let two = Popen::new("echo").arg("two").current_dir(&dir);
+/// two.stdout(OutputTo::append("out.log")).status().await?;
+/// assert_eq!(std::fs::read_to_string(dir.join("out.log"))?, "one\ntwo\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
 pub enum OutputTo {
     /// A pipe read by the task; what the child writes arrives as [`Chunk`](crate::Chunk)s.
     #[default]
@@ -45,10 +63,76 @@ pub enum OutputTo {
     /// terminal translates `\n` into `\r\n`, as any terminal does, and is
     /// not the child's controlling terminal.
     Pty,
+    /// The file at `path`, which the host opens at the spawn: created if
+    /// missing (mode 0666 less the umask), then emptied, or with `append`
+    /// written at its end (the shell's `>` and `>>`). A relative path is
+    /// taken from the child's working directory
+    /// ([`Popen::current_dir`](crate::Popen::current_dir)), as in
+    /// `cd dir && cmd >file`. Nothing is read by the task: no chunk
+    /// arrives. Build it with [`OutputTo::file`] or [`OutputTo::append`].
+    ///
+    /// The open does not wait: a FIFO with no reader fails the spawn
+    /// (ENXIO) rather than block the host.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Write at the end of the file rather than empty it first.
+        append: bool,
+    },
+    /// An open file description of the host's: a file, the write end of a
+    /// pipe, a socket (tokio's `Stdio::from(File)`, Go's `cmd.Stdout = f`).
+    /// The child gets a duplicate. The task closes its own copy once the
+    /// child is spawned (or the task ends without one); the copies held by
+    /// clones of the [`Popen`](crate::Popen) stay open until those are
+    /// dropped, so the reader of a pipe sees EOF once the child and every
+    /// holder closed it. Build it with [`OutputTo::fd`]. Nothing is read by
+    /// the task.
+    Fd(Arc<OwnedFd>),
+}
+
+impl OutputTo {
+    /// The file at `path`, emptied first (the shell's `>`); see
+    /// [`OutputTo::File`].
+    pub fn file(path: impl Into<PathBuf>) -> OutputTo {
+        OutputTo::File {
+            path: path.into(),
+            append: false,
+        }
+    }
+
+    /// The file at `path`, written at its end (the shell's `>>`); see
+    /// [`OutputTo::File`].
+    pub fn append(path: impl Into<PathBuf>) -> OutputTo {
+        OutputTo::File {
+            path: path.into(),
+            append: true,
+        }
+    }
+
+    /// An fd of the host's (a `File`, an `OwnedFd`, the write end of a
+    /// `std::io::pipe`); see [`OutputTo::Fd`].
+    pub fn fd(fd: impl Into<OwnedFd>) -> OutputTo {
+        OutputTo::Fd(Arc::new(fd.into()))
+    }
 }
 
 /// Where the child's stdin comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// ```
+/// use actix_popen::{InputFrom, Popen};
+///
+/// # #[actix::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // `sort <words`
+/// let words = std::env::temp_dir().join(format!("input-from-doc-{}", std::process::id()));
+/// std::fs::write(&words, "b\na\n")?;
+/// let sorted = Popen::new("sort").stdin(InputFrom::file(&words)).output().await?;
+/// assert_eq!(sorted.stdout, "a\nb\n");
+/// # std::fs::remove_file(&words)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
 pub enum InputFrom {
     /// The host's own stdin (portage's default).
     #[default]
@@ -64,6 +148,29 @@ pub enum InputFrom {
     /// close a child's stdin when its handle is dropped; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)).
     Pipe,
+    /// The file at this path, which the host opens read-only at the spawn
+    /// (the shell's `<`). A relative path is taken from the child's working
+    /// directory, as for [`OutputTo::File`]; the open does not wait for a
+    /// FIFO's writer. Build it with [`InputFrom::file`].
+    File(PathBuf),
+    /// An open file description of the host's: a file, the read end of a
+    /// pipe, a socket (tokio's `Stdio::from(File)`, Go's `cmd.Stdin = f`).
+    /// The child gets a duplicate; the task's own copy is closed as for
+    /// [`OutputTo::Fd`]. Build it with [`InputFrom::fd`].
+    Fd(Arc<OwnedFd>),
+}
+
+impl InputFrom {
+    /// The file at `path`; see [`InputFrom::File`].
+    pub fn file(path: impl Into<PathBuf>) -> InputFrom {
+        InputFrom::File(path.into())
+    }
+
+    /// An fd of the host's (a `File`, an `OwnedFd`, the read end of a
+    /// `std::io::pipe`); see [`InputFrom::Fd`].
+    pub fn fd(fd: impl Into<OwnedFd>) -> InputFrom {
+        InputFrom::Fd(Arc::new(fd.into()))
+    }
 }
 
 /// Where the child's stdin, stdout and stderr go, each `None` until set.
@@ -71,7 +178,7 @@ pub enum InputFrom {
 /// `subprocess.Popen`'s defaults (stdin inherited, stdout and stderr
 /// piped to the task); [`Popen::output`](crate::Popen::output) and
 /// [`Popen::status`](crate::Popen::status) with their own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Stdio3 {
     pub(crate) stdin: Option<InputFrom>,
     pub(crate) stdout: Option<OutputTo>,
@@ -80,24 +187,22 @@ pub(crate) struct Stdio3 {
 
 impl Stdio3 {
     pub(crate) fn stdin(&self) -> InputFrom {
-        self.stdin.unwrap_or(InputFrom::Inherit)
+        self.stdin.clone().unwrap_or(InputFrom::Inherit)
     }
 
     pub(crate) fn stdout(&self) -> OutputTo {
-        self.stdout.unwrap_or(OutputTo::Pipe)
+        self.stdout.clone().unwrap_or(OutputTo::Pipe)
     }
 
     pub(crate) fn stderr(&self) -> OutputTo {
-        self.stderr.unwrap_or(OutputTo::Pipe)
+        self.stderr.clone().unwrap_or(OutputTo::Pipe)
     }
 
     /// Fills the streams not set with these.
-    pub(crate) fn or(self, stdin: InputFrom, stdout: OutputTo, stderr: OutputTo) -> Stdio3 {
-        Stdio3 {
-            stdin: self.stdin.or(Some(stdin)),
-            stdout: self.stdout.or(Some(stdout)),
-            stderr: self.stderr.or(Some(stderr)),
-        }
+    pub(crate) fn fill(&mut self, stdin: InputFrom, stdout: OutputTo, stderr: OutputTo) {
+        self.stdin.get_or_insert(stdin);
+        self.stdout.get_or_insert(stdout);
+        self.stderr.get_or_insert(stderr);
     }
 }
 
@@ -116,6 +221,8 @@ pub(crate) struct SpawnSpec {
     pub(crate) process_group: bool,
     pub(crate) close_fds: bool,
     pub(crate) restore_signals: bool,
+    /// Host fds the child gets at chosen numbers: `(child's fd, fd)`.
+    pub(crate) extra_fds: Vec<(i32, Arc<OwnedFd>)>,
 }
 
 impl SpawnSpec {
@@ -130,6 +237,7 @@ impl SpawnSpec {
             process_group: true,
             close_fds: false,
             restore_signals: true,
+            extra_fds: Vec::new(),
         }
     }
 
@@ -140,10 +248,78 @@ impl SpawnSpec {
     /// Why the spawn could not run as described, if it could not: the
     /// reason of a [`SpawnErrorKind::InvalidConfig`].
     pub(crate) fn invalid(&self) -> Option<String> {
-        if self.stdio.stdout() == OutputTo::MergeIntoStdout {
+        if matches!(self.stdio.stdout(), OutputTo::MergeIntoStdout) {
             return Some("stdout cannot be merged into itself".to_owned());
         }
-        self.exec_strings_error()
+        self.exec_strings_error().or_else(|| self.extra_fds_error())
+    }
+
+    /// Why the fds to pass at chosen numbers cannot be, if they cannot.
+    fn extra_fds_error(&self) -> Option<String> {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(u64::MAX, |(soft, _)| soft);
+        for (index, (target, _)) in self.extra_fds.iter().enumerate() {
+            let stdio = ["stdin", "stdout", "stderr"];
+            match usize::try_from(*target) {
+                Err(_) => return Some(format!("fd {target} cannot be passed: it is negative")),
+                Ok(n) if n < stdio.len() => {
+                    return Some(format!(
+                        "fd {target} is the child's {}: set it with Popen::{} instead of pass_fd",
+                        stdio[n], stdio[n]
+                    ))
+                }
+                Ok(n) if n as u64 >= limit => {
+                    let why = format!("the open-file limit (RLIMIT_NOFILE) is {limit}");
+                    return Some(format!("fd {target} cannot be passed: {why}"));
+                }
+                Ok(_) => {}
+            }
+            if self.extra_fds[..index].iter().any(|(t, _)| t == target) {
+                return Some(format!("fd {target} is passed twice"));
+            }
+        }
+        None
+    }
+
+    /// Opens `path`, relative to the child's working directory, for the
+    /// child's fd `fd` (0, 1 or 2; `output` as for
+    /// [`open_for_child`](crate::sys::fd::open_for_child)).
+    fn open_file(&self, fd: i32, path: &Path, output: Option<bool>) -> Result<OwnedFd, SpawnError> {
+        let full = match &self.current_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        };
+        crate::sys::fd::open_for_child(&full, output).map_err(|source| {
+            SpawnError::new(
+                self.program_name(),
+                SpawnErrorKind::File {
+                    fd,
+                    path: full,
+                    source: Arc::new(source),
+                },
+            )
+        })
+    }
+
+    /// Has `command` give the child each fd of `extra_fds` at its number;
+    /// returns the host's copies the child's are made from, to be kept
+    /// open until the spawn returns. The copies are numbered above every
+    /// chosen number, so that moving one into place never overwrites
+    /// another not moved yet.
+    fn pass_fds(&self, command: &mut Command) -> Result<Vec<OwnedFd>, SpawnError> {
+        let Some(highest) = self.extra_fds.iter().map(|(target, _)| *target).max() else {
+            return Ok(Vec::new());
+        };
+        let mut copies = Vec::with_capacity(self.extra_fds.len());
+        let mut moves = Vec::with_capacity(self.extra_fds.len());
+        for (target, fd) in &self.extra_fds {
+            let copy = crate::sys::fd::dup_above(fd.as_fd(), highest.saturating_add(1))
+                .map_err(|source| self.classify(source))?;
+            moves.push((std::os::fd::AsRawFd::as_raw_fd(&copy), *target));
+            copies.push(copy);
+        }
+        crate::sys::fd::pass_fds_at_exec(command, moves);
+        Ok(copies)
     }
 
     /// What exec could not pass on as given, if anything: a C string ends
@@ -244,9 +420,20 @@ impl SpawnSpec {
                 stdin = Some(write);
                 Stdio::from(read)
             }
+            InputFrom::File(path) => Stdio::from(self.open_file(0, &path, None)?),
+            InputFrom::Fd(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
         });
 
         let mut reads = Vec::new();
+        // What the child's piped output ends link to in /proc.
+        let mut outputs: Vec<String> = Vec::new();
+        let mut link = |fd: &OwnedFd| {
+            if let Some(link) = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(fd)) {
+                if !outputs.contains(&link) {
+                    outputs.push(link);
+                }
+            }
+        };
         let mut pty: Option<OwnedFd> = None; // the slave end, once opened
         let mut open_pty_slave = |reads: &mut Vec<(OutputStream, OwnedFd)>,
                                   stream: OutputStream|
@@ -260,50 +447,52 @@ impl SpawnSpec {
             pty = Some(slave);
             Ok(copy)
         };
-        let stdout_fd: Option<OwnedFd> = match self.stdio.stdout() {
-            OutputTo::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
-                reads.push((OutputStream::Stdout, read));
-                Some(write)
-            }
-            OutputTo::Pty => {
-                Some(open_pty_slave(&mut reads, OutputStream::Stdout).map_err(io_err)?)
-            }
-            OutputTo::Inherit => Some(io::stdout().as_fd().try_clone_to_owned().map_err(io_err)?),
-            OutputTo::Null | OutputTo::MergeIntoStdout => None,
+        let mut output = |to: OutputTo, stream: OutputStream, reads: &mut Vec<_>| {
+            let fd = match to {
+                OutputTo::Pipe => {
+                    let (read, write) = pipe().map_err(io_err)?;
+                    reads.push((stream, read));
+                    link(&write);
+                    write
+                }
+                OutputTo::Pty => {
+                    let slave = open_pty_slave(reads, stream).map_err(io_err)?;
+                    link(&slave);
+                    slave
+                }
+                OutputTo::Inherit => match stream {
+                    OutputStream::Stdout => io::stdout().as_fd().try_clone_to_owned(),
+                    OutputStream::Stderr => io::stderr().as_fd().try_clone_to_owned(),
+                }
+                .map_err(io_err)?,
+                OutputTo::File { path, append } => {
+                    let fd = if stream == OutputStream::Stdout { 1 } else { 2 };
+                    self.open_file(fd, &path, Some(append))?
+                }
+                OutputTo::Fd(fd) => fd.try_clone().map_err(io_err)?,
+                OutputTo::Null | OutputTo::MergeIntoStdout => return Ok(None),
+            };
+            Ok::<_, SpawnError>(Some(fd))
         };
-        let mut stderr_link = None;
+        let stdout_fd = output(self.stdio.stdout(), OutputStream::Stdout, &mut reads)?;
         let stderr_stdio = match self.stdio.stderr() {
-            OutputTo::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
-                reads.push((OutputStream::Stderr, read));
-                stderr_link = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(&write));
-                Stdio::from(write)
-            }
-            OutputTo::Pty => {
-                Stdio::from(open_pty_slave(&mut reads, OutputStream::Stderr).map_err(io_err)?)
-            }
-            OutputTo::Inherit => Stdio::inherit(),
-            OutputTo::Null => Stdio::null(),
             OutputTo::MergeIntoStdout => match &stdout_fd {
                 Some(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
                 None => Stdio::null(),
             },
+            to => match output(to, OutputStream::Stderr, &mut reads)? {
+                Some(fd) => Stdio::from(fd),
+                None => Stdio::null(),
+            },
         };
-        let mut outputs: Vec<String> = Vec::new();
-        for fd in stdout_fd.iter().chain(&pty) {
-            if let Some(link) = crate::sys::proc::fd_link(std::os::fd::AsRawFd::as_raw_fd(fd)) {
-                if !outputs.contains(&link) {
-                    outputs.push(link);
-                }
-            }
-        }
-        outputs.extend(stderr_link);
         command.stderr(stderr_stdio);
         command.stdout(match stdout_fd {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
         });
+        // Kept open until the spawn returns: the child's copies are made
+        // from them.
+        let _passed = self.pass_fds(&mut command)?;
 
         let spawned = command.spawn().map_err(io_err)?;
         // Dropping the command closes our copies of the child's ends, so

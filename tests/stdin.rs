@@ -401,7 +401,7 @@ fn write_without_a_stdin_pipe_is_not_connected() {
         for input in [InputFrom::Null, InputFrom::Inherit] {
             let handle = Popen::new("sleep")
                 .arg("1000")
-                .stdin(input)
+                .stdin(input.clone())
                 .start()
                 .expect("cannot start sleep");
             let _leftovers = Leftovers::of(&handle);

@@ -174,7 +174,7 @@ impl PopenProcess {
             exit_listeners,
             input,
         } = spec;
-        let mut stdin = if command.stdio.stdin() == InputFrom::Pipe {
+        let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe) {
             StdinQueue::piped()
         } else {
             StdinQueue::none()

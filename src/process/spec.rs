@@ -34,8 +34,8 @@ impl TaskSpec {
     /// be used.
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let input_without_pipe = (self.input.is_some()
-            && self.command.stdio.stdin() != InputFrom::Pipe)
-            .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
+            && !matches!(self.command.stdio.stdin(), InputFrom::Pipe))
+        .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
         let reason = self
             .reader
             .invalid()

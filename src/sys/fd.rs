@@ -1,7 +1,8 @@
 //! Pipes, non-blocking mode and the single `read()` portage calls `_read_buf`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 use bytes::BytesMut;
 use nix::errno::Errno;
@@ -86,6 +87,58 @@ fn cloexec_from_3() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens `path` for a child's stdin (`output` `None`) or for its stdout or
+/// stderr (`Some(append)`: created if missing, mode 0666 less the umask,
+/// then emptied or appended to). Close-on-exec, never our controlling
+/// terminal (O_NOCTTY), and without waiting (O_NONBLOCK, cleared once open
+/// so the child gets a blocking fd): a FIFO with no reader fails with ENXIO
+/// rather than block the host.
+pub(crate) fn open_for_child(path: &Path, output: Option<bool>) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    match output {
+        None => options.read(true),
+        Some(true) => options.append(true).create(true),
+        Some(false) => options.write(true).create(true).truncate(true),
+    };
+    options.custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+    let fd = OwnedFd::from(options.open(path)?);
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(fd)
+}
+
+/// A close-on-exec duplicate of `fd` numbered `above` or higher, so that
+/// no fd the child is to get at a chosen number is overwritten before it
+/// is moved there.
+pub(crate) fn dup_above(fd: BorrowedFd<'_>, above: RawFd) -> io::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(above))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Has the child spawned from `command` get each `(from, to)` of `moves`
+/// as fd `to` (without close-on-exec) between fork and exec, in order,
+/// after the steps added before this one. Every `from` must stay open in
+/// the host until the spawn returns, and must differ from every `to` (see
+/// [`dup_above`]). This forces std's fork path.
+pub(crate) fn pass_fds_at_exec(command: &mut std::process::Command, moves: Vec<(RawFd, RawFd)>) {
+    // SAFETY: the closure runs in the child between fork and exec; it reads
+    // memory allocated before the fork and makes dup2 calls, which are
+    // async-signal-safe. dup2 onto `to` closes whatever the child had
+    // there, which is the child's own copy.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            for &(from, to) in &moves {
+                if nix::libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// What one `read()` gave.
