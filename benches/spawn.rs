@@ -11,7 +11,10 @@
 //! 2. What the signal reset of `Popen::restore_signals` costs: the same
 //!    piped runs with it off, and with it on from a thread that blocks a
 //!    signal (which forces std's fork path).
-//! 3. Cancel latency, `Cancel` sent to `Exited` received, for a child that
+//! 3. What the spawn settings cost: `arg0` (which keeps std's posix_spawn
+//!    path) and a `umask` (which, as every setting the child makes for
+//!    itself between fork and exec, takes the fork path), piped.
+//! 4. Cancel latency, `Cancel` sent to `Exited` received, for a child that
 //!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
 //!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
 
@@ -64,10 +67,15 @@ fn actor_status(piped: bool) -> Duration {
 }
 
 fn actor_runs(piped: bool, restore_signals: bool) -> Duration {
+    actor_runs_with(piped, move |popen| popen.restore_signals(restore_signals))
+}
+
+/// `RUNS` sequential runs of `/bin/true` as `set` describes them.
+fn actor_runs_with(piped: bool, set: impl Fn(Popen) -> Popen + 'static) -> Duration {
     System::new().block_on(async move {
         let started = Instant::now();
         for _ in 0..RUNS {
-            let mut popen = Popen::new("/bin/true").restore_signals(restore_signals);
+            let mut popen = set(Popen::new("/bin/true"));
             if !piped {
                 popen = popen.stdout(OutputTo::Inherit).stderr(OutputTo::Inherit);
             }
@@ -202,6 +210,28 @@ fn main() {
         p.as_secs_f64() / off.as_secs_f64(),
         per_second(RUNS, dirty),
         dirty.as_secs_f64() / off.as_secs_f64(),
+    );
+    // Spawn settings: arg0 keeps std's posix_spawn path, a umask (as every
+    // setting the child makes for itself) takes the fork path.
+    let (mut plain, mut arg0, mut umask) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(actor_runs_with(true, |popen| popen));
+        arg0.push(actor_runs_with(true, |popen| popen.arg0("renamed")));
+        umask.push(actor_runs_with(true, |popen| popen.umask(0o022)));
+    }
+    let (plain, arg0, umask) = (
+        common::median(plain),
+        common::median(arg0),
+        common::median(umask),
+    );
+    println!(
+        "spawn settings, piped: none {:.0}/s; arg0 (posix_spawn) {:.0}/s = {:.2}x the time of none; \
+         umask (fork path) {:.0}/s = {:.2}x",
+        per_second(RUNS, plain),
+        per_second(RUNS, arg0),
+        arg0.as_secs_f64() / plain.as_secs_f64(),
+        per_second(RUNS, umask),
+        umask.as_secs_f64() / plain.as_secs_f64(),
     );
     let floor = bare_kill();
     let obedient = cancel_latency("echo ready; exec sleep 100", Duration::from_secs(1));

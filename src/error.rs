@@ -114,6 +114,19 @@ pub enum SpawnErrorKind {
         /// What is wrong.
         reason: String,
     },
+    /// The host may not make one of the child's settings
+    /// ([`Popen::uid`](crate::Popen::uid), [`gid`](crate::Popen::gid),
+    /// [`groups`](crate::Popen::groups), a [`nice`](crate::Popen::nice)
+    /// value below the host's, an [`rlimit`](crate::Popen::rlimit) hard
+    /// limit above the host's): it lacks the capability named
+    /// (capabilities(7)). Checked before the spawn; nothing was spawned.
+    #[error("not permitted: {setting} needs {needs}")]
+    NotPermitted {
+        /// The setting, with its value, as `uid 0`.
+        setting: String,
+        /// What the host would need, as `CAP_SETUID`.
+        needs: String,
+    },
     /// `start` was called where no actix arbiter runs on the current thread
     /// (outside `System::run`/`block_on`, or outside a `LocalSet`), or the
     /// arbiter given to [`Popen::start_in_arbiter`](crate::Popen::start_in_arbiter)
@@ -172,6 +185,7 @@ impl SpawnError {
             | SpawnErrorKind::Unsupported { source }
             | SpawnErrorKind::Io { source } => Some(source),
             SpawnErrorKind::InvalidConfig { .. }
+            | SpawnErrorKind::NotPermitted { .. }
             | SpawnErrorKind::NoArbiter
             | SpawnErrorKind::AlreadyStarted => None,
         }

@@ -70,6 +70,8 @@
 //! | `_create_pty_or_pipe`                     | [`OutputTo::Pty`], [`Popen::pty`]                    |
 //! | emerge `--jobs`, `--load-average`         | [`SetJobLimits`], [`Popen::submit`], [`Pipeline::submit`] |
 //! | `spawn(fd_pipes={n: fd})`                 | [`InputFrom::fd`], [`OutputTo::fd`], [`Popen::pass_fd`] |
+//! | `spawn(uid=, gid=, groups=, umask=)`      | [`Popen::uid`], [`Popen::gid`], [`Popen::groups`], [`Popen::umask`] |
+//! | `spawn(pre_exec=)`                        | [`Popen::pre_exec`]                                |
 //!
 //! # Platform
 //! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;
@@ -105,7 +107,9 @@ mod pipeline;
 mod popen;
 mod process;
 mod returncode;
+mod rlimit;
 mod run;
+mod settings;
 mod shutdown;
 mod signal;
 mod spawn;
@@ -139,6 +143,7 @@ pub use pipeline::{
 pub use popen::Popen;
 pub use process::{PopenProcess, ProcessHandle};
 pub use returncode::ReturnCode;
+pub use rlimit::Rlimit;
 pub use run::{CompletedProcess, RunError};
 pub use signal::{Signal, SignalTarget};
 pub use spawn::{InputFrom, OutputTo};

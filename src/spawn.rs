@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use crate::messages::OutputStream;
+use crate::settings::Host;
 use crate::sys::child::Child;
+use crate::sys::exec::{ChildSettings, Hook};
 use crate::sys::fd::pipe;
 use crate::sys::pty::open_pty;
 use crate::{SpawnError, SpawnErrorKind};
@@ -223,6 +225,12 @@ pub(crate) struct SpawnSpec {
     pub(crate) restore_signals: bool,
     /// Host fds the child gets at chosen numbers: `(child's fd, fd)`.
     pub(crate) extra_fds: Vec<(i32, Arc<OwnedFd>)>,
+    /// What the child sets for itself between fork and exec.
+    pub(crate) settings: ChildSettings,
+    /// The child's `argv[0]`, if not the program.
+    pub(crate) arg0: Option<OsString>,
+    /// The caller's hooks, run in the child last before exec.
+    pub(crate) hooks: Vec<Hook>,
 }
 
 impl SpawnSpec {
@@ -238,6 +246,9 @@ impl SpawnSpec {
             close_fds: false,
             restore_signals: true,
             extra_fds: Vec::new(),
+            settings: ChildSettings::default(),
+            arg0: None,
+            hooks: Vec::new(),
         }
     }
 
@@ -251,7 +262,28 @@ impl SpawnSpec {
         if matches!(self.stdio.stdout(), OutputTo::MergeIntoStdout) {
             return Some("stdout cannot be merged into itself".to_owned());
         }
-        self.exec_strings_error().or_else(|| self.extra_fds_error())
+        self.exec_strings_error()
+            .or_else(|| self.extra_fds_error())
+            .or_else(|| crate::settings::invalid(&self.settings))
+    }
+
+    /// What of the child's settings the host lacks the privilege for, if
+    /// anything: `(setting, what it needs)`.
+    pub(crate) fn not_permitted(&self) -> Option<(String, String)> {
+        if self.settings.is_empty() {
+            return None;
+        }
+        crate::settings::not_permitted(
+            &self.settings,
+            &Host::current(),
+            crate::sys::exec::current_rlimit,
+        )
+    }
+
+    /// Whether the child leads a process group of its own (a new session
+    /// makes it lead one too).
+    pub(crate) fn own_group(&self) -> bool {
+        self.process_group || self.settings.setsid
     }
 
     /// Why the fds to pass at chosen numbers cannot be, if they cannot.
@@ -335,6 +367,9 @@ impl SpawnSpec {
                 self.program
             ));
         }
+        if let Some(arg0) = self.arg0.as_deref().filter(|a| has_nul(a)) {
+            return Some(format!("arg0 {arg0:?} contains a NUL byte"));
+        }
         if let Some((index, arg)) = self.args.iter().enumerate().find(|(_, a)| has_nul(a)) {
             // Numbered as in argv, where the program is argument 0.
             return Some(format!(
@@ -401,7 +436,12 @@ impl SpawnSpec {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
-        if self.process_group {
+        if let Some(arg0) = &self.arg0 {
+            std::os::unix::process::CommandExt::arg0(&mut command, arg0);
+        }
+        // A new session makes the child lead a new group; a setpgid before
+        // it would make the setsid fail (EPERM).
+        if self.process_group && !self.settings.setsid {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
         if self.close_fds {
@@ -493,13 +533,22 @@ impl SpawnSpec {
         // Kept open until the spawn returns: the child's copies are made
         // from them.
         let _passed = self.pass_fds(&mut command)?;
+        if !self.settings.is_empty() {
+            let drop_groups = self.settings.uid.is_some()
+                && self.settings.groups.is_none()
+                && Host::current().can_set_groups();
+            crate::sys::exec::settings_at_exec(&mut command, self.settings.clone(), drop_groups);
+        }
+        for hook in &self.hooks {
+            crate::sys::exec::hook_at_exec(&mut command, hook.clone());
+        }
 
         let spawned = command.spawn().map_err(io_err)?;
         // Dropping the command closes our copies of the child's ends, so
         // EOF arrives when the child (and its children) close theirs.
         drop(command);
         drop(pty);
-        let child = Child::new(spawned.id(), self.process_group).map_err(io_err)?;
+        let child = Child::new(spawned.id(), self.own_group()).map_err(io_err)?;
         log::debug!(
             "spawned {:?} {:?} as pid {}",
             self.program,

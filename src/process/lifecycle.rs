@@ -19,7 +19,7 @@ pub(crate) enum Lifecycle {
     /// no child yet.
     Pending {
         /// What [`Start`](crate::Start) spawns.
-        command: SpawnSpec,
+        command: Box<SpawnSpec>,
         /// [`CloseReader`](crate::CloseReader) came first: the output is
         /// closed as the child starts, before anything is read.
         close_output: bool,

@@ -190,7 +190,7 @@ impl PopenProcess {
             id: TaskId::new(),
             name: command.program_name(),
             lifecycle: Lifecycle::Pending {
-                command,
+                command: Box::new(command),
                 close_output: false,
             },
             reader_options: reader,

@@ -31,7 +31,8 @@ pub(crate) struct TaskSpec {
 impl TaskSpec {
     /// # Errors
     /// [`SpawnErrorKind::InvalidConfig`] naming the first setting that cannot
-    /// be used.
+    /// be used; [`SpawnErrorKind::NotPermitted`] for a setting the host
+    /// lacks the privilege for.
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let input_without_pipe = (self.input.is_some()
             && !matches!(self.command.stdio.stdin(), InputFrom::Pipe))
@@ -42,10 +43,16 @@ impl TaskSpec {
             .or_else(|| self.options.invalid())
             .or_else(|| self.command.invalid())
             .or(input_without_pipe);
-        match reason {
-            Some(reason) => Err(SpawnError::new(
+        if let Some(reason) = reason {
+            return Err(SpawnError::new(
                 self.command.program_name(),
                 SpawnErrorKind::InvalidConfig { reason },
+            ));
+        }
+        match self.command.not_permitted() {
+            Some((setting, needs)) => Err(SpawnError::new(
+                self.command.program_name(),
+                SpawnErrorKind::NotPermitted { setting, needs },
             )),
             None => Ok(()),
         }

@@ -4,6 +4,7 @@
 //! (see `lib.rs`) rather than misbehave silently.
 
 pub(crate) mod child;
+pub(crate) mod exec;
 pub(crate) mod fd;
 pub(crate) mod proc;
 pub(crate) mod pty;
