@@ -32,7 +32,8 @@ pub enum ExitCause {
     /// and the cancel escalation ended the task.
     TimedOut,
     /// The child never ran: its deferred start ([`Start`](crate::Start),
-    /// the job pool) failed to spawn it; the return code is 127 or 126
+    /// the job pool) failed to spawn it; the return code is the error's
+    /// [`shell_status`](crate::SpawnError::shell_status) (127, 1 or 126)
     /// ([`ProcessHandle::spawn_error`](crate::ProcessHandle::spawn_error)
     /// says why).
     SpawnFailed,

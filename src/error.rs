@@ -85,6 +85,20 @@ pub enum SpawnErrorKind {
         /// The OS error.
         source: Arc<io::Error>,
     },
+    /// A step the child makes between fork and exec failed: a
+    /// [`pass_fd`](crate::Popen::pass_fd) move, a setting
+    /// ([`uid`](crate::Popen::uid), [`rlimit`](crate::Popen::rlimit), …)
+    /// or a [`pre_exec`](crate::Popen::pre_exec) hook. The program never
+    /// ran. Only the errno of the step's error reaches the host (std
+    /// passes nothing else across the fork; an error without one arrives
+    /// as EINVAL).
+    #[error("{step} failed in the child before exec: {source}")]
+    ChildSetup {
+        /// The step, as `setuid 65534` or `pre_exec hook 2`.
+        step: String,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
     /// The host ran out of processes, file descriptors or memory (EAGAIN,
     /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
     #[error("out of resources: {source}")]
@@ -181,6 +195,7 @@ impl SpawnError {
             | SpawnErrorKind::ArgumentListTooLong { source, .. }
             | SpawnErrorKind::WorkingDirectory { source, .. }
             | SpawnErrorKind::File { source, .. }
+            | SpawnErrorKind::ChildSetup { source, .. }
             | SpawnErrorKind::ResourceExhausted { source }
             | SpawnErrorKind::Unsupported { source }
             | SpawnErrorKind::Io { source } => Some(source),

@@ -20,6 +20,8 @@
 //! [`Chunk`]), so a slow line consumer slows the reader, as a slow chunk
 //! consumer would.
 
+use std::collections::HashMap;
+
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 
@@ -143,8 +145,9 @@ pub struct LineFramer {
     keep_cr: bool,
     lines: Recipient<Line>,
     exit_to: Option<Recipient<Exited>>,
-    stdout: Partial,
-    stderr: Partial,
+    /// Each task's unfinished line per stream, so that one framer can
+    /// serve many tasks; dropped once empty and at the task's exit.
+    partials: HashMap<(TaskId, OutputStream), Partial>,
 }
 
 impl LineFramer {
@@ -157,8 +160,7 @@ impl LineFramer {
             keep_cr: false,
             lines,
             exit_to: None,
-            stdout: Partial::default(),
-            stderr: Partial::default(),
+            partials: HashMap::new(),
         }
     }
 
@@ -204,10 +206,7 @@ impl LineFramer {
         credit: &Option<Credit>,
     ) {
         let (max, overflow, keep_cr) = (self.max, self.overflow, self.keep_cr);
-        let partial = match stream {
-            OutputStream::Stdout => &mut self.stdout,
-            OutputStream::Stderr => &mut self.stderr,
-        };
+        let partial = self.partials.entry((task, stream)).or_default();
         let mut out: Vec<(Bytes, LineKind)> = Vec::new();
         while !data.is_empty() {
             let (mut segment, ended) = match data.iter().position(|&b| b == b'\n') {
@@ -246,6 +245,9 @@ impl LineFramer {
                 out.push((partial.buf.split().freeze(), LineKind::Complete));
             }
         }
+        if partial.buf.is_empty() && !partial.skipping {
+            self.partials.remove(&(task, stream));
+        }
         for (line, kind) in out {
             self.emit(task, stream, line, kind, credit);
         }
@@ -253,11 +255,9 @@ impl LineFramer {
 
     fn flush(&mut self, task: TaskId) {
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
-            let partial = match stream {
-                OutputStream::Stdout => &mut self.stdout,
-                OutputStream::Stderr => &mut self.stderr,
+            let Some(mut partial) = self.partials.remove(&(task, stream)) else {
+                continue;
             };
-            partial.skipping = false;
             if !partial.buf.is_empty() {
                 let rest = partial.buf.split().freeze();
                 self.emit(task, stream, rest, LineKind::Unterminated, &None);
@@ -320,19 +320,16 @@ mod tests {
     async fn frame(max: usize, overflow: Overflow, chunks: &[&[u8]]) -> Vec<(Vec<u8>, LineKind)> {
         let sink = Sink::default().start();
         let framer = LineFramer::new(max, overflow, sink.clone().recipient()).start();
+        let task = crate::TaskId::new();
         for chunk in chunks {
             framer
-                .send(Chunk::new(
-                    crate::TaskId::new(),
-                    OutputStream::Stdout,
-                    chunk.to_vec(),
-                ))
+                .send(Chunk::new(task, OutputStream::Stdout, chunk.to_vec()))
                 .await
                 .unwrap();
         }
         framer
             .send(Exited::new(
-                crate::TaskId::new(),
+                task,
                 None,
                 crate::ReturnCode::from_raw(0),
                 crate::ExitCause::Exited,
@@ -351,6 +348,57 @@ mod tests {
     }
 
     use LineKind::*;
+
+    /// Every line with its task.
+    #[derive(Default)]
+    struct ByTask(Vec<(TaskId, String, LineKind)>);
+    impl Actor for ByTask {
+        type Context = Context<Self>;
+    }
+    impl Handler<Line> for ByTask {
+        type Result = ();
+        fn handle(&mut self, line: Line, _: &mut Context<Self>) {
+            let text = String::from_utf8_lossy(&line.data).into_owned();
+            self.0.push((line.task, text, line.kind));
+        }
+    }
+    #[derive(Message)]
+    #[rtype(result = "Vec<(TaskId, String, LineKind)>")]
+    struct TakeByTask;
+    impl Handler<TakeByTask> for ByTask {
+        type Result = MessageResult<TakeByTask>;
+        fn handle(&mut self, _: TakeByTask, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    #[test]
+    fn one_framer_keeps_each_tasks_unfinished_lines_apart() {
+        crate::test_support::bounded(async {
+            let sink = ByTask::default().start();
+            let framer = LineFramer::new(64, Overflow::Split, sink.clone().recipient()).start();
+            let (a, b) = (TaskId::new(), TaskId::new());
+            let exited = |task| {
+                let code = crate::ReturnCode::from_raw(0);
+                Exited::new(task, None, code, crate::ExitCause::Exited, true)
+            };
+            for (task, data) in [(a, "AAA"), (b, "BBB"), (a, "aaa\nA2"), (b, "bbb\nB2")] {
+                let chunk = Chunk::new(task, OutputStream::Stdout, data.as_bytes().to_vec());
+                framer.send(chunk).await.unwrap();
+            }
+            framer.send(exited(a)).await.unwrap();
+            framer.send(exited(b)).await.unwrap();
+            assert_eq!(
+                sink.send(TakeByTask).await.unwrap(),
+                vec![
+                    (a, "AAAaaa".to_owned(), Complete),
+                    (b, "BBBbbb".to_owned(), Complete),
+                    (a, "A2".to_owned(), Unterminated),
+                    (b, "B2".to_owned(), Unterminated),
+                ]
+            );
+        });
+    }
 
     #[test]
     fn lines_across_chunk_boundaries() {

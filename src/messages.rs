@@ -184,8 +184,10 @@ impl Exited {
 /// # Errors
 /// [`SpawnError`] if the child could not be spawned, or
 /// [`SpawnErrorKind::AlreadyStarted`](crate::SpawnErrorKind::AlreadyStarted) if the task was started or cancelled
-/// before. A failed start ends the task with return code 127 (not found)
-/// or 126 (any other failure) and notifies its listeners (see
+/// before. A failed start ends the task with the error's
+/// [`shell_status`](SpawnError::shell_status) as its return code (127 not
+/// found, 1 a file not opened, 126 any other failure) and notifies its
+/// listeners (see
 /// [`PopenProcess`'s lifecycle](crate::PopenProcess#lifecycle)).
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "Result<u32, SpawnError>")]

@@ -34,9 +34,9 @@ use futures::future::BoxFuture;
 
 use crate::messages::CloseStream;
 use crate::messages::{
-    AddExitListener, AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream, Start,
+    AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream, Start,
 };
-use crate::process::{PopenProcess, ProcessHandle, SetUpstream};
+use crate::process::{PopenProcess, ProcessHandle, Queued, SetUpstream};
 use crate::spawn::{InputFrom, OutputTo};
 use crate::supervisor::{Enqueue, Job, ProcessSupervisor};
 use crate::{ExitCause, Popen, ReturnCode, SpawnError, SpawnErrorKind, TaskId, WaitError};
@@ -175,7 +175,8 @@ impl Pipeline {
     /// [`Cancel`] before its turn ends every stage with
     /// [`ReturnCode::CANCELLED`] without any child ever running, and frees
     /// its place in the queue. A stage whose spawn fails when its turn
-    /// comes ends with 127 (not found) or 126, as a submitted task does,
+    /// comes ends with its error's [`shell_status`](SpawnError::shell_status)
+    /// (127, 1 or 126), as a submitted task does,
     /// with [`ExitCause::SpawnFailed`] in [`PipelineExited::causes`]; the
     /// error is logged, and its handle's
     /// [`spawn_error`](ProcessHandle::spawn_error) says why. The other
@@ -217,9 +218,13 @@ impl Pipeline {
     /// already prepared end with [`ReturnCode::CANCELLED`] and nothing is
     /// queued.
     pub fn submit(self) -> Result<PipelineHandle, PipelineError> {
+        let kill_on_drop: Vec<bool> = self.stages.iter().map(Popen::kills_on_drop).collect();
         let pipeline = self.wire(Popen::prepare)?;
+        let stages = pipeline.stages.iter().cloned().zip(kill_on_drop);
         ProcessSupervisor::get().do_send(Enqueue(Box::new(PipelineJob {
-            stages: pipeline.stages.clone(),
+            stages: stages
+                .map(|(stage, kill_on_drop)| stage.queued(kill_on_drop))
+                .collect(),
         })));
         Ok(pipeline)
     }
@@ -237,9 +242,15 @@ impl Pipeline {
         if count == 0 {
             return Err(PipelineError::Empty);
         }
+        // The pipeline's actor listens to every stage's exit from the
+        // stage's start on (a listener of the description, not a message
+        // sent later, which a stage whose every handle is gone by then
+        // would never handle).
+        let context: Context<PipelineProcess> = Context::new();
+        let pipeline = context.address();
         let mut made: Vec<ProcessHandle> = Vec::with_capacity(count);
         for (index, popen) in self.stages.into_iter().enumerate().rev() {
-            let mut popen = popen;
+            let mut popen = popen.exit_listener(pipeline.clone().recipient());
             if let Some(timeout) = self.timeout {
                 popen = popen.timeout(timeout);
             }
@@ -298,7 +309,7 @@ impl Pipeline {
             exit_listeners: self.exit_listeners,
         };
         Ok(PipelineHandle {
-            addr: actor.start(),
+            addr: context.run(actor),
             stages,
         })
     }
@@ -307,24 +318,29 @@ impl Pipeline {
 /// A submitted pipeline as the job pool sees it: one job, whose stages
 /// start together and which ends once every stage has ended.
 struct PipelineJob {
-    /// The stages, first to last. Held while the pipeline waits, so that
-    /// its stages are there when its turn comes; dropped once they are
-    /// started (see `run`).
-    stages: Vec<ProcessHandle>,
+    /// The stages, first to last, as the pool holds them while the
+    /// pipeline waits (see [`Queued`]); dropped once they are started (see
+    /// `run`).
+    stages: Vec<Queued>,
 }
 
 impl Job for PipelineJob {
     /// Every stage has ended: the pipeline was cancelled while it waited.
     fn ended(&self) -> bool {
-        self.stages.iter().all(|stage| stage.try_wait().is_some())
+        self.stages.iter().all(Queued::ended)
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, ()> {
-        let stages = self.stages;
+        let handles: Vec<Option<ProcessHandle>> = self.stages.iter().map(Queued::handle).collect();
+        drop(self);
         Box::pin(async move {
-            // A stage that ended before its turn (cancelled on its own)
-            // leaves the pipeline broken: none of it is started then.
-            let intact = stages.iter().all(|stage| stage.try_wait().is_none());
+            // A stage that ended before its turn (cancelled on its own, or
+            // by kill_on_drop) leaves the pipeline broken: none of it is
+            // started then.
+            let intact = handles
+                .iter()
+                .all(|stage| stage.as_ref().is_some_and(|s| s.try_wait().is_none()));
+            let stages: Vec<ProcessHandle> = handles.into_iter().flatten().collect();
             if !(intact && start_all(&stages).await) {
                 // As a failed `Pipeline::start`: the stages started are
                 // cancelled, the others end without running.
@@ -347,7 +363,7 @@ async fn start_all(stages: &[ProcessHandle]) -> bool {
     for (index, stage) in stages.iter().enumerate().rev() {
         match stage.send(Start).await {
             Ok(Ok(_pid)) => continue,
-            // The stage ended with 127 or 126; nobody else hears why.
+            // The stage ended with its shell status; nobody else hears why.
             Ok(Err(source)) if !matches!(source.kind(), SpawnErrorKind::AlreadyStarted) => {
                 let err = PipelineError::Spawn {
                     stage: index,
@@ -462,12 +478,6 @@ impl PipelineProcess {
 
 impl Actor for PipelineProcess {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
-            stage.do_send(AddExitListener(ctx.address().recipient()));
-        }
-    }
 }
 
 impl Handler<Exited> for PipelineProcess {
@@ -479,6 +489,20 @@ impl Handler<Exited> for PipelineProcess {
         };
         self.returncodes[index] = Some(exited.returncode);
         self.causes[index] = Some(exited.cause);
+        // A stage that ended without ever running (cancelled while the
+        // pipeline waited in the job pool, or by its kill_on_drop; or its
+        // spawn failed) leaves a pipeline that can never run whole: the
+        // other stages are cancelled now, so that a queued pipeline gives
+        // its place back at once rather than at its turn.
+        if exited.pid.is_none() {
+            for (other, stage) in self.stages.iter().enumerate() {
+                if other != index && self.returncodes[other].is_none() {
+                    if let Some(stage) = stage.upgrade() {
+                        stage.do_send(Cancel);
+                    }
+                }
+            }
+        }
         // Everything this stage wrote is already queued at the next one:
         // its exit is reported only after its last chunk was sent.
         if let Some(next) = self.stages.get(index + 1).and_then(WeakAddr::upgrade) {

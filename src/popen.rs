@@ -252,6 +252,10 @@ impl Popen {
     /// SIGKILL after the cancel timeout, and it ends with
     /// [`ExitCause::Cancelled`](crate::ExitCause::Cancelled). tokio's and
     /// process-wrap's `kill_on_drop`, which send SIGKILL at once.
+    /// A [`submit`](Self::submit)ted task whose handles are all dropped
+    /// while it waits in the job pool is cancelled there: it never runs,
+    /// ends with [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED),
+    /// and gives its place back.
     ///
     /// `false` by default: with every handle dropped the task runs to its
     /// end and its child is reaped, as portage's tasks do and as std's and
@@ -378,6 +382,12 @@ impl Popen {
     /// root host: a child meant to run as `nobody` keeps none of root's
     /// groups. Set [`gid`](Self::gid) too: the group id is not derived
     /// from the user.
+    ///
+    /// The files of [`InputFrom::file`](crate::InputFrom::file) and
+    /// [`OutputTo::file`](crate::OutputTo::file) are opened by the host,
+    /// with the host's privileges, before the child changes its
+    /// credentials (as `sudo -u user cmd <in >out` does); a file created
+    /// for the output is owned by `uid`.
     ///
     /// Like every setting up to [`pre_exec`](Self::pre_exec), it is made
     /// by the child between fork and exec, which costs std's `posix_spawn`
@@ -523,9 +533,13 @@ impl Popen {
 
     /// Runs `hook` in the child between fork and exec, after every setting
     /// of this description (std's `CommandExt::pre_exec`, Python's
-    /// `preexec_fn`, portage's `spawn(pre_exec=)`); an error it returns
-    /// fails the spawn with that error, and nothing runs. Hooks run in the
-    /// order they were added. It costs std's `posix_spawn` path.
+    /// `preexec_fn`, portage's `spawn(pre_exec=)`). An error it returns
+    /// fails the spawn with
+    /// [`SpawnErrorKind::ChildSetup`](crate::SpawnErrorKind::ChildSetup)
+    /// naming the hook (`pre_exec hook 2` for the second added), and
+    /// nothing runs; only the error's errno crosses the fork (std passes
+    /// nothing else; an error without one arrives as EINVAL). Hooks run in
+    /// the order they were added. It costs std's `posix_spawn` path.
     ///
     /// The hook is an `Fn`, not std's `FnMut`: a `Popen` is `Clone` and can
     /// be started many times, so every clone shares the hook.
@@ -810,17 +824,25 @@ impl Popen {
     /// before then ends it with
     /// [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED).
     ///
-    /// A spawn that fails when its turn comes ends the task with 127 (not
-    /// found) or 126, as [`Start`](crate::Start) does; exit listeners and
+    /// A spawn that fails when its turn comes ends the task with the
+    /// error's [`shell_status`](crate::SpawnError::shell_status) (127 not
+    /// found, 1 a file not opened, 126 otherwise), as
+    /// [`Start`](crate::Start) does; exit listeners and
     /// [`AsyncWait`](crate::AsyncWait) hear of it, the error is logged, and
     /// [`ProcessHandle::spawn_error`] says why.
     ///
     /// # Errors
     /// As [`prepare`](Self::prepare).
     pub fn submit(self) -> Result<ProcessHandle, SpawnError> {
+        let kill_on_drop = self.spec.options.kill_on_drop;
         let handle = self.prepare()?;
-        ProcessSupervisor::get().do_send(Enqueue(Box::new(handle.clone())));
+        ProcessSupervisor::get().do_send(Enqueue(Box::new(handle.clone().queued(kill_on_drop))));
         Ok(handle)
+    }
+
+    /// Whether the task is cancelled once its last handle is dropped.
+    pub(crate) fn kills_on_drop(&self) -> bool {
+        self.spec.options.kill_on_drop
     }
 
     /// The stage's default coalescing in a pipeline, unless it set its own.

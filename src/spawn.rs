@@ -13,10 +13,19 @@ use std::sync::Arc;
 use crate::messages::OutputStream;
 use crate::settings::Host;
 use crate::sys::child::Child;
-use crate::sys::exec::{ChildSettings, Hook};
+use crate::sys::exec::{ChildSettings, Hook, Steps};
 use crate::sys::fd::pipe;
 use crate::sys::pty::open_pty;
 use crate::{SpawnError, SpawnErrorKind};
+
+/// Whether `dir` is a directory the host may enter.
+fn enterable(dir: &Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_ok() && dir.is_dir()
+}
+
+/// What the host keeps open for a spawn that passes fds, and the moves the
+/// child makes, `(copy, number)`.
+type PassedFds = (Vec<OwnedFd>, Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>);
 
 /// A child just spawned, with our ends of its pipes.
 pub(crate) struct Spawned {
@@ -66,12 +75,18 @@ pub enum OutputTo {
     /// not the child's controlling terminal.
     Pty,
     /// The file at `path`, which the host opens at the spawn: created if
-    /// missing (mode 0666 less the umask), then emptied, or with `append`
-    /// written at its end (the shell's `>` and `>>`). A relative path is
-    /// taken from the child's working directory
-    /// ([`Popen::current_dir`](crate::Popen::current_dir)), as in
-    /// `cd dir && cmd >file`. Nothing is read by the task: no chunk
+    /// missing, then emptied, or with `append` written at its end (the
+    /// shell's `>` and `>>`). A relative path is taken from the child's
+    /// working directory ([`Popen::current_dir`](crate::Popen::current_dir)),
+    /// as in `cd dir && cmd >file`. Nothing is read by the task: no chunk
     /// arrives. Build it with [`OutputTo::file`] or [`OutputTo::append`].
+    ///
+    /// The host opens it with its own privileges, before the child changes
+    /// its credentials (as `sudo -u user cmd >file` does). A file it
+    /// creates is made as the child would have made it: mode 0666 less the
+    /// child's [`umask`](crate::Popen::umask) (the host's when unset), and
+    /// owned by the child's [`uid`](crate::Popen::uid) and
+    /// [`gid`](crate::Popen::gid) when set.
     ///
     /// The open does not wait: a FIFO with no reader fails the spawn
     /// (ENXIO) rather than block the host.
@@ -151,9 +166,14 @@ pub enum InputFrom {
     /// [lifecycle](crate::PopenProcess#lifecycle)).
     Pipe,
     /// The file at this path, which the host opens read-only at the spawn
-    /// (the shell's `<`). A relative path is taken from the child's working
-    /// directory, as for [`OutputTo::File`]; the open does not wait for a
-    /// FIFO's writer. Build it with [`InputFrom::file`].
+    /// (the shell's `<`), with its own privileges, as for
+    /// [`OutputTo::File`]. A relative path is taken from the child's
+    /// working directory. A FIFO is refused (a
+    /// [`SpawnErrorKind::File`](crate::SpawnErrorKind::File) error): its
+    /// open waits for a writer, which the host must not do, and opened
+    /// without waiting it would give the child EOF at once; open it
+    /// yourself with `File::open` (which waits) and pass it with
+    /// [`InputFrom::fd`]. Build it with [`InputFrom::file`].
     File(PathBuf),
     /// An open file description of the host's: a file, the read end of a
     /// pipe, a socket (tokio's `Stdio::from(File)`, Go's `cmd.Stdin = f`).
@@ -321,37 +341,69 @@ impl SpawnSpec {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_owned(),
         };
-        crate::sys::fd::open_for_child(&full, output).map_err(|source| {
-            SpawnError::new(
-                self.program_name(),
-                SpawnErrorKind::File {
+        let creation = crate::sys::fd::Creation {
+            umask: self.settings.umask,
+            uid: self.settings.uid,
+            gid: self.settings.gid,
+        };
+        crate::sys::fd::open_for_child(&full, output, creation).map_err(|source| {
+            let source = Arc::new(source);
+            let kind = match &self.current_dir {
+                // The working directory itself is what is missing.
+                Some(dir) if path.is_relative() && !enterable(dir) => {
+                    SpawnErrorKind::WorkingDirectory {
+                        dir: dir.clone(),
+                        source,
+                    }
+                }
+                _ => SpawnErrorKind::File {
                     fd,
                     path: full,
-                    source: Arc::new(source),
+                    source,
                 },
-            )
+            };
+            SpawnError::new(self.program_name(), kind)
         })
     }
 
-    /// Has `command` give the child each fd of `extra_fds` at its number;
-    /// returns the host's copies the child's are made from, to be kept
-    /// open until the spawn returns. The copies are numbered above every
-    /// chosen number, so that moving one into place never overwrites
-    /// another not moved yet.
-    fn pass_fds(&self, command: &mut Command) -> Result<Vec<OwnedFd>, SpawnError> {
-        let Some(highest) = self.extra_fds.iter().map(|(target, _)| *target).max() else {
-            return Ok(Vec::new());
+    /// The moves that give the child each fd of `extra_fds` at its number,
+    /// `(copy, number)`, and what the host must keep open until the spawn
+    /// returns.
+    ///
+    /// Two things could be overwritten in the child when an fd is moved to
+    /// its number: another fd to be moved, not moved yet, and std's
+    /// close-on-exec pipe that reports a failed exec (a step that failed
+    /// after the move would then look like a run that exited with 1, and
+    /// write into the passed fd). So every chosen number still free is
+    /// held in the host for the spawn (std's pipe and our copies can then
+    /// not land there), and the copies the child's fds are made from are
+    /// at numbers no fd is chosen for.
+    fn pass_fds(&self) -> Result<PassedFds, SpawnError> {
+        let Some((_, first)) = self.extra_fds.first() else {
+            return Ok((Vec::new(), Vec::new()));
         };
-        let mut copies = Vec::with_capacity(self.extra_fds.len());
-        let mut moves = Vec::with_capacity(self.extra_fds.len());
-        for (target, fd) in &self.extra_fds {
-            let copy = crate::sys::fd::dup_above(fd.as_fd(), highest.saturating_add(1))
-                .map_err(|source| self.classify(source))?;
-            moves.push((std::os::fd::AsRawFd::as_raw_fd(&copy), *target));
-            copies.push(copy);
+        let io_err = |source: io::Error| self.classify(source);
+        let chosen: Vec<i32> = self.extra_fds.iter().map(|(target, _)| *target).collect();
+        let mut keep = Vec::with_capacity(chosen.len() * 2);
+        for &target in &chosen {
+            let held = crate::sys::fd::dup_from(first.as_fd(), target).map_err(io_err)?;
+            // Another number: `target` is taken already, and stays so.
+            if std::os::fd::AsRawFd::as_raw_fd(&held) == target {
+                keep.push(held);
+            }
         }
-        crate::sys::fd::pass_fds_at_exec(command, moves);
-        Ok(copies)
+        let mut moves = Vec::with_capacity(chosen.len());
+        for (target, fd) in &self.extra_fds {
+            let mut copy = crate::sys::fd::dup_from(fd.as_fd(), 3).map_err(io_err)?;
+            // Only if a chosen number was freed by another thread since.
+            while chosen.contains(&std::os::fd::AsRawFd::as_raw_fd(&copy)) {
+                let next = crate::sys::fd::dup_from(fd.as_fd(), 3).map_err(io_err)?;
+                keep.push(std::mem::replace(&mut copy, next));
+            }
+            moves.push((std::os::fd::AsRawFd::as_raw_fd(&copy), *target));
+            keep.push(copy);
+        }
+        Ok((keep, moves))
     }
 
     /// What exec could not pass on as given, if anything: a C string ends
@@ -530,20 +582,48 @@ impl SpawnSpec {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
         });
-        // Kept open until the spawn returns: the child's copies are made
-        // from them.
-        let _passed = self.pass_fds(&mut command)?;
-        if !self.settings.is_empty() {
-            let drop_groups = self.settings.uid.is_some()
-                && self.settings.groups.is_none()
-                && Host::current().can_set_groups();
-            crate::sys::exec::settings_at_exec(&mut command, self.settings.clone(), drop_groups);
+        // Our steps between fork and exec, named, so that a failed one is
+        // reported as itself, not by its errno alone. The fds to pass come
+        // first: the report pipe must not be at a chosen number either.
+        // Kept open until the spawn returns: the copies the child's fds
+        // are made from, and the chosen numbers held.
+        let (_held, moves) = self.pass_fds()?;
+        let mut steps = None;
+        if !(moves.is_empty() && self.settings.is_empty() && self.hooks.is_empty()) {
+            let report = steps.insert(Steps::new().map_err(io_err)?);
+            if !moves.is_empty() {
+                crate::sys::exec::pass_fds_at_exec(&mut command, moves, report);
+            }
+            if !self.settings.is_empty() {
+                let drop_groups = self.settings.uid.is_some()
+                    && self.settings.groups.is_none()
+                    && Host::current().can_set_groups();
+                crate::sys::exec::settings_at_exec(
+                    &mut command,
+                    self.settings.clone(),
+                    drop_groups,
+                    report,
+                );
+            }
+            for (index, hook) in self.hooks.iter().enumerate() {
+                let name = format!("pre_exec hook {}", index + 1);
+                crate::sys::exec::hook_at_exec(&mut command, hook.clone(), name, report);
+            }
         }
-        for hook in &self.hooks {
-            crate::sys::exec::hook_at_exec(&mut command, hook.clone());
-        }
-
-        let spawned = command.spawn().map_err(io_err)?;
+        let spawned =
+            command
+                .spawn()
+                .map_err(|source| match steps.as_ref().and_then(Steps::failed) {
+                    Some(step) => SpawnError::new(
+                        self.program_name(),
+                        SpawnErrorKind::ChildSetup {
+                            step: step.to_owned(),
+                            source: Arc::new(source),
+                        },
+                    ),
+                    None => self.classify(source),
+                })?;
+        drop(steps);
         // Dropping the command closes our copies of the child's ends, so
         // EOF arrives when the child (and its children) close theirs.
         drop(command);
@@ -571,11 +651,7 @@ impl SpawnSpec {
         // exec reports a working directory it cannot enter with the same
         // errnos as a program it cannot find or run: tell them apart.
         let kind = match (errno, &self.current_dir) {
-            (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir))
-                if !(nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK)
-                    .is_ok()
-                    && dir.is_dir()) =>
-            {
+            (Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES), Some(dir)) if !enterable(dir) => {
                 SpawnErrorKind::WorkingDirectory {
                     dir: dir.clone(),
                     source,

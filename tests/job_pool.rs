@@ -668,3 +668,69 @@ fn a_submitted_pipeline_whose_stage_cannot_be_spawned_ends_naming_it() {
         );
     });
 }
+
+#[test]
+fn a_kill_on_drop_task_dropped_while_queued_never_runs() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let (holder, _leftovers) = hold_a_place().await;
+        let (waiter, awaited) = Waiter::start_new();
+        let task = Popen::new("sleep")
+            .arg("1000")
+            .kill_on_drop(true)
+            .start_listener(waiter.clone().recipient())
+            .exit_listener(waiter.recipient())
+            .submit()
+            .expect("cannot submit sleep");
+        drop(task);
+        // Cancelled in the queue: it never runs and gives its place back
+        // at once, while the holder still runs.
+        let events = event("the dropped task's Exited", awaited.exited).await;
+        let exited = events.exited.first().expect("an Exited");
+        assert_eq!(exited.returncode, ReturnCode::CANCELLED);
+        assert_eq!(exited.cause, ExitCause::Cancelled);
+        assert_eq!(exited.pid, None, "it ran");
+        assert_eq!(
+            event("its Started", awaited.started).await.pid,
+            None,
+            "it ran"
+        );
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 0
+            }
+        );
+        release(&holder).await;
+    });
+}
+
+#[test]
+fn a_submitted_pipeline_whose_kill_on_drop_stage_was_dropped_never_runs() {
+    common::bounded(async {
+        set_limits(Some(1), None).await;
+        let (holder, _leftovers) = hold_a_place().await;
+        let (listener, exited) = PipelineWaiter::start_new();
+        let pipeline = Pipeline::new()
+            .stage(Popen::new("sleep").arg("1000").kill_on_drop(true))
+            .stage(Popen::new("cat"))
+            .exit_listener(listener)
+            .submit()
+            .expect("cannot submit the pipeline");
+        drop(pipeline);
+        // The pipeline is broken: every stage is cancelled at once, and
+        // its place is given back without waiting for its turn.
+        let exited = event("PipelineExited", exited).await;
+        assert_eq!(exited.statuses, vec![ReturnCode::CANCELLED; 2]);
+        assert_eq!(exited.causes, vec![ExitCause::Cancelled; 2]);
+        assert_eq!(
+            job_pool().await,
+            JobPool {
+                running: 1,
+                queued: 0
+            }
+        );
+        release(&holder).await;
+    });
+}

@@ -128,7 +128,9 @@ impl ProcessHandle {
 
     /// Why the task's child could not be spawned, when its start was
     /// deferred ([`Popen::prepare`](crate::Popen::prepare) then [`Start`], or [`Popen::submit`](crate::Popen::submit))
-    /// and failed; the task then ended with 127 (not found) or 126.
+    /// and failed; the task then ended with the error's
+    /// [`shell_status`](SpawnError::shell_status): 127 (not found), 1 (a
+    /// file that could not be opened) or 126.
     pub fn spawn_error(&self) -> Option<SpawnError> {
         self.shared.lock().spawn_error.clone()
     }
@@ -208,22 +210,86 @@ impl ProcessHandle {
     }
 }
 
-impl Job for ProcessHandle {
+/// A task waiting in the job pool, as the pool holds it: its handle, or,
+/// for a task with [`kill_on_drop`](crate::Popen::kill_on_drop), only a
+/// weak address, so that the user's last handle dropped while it waits
+/// cancels it there (it ends with
+/// [`ReturnCode::CANCELLED`](crate::ReturnCode::CANCELLED), never runs,
+/// and frees its place), as it would cancel a running task.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    addr: QueuedAddr,
+    shared: Arc<Shared>,
+    id: TaskId,
+}
+
+#[derive(Debug)]
+enum QueuedAddr {
+    Strong(Addr<PopenProcess>),
+    Weak(actix::WeakAddr<PopenProcess>),
+}
+
+impl ProcessHandle {
+    /// The task as the job pool holds it while it waits.
+    pub(crate) fn queued(self, kill_on_drop: bool) -> Queued {
+        let addr = if kill_on_drop {
+            QueuedAddr::Weak(self.addr.downgrade())
+        } else {
+            QueuedAddr::Strong(self.addr)
+        };
+        Queued {
+            addr,
+            shared: self.shared,
+            id: self.id,
+        }
+    }
+}
+
+impl Queued {
+    /// A handle for the start, unless the task's actor is gone.
+    pub(crate) fn handle(&self) -> Option<ProcessHandle> {
+        let addr = match &self.addr {
+            QueuedAddr::Strong(addr) => addr.clone(),
+            QueuedAddr::Weak(addr) => addr.upgrade()?,
+        };
+        Some(ProcessHandle {
+            id: self.id,
+            addr,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Whether the task has ended (cancelled while it waited), or its
+    /// actor is gone.
+    pub(crate) fn ended(&self) -> bool {
+        self.shared.returncode().is_some()
+            || matches!(&self.addr, QueuedAddr::Weak(addr) if addr.upgrade().is_none())
+    }
+}
+
+impl Job for Queued {
     fn ended(&self) -> bool {
-        self.try_wait().is_some()
+        Queued::ended(self)
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let handle = self.handle();
+        drop(self);
         Box::pin(async move {
-            match self.send(Start).await {
+            let Some(handle) = handle else {
+                return;
+            };
+            match handle.send(Start).await {
                 Ok(Ok(_pid)) => {
                     // The wait holds no address of the task: with every
-                    // user handle dropped, its stdin can close.
-                    let ended = self.send(AsyncWait);
-                    drop(self);
+                    // user handle dropped, its stdin can close (and a
+                    // kill_on_drop task is cancelled).
+                    let ended = handle.send(AsyncWait);
+                    drop(handle);
                     let _ = ended.await;
                 }
-                // The task ended with 127 or 126; nobody else hears why.
+                // The task ended with its shell status; nobody else hears
+                // why.
                 Ok(Err(err)) if !matches!(err.kind(), SpawnErrorKind::AlreadyStarted) => {
                     log::error!("job pool: {err}");
                 }

@@ -29,6 +29,7 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 
 pub use handle::ProcessHandle;
+pub(crate) use handle::Queued;
 pub(crate) use spec::TaskSpec;
 pub(crate) use stdio::SetUpstream;
 

@@ -396,7 +396,7 @@ mod tests {
             })
             .collect();
         for task in &tasks {
-            pool.do_send(Enqueue(Box::new(task.clone())));
+            pool.do_send(Enqueue(Box::new(task.clone().queued(false))));
         }
         (pool, tasks, starts)
     }

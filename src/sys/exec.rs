@@ -3,9 +3,11 @@
 //! value, the umask, the credentials, and the caller's own hooks.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::sync::Arc;
 
+use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::stat::{umask, Mode};
@@ -45,6 +47,107 @@ pub(crate) struct Hook(pub(crate) Arc<dyn Fn() -> io::Result<()> + Send + Sync>)
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Hook")
+    }
+}
+
+/// The steps of ours the child runs between fork and exec, named, with a
+/// close-on-exec pipe through which the child says which one failed: std
+/// passes the host only the errno of a failed step or exec, which could
+/// not tell a hook's ENOENT from a program not found.
+#[derive(Debug)]
+pub(crate) struct Steps {
+    names: Vec<String>,
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Steps {
+    /// # Errors
+    /// The pipe could not be made.
+    pub(crate) fn new() -> io::Result<Steps> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        Ok(Steps {
+            names: Vec::new(),
+            read,
+            write,
+        })
+    }
+
+    /// Names the next step; returns how the child reports its failure.
+    fn add(&mut self, name: String) -> Report {
+        self.names.push(name);
+        Report {
+            fd: self.write.as_raw_fd(),
+            step: u16::try_from(self.names.len() - 1).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// The step the child reported failed, once the spawn failed.
+    pub(crate) fn failed(&self) -> Option<&str> {
+        let mut buf = [0u8; 2];
+        match nix::unistd::read(&self.read, &mut buf) {
+            Ok(2) => self
+                .names
+                .get(usize::from(u16::from_ne_bytes(buf)))
+                .map(String::as_str),
+            _ => None,
+        }
+    }
+}
+
+/// How the child reports that one step failed.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    fd: RawFd,
+    step: u16,
+}
+
+impl Report {
+    /// In the child: says this step failed, and passes `result` on.
+    fn on<T>(self, result: Result<T, impl Into<io::Error>>) -> io::Result<T> {
+        result.map_err(|err| {
+            let bytes = self.step.to_ne_bytes();
+            // SAFETY: write(2) is async-signal-safe; `bytes` lives for the
+            // call. Two bytes into an empty pipe never block nor split.
+            let _ = unsafe { libc::write(self.fd, bytes.as_ptr().cast(), bytes.len()) };
+            err.into()
+        })
+    }
+}
+
+/// Has the child spawned from `command` get each `(from, to)` of `moves`
+/// as fd `to` (without close-on-exec) between fork and exec, in order,
+/// after the steps added before this one. Every `from` must stay open in
+/// the host until the spawn returns, and must differ from every `to`, and
+/// nothing the spawn opens may be at a `to` (see `SpawnSpec::pass_fds`).
+/// This forces std's fork path.
+pub(crate) fn pass_fds_at_exec(
+    command: &mut Command,
+    moves: Vec<(RawFd, RawFd)>,
+    steps: &mut Steps,
+) {
+    let moves: Vec<(RawFd, RawFd, Report)> = moves
+        .into_iter()
+        .map(|(from, to)| (from, to, steps.add(format!("pass_fd to fd {to}"))))
+        .collect();
+    let step = move || -> io::Result<()> {
+        for &(from, to, report) in &moves {
+            // SAFETY: dup2 is async-signal-safe and takes integers; onto
+            // `to` it closes whatever the child had there, its own copy.
+            let res = unsafe { libc::dup2(from, to) };
+            report.on(if res < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            })?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it reads
+    // memory allocated before the fork and makes only dup2 and write calls,
+    // which are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, step);
     }
 }
 
@@ -88,41 +191,57 @@ pub(crate) fn current_nice() -> Option<i32> {
 /// supplementary groups before the setuid (as std does for a root host),
 /// so that a child meant to run as another user keeps none of the host's.
 /// This forces std's fork path.
-pub(crate) fn settings_at_exec(command: &mut Command, settings: ChildSettings, drop_groups: bool) {
-    let rlimits: Vec<(Resource, u64, u64)> = settings
+pub(crate) fn settings_at_exec(
+    command: &mut Command,
+    settings: ChildSettings,
+    drop_groups: bool,
+    steps: &mut Steps,
+) {
+    let setsid_step = steps.add("setsid".to_owned());
+    let rlimits: Vec<(Resource, u64, u64, Report)> = settings
         .rlimits
         .iter()
-        .map(|&(limit, soft, hard)| (resource(limit), soft, hard))
+        .map(|&(limit, soft, hard)| {
+            let report = steps.add(format!("rlimit {limit} ({soft}, {hard})"));
+            (resource(limit), soft, hard, report)
+        })
         .collect();
+    let nice_step = steps.add(format!("nice {}", settings.nice.unwrap_or(0)));
     let groups: Option<Vec<Gid>> = match &settings.groups {
         Some(groups) => Some(groups.iter().map(|&g| Gid::from_raw(g)).collect()),
         None if drop_groups => Some(Vec::new()),
         None => None,
     };
+    let groups_step = steps.add("setgroups".to_owned());
+    let gid_step = steps.add(format!("setgid {}", settings.gid.unwrap_or(0)));
+    let uid_step = steps.add(format!("setuid {}", settings.uid.unwrap_or(0)));
     let step = move || -> io::Result<()> {
         if settings.setsid {
-            setsid()?;
+            setsid_step.on(setsid())?;
         }
-        for &(resource, soft, hard) in &rlimits {
-            setrlimit(resource, soft, hard)?;
+        for &(resource, soft, hard, report) in &rlimits {
+            report.on(setrlimit(resource, soft, hard))?;
         }
         if let Some(nice) = settings.nice {
             // SAFETY: a plain syscall taking integers.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let res = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+            nice_step.on(if res < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            })?;
         }
         if let Some(mask) = settings.umask {
             umask(Mode::from_bits_truncate(mask));
         }
         if let Some(groups) = &groups {
-            setgroups(groups)?;
+            groups_step.on(setgroups(groups))?;
         }
         if let Some(gid) = settings.gid {
-            setgid(Gid::from_raw(gid))?;
+            gid_step.on(setgid(Gid::from_raw(gid)))?;
         }
         if let Some(uid) = settings.uid {
-            setuid(Uid::from_raw(uid))?;
+            uid_step.on(setuid(Uid::from_raw(uid)))?;
         }
         Ok(())
     };
@@ -130,7 +249,7 @@ pub(crate) fn settings_at_exec(command: &mut Command, settings: ChildSettings, d
     // memory allocated before the fork (no allocation, no lock) and makes
     // only async-signal-safe calls: setsid, setrlimit, setpriority, umask,
     // setgroups, setgid and setuid (in a child with one thread, glibc's
-    // setxid broadcast has no other thread to reach).
+    // setxid broadcast has no other thread to reach), and write.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(command, step);
     }
@@ -138,11 +257,12 @@ pub(crate) fn settings_at_exec(command: &mut Command, settings: ChildSettings, d
 
 /// Has the child spawned from `command` run `hook` between fork and exec,
 /// after every step added before. This forces std's fork path.
-pub(crate) fn hook_at_exec(command: &mut Command, hook: Hook) {
+pub(crate) fn hook_at_exec(command: &mut Command, hook: Hook, name: String, steps: &mut Steps) {
+    let report = steps.add(name);
     // SAFETY: the caller of `Popen::pre_exec` promised that the hook is
     // safe to run between fork and exec (it is an `unsafe fn` stating what
-    // the hook may do); the closure only calls it.
+    // the hook may do); the closure calls it, then at most write(2).
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || (hook.0)());
+        std::os::unix::process::CommandExt::pre_exec(command, move || report.on((hook.0)()));
     }
 }

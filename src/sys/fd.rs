@@ -89,56 +89,95 @@ fn cloexec_from_3() -> io::Result<()> {
     Ok(())
 }
 
+/// How a file the host creates for a child's output is made, as if the
+/// child had created it: with its umask, owned by its uid and gid.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Creation {
+    pub(crate) umask: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+}
+
 /// Opens `path` for a child's stdin (`output` `None`) or for its stdout or
-/// stderr (`Some(append)`: created if missing, mode 0666 less the umask,
-/// then emptied or appended to). Close-on-exec, never our controlling
-/// terminal (O_NOCTTY), and without waiting (O_NONBLOCK, cleared once open
-/// so the child gets a blocking fd): a FIFO with no reader fails with ENXIO
-/// rather than block the host.
-pub(crate) fn open_for_child(path: &Path, output: Option<bool>) -> io::Result<OwnedFd> {
+/// stderr (`Some(append)`: created if missing, then emptied or appended
+/// to). Close-on-exec, never our controlling terminal (O_NOCTTY), and
+/// without waiting (O_NONBLOCK, cleared once open so the child gets a
+/// blocking fd): a FIFO with no reader fails with ENXIO rather than block
+/// the host. A FIFO to read is refused (`InvalidInput`): opened without
+/// waiting for its writer, it would give the child EOF at once.
+///
+/// A file it creates gets mode 0666 less `creation.umask` (or, unset, the
+/// host's umask), and `creation`'s owner.
+pub(crate) fn open_for_child(
+    path: &Path,
+    output: Option<bool>,
+    creation: Creation,
+) -> io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    match output {
-        None => options.read(true),
-        Some(true) => options.append(true).create(true),
-        Some(false) => options.write(true).create(true).truncate(true),
+    let open = |create: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        match output {
+            None => options.read(true),
+            Some(true) => options.append(true),
+            Some(false) => options.write(true).truncate(!create),
+        };
+        if create {
+            options.create_new(true);
+        }
+        options.custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+        options.open(path).map(OwnedFd::from)
     };
-    options.custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
-    let fd = OwnedFd::from(options.open(path)?);
+    let fd = match (output, open(false)) {
+        (Some(_), Err(err)) if err.kind() == io::ErrorKind::NotFound => match open(true) {
+            Ok(fd) => {
+                made_as_child(&fd, creation)?;
+                fd
+            }
+            // Created by someone else in between.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => open(false)?,
+            Err(err) => return Err(err),
+        },
+        (_, opened) => opened?,
+    };
+    let stat = nix::sys::stat::fstat(&fd)?;
+    let kind =
+        nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    if output.is_none() && kind == nix::sys::stat::SFlag::S_IFIFO {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a FIFO cannot be opened for the child without waiting for its writer \
+             (the child would read EOF at once): open it yourself with File::open, \
+             which waits, and pass it with InputFrom::fd",
+        ));
+    }
     let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
     fcntl(&fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     Ok(fd)
 }
 
-/// A close-on-exec duplicate of `fd` numbered `above` or higher, so that
-/// no fd the child is to get at a chosen number is overwritten before it
-/// is moved there.
-pub(crate) fn dup_above(fd: BorrowedFd<'_>, above: RawFd) -> io::Result<OwnedFd> {
-    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(above))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+/// Gives a file just created for the child the mode and owner the child
+/// would have given it.
+fn made_as_child(fd: &OwnedFd, creation: Creation) -> io::Result<()> {
+    if let Some(mask) = creation.umask {
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666 & !mask);
+        nix::sys::stat::fchmod(fd, mode)?;
+    }
+    if creation.uid.is_some() || creation.gid.is_some() {
+        nix::unistd::fchown(
+            fd,
+            creation.uid.map(nix::unistd::Uid::from_raw),
+            creation.gid.map(nix::unistd::Gid::from_raw),
+        )?;
+    }
+    Ok(())
 }
 
-/// Has the child spawned from `command` get each `(from, to)` of `moves`
-/// as fd `to` (without close-on-exec) between fork and exec, in order,
-/// after the steps added before this one. Every `from` must stay open in
-/// the host until the spawn returns, and must differ from every `to` (see
-/// [`dup_above`]). This forces std's fork path.
-pub(crate) fn pass_fds_at_exec(command: &mut std::process::Command, moves: Vec<(RawFd, RawFd)>) {
-    // SAFETY: the closure runs in the child between fork and exec; it reads
-    // memory allocated before the fork and makes dup2 calls, which are
-    // async-signal-safe. dup2 onto `to` closes whatever the child had
-    // there, which is the child's own copy.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || {
-            for &(from, to) in &moves {
-                if nix::libc::dup2(from, to) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+/// A close-on-exec duplicate of `fd` numbered `lowest` or, if that is
+/// taken, the next free number above.
+pub(crate) fn dup_from(fd: BorrowedFd<'_>, lowest: RawFd) -> io::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(lowest))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// What one `read()` gave.
