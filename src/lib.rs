@@ -128,9 +128,9 @@ pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitErr
 pub use lines::{Line, LineFramer, LineKind, Overflow, DEFAULT_LINE_MAX};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,
-    CloseStdin, CloseStream, Collected, Exited, Flush, GetPid, GetValue, IsAlive, OutputStream,
-    ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start, Started, TakeValue,
-    TryWait, WriteStdin,
+    CloseStdin, CloseStream, Collected, Continued, Exited, Flush, GetPid, GetValue, IsAlive,
+    OutputStream, ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start,
+    Started, Stopped, TakeValue, TryWait, WriteStdin,
 };
 pub use options::{
     DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,

@@ -100,6 +100,49 @@ pub struct Started {
     pub pid: Option<u32>,
 }
 
+/// Event: the task's child stopped (SIGSTOP, SIGTSTP at a terminal,
+/// SIGTTIN or SIGTTOU in the background), sent to each stop listener
+/// ([`Popen::stop_listener`](crate::Popen::stop_listener)). The child is
+/// the task's alone: a process it started that stops is not told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct Stopped {
+    /// The task.
+    pub task: TaskId,
+    /// The child's pid.
+    pub pid: u32,
+    /// The signal that stopped it.
+    pub signal: Signal,
+}
+
+/// Event: the task's stopped child was continued (SIGCONT, from `fg`, `bg`,
+/// [`SendSignal`] or a cancel, which sends one), sent to each continue
+/// listener ([`Popen::continue_listener`](crate::Popen::continue_listener)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct Continued {
+    /// The task.
+    pub task: TaskId,
+    /// The child's pid.
+    pub pid: u32,
+}
+
+impl Stopped {
+    /// The event, as a task sends it; for tests of code that handles one.
+    pub fn new(task: TaskId, pid: u32, signal: Signal) -> Stopped {
+        Stopped { task, pid, signal }
+    }
+}
+
+impl Continued {
+    /// The event, as a task sends it; for tests of code that handles one.
+    pub fn new(task: TaskId, pid: u32) -> Continued {
+        Continued { task, pid }
+    }
+}
+
 /// Event: the task ended (portage's exit listeners), sent once to each
 /// exit listener.
 ///

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
-use crate::process::{PopenProcess, ProcessHandle, TaskSpec};
+use crate::process::{JobListeners, PopenProcess, ProcessHandle, TaskSpec};
 use crate::spawn::{InputFrom, OutputTo, SpawnSpec};
 use crate::supervisor::{Enqueue, ProcessSupervisor};
 use crate::{CompletedProcess, ReturnCode, RunError, SpawnError};
@@ -74,6 +74,7 @@ impl Popen {
                 eof_listeners: Vec::new(),
                 start_listeners: Vec::new(),
                 exit_listeners: Vec::new(),
+                job_listeners: JobListeners::default(),
                 input: None,
             },
         }
@@ -454,6 +455,47 @@ impl Popen {
         self
     }
 
+    /// Has the kernel send `signal` to the child when the host dies
+    /// (`PR_SET_PDEATHSIG`, prctl(2), Linux 2.1.57; Go's
+    /// `SysProcAttr.Pdeathsig`), off by default. With `Signal::SIGKILL`, a
+    /// child cannot outlive a host that was SIGKILLed or crashed, which no
+    /// cancel and no shutdown can cover; with SIGTERM it may clean up
+    /// first. A host that had died already when the child set it gets the
+    /// child the signal at once. It reaches the child only, not the
+    /// processes the child started (they may set their own).
+    ///
+    /// Its pitfall: the kernel sends it when the **thread** that spawned
+    /// the child ends, not the process. [`start`](Self::start) spawns on
+    /// the calling thread, a deferred [`Start`](crate::Start) and the job
+    /// pool on the task's arbiter thread, and [`output`](Self::output) or
+    /// [`status`](Self::status) outside an actix System on the library's
+    /// background thread, which lives as long as the process. So spawn
+    /// from a thread that lives as long as the task: an actix arbiter does
+    /// until it is stopped (and stopping a System cancels its tasks
+    /// anyway); a short-lived `std::thread` does not. The kernel also
+    /// clears the setting when the child executes a set-user-ID or
+    /// set-group-ID program, and when its credentials change, so it is
+    /// made after [`uid`](Self::uid) and [`gid`](Self::gid). It costs std's
+    /// `posix_spawn` path.
+    ///
+    /// ```
+    /// use actix_popen::{Popen, Signal};
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let code = Popen::new("true")
+    ///     .parent_death_signal(Signal::SIGKILL)
+    ///     .status()
+    ///     .await?;
+    /// assert!(code.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn parent_death_signal(mut self, signal: crate::Signal) -> Popen {
+        self.spec.command.settings.parent_death_signal = Some(signal.as_raw());
+        self
+    }
+
     /// Sets the child's file mode creation mask (`umask(2)`, as `0o022`;
     /// Python's `umask`, portage's `spawn(umask=)`).
     ///
@@ -666,6 +708,70 @@ impl Popen {
     pub fn start_listener(mut self, recipient: Recipient<Started>) -> Popen {
         if !self.spec.start_listeners.contains(&recipient) {
             self.spec.start_listeners.push(recipient);
+        }
+        self
+    }
+
+    /// Tells `recipient` each time the child stops ([`Stopped`](crate::Stopped),
+    /// with the signal: SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), as a shell's
+    /// job control sees it (`waitpid` with `WUNTRACED`; Go's and Python's
+    /// `Wait` never report stops).
+    ///
+    /// A task with a stop or continue listener listens for SIGCHLD (tokio's
+    /// handler, which keeps any handler installed before it) and, at each
+    /// one, asks the kernel about its own child only (`waitid` on its
+    /// pidfd with `WSTOPPED | WCONTINUED`): never `waitpid(-1)`, so no
+    /// other library's child's stop or exit is taken. The kernel keeps one
+    /// such report per child: a stop followed by a continue before the task
+    /// looks may be told as the continue alone. A task without these
+    /// listeners installs nothing.
+    ///
+    /// ```
+    /// use actix::prelude::*;
+    /// use actix_popen::{Popen, SendSignal, Signal, Stopped};
+    ///
+    /// struct Watch(Option<futures::channel::oneshot::Sender<Stopped>>);
+    /// impl Actor for Watch {
+    ///     type Context = Context<Self>;
+    /// }
+    /// impl Handler<Stopped> for Watch {
+    ///     type Result = ();
+    ///     fn handle(&mut self, stopped: Stopped, _: &mut Context<Self>) {
+    ///         if let Some(tx) = self.0.take() {
+    ///             let _ = tx.send(stopped);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (tx, rx) = futures::channel::oneshot::channel();
+    /// let watch = Watch(Some(tx)).start();
+    /// let task = Popen::new("sleep")
+    ///     .arg("60")
+    ///     .kill_on_drop(true)
+    ///     .stop_listener(watch.recipient())
+    ///     .start()?;
+    /// task.send(SendSignal::to_child(Signal::SIGSTOP)).await??;
+    /// assert_eq!(rx.await?.signal, Signal::SIGSTOP);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stop_listener(mut self, recipient: Recipient<crate::Stopped>) -> Popen {
+        let listeners = &mut self.spec.job_listeners.stopped;
+        if !listeners.contains(&recipient) {
+            listeners.push(recipient);
+        }
+        self
+    }
+
+    /// Tells `recipient` each time the stopped child is continued
+    /// ([`Continued`](crate::Continued)); see
+    /// [`stop_listener`](Self::stop_listener) for how.
+    pub fn continue_listener(mut self, recipient: Recipient<crate::Continued>) -> Popen {
+        let listeners = &mut self.spec.job_listeners.continued;
+        if !listeners.contains(&recipient) {
+            listeners.push(recipient);
         }
         self
     }

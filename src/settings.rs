@@ -177,6 +177,7 @@ mod tests {
             umask: Some(0o077),
             setsid: true,
             groups: None,
+            parent_death_signal: Some(9),
         };
         assert_eq!(not_permitted(&settings, &unprivileged(), limits), None);
     }

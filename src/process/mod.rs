@@ -15,6 +15,7 @@
 mod control;
 mod drain;
 mod handle;
+mod job_control;
 mod lifecycle;
 mod listeners;
 mod spec;
@@ -30,7 +31,7 @@ use futures::channel::oneshot;
 
 pub use handle::ProcessHandle;
 pub(crate) use handle::Queued;
-pub(crate) use spec::TaskSpec;
+pub(crate) use spec::{JobListeners, TaskSpec};
 pub(crate) use stdio::SetUpstream;
 
 use crate::lines::{LineFramer, Overflow, DEFAULT_LINE_MAX};
@@ -159,6 +160,8 @@ pub struct PopenProcess {
     torn_down: bool,
     started: Listeners<Started>,
     exited: Listeners<Exited>,
+    /// Told of the child's stops and continues, once it runs.
+    job_listeners: JobListeners,
     waiters: Vec<oneshot::Sender<ReturnCode>>,
 }
 
@@ -173,6 +176,7 @@ impl PopenProcess {
             eof_listeners,
             start_listeners,
             exit_listeners,
+            job_listeners,
             input,
         } = spec;
         let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe) {
@@ -209,6 +213,7 @@ impl PopenProcess {
             torn_down: false,
             started: Listeners::new(start_listeners),
             exited: Listeners::new(exit_listeners),
+            job_listeners,
             waiters: Vec::new(),
         };
         if let Some(spawned) = spawned {
@@ -273,6 +278,7 @@ impl PopenProcess {
             shutdown::move_here(tracked);
             ensure_supervisor();
         }
+        self.watch_job_control(ctx);
 
         if let Some(fd) = stdin_fd {
             match self.stdin.attach(fd) {

@@ -4,7 +4,7 @@
 use actix::Recipient;
 use bytes::Bytes;
 
-use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
+use crate::messages::{Chunk, CloseStdin, Continued, Exited, OutputStream, Started, Stopped};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::spawn::{InputFrom, SpawnSpec};
 use crate::{Line, SpawnError, SpawnErrorKind};
@@ -24,8 +24,23 @@ pub(crate) struct TaskSpec {
     pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
+    /// Told of the child's stops and continues.
+    pub(crate) job_listeners: JobListeners,
     /// Written to the child's stdin, which is then closed.
     pub(crate) input: Option<Bytes>,
+}
+
+/// Who is told of the child's stops and continues.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobListeners {
+    pub(crate) stopped: Vec<Recipient<Stopped>>,
+    pub(crate) continued: Vec<Recipient<Continued>>,
+}
+
+impl JobListeners {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stopped.is_empty() && self.continued.is_empty()
+    }
 }
 
 impl TaskSpec {

@@ -44,6 +44,12 @@
 //! alone. The pidfd is closed once the task has ended and the exit was
 //! seen; a zombie kept after that is reaped by pid, which is safe because
 //! the number is still ours.
+//!
+//! Stops and continues give no pidfd event: a task that asks for them
+//! ([`Popen::stop_listener`](crate::Popen::stop_listener)) listens for
+//! SIGCHLD through tokio's handler, which keeps any handler installed
+//! before it, and then asks `waitid` about its own pidfd only
+//! ([`Child::poll_job_state`]).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -60,6 +66,15 @@ use nix::unistd::Pid;
 use tokio::io::Interest;
 
 use crate::ReturnCode;
+
+/// A change of a running child's job-control state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobState {
+    /// Stopped by this signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU).
+    Stopped(i32),
+    /// Continued by SIGCONT.
+    Continued,
+}
 
 /// What became of a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +282,60 @@ impl Child {
                 }
             }
             Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// The next stop or continue of the child not reported yet, if any
+    /// (`waitid` with `WSTOPPED | WCONTINUED | WNOHANG`, on the pidfd, so
+    /// never another library's child's). The report is consumed: a stop is
+    /// told once. `None` once the child was reaped or has exited.
+    ///
+    /// # Errors
+    /// The `waitid` failed otherwise than for a child gone.
+    pub(crate) fn poll_job_state(&self) -> io::Result<Option<JobState>> {
+        let inner = self.lock();
+        if !matches!(inner.status, Status::Running) {
+            return Ok(None);
+        }
+        let target = match &inner.pidfd {
+            Some(pidfd) => (libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t),
+            None => (libc::P_PID, self.pid as libc::id_t),
+        };
+        loop {
+            let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+            // SAFETY: `info` is a zeroed siginfo_t the kernel fills in; the
+            // id is a pidfd we keep open under the lock, or our unreaped
+            // pid; no rusage is asked for.
+            let res = unsafe {
+                libc::syscall(
+                    libc::SYS_waitid,
+                    target.0,
+                    target.1,
+                    info.as_mut_ptr(),
+                    libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG,
+                    std::ptr::null_mut::<libc::rusage>(),
+                )
+            };
+            if res < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::ECHILD => return Ok(None),
+                    errno => return Err(errno.into()),
+                }
+            }
+            // SAFETY: zeroed, then possibly filled in by the kernel.
+            let info = unsafe { info.assume_init() };
+            // SAFETY: for a SIGCHLD siginfo (or the zeroed one WNOHANG
+            // leaves), si_pid and si_status are the fields the kernel sets.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return Ok(None);
+            }
+            return Ok(match info.si_code {
+                libc::CLD_STOPPED => Some(JobState::Stopped(status)),
+                libc::CLD_CONTINUED => Some(JobState::Continued),
+                _ => None,
+            });
         }
     }
 

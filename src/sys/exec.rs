@@ -18,7 +18,8 @@ use crate::Rlimit;
 /// What the child sets for itself, in this order: a new session, the
 /// resource limits, the nice value, the umask, then the credentials
 /// (supplementary groups, gid, uid), last because the steps before may
-/// need the privileges the credentials give up.
+/// need the privileges the credentials give up, and the parent-death
+/// signal after them, since a change of credentials clears it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ChildSettings {
     pub(crate) setsid: bool,
@@ -29,6 +30,8 @@ pub(crate) struct ChildSettings {
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) gid: Option<u32>,
     pub(crate) uid: Option<u32>,
+    /// The signal the child gets when the thread that spawned it ends.
+    pub(crate) parent_death_signal: Option<i32>,
 }
 
 impl ChildSettings {
@@ -215,6 +218,10 @@ pub(crate) fn settings_at_exec(
     let groups_step = steps.add("setgroups".to_owned());
     let gid_step = steps.add(format!("setgid {}", settings.gid.unwrap_or(0)));
     let uid_step = steps.add(format!("setuid {}", settings.uid.unwrap_or(0)));
+    let death_step = steps.add("parent_death_signal".to_owned());
+    // The host, as the child's parent: if the child's parent is another
+    // process once the parent-death signal is set, the host died before.
+    let host = nix::unistd::getpid().as_raw();
     let step = move || -> io::Result<()> {
         if settings.setsid {
             setsid_step.on(setsid())?;
@@ -243,13 +250,31 @@ pub(crate) fn settings_at_exec(
         if let Some(uid) = settings.uid {
             uid_step.on(setuid(Uid::from_raw(uid)))?;
         }
+        if let Some(signal) = settings.parent_death_signal {
+            // SAFETY: plain syscalls taking integers.
+            let res = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) };
+            death_step.on(if res < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            })?;
+            // The host died between the fork and the prctl: the signal it
+            // would have sent, now.
+            // SAFETY: plain syscalls taking integers.
+            unsafe {
+                if libc::getppid() != host {
+                    libc::kill(libc::getpid(), signal);
+                }
+            }
+        }
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec. It reads
     // memory allocated before the fork (no allocation, no lock) and makes
     // only async-signal-safe calls: setsid, setrlimit, setpriority, umask,
     // setgroups, setgid and setuid (in a child with one thread, glibc's
-    // setxid broadcast has no other thread to reach), and write.
+    // setxid broadcast has no other thread to reach), prctl, getppid,
+    // getpid, kill and write.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(command, step);
     }
