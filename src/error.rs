@@ -262,6 +262,20 @@ pub enum WaitError {
     ActorGone,
 }
 
+/// Why [`Resize`](crate::Resize) changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResizeError {
+    /// The task's child has no pseudo-terminal (no stream is
+    /// [`OutputTo::Pty`](crate::OutputTo::Pty)), or it has not started or
+    /// has ended.
+    #[error("the task has no terminal to resize")]
+    NoTerminal,
+    /// The kernel refused the new size.
+    #[error("cannot resize the terminal: {0}")]
+    Io(#[source] io::Error),
+}
+
 /// Why [`SendSignal`](crate::SendSignal) sent nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -124,13 +124,13 @@ mod usage;
 
 pub use cause::ExitCause;
 pub use consumers::{Collector, CollectorOverflow, PipeLogger, DEFAULT_COLLECTOR_LIMIT};
-pub use error::{JobLimitsError, SignalError, SpawnError, SpawnErrorKind, WaitError};
+pub use error::{JobLimitsError, ResizeError, SignalError, SpawnError, SpawnErrorKind, WaitError};
 pub use lines::{Line, LineFramer, LineKind, Overflow, DEFAULT_LINE_MAX};
 pub use messages::{
     AddExitListener, AddStartListener, AsyncWait, Cancel, CancelWith, Chunk, CloseReader,
     CloseStdin, CloseStream, Collected, Continued, Exited, Flush, GetPid, GetValue, IsAlive,
-    OutputStream, ReaderFinished, RemoveExitListener, RemoveStartListener, SendSignal, Start,
-    Started, Stopped, TakeValue, TryWait, WriteStdin,
+    OutputStream, ReaderFinished, RemoveExitListener, RemoveStartListener, Resize, SendSignal,
+    Start, Started, Stopped, TakeValue, TryWait, WriteStdin,
 };
 pub use options::{
     DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,

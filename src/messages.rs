@@ -100,6 +100,25 @@ pub struct Started {
     pub pid: Option<u32>,
 }
 
+/// Request: set the window size of the task's pseudo-terminal, in rows
+/// and columns of characters (`TIOCSWINSZ`, tty_ioctl(4); erlexec's
+/// `winsz`). If the size changed, the kernel sends SIGWINCH to the
+/// terminal's foreground process group, so a full-screen program redraws.
+/// The size at the spawn is [`Popen::window_size`](crate::Popen::window_size)'s.
+///
+/// # Errors
+/// [`ResizeError::NoTerminal`](crate::ResizeError::NoTerminal) for a task
+/// with no pty or not running; [`ResizeError::Io`](crate::ResizeError::Io)
+/// if the kernel refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "Result<(), crate::ResizeError>")]
+pub struct Resize {
+    /// Rows of characters.
+    pub rows: u16,
+    /// Columns of characters.
+    pub cols: u16,
+}
+
 /// Event: the task's child stopped (SIGSTOP, SIGTSTP at a terminal,
 /// SIGTTIN or SIGTTOU in the background), sent to each stop listener
 /// ([`Popen::stop_listener`](crate::Popen::stop_listener)). The child is

@@ -178,6 +178,7 @@ mod tests {
             setsid: true,
             groups: None,
             parent_death_signal: Some(9),
+            controlling_terminal: None,
         };
         assert_eq!(not_permitted(&settings, &unprivileged(), limits), None);
     }

@@ -35,6 +35,8 @@ pub(crate) struct Spawned {
     /// What the child's piped output ends link to in /proc, to name who
     /// holds them open in warnings.
     pub(crate) outputs: Vec<String>,
+    /// Our end of the child's pseudo-terminal, to resize it.
+    pub(crate) terminal: Option<OwnedFd>,
 }
 
 /// Where one of the child's output streams goes.
@@ -165,6 +167,14 @@ pub enum InputFrom {
     /// close a child's stdin when its handle is dropped; see the
     /// [lifecycle](crate::PopenProcess#lifecycle)).
     Pipe,
+    /// The pseudo-terminal the child's output goes to ([`OutputTo::Pty`],
+    /// which stdout or stderr must be): the task writes what it is sent
+    /// ([`WriteStdin`](crate::WriteStdin)) to the terminal, as typed
+    /// keys, which its line discipline echoes and edits as a terminal does
+    /// (`\x03` is Ctrl-C: SIGINT to the terminal's foreground group; `\x04`
+    /// at the start of a line is Ctrl-D: end of input). See
+    /// [`Popen::terminal`](crate::Popen::terminal).
+    Pty,
     /// The file at this path, which the host opens read-only at the spawn
     /// (the shell's `<`), with its own privileges, as for
     /// [`OutputTo::File`]. A relative path is taken from the child's
@@ -251,6 +261,9 @@ pub(crate) struct SpawnSpec {
     pub(crate) arg0: Option<OsString>,
     /// The caller's hooks, run in the child last before exec.
     pub(crate) hooks: Vec<Hook>,
+    /// The pseudo-terminal's window size, `(rows, columns)`, and echo.
+    pub(crate) window_size: Option<(u16, u16)>,
+    pub(crate) echo: Option<bool>,
 }
 
 impl SpawnSpec {
@@ -269,6 +282,8 @@ impl SpawnSpec {
             settings: ChildSettings::default(),
             arg0: None,
             hooks: Vec::new(),
+            window_size: None,
+            echo: None,
         }
     }
 
@@ -281,6 +296,23 @@ impl SpawnSpec {
     pub(crate) fn invalid(&self) -> Option<String> {
         if matches!(self.stdio.stdout(), OutputTo::MergeIntoStdout) {
             return Some("stdout cannot be merged into itself".to_owned());
+        }
+        let pty_output = matches!(self.stdio.stdout(), OutputTo::Pty)
+            || matches!(self.stdio.stderr(), OutputTo::Pty);
+        if matches!(self.stdio.stdin(), InputFrom::Pty) && !pty_output {
+            return Some(
+                "InputFrom::Pty needs stdout or stderr on the pty (OutputTo::Pty) to be read"
+                    .to_owned(),
+            );
+        }
+        if (self.window_size.is_some() || self.echo.is_some()) && !pty_output {
+            return Some("window_size and echo need a pty (OutputTo::Pty)".to_owned());
+        }
+        if self.settings.controlling_terminal.is_some() && !pty_output {
+            return Some("a controlling terminal needs a pty (OutputTo::Pty)".to_owned());
+        }
+        if self.settings.controlling_terminal.is_some() && !self.settings.setsid {
+            return Some("a controlling terminal needs setsid(true)".to_owned());
         }
         self.exec_strings_error()
             .or_else(|| self.extra_fds_error())
@@ -503,8 +535,29 @@ impl SpawnSpec {
         if self.restore_signals && !crate::sys::signals::host_is_clean() {
             crate::sys::signals::reset_at_exec(&mut command);
         }
+        // One pseudo-terminal for every stream on it, opened first, sized
+        // and set up before the child exists.
+        let uses_pty = matches!(self.stdio.stdin(), InputFrom::Pty)
+            || matches!(self.stdio.stdout(), OutputTo::Pty)
+            || matches!(self.stdio.stderr(), OutputTo::Pty);
+        let mut pty: Option<(Option<OwnedFd>, OwnedFd)> = None; // (master until read, slave)
+        let mut terminal = None;
+        if uses_pty {
+            let (master, slave) = open_pty().map_err(io_err)?;
+            crate::sys::pty::set_up(&master, &slave, self.window_size, self.echo)
+                .map_err(io_err)?;
+            terminal = Some(master.try_clone().map_err(io_err)?);
+            pty = Some((Some(master), slave));
+        }
         let mut stdin = None;
         command.stdin(match self.stdio.stdin() {
+            InputFrom::Pty => match &pty {
+                Some((Some(master), slave)) => {
+                    stdin = Some(master.try_clone().map_err(io_err)?);
+                    Stdio::from(slave.try_clone().map_err(io_err)?)
+                }
+                _ => Stdio::null(),
+            },
             InputFrom::Inherit => Stdio::inherit(),
             InputFrom::Null => Stdio::null(),
             InputFrom::Pipe => {
@@ -526,18 +579,17 @@ impl SpawnSpec {
                 }
             }
         };
-        let mut pty: Option<OwnedFd> = None; // the slave end, once opened
         let mut open_pty_slave = |reads: &mut Vec<(OutputStream, OwnedFd)>,
                                   stream: OutputStream|
          -> io::Result<OwnedFd> {
-            if let Some(slave) = &pty {
-                return slave.try_clone();
+            let Some((master, slave)) = &mut pty else {
+                return Err(io::Error::other("no pty was opened"));
+            };
+            // The first stream on the pty is the one its reads are told as.
+            if let Some(master) = master.take() {
+                reads.push((stream, master));
             }
-            let (master, slave) = open_pty()?;
-            reads.push((stream, master));
-            let copy = slave.try_clone()?;
-            pty = Some(slave);
-            Ok(copy)
+            slave.try_clone()
         };
         let mut output = |to: OutputTo, stream: OutputStream, reads: &mut Vec<_>| {
             let fd = match to {
@@ -598,12 +650,19 @@ impl SpawnSpec {
                 let drop_groups = self.settings.uid.is_some()
                     && self.settings.groups.is_none()
                     && Host::current().can_set_groups();
-                crate::sys::exec::settings_at_exec(
-                    &mut command,
-                    self.settings.clone(),
-                    drop_groups,
-                    report,
-                );
+                let mut settings = self.settings.clone();
+                if settings.controlling_terminal.is_some() {
+                    // The child's first stream on the pty.
+                    settings.controlling_terminal = if matches!(self.stdio.stdin(), InputFrom::Pty)
+                    {
+                        Some(0)
+                    } else if matches!(self.stdio.stdout(), OutputTo::Pty) {
+                        Some(1)
+                    } else {
+                        Some(2)
+                    };
+                }
+                crate::sys::exec::settings_at_exec(&mut command, settings, drop_groups, report);
             }
             for (index, hook) in self.hooks.iter().enumerate() {
                 let name = format!("pre_exec hook {}", index + 1);
@@ -640,6 +699,7 @@ impl SpawnSpec {
             reads,
             stdin,
             outputs,
+            terminal,
         })
     }
 

@@ -90,7 +90,10 @@ fn a_child_that_stops_itself_is_told_and_goes_on_once_continued() {
         let (tx, mut events) = mpsc::unbounded();
         let watch = Watch(tx).start();
         let task = Popen::new("sh")
-            .args(["-c", "kill -TSTP $$; echo resumed"])
+            // (It then waits for its stdin to close: a child that exits
+            // right after its continue may be told by its exit alone.)
+            .args(["-c", "kill -TSTP $$; echo resumed; read _; exit 0"])
+            .stdin(actix_popen::InputFrom::Pipe)
             .stop_listener(watch.clone().recipient())
             .continue_listener(watch.recipient())
             .subscribe(sink.recipient())
@@ -107,6 +110,7 @@ fn a_child_that_stops_itself_is_told_and_goes_on_once_continued() {
         assert!(matches!(next(&mut events).await, Event::Continued(_)));
         let mut chunks = chunks;
         common::actors::await_output(&mut chunks, b"resumed\n", common::SOON).await;
+        task.do_send(actix_popen::CloseStdin);
         assert!(common::async_wait(&task).await.success());
     });
 }

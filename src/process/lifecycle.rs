@@ -41,6 +41,8 @@ pub(crate) struct Running {
     pub(crate) cancel: CancelState,
     /// The drain timeout closed the output.
     pub(crate) drain_closed: bool,
+    /// Our end of the child's pseudo-terminal, to resize it.
+    pub(crate) terminal: Option<OwnedFd>,
 }
 
 /// The child's output, as the task reads it.
@@ -73,13 +75,18 @@ pub(crate) enum CancelState {
 
 impl Running {
     /// A task whose child was just spawned.
-    pub(crate) fn new(reads: Vec<(OutputStream, OwnedFd)>, stdin: Option<OwnedFd>) -> Running {
+    pub(crate) fn new(
+        reads: Vec<(OutputStream, OwnedFd)>,
+        stdin: Option<OwnedFd>,
+        terminal: Option<OwnedFd>,
+    ) -> Running {
         Running {
             output: Output::Unwatched(reads),
             stdin,
             status: None,
             cancel: CancelState::None,
             drain_closed: false,
+            terminal,
         }
     }
 

@@ -179,7 +179,7 @@ impl PopenProcess {
             job_listeners,
             input,
         } = spec;
-        let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe) {
+        let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe | InputFrom::Pty) {
             StdinQueue::piped()
         } else {
             StdinQueue::none()
@@ -230,6 +230,7 @@ impl PopenProcess {
             reads,
             stdin,
             outputs,
+            terminal,
         } = spawned;
         let child = Arc::new(child);
         let pid = child.pid();
@@ -240,7 +241,7 @@ impl PopenProcess {
             self.options.cancel_timeout,
             outputs,
         ));
-        self.lifecycle = Lifecycle::Running(Running::new(reads, stdin));
+        self.lifecycle = Lifecycle::Running(Running::new(reads, stdin, terminal));
         pid
     }
 

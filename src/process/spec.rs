@@ -50,7 +50,7 @@ impl TaskSpec {
     /// lacks the privilege for.
     pub(crate) fn validate(&self) -> Result<(), SpawnError> {
         let input_without_pipe = (self.input.is_some()
-            && !matches!(self.command.stdio.stdin(), InputFrom::Pipe))
+            && !matches!(self.command.stdio.stdin(), InputFrom::Pipe | InputFrom::Pty))
         .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
         let reason = self
             .reader

@@ -8,7 +8,8 @@ use actix::WeakRecipient;
 
 use super::lifecycle::Lifecycle;
 use super::PopenProcess;
-use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, WriteStdin};
+use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, Resize, WriteStdin};
+use crate::ResizeError;
 
 impl Handler<WriteStdin> for PopenProcess {
     type Result = ResponseFuture<io::Result<()>>;
@@ -50,6 +51,21 @@ impl Handler<CloseStdin> for PopenProcess {
     /// written: the child reads EOF.
     fn handle(&mut self, _msg: CloseStdin, _ctx: &mut Context<Self>) {
         self.stdin.queue_close();
+    }
+}
+
+impl Handler<Resize> for PopenProcess {
+    type Result = Result<(), ResizeError>;
+
+    /// Sets the pty's window size (see [`Resize`]).
+    fn handle(&mut self, msg: Resize, _ctx: &mut Context<Self>) -> Self::Result {
+        let Lifecycle::Running(running) = &self.lifecycle else {
+            return Err(ResizeError::NoTerminal);
+        };
+        let Some(terminal) = &running.terminal else {
+            return Err(ResizeError::NoTerminal);
+        };
+        crate::sys::pty::resize(terminal, msg.rows, msg.cols).map_err(ResizeError::Io)
     }
 }
 

@@ -15,7 +15,8 @@ use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
 
 use crate::Rlimit;
 
-/// What the child sets for itself, in this order: a new session, the
+/// What the child sets for itself, in this order: a new session (and its
+/// controlling terminal), the
 /// resource limits, the nice value, the umask, then the credentials
 /// (supplementary groups, gid, uid), last because the steps before may
 /// need the privileges the credentials give up, and the parent-death
@@ -32,6 +33,9 @@ pub(crate) struct ChildSettings {
     pub(crate) uid: Option<u32>,
     /// The signal the child gets when the thread that spawned it ends.
     pub(crate) parent_death_signal: Option<i32>,
+    /// The child's fd (0, 1 or 2) on the terminal that becomes its
+    /// controlling terminal, once it leads its new session.
+    pub(crate) controlling_terminal: Option<i32>,
 }
 
 impl ChildSettings {
@@ -201,6 +205,7 @@ pub(crate) fn settings_at_exec(
     steps: &mut Steps,
 ) {
     let setsid_step = steps.add("setsid".to_owned());
+    let ctty_step = steps.add("TIOCSCTTY (the controlling terminal)".to_owned());
     let rlimits: Vec<(Resource, u64, u64, Report)> = settings
         .rlimits
         .iter()
@@ -225,6 +230,9 @@ pub(crate) fn settings_at_exec(
     let step = move || -> io::Result<()> {
         if settings.setsid {
             setsid_step.on(setsid())?;
+        }
+        if let Some(fd) = settings.controlling_terminal {
+            ctty_step.on(super::pty::make_controlling(fd))?;
         }
         for &(resource, soft, hard, report) in &rlimits {
             report.on(setrlimit(resource, soft, hard))?;
