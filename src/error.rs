@@ -99,6 +99,17 @@ pub enum SpawnErrorKind {
         /// The OS error.
         source: Arc<io::Error>,
     },
+    /// The task's cgroup ([`Popen::cgroup`](crate::Popen::cgroup)) could
+    /// not be made: the directory given is not in a cgroup2 mount, is
+    /// missing, or the host may not write it (`EACCES`: not delegated to
+    /// it). Nothing was spawned.
+    #[error("cannot make the task's cgroup {}: {source}", path.display())]
+    Cgroup {
+        /// The cgroup (or the directory given, when that is what is wrong).
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
     /// The host ran out of processes, file descriptors or memory (EAGAIN,
     /// EMFILE, ENFILE, ENOMEM). Trying again later may succeed.
     #[error("out of resources: {source}")]
@@ -196,6 +207,7 @@ impl SpawnError {
             | SpawnErrorKind::WorkingDirectory { source, .. }
             | SpawnErrorKind::File { source, .. }
             | SpawnErrorKind::ChildSetup { source, .. }
+            | SpawnErrorKind::Cgroup { source, .. }
             | SpawnErrorKind::ResourceExhausted { source }
             | SpawnErrorKind::Unsupported { source }
             | SpawnErrorKind::Io { source } => Some(source),

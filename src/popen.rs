@@ -525,6 +525,39 @@ impl Popen {
         self
     }
 
+    /// Runs the task in a cgroup (v2) of its own, made under `parent` at
+    /// the spawn: a directory of a cgroup2 mount that the host may write
+    /// (a subtree delegated to it, as systemd's `Delegate=yes` gives, or
+    /// any writable cgroup2 directory). Linux 4.5 for cgroup2; Linux 5.14
+    /// for `cgroup.kill`.
+    ///
+    /// The child joins it between fork and exec, before any code of its
+    /// own runs, so every process it ever starts is in it, also one that
+    /// left its process group (`setsid`, a daemon's double fork). So:
+    /// * a cancel, a timeout and a System stop signal every process in the
+    ///   cgroup with the child's group (SIGTERM and SIGCONT, then SIGKILL
+    ///   after the cancel timeout, through `cgroup.kill` where the kernel
+    ///   has it), each through a pidfd checked to be in the cgroup, never
+    ///   a reused pid;
+    /// * a task that ends by itself with processes left in its cgroup has
+    ///   them ended the same way, as systemd ends what is left of a stopped
+    ///   service (`KillMode=control-group`);
+    /// * the cgroup is removed once empty.
+    ///
+    /// It is the systemd and MuonTrap answer to what a process group cannot
+    /// hold; see the README's "What is left behind". Joining costs std's
+    /// `posix_spawn` path.
+    ///
+    /// # Errors
+    /// The start fails with
+    /// [`SpawnErrorKind::Cgroup`](crate::SpawnErrorKind::Cgroup), naming
+    /// the path and the reason, when `parent` is not in a cgroup2 mount, is
+    /// missing, or cannot be written; nothing is spawned.
+    pub fn cgroup(mut self, parent: impl AsRef<Path>) -> Popen {
+        self.spec.command.cgroup_parent = Some(parent.as_ref().to_owned());
+        self
+    }
+
     /// Has the kernel send `signal` to the child when the host dies
     /// (`PR_SET_PDEATHSIG`, prctl(2), Linux 2.1.57; Go's
     /// `SysProcAttr.Pdeathsig`), off by default. With `Signal::SIGKILL`, a

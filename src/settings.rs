@@ -179,6 +179,7 @@ mod tests {
             groups: None,
             parent_death_signal: Some(9),
             controlling_terminal: None,
+            join_cgroup: None,
         };
         assert_eq!(not_permitted(&settings, &unprivileged(), limits), None);
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::messages::OutputStream;
 use crate::settings::Host;
+use crate::sys::cgroup::Cgroup;
 use crate::sys::child::Child;
 use crate::sys::exec::{ChildSettings, Hook, Steps};
 use crate::sys::fd::pipe;
@@ -37,6 +38,8 @@ pub(crate) struct Spawned {
     pub(crate) outputs: Vec<String>,
     /// Our end of the child's pseudo-terminal, to resize it.
     pub(crate) terminal: Option<OwnedFd>,
+    /// The task's cgroup, which the child joined.
+    pub(crate) cgroup: Option<Arc<Cgroup>>,
 }
 
 /// Where one of the child's output streams goes.
@@ -261,6 +264,8 @@ pub(crate) struct SpawnSpec {
     pub(crate) arg0: Option<OsString>,
     /// The caller's hooks, run in the child last before exec.
     pub(crate) hooks: Vec<Hook>,
+    /// Where the task's own cgroup is made (`Popen::cgroup`).
+    pub(crate) cgroup_parent: Option<PathBuf>,
     /// The pseudo-terminal's window size, `(rows, columns)`, and echo.
     pub(crate) window_size: Option<(u16, u16)>,
     pub(crate) echo: Option<bool>,
@@ -282,6 +287,7 @@ impl SpawnSpec {
             settings: ChildSettings::default(),
             arg0: None,
             hooks: Vec::new(),
+            cgroup_parent: None,
             window_size: None,
             echo: None,
         }
@@ -640,17 +646,33 @@ impl SpawnSpec {
         // Kept open until the spawn returns: the copies the child's fds
         // are made from, and the chosen numbers held.
         let (_held, moves) = self.pass_fds()?;
+        // After the fds to pass, so that its fd is at no chosen number.
+        let cgroup = match &self.cgroup_parent {
+            Some(parent) => Some(Arc::new(Cgroup::create(parent).map_err(
+                |(path, source)| {
+                    SpawnError::new(
+                        self.program_name(),
+                        SpawnErrorKind::Cgroup {
+                            path,
+                            source: Arc::new(source),
+                        },
+                    )
+                },
+            )?)),
+            None => None,
+        };
+        let mut settings = self.settings.clone();
+        settings.join_cgroup = cgroup.as_ref().map(|cgroup| cgroup.procs_fd());
         let mut steps = None;
-        if !(moves.is_empty() && self.settings.is_empty() && self.hooks.is_empty()) {
+        if !(moves.is_empty() && settings.is_empty() && self.hooks.is_empty()) {
             let report = steps.insert(Steps::new().map_err(io_err)?);
             if !moves.is_empty() {
                 crate::sys::exec::pass_fds_at_exec(&mut command, moves, report);
             }
-            if !self.settings.is_empty() {
+            if !settings.is_empty() {
                 let drop_groups = self.settings.uid.is_some()
                     && self.settings.groups.is_none()
                     && Host::current().can_set_groups();
-                let mut settings = self.settings.clone();
                 if settings.controlling_terminal.is_some() {
                     // The child's first stream on the pty.
                     settings.controlling_terminal = if matches!(self.stdio.stdin(), InputFrom::Pty)
@@ -662,7 +684,12 @@ impl SpawnSpec {
                         Some(2)
                     };
                 }
-                crate::sys::exec::settings_at_exec(&mut command, settings, drop_groups, report);
+                crate::sys::exec::settings_at_exec(
+                    &mut command,
+                    std::mem::take(&mut settings),
+                    drop_groups,
+                    report,
+                );
             }
             for (index, hook) in self.hooks.iter().enumerate() {
                 let name = format!("pre_exec hook {}", index + 1);
@@ -700,6 +727,7 @@ impl SpawnSpec {
             stdin,
             outputs,
             terminal,
+            cgroup,
         })
     }
 

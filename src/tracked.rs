@@ -10,6 +10,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::escalation::{begin, step, Kill, Next, Phase};
+use crate::sys::cgroup::Cgroup;
 use crate::sys::child::{Child, Delivery, Hold};
 use crate::sys::proc::Groups;
 use crate::{Signal, SignalTarget};
@@ -46,6 +47,9 @@ pub(crate) struct Tracked {
     pub(crate) outputs: Vec<String>,
     phase: Mutex<Phase>,
     finished: AtomicBool,
+    /// The task's own cgroup, if it asked for one: every process in it is
+    /// the task's, and is signalled with the child's group.
+    cgroup: Option<Arc<Cgroup>>,
 }
 
 impl Tracked {
@@ -54,6 +58,7 @@ impl Tracked {
         name: String,
         cancel_timeout: Duration,
         outputs: Vec<String>,
+        cgroup: Option<Arc<Cgroup>>,
     ) -> Arc<Tracked> {
         Arc::new(Tracked {
             child,
@@ -63,6 +68,7 @@ impl Tracked {
             outputs,
             phase: Mutex::new(Phase::Idle),
             finished: AtomicBool::new(false),
+            cgroup,
         })
     }
 
@@ -111,6 +117,9 @@ impl Tracked {
             // May reap the child: the caller then takes it out of the
             // shutdown registry.
             self.child.release(Hold::Escalation);
+            if self.finished.load(Ordering::SeqCst) {
+                self.remove_cgroup();
+            }
         }
         next
     }
@@ -122,10 +131,43 @@ impl Tracked {
     /// group is empty: the caller has the supervisor look, in a batch (a
     /// look is a read of /proc, too slow to make once per task when
     /// thousands are cancelled at once).
+    ///
+    /// A task with a cgroup that still holds processes (a daemon it left
+    /// behind) has them ended too, by the cancel's escalation, as systemd
+    /// ends what is left of a stopped service (`KillMode=control-group`).
     pub(crate) fn task_ended(&self) -> bool {
         self.finished.store(true, Ordering::SeqCst);
+        if let Some(cgroup) = &self.cgroup {
+            if !self.escalating() && cgroup.populated() {
+                log::debug!(
+                    "{}: ended with processes left in its cgroup {}; ending them",
+                    self.name,
+                    cgroup.path().display()
+                );
+                self.begin(Signal::SIGTERM);
+            }
+        }
         self.child.release(Hold::Task);
-        self.escalating()
+        let escalating = self.escalating();
+        if !escalating {
+            self.remove_cgroup();
+        }
+        escalating
+    }
+
+    /// Removes the task's cgroup once it is empty (else its drop kills
+    /// what is left and removes it).
+    fn remove_cgroup(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            if !cgroup.populated() {
+                if let Err(err) = cgroup.remove() {
+                    log::debug!(
+                        "cannot remove cgroup {} yet: {err}",
+                        cgroup.path().display()
+                    );
+                }
+            }
+        }
     }
 
     /// For a teardown, when nobody will end the task any more: it counts
@@ -145,7 +187,18 @@ impl Tracked {
 
 impl Kill for Tracked {
     fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
-        self.child.signal(signal, SignalTarget::Group)
+        let delivery = self.child.signal(signal, SignalTarget::Group);
+        match &self.cgroup {
+            // Every process of the task's, also those that left its group.
+            Some(cgroup) => {
+                let reached = cgroup.signal(signal.as_raw()) > 0;
+                match delivery {
+                    Ok(Delivery::Gone) if reached => Ok(Delivery::Sent),
+                    other => other,
+                }
+            }
+            None => delivery,
+        }
     }
 
     fn leader_exited(&self) -> bool {
@@ -155,6 +208,10 @@ impl Kill for Tracked {
 
     fn group_alive(&self, groups: &mut Groups) -> bool {
         self.child.group_has_live_member(groups)
+            || self
+                .cgroup
+                .as_ref()
+                .is_some_and(|cgroup| cgroup.populated())
     }
 
     fn task_finished(&self) -> bool {
@@ -183,6 +240,15 @@ impl Kill for Tracked {
             .collect();
         if !members.is_empty() {
             alive.push(format!("group members {members:?}"));
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let members = cgroup.members();
+            if !members.is_empty() {
+                alive.push(format!(
+                    "in its cgroup {}: pids {members:?}",
+                    cgroup.path().display()
+                ));
+            }
         }
         let holders = crate::sys::proc::holders(&self.outputs);
         if !holders.is_empty() {

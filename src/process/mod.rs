@@ -231,6 +231,7 @@ impl PopenProcess {
             stdin,
             outputs,
             terminal,
+            cgroup,
         } = spawned;
         let child = Arc::new(child);
         let pid = child.pid();
@@ -240,6 +241,7 @@ impl PopenProcess {
             &self.name,
             self.options.cancel_timeout,
             outputs,
+            cgroup,
         ));
         self.lifecycle = Lifecycle::Running(Running::new(reads, stdin, terminal));
         pid
@@ -535,8 +537,15 @@ fn track(
     name: &str,
     cancel_timeout: Duration,
     outputs: Vec<String>,
+    cgroup: Option<Arc<crate::sys::cgroup::Cgroup>>,
 ) -> Arc<Tracked> {
-    let tracked = Tracked::new(child.clone(), name.to_owned(), cancel_timeout, outputs);
+    let tracked = Tracked::new(
+        child.clone(),
+        name.to_owned(),
+        cancel_timeout,
+        outputs,
+        cgroup,
+    );
     shutdown::register(&tracked);
     ensure_supervisor();
     tracked

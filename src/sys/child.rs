@@ -565,7 +565,7 @@ fn waitid_on_pidfd_works(pidfd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
     // it touches no memory of ours. The fd is always close-on-exec (since
     // pidfd_open came, in Linux 5.3).
@@ -591,7 +591,7 @@ fn kill(pid: i32, signal: i32) -> Result<(), Errno> {
     Errno::result(unsafe { libc::kill(pid, signal) }).map(drop)
 }
 
-fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
+pub(crate) fn pidfd_send_signal(pidfd: RawFd, signal: i32) -> Result<(), Errno> {
     // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no
     // memory of ours; `pidfd` is open for the duration of the call.
     let res = unsafe {

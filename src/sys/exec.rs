@@ -15,7 +15,8 @@ use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
 
 use crate::Rlimit;
 
-/// What the child sets for itself, in this order: a new session (and its
+/// What the child sets for itself, in this order: its cgroup, a new
+/// session (and its
 /// controlling terminal), the
 /// resource limits, the nice value, the umask, then the credentials
 /// (supplementary groups, gid, uid), last because the steps before may
@@ -36,6 +37,9 @@ pub(crate) struct ChildSettings {
     /// The child's fd (0, 1 or 2) on the terminal that becomes its
     /// controlling terminal, once it leads its new session.
     pub(crate) controlling_terminal: Option<i32>,
+    /// The host's fd of the task cgroup's `cgroup.procs`, which the child
+    /// joins first of all.
+    pub(crate) join_cgroup: Option<i32>,
 }
 
 impl ChildSettings {
@@ -204,6 +208,7 @@ pub(crate) fn settings_at_exec(
     drop_groups: bool,
     steps: &mut Steps,
 ) {
+    let cgroup_step = steps.add("joining the task's cgroup".to_owned());
     let setsid_step = steps.add("setsid".to_owned());
     let ctty_step = steps.add("TIOCSCTTY (the controlling terminal)".to_owned());
     let rlimits: Vec<(Resource, u64, u64, Report)> = settings
@@ -228,6 +233,9 @@ pub(crate) fn settings_at_exec(
     // process once the parent-death signal is set, the host died before.
     let host = nix::unistd::getpid().as_raw();
     let step = move || -> io::Result<()> {
+        if let Some(procs) = settings.join_cgroup {
+            cgroup_step.on(super::cgroup::join(procs))?;
+        }
         if settings.setsid {
             setsid_step.on(setsid())?;
         }

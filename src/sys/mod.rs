@@ -3,6 +3,7 @@
 //! Everything here is Linux-specific. The crate refuses to build elsewhere
 //! (see `lib.rs`) rather than misbehave silently.
 
+pub(crate) mod cgroup;
 pub(crate) mod child;
 pub(crate) mod exec;
 pub(crate) mod fd;

@@ -1,0 +1,171 @@
+//! cgroup v2 containment: a cgroup of its own for each task that asks for
+//! one ([`Popen::cgroup`](crate::Popen::cgroup)), which its child joins
+//! between fork and exec, so that every process it ever starts (one that
+//! left the process group with `setsid`, a daemon's double fork) stays in
+//! it, can be signalled, and is killed with it.
+//!
+//! A member is signalled through a pidfd opened first and checked to be
+//! in the cgroup after: a pid read from `cgroup.procs` may have been
+//! reaped and reused since, but a pidfd names one process for good, so no
+//! signal reaches a process that is not the task's. `cgroup.kill`
+//! (Linux 5.14) SIGKILLs every member at once, new forks included;
+//! without it each member gets SIGKILL the same way as the other signals.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+
+use super::child::{pidfd_open, pidfd_send_signal};
+
+/// `CGROUP2_SUPER_MAGIC`, statfs(2).
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// A task's cgroup, removed when dropped (its members killed first).
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    path: PathBuf,
+    /// Its `cgroup.procs`, open for the child to join (write "0").
+    procs: OwnedFd,
+}
+
+/// Why a task's cgroup could not be made: the path, and what went wrong.
+pub(crate) type CgroupError = (PathBuf, io::Error);
+
+impl Cgroup {
+    /// Makes a new cgroup under `parent`, which must be a directory of a
+    /// cgroup2 mount the host may write.
+    ///
+    /// # Errors
+    /// The path and the reason: not cgroup2, not writable, missing.
+    pub(crate) fn create(parent: &Path) -> Result<Cgroup, CgroupError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let fail = |path: &Path, err: io::Error| (path.to_owned(), err);
+        let stat = nix::sys::statfs::statfs(parent).map_err(|e| fail(parent, e.into()))?;
+        if stat.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
+            return Err(fail(
+                parent,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a directory of a cgroup2 (unified hierarchy) mount",
+                ),
+            ));
+        }
+        let name = format!(
+            "actix-popen-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = parent.join(name);
+        fs::create_dir(&path).map_err(|e| fail(&path, e))?;
+        let procs = open(
+            &path.join("cgroup.procs"),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let _ = fs::remove_dir(&path);
+            fail(&path, e.into())
+        })?;
+        Ok(Cgroup { path, procs })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The fd the child writes "0" to, to join (see [`join`]).
+    pub(crate) fn procs_fd(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    /// The pids in the cgroup now.
+    pub(crate) fn members(&self) -> Vec<u32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a process is in the cgroup (`populated` of
+    /// `cgroup.events`; zombies do not count).
+    pub(crate) fn populated(&self) -> bool {
+        match fs::read_to_string(self.path.join("cgroup.events")) {
+            Ok(events) => events.lines().any(|line| line.trim() == "populated 1"),
+            Err(_) => !self.members().is_empty(),
+        }
+    }
+
+    /// Sends `signal` to every process in the cgroup; SIGKILL through
+    /// `cgroup.kill` where the kernel has it. Returns how many were
+    /// signalled one by one.
+    pub(crate) fn signal(&self, signal: i32) -> usize {
+        if signal == nix::libc::SIGKILL && fs::write(self.path.join("cgroup.kill"), "1").is_ok() {
+            return 0;
+        }
+        let mut sent = 0;
+        for pid in self.members() {
+            let Ok(pidfd) = pidfd_open(pid) else {
+                continue;
+            };
+            // Still a member once the pidfd pins it: the pid was not
+            // reused by a stranger in between.
+            if !self.members().contains(&pid) {
+                continue;
+            }
+            if pidfd_send_signal(pidfd.as_raw_fd(), signal).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Removes the cgroup; it must be empty.
+    ///
+    /// # Errors
+    /// EBUSY while a process is in it.
+    pub(crate) fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir(&self.path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    /// Whatever is left is killed, and the cgroup removed once empty
+    /// (briefly waited for: SIGKILLed processes leave within moments).
+    fn drop(&mut self) {
+        if self.populated() {
+            self.signal(nix::libc::SIGKILL);
+        }
+        for _ in 0..50 {
+            match self.remove() {
+                Ok(()) => return,
+                Err(err) if err.raw_os_error() == Some(nix::libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(err) => {
+                    log::warn!("cannot remove cgroup {}: {err}", self.path.display());
+                    return;
+                }
+            }
+        }
+        log::warn!("cgroup {} is still busy; left behind", self.path.display());
+    }
+}
+
+/// Between fork and exec: moves the calling process into the cgroup whose
+/// `cgroup.procs` is open as `procs` (writing "0" names the writer).
+pub(crate) fn join(procs: RawFd) -> io::Result<()> {
+    let zero = b"0";
+    // SAFETY: write(2) is async-signal-safe; `zero` lives for the call.
+    let res = unsafe { nix::libc::write(procs, zero.as_ptr().cast(), zero.len()) };
+    if res < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

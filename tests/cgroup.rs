@@ -1,0 +1,225 @@
+//! cgroup v2 containment (`Popen::cgroup`): the child in a cgroup of its
+//! own from before its first instruction, every process of the task ended
+//! with it, also one that left its process group, and the cgroup removed.
+//!
+//! These need a cgroup2 directory this host may write (root, or a
+//! delegated subtree): without one they say so in one line and pass,
+//! unless `ACTIX_POPEN_REQUIRE_CGROUP` is set (as CI sets it), where they
+//! fail. `ACTIX_POPEN_CGROUP` names the directory to use.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix_popen::{Cancel, Popen, SpawnErrorKind};
+use common::actors::{ChunkSink, LineReader};
+
+/// A directory of this test's own under a writable cgroup2 directory,
+/// removed when dropped.
+struct Parent(PathBuf);
+
+impl Parent {
+    fn new(name: &str) -> Option<Parent> {
+        let Some(base) = writable_cgroup2() else {
+            assert!(
+                std::env::var_os("ACTIX_POPEN_REQUIRE_CGROUP").is_none(),
+                "ACTIX_POPEN_REQUIRE_CGROUP is set but no cgroup2 directory is writable here"
+            );
+            eprintln!("skipped: no writable cgroup2 directory (set ACTIX_POPEN_CGROUP)");
+            return None;
+        };
+        let dir = base.join(format!("actix-popen-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(Parent(dir))
+    }
+
+    /// The cgroups made in it so far.
+    fn children(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.0)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until every task cgroup in it was removed (without blocking
+    /// the System's thread, where the supervisor removes it).
+    async fn await_empty(&self) {
+        common::procs::poll_until("the task's cgroup is removed", common::SOON, || {
+            self.children().is_empty()
+        })
+        .await;
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        for child in self.children() {
+            let _ = std::fs::write(child.join("cgroup.kill"), "1");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(&child).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `ACTIX_POPEN_CGROUP`, or this process's own cgroup in the cgroup2
+/// mount, if a directory can be made in it.
+fn writable_cgroup2() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ACTIX_POPEN_CGROUP") {
+        return Some(dir.into());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // "… mount-point … - cgroup2 …"
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let relative = own.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let dir = mount.join(relative.trim_start_matches('/'));
+    let probe = dir.join(format!("actix-popen-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    let _ = std::fs::remove_dir(&probe);
+    Some(dir)
+}
+
+/// Waits until `pid`, not a child of ours, is dead, without blocking the
+/// System's thread.
+async fn await_dead(pid: i32) -> bool {
+    common::procs::poll_until(&format!("pid {pid} dead"), common::SOON, || {
+        common::procs::is_dead(pid)
+    })
+    .await;
+    true
+}
+
+fn session_of(pid: i32) -> Option<i32> {
+    common::procs::proc_stat(pid).map(|stat| stat.session)
+}
+
+#[test]
+fn the_child_runs_in_a_cgroup_of_its_own_removed_once_it_ended() {
+    let Some(parent) = Parent::new("own") else {
+        return;
+    };
+    common::bounded(async move {
+        let done = Popen::new("cat")
+            .arg("/proc/self/cgroup")
+            .cgroup(&parent.0)
+            .output()
+            .await
+            .expect("cat runs");
+        assert!(done.returncode.success());
+        let text = String::from_utf8_lossy(&done.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+        let parent_name = parent.0.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            line.contains(&format!("/{parent_name}/actix-popen-")),
+            "{text:?}"
+        );
+        parent.await_empty().await;
+    });
+}
+
+#[test]
+fn a_setsid_grandchild_holding_the_pipe_is_gone_after_a_contained_cancel() {
+    let Some(parent) = Parent::new("escape") else {
+        return;
+    };
+    common::bounded(async move {
+        // The grandchild leaves the group (setsid) and keeps the stdout
+        // pipe: no process-group signal reaches it.
+        let script = "setsid sh -c 'echo $$; exec sleep 60' & exec sleep 60";
+        for contained in [false, true] {
+            let (sink, chunks) = ChunkSink::start_new();
+            let mut popen = Popen::new("sh")
+                .args(["-c", script])
+                .cancel_timeout(Duration::from_millis(200))
+                .drain_timeout(Duration::from_millis(200))
+                .subscribe(sink.recipient());
+            if contained {
+                popen = popen.cgroup(&parent.0);
+            }
+            let task = popen.start().expect("sh starts");
+            let grandchild = LineReader::new(chunks, common::SOON).next_pid().await;
+            let child = i32::try_from(task.pid().expect("running")).expect("a pid");
+            assert_ne!(
+                session_of(grandchild),
+                session_of(child),
+                "not in a session of its own"
+            );
+            task.do_send(Cancel);
+            common::async_wait(&task).await;
+            if contained {
+                assert!(
+                    await_dead(grandchild).await,
+                    "the setsid grandchild outlived a contained cancel"
+                );
+                parent.await_empty().await;
+            } else {
+                // What a process group alone leaves: the test's own cleanup.
+                let alive = common::procs::is_running(grandchild);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(grandchild),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                assert!(alive, "without a cgroup the grandchild should have escaped");
+                assert!(await_dead(grandchild).await);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_daemon_left_by_a_task_that_exits_is_ended_with_it() {
+    let Some(parent) = Parent::new("daemon") else {
+        return;
+    };
+    common::bounded(async move {
+        let (sink, chunks) = ChunkSink::start_new();
+        let task = Popen::new("sh")
+            .args(["-c", "setsid sleep 60 >/dev/null 2>&1 </dev/null & echo $!"])
+            .cgroup(&parent.0)
+            .subscribe(sink.recipient())
+            .start()
+            .expect("sh starts");
+        let daemon = LineReader::new(chunks, common::SOON).next_pid().await;
+        assert!(common::async_wait(&task).await.success());
+        assert!(await_dead(daemon).await, "the daemon outlived its task");
+        parent.await_empty().await;
+    });
+}
+
+#[test]
+fn a_directory_that_cannot_hold_the_cgroup_is_named_in_the_error() {
+    common::bounded(async {
+        let cases: [(&Path, &str); 2] = [
+            (Path::new("/tmp"), "cgroup2"),
+            (Path::new("/sys/fs/cgroup/no-such-dir-actix-popen"), ""),
+        ];
+        for (dir, reason) in cases {
+            let err = Popen::new("true")
+                .cgroup(dir)
+                .start()
+                .expect_err("no cgroup can be made there");
+            match err.kind() {
+                SpawnErrorKind::Cgroup { path, source } => {
+                    assert!(path.starts_with(dir), "{path:?}");
+                    assert!(source.to_string().contains(reason), "{source}");
+                }
+                other => panic!("not a Cgroup error: {other:?}"),
+            }
+            assert!(err.to_string().contains(&*dir.to_string_lossy()), "{err}");
+        }
+    });
+}
