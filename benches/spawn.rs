@@ -14,7 +14,9 @@
 //! 3. What the spawn settings cost: `arg0` (which keeps std's posix_spawn
 //!    path) and a `umask` (which, as every setting the child makes for
 //!    itself between fork and exec, takes the fork path), piped.
-//! 4. Cancel latency, `Cancel` sent to `Exited` received, for a child that
+//! 4. What containment costs: the same runs, each in a cgroup of its own
+//!    (`Popen::cgroup`), where a cgroup2 directory is writable.
+//! 5. Cancel latency, `Cancel` sent to `Exited` received, for a child that
 //!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
 //!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
 
@@ -85,6 +87,25 @@ fn actor_runs_with(piped: bool, set: impl Fn(Popen) -> Popen + 'static) -> Durat
         }
         started.elapsed()
     })
+}
+
+/// A fresh directory under this process's own cgroup2 directory, if the
+/// host may make one.
+fn cgroup_parent() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let relative = own.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let dir = mount
+        .join(relative.trim_start_matches('/'))
+        .join(format!("actix-popen-bench-{}", std::process::id()));
+    std::fs::create_dir(&dir).ok()?;
+    Some(dir)
 }
 
 /// Tells when the first chunk arrives (the child is ready) and when it
@@ -233,6 +254,26 @@ fn main() {
         per_second(RUNS, umask),
         umask.as_secs_f64() / plain.as_secs_f64(),
     );
+    // Containment: a cgroup of its own per task (made, joined between fork
+    // and exec, removed), where this host may write a cgroup2 directory.
+    match cgroup_parent() {
+        Some(parent) => {
+            let mut contained = Vec::new();
+            for _ in 0..3 {
+                let dir = parent.clone();
+                contained.push(actor_runs_with(true, move |popen| popen.cgroup(&dir)));
+            }
+            let contained = common::median(contained);
+            let _ = std::fs::remove_dir(&parent);
+            println!(
+                "containment, piped: none {:.0}/s; Popen::cgroup {:.0}/s = {:.2}x the time of none",
+                per_second(RUNS, plain),
+                per_second(RUNS, contained),
+                contained.as_secs_f64() / plain.as_secs_f64(),
+            );
+        }
+        None => println!("containment: skipped, no writable cgroup2 directory here"),
+    }
     let floor = bare_kill();
     let obedient = cancel_latency("echo ready; exec sleep 100", Duration::from_secs(1));
     let stubborn_timeout = Duration::from_millis(100);

@@ -558,6 +558,48 @@ impl Popen {
         self
     }
 
+    /// Caps the memory of every process in the task's cgroup at `bytes`
+    /// (`memory.max`; the kernel reclaims, then OOM-kills inside the
+    /// cgroup). Needs [`cgroup`](Self::cgroup) and the memory controller
+    /// enabled for its children (`+memory` in the parent's
+    /// `cgroup.subtree_control`).
+    ///
+    /// # Errors
+    /// The start fails with
+    /// [`SpawnErrorKind::Cgroup`](crate::SpawnErrorKind::Cgroup) when the
+    /// controller is not enabled (the message names the file to change),
+    /// and with
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig)
+    /// without [`cgroup`](Self::cgroup).
+    pub fn memory_max(self, bytes: u64) -> Popen {
+        self.cgroup_limit("memory.max", bytes.to_string())
+    }
+
+    /// Caps the number of processes and threads in the task's cgroup at
+    /// `max` (`pids.max`: a fork beyond it fails with EAGAIN), a guard
+    /// against fork bombs. Needs [`cgroup`](Self::cgroup) and the pids
+    /// controller; errors as for [`memory_max`](Self::memory_max).
+    pub fn pids_max(self, max: u64) -> Popen {
+        self.cgroup_limit("pids.max", max.to_string())
+    }
+
+    /// Caps the CPU time of the task's cgroup at `quota` per `period`
+    /// (`cpu.max`; 50 ms per 100 ms is half a core, 200 ms per 100 ms two
+    /// cores). Needs [`cgroup`](Self::cgroup) and the cpu controller;
+    /// errors as for [`memory_max`](Self::memory_max), and the kernel
+    /// refuses a period outside 1 ms..=1 s or a quota below 1 ms.
+    pub fn cpu_max(self, quota: Duration, period: Duration) -> Popen {
+        let value = format!("{} {}", quota.as_micros(), period.as_micros());
+        self.cgroup_limit("cpu.max", value)
+    }
+
+    fn cgroup_limit(mut self, file: &'static str, value: String) -> Popen {
+        let limits = &mut self.spec.command.cgroup_limits;
+        limits.retain(|(f, _)| *f != file);
+        limits.push((file, value));
+        self
+    }
+
     /// Has the kernel send `signal` to the child when the host dies
     /// (`PR_SET_PDEATHSIG`, prctl(2), Linux 2.1.57; Go's
     /// `SysProcAttr.Pdeathsig`), off by default. With `Signal::SIGKILL`, a

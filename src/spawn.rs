@@ -264,8 +264,10 @@ pub(crate) struct SpawnSpec {
     pub(crate) arg0: Option<OsString>,
     /// The caller's hooks, run in the child last before exec.
     pub(crate) hooks: Vec<Hook>,
-    /// Where the task's own cgroup is made (`Popen::cgroup`).
+    /// Where the task's own cgroup is made (`Popen::cgroup`), and the
+    /// limits written in it: (control file, value).
     pub(crate) cgroup_parent: Option<PathBuf>,
+    pub(crate) cgroup_limits: Vec<(&'static str, String)>,
     /// The pseudo-terminal's window size, `(rows, columns)`, and echo.
     pub(crate) window_size: Option<(u16, u16)>,
     pub(crate) echo: Option<bool>,
@@ -288,6 +290,7 @@ impl SpawnSpec {
             arg0: None,
             hooks: Vec::new(),
             cgroup_parent: None,
+            cgroup_limits: Vec::new(),
             window_size: None,
             echo: None,
         }
@@ -313,6 +316,11 @@ impl SpawnSpec {
         }
         if (self.window_size.is_some() || self.echo.is_some()) && !pty_output {
             return Some("window_size and echo need a pty (OutputTo::Pty)".to_owned());
+        }
+        if let Some((file, _)) = self.cgroup_limits.first() {
+            if self.cgroup_parent.is_none() {
+                return Some(format!("the {file} limit needs Popen::cgroup"));
+            }
         }
         if self.settings.controlling_terminal.is_some() && !pty_output {
             return Some("a controlling terminal needs a pty (OutputTo::Pty)".to_owned());
@@ -648,8 +656,8 @@ impl SpawnSpec {
         let (_held, moves) = self.pass_fds()?;
         // After the fds to pass, so that its fd is at no chosen number.
         let cgroup = match &self.cgroup_parent {
-            Some(parent) => Some(Arc::new(Cgroup::create(parent).map_err(
-                |(path, source)| {
+            Some(parent) => Some(Arc::new(
+                Cgroup::create(parent, &self.cgroup_limits).map_err(|(path, source)| {
                     SpawnError::new(
                         self.program_name(),
                         SpawnErrorKind::Cgroup {
@@ -657,8 +665,8 @@ impl SpawnSpec {
                             source: Arc::new(source),
                         },
                     )
-                },
-            )?)),
+                })?,
+            )),
             None => None,
         };
         let mut settings = self.settings.clone();

@@ -223,3 +223,72 @@ fn a_directory_that_cannot_hold_the_cgroup_is_named_in_the_error() {
         }
     });
 }
+
+/// A limit's controller, control file, setter and the value it writes.
+type Limit = (&'static str, &'static str, fn(Popen) -> Popen, &'static str);
+
+#[test]
+fn limits_are_set_where_the_controller_is_enabled_and_refused_where_not() {
+    let Some(parent) = Parent::new("limits") else {
+        return;
+    };
+    // Enable what the machine offers for the task cgroups (maybe nothing).
+    let _ = std::fs::write(
+        parent.0.join("cgroup.subtree_control"),
+        "+memory +pids +cpu",
+    );
+    let enabled =
+        std::fs::read_to_string(parent.0.join("cgroup.subtree_control")).unwrap_or_default();
+    common::bounded(async move {
+        let cases: [Limit; 3] = [
+            (
+                "memory",
+                "memory.max",
+                |p| p.memory_max(64 << 20),
+                "67108864",
+            ),
+            ("pids", "pids.max", |p| p.pids_max(16), "16"),
+            (
+                "cpu",
+                "cpu.max",
+                |p| p.cpu_max(Duration::from_millis(50), Duration::from_millis(100)),
+                "50000 100000",
+            ),
+        ];
+        for (controller, file, limit, value) in cases {
+            let popen = limit(Popen::new("sleep").arg("60").cgroup(&parent.0)).kill_on_drop(true);
+            if enabled.split_whitespace().any(|c| c == controller) {
+                let task = popen.start().expect("the limit is set");
+                let cgroup = parent.children().pop().expect("the task's cgroup");
+                let set = std::fs::read_to_string(cgroup.join(file)).expect("read the limit");
+                assert_eq!(set.trim(), value, "{file}");
+                task.do_send(Cancel);
+                common::async_wait(&task).await;
+                parent.await_empty().await;
+            } else {
+                eprintln!(
+                    "the {controller} controller is not enabled here: its refusal is checked"
+                );
+                let err = popen.start().expect_err("no controller");
+                match err.kind() {
+                    SpawnErrorKind::Cgroup { path, source } => {
+                        assert!(path.ends_with(file), "{path:?}");
+                        let text = source.to_string();
+                        assert!(text.contains("controller is not enabled"), "{text}");
+                        assert!(text.contains("cgroup.subtree_control"), "{text}");
+                    }
+                    other => panic!("not a Cgroup error: {other:?}"),
+                }
+                assert!(parent.children().is_empty(), "the refused cgroup was left");
+            }
+        }
+        let err = Popen::new("true")
+            .pids_max(1)
+            .start()
+            .expect_err("no cgroup");
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::InvalidConfig { reason } if reason.contains("Popen::cgroup")),
+            "{err:?}"
+        );
+    });
+}

@@ -38,11 +38,13 @@ pub(crate) type CgroupError = (PathBuf, io::Error);
 
 impl Cgroup {
     /// Makes a new cgroup under `parent`, which must be a directory of a
-    /// cgroup2 mount the host may write.
+    /// cgroup2 mount the host may write, with `limits` (control file,
+    /// value) written in it.
     ///
     /// # Errors
-    /// The path and the reason: not cgroup2, not writable, missing.
-    pub(crate) fn create(parent: &Path) -> Result<Cgroup, CgroupError> {
+    /// The path and the reason: not cgroup2, not writable, missing, a
+    /// limit whose controller is not enabled or whose value is refused.
+    pub(crate) fn create(parent: &Path, limits: &[(&str, String)]) -> Result<Cgroup, CgroupError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let fail = |path: &Path, err: io::Error| (path.to_owned(), err);
         let stat = nix::sys::statfs::statfs(parent).map_err(|e| fail(parent, e.into()))?;
@@ -71,7 +73,42 @@ impl Cgroup {
             let _ = fs::remove_dir(&path);
             fail(&path, e.into())
         })?;
-        Ok(Cgroup { path, procs })
+        let cgroup = Cgroup { path, procs };
+        for (file, value) in limits {
+            cgroup.set(file, value).map_err(|err| {
+                // Empty: its drop removes it at once.
+                (cgroup.path.join(file), err)
+            })?;
+        }
+        Ok(cgroup)
+    }
+
+    /// Writes `value` to the cgroup's control `file` (`memory.max`, …).
+    ///
+    /// # Errors
+    /// A missing file means its controller is not enabled for the parent's
+    /// children: said so, with the file to change.
+    fn set(&self, file: &str, value: &str) -> io::Result<()> {
+        let control = self.path.join(file);
+        // (A write to a missing file would try to create it: EACCES.)
+        match control.try_exists().and_then(|exists| match exists {
+            true => fs::write(&control, value),
+            false => Err(io::ErrorKind::NotFound.into()),
+        }) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let controller = file.split('.').next().unwrap_or(file);
+                let parent = self.path.parent().unwrap_or(&self.path);
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the {controller} controller is not enabled for this cgroup: \
+                         add +{controller} to {}",
+                        parent.join("cgroup.subtree_control").display()
+                    ),
+                ))
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
