@@ -120,7 +120,9 @@ pub struct Resize {
 }
 
 /// Event: the task's child stopped (SIGSTOP, SIGTSTP at a terminal,
-/// SIGTTIN or SIGTTOU in the background), sent to each stop listener
+/// SIGTTIN or SIGTTOU in the background; the kernel discards the last
+/// three for a child that leads its own session, as with
+/// [`Popen::terminal`](crate::Popen::terminal)), sent to each stop listener
 /// ([`Popen::stop_listener`](crate::Popen::stop_listener)). The child is
 /// the task's alone: a process it started that stops is not told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -135,8 +137,9 @@ pub struct Stopped {
     pub signal: Signal,
 }
 
-/// Event: the task's stopped child was continued (SIGCONT, from `fg`, `bg`,
-/// [`SendSignal`] or a cancel, which sends one), sent to each continue
+/// Event: the task's stopped child was continued (SIGCONT, from `fg`, `bg`
+/// or [`SendSignal`]; a stopped child that a cancel ends is told by its
+/// exit alone), sent to each continue
 /// listener ([`Popen::continue_listener`](crate::Popen::continue_listener)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
@@ -465,7 +468,9 @@ pub struct RemoveStartListener(pub Recipient<Started>);
 pub struct WriteStdin(pub Bytes);
 
 /// Request: close the child's stdin once every write queued before it was
-/// written; the child reads EOF. Sent before a deferred start, it waits
+/// written; the child reads EOF. On a terminal
+/// ([`InputFrom::Pty`](crate::InputFrom::Pty)) it types Ctrl-D instead
+/// (twice after an unfinished line), which is how a terminal ends input. Sent before a deferred start, it waits
 /// behind those writes and takes effect once the child starts (see
 /// [`WriteStdin`]).
 ///

@@ -175,7 +175,20 @@ impl Popen {
     /// [`window_size`](Self::window_size); the child makes the terminal its
     /// controlling terminal between fork and exec (`TIOCSCTTY`), which
     /// costs std's `posix_spawn` path. When the session leader (the child)
-    /// exits, the kernel sends SIGHUP to the terminal's foreground group.
+    /// exits, the kernel sends SIGHUP to the terminal's foreground group;
+    /// [`CloseReader`](crate::CloseReader) hangs the terminal up (SIGHUP
+    /// to the session), and [`CloseStdin`](crate::CloseStdin) types
+    /// Ctrl-D.
+    ///
+    /// What a terminal does, it does here too: a line typed longer than
+    /// 4095 bytes is cut to that (canonical mode); the child, leading its
+    /// session, is in an orphaned process group, so the kernel discards the
+    /// SIGTSTP of a Ctrl-Z meant for it (a shell in it puts its jobs in
+    /// groups of their own, where Ctrl-Z works); and a cancel's SIGTERM is
+    /// ignored by an interactive shell, which is then SIGKILLed after the
+    /// cancel timeout, leaving its background jobs running unless the task
+    /// has a [`cgroup`](Self::cgroup) (or [`CloseReader`](crate::CloseReader)
+    /// hung it up first, which a shell passes on to its jobs).
     ///
     /// ```
     /// use actix_popen::Popen;
@@ -191,6 +204,12 @@ impl Popen {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    /// The start fails with
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig)
+    /// when a later call undoes what it needs (`setsid(false)`, or no
+    /// stream left on the pty).
     pub fn terminal(mut self, rows: u16, cols: u16) -> Popen {
         self.spec.command.settings.controlling_terminal = Some(0);
         self.stdin(InputFrom::Pty)
@@ -462,9 +481,11 @@ impl Popen {
     ///
     /// Like every setting up to [`pre_exec`](Self::pre_exec), it is made
     /// by the child between fork and exec, which costs std's `posix_spawn`
-    /// path (see BENCHMARKS.md, §2). The child sets, in order: a new
-    /// session, the resource limits, the nice value, the umask, the
-    /// supplementary groups, the gid, the uid, then runs the hooks.
+    /// path (see BENCHMARKS.md, §2). The child sets, in order: its
+    /// [`cgroup`](Self::cgroup), a new session and its controlling
+    /// terminal, the resource limits, the nice value, the umask, the
+    /// supplementary groups, the gid, the uid, the parent-death signal,
+    /// then runs the hooks.
     ///
     /// ```
     /// use actix_popen::Popen;
@@ -533,15 +554,19 @@ impl Popen {
     ///
     /// The child joins it between fork and exec, before any code of its
     /// own runs, so every process it ever starts is in it, also one that
-    /// left its process group (`setsid`, a daemon's double fork). So:
+    /// left its process group (`setsid`, a daemon's double fork), unless a
+    /// privileged one moves itself to another cgroup (root may write any
+    /// cgroup's `cgroup.procs`). So:
     /// * a cancel, a timeout and a System stop signal every process in the
     ///   cgroup with the child's group (SIGTERM and SIGCONT, then SIGKILL
     ///   after the cancel timeout, through `cgroup.kill` where the kernel
     ///   has it), each through a pidfd checked to be in the cgroup, never
     ///   a reused pid;
-    /// * a task that ends by itself with processes left in its cgroup has
-    ///   them ended the same way, as systemd ends what is left of a stopped
-    ///   service (`KillMode=control-group`);
+    /// * once the child has exited, whatever is left in its cgroup (a
+    ///   daemon it started, one holding its output open) is ended the same
+    ///   way, as systemd ends what is left of a service whose main process
+    ///   exited (`KillMode=control-group`); the task ends with the child's
+    ///   own status;
     /// * the cgroup is removed once empty.
     ///
     /// It is the systemd and MuonTrap answer to what a process group cannot
@@ -611,7 +636,11 @@ impl Popen {
     ///
     /// Its pitfall: the kernel sends it when the **thread** that spawned
     /// the child ends, not the process. [`start`](Self::start) spawns on
-    /// the calling thread, a deferred [`Start`](crate::Start) and the job
+    /// the calling thread, and so does
+    /// [`start_in_arbiter`](Self::start_in_arbiter) (only the actor runs on
+    /// the arbiter: a child started from a short-lived thread or a
+    /// `spawn_blocking` task gets the signal when that thread ends), a
+    /// deferred [`Start`](crate::Start) and the job
     /// pool on the task's arbiter thread, and [`output`](Self::output) or
     /// [`status`](Self::status) outside an actix System on the library's
     /// background thread, which lives as long as the process. So spawn

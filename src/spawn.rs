@@ -36,8 +36,9 @@ pub(crate) struct Spawned {
     /// What the child's piped output ends link to in /proc, to name who
     /// holds them open in warnings.
     pub(crate) outputs: Vec<String>,
-    /// Our end of the child's pseudo-terminal, to resize it.
-    pub(crate) terminal: Option<OwnedFd>,
+    /// Our end of the child's pseudo-terminal, to resize it, and the
+    /// stream its output is read as.
+    pub(crate) terminal: Option<(OutputStream, OwnedFd)>,
     /// The task's cgroup, which the child joined.
     pub(crate) cgroup: Option<Arc<Cgroup>>,
 }
@@ -174,9 +175,12 @@ pub enum InputFrom {
     /// which stdout or stderr must be): the task writes what it is sent
     /// ([`WriteStdin`](crate::WriteStdin)) to the terminal, as typed
     /// keys, which its line discipline echoes and edits as a terminal does
-    /// (`\x03` is Ctrl-C: SIGINT to the terminal's foreground group; `\x04`
-    /// at the start of a line is Ctrl-D: end of input). See
-    /// [`Popen::terminal`](crate::Popen::terminal).
+    /// (`\x04` at the start of a line is Ctrl-D: end of input). On a
+    /// controlling terminal ([`Popen::terminal`](crate::Popen::terminal))
+    /// `\x03` (Ctrl-C) sends SIGINT to its foreground group; on a pty that
+    /// is no process's controlling terminal ([`Popen::pty`](crate::Popen::pty))
+    /// it is a byte like any other. [`CloseStdin`](crate::CloseStdin) types
+    /// Ctrl-D (twice after an unfinished line).
     Pty,
     /// The file at this path, which the host opens read-only at the spawn
     /// (the shell's `<`), with its own privileges, as for
@@ -560,7 +564,12 @@ impl SpawnSpec {
             let (master, slave) = open_pty().map_err(io_err)?;
             crate::sys::pty::set_up(&master, &slave, self.window_size, self.echo)
                 .map_err(io_err)?;
-            terminal = Some(master.try_clone().map_err(io_err)?);
+            let stream = if matches!(self.stdio.stdout(), OutputTo::Pty) {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            };
+            terminal = Some((stream, master.try_clone().map_err(io_err)?));
             pty = Some((Some(master), slave));
         }
         let mut stdin = None;

@@ -155,6 +155,13 @@ impl Tracked {
         escalating
     }
 
+    /// Whether the task has a cgroup with a process in it.
+    pub(crate) fn cgroup_populated(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_some_and(|cgroup| cgroup.populated())
+    }
+
     /// Removes the task's cgroup once it is empty (else its drop kills
     /// what is left and removes it).
     fn remove_cgroup(&self) {

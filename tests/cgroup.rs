@@ -292,3 +292,54 @@ fn limits_are_set_where_the_controller_is_enabled_and_refused_where_not() {
         );
     });
 }
+
+#[test]
+fn a_cgroup_the_task_made_in_its_own_is_emptied_and_removed() {
+    let Some(parent) = Parent::new("nested") else {
+        return;
+    };
+    common::bounded(async move {
+        let p = parent.0.display();
+        let script = format!(
+            "CG=$(echo {p}/actix-popen-*); mkdir $CG/sub && \
+             sh -c 'echo 0 > '$CG'/sub/cgroup.procs && echo $$ && exec setsid sleep 60' & \
+             exec sleep 60"
+        );
+        let (sink, chunks) = ChunkSink::start_new();
+        let task = Popen::new("sh")
+            .args(["-c", &script])
+            .cgroup(&parent.0)
+            .cancel_timeout(Duration::from_millis(200))
+            .subscribe(sink.recipient())
+            .start()
+            .expect("sh starts");
+        let nested = LineReader::new(chunks, common::SOON).next_pid().await;
+        task.do_send(Cancel);
+        common::async_wait(&task).await;
+        assert!(await_dead(nested).await);
+        parent.await_empty().await;
+    });
+}
+
+#[test]
+fn a_leftover_holding_the_output_is_ended_once_the_child_exited() {
+    let Some(parent) = Parent::new("holder") else {
+        return;
+    };
+    common::bounded(async move {
+        let (sink, chunks) = ChunkSink::start_new();
+        let task = Popen::new("sh")
+            .args(["-c", "setsid sleep 60 & echo $!; exit 3"])
+            .cgroup(&parent.0)
+            .subscribe(sink.recipient())
+            .start()
+            .expect("sh starts");
+        let leftover = LineReader::new(chunks, common::SOON).next_pid().await;
+        // The task ends by itself, with its child's status, once the
+        // leftover that held its output is gone.
+        assert_eq!(common::async_wait(&task).await.code(), 3);
+        assert_eq!(task.cause(), Some(actix_popen::ExitCause::Exited));
+        assert!(await_dead(leftover).await);
+        parent.await_empty().await;
+    });
+}

@@ -193,3 +193,40 @@ fn a_task_without_a_terminal_cannot_be_resized_and_settings_need_a_pty() {
         drop(task);
     });
 }
+
+#[test]
+fn closing_the_output_hangs_up_the_terminal() {
+    common::bounded(async {
+        // Without a controlling terminal: the next write fails (EIO).
+        let (sink, _chunks) = ChunkSink::start_new();
+        let task = Popen::new("sh")
+            .args(["-c", "while :; do echo tick || exit 7; sleep 0.05; done"])
+            .pty()
+            .subscribe(sink.recipient())
+            .start()
+            .expect("sh starts");
+        task.do_send(actix_popen::CloseStream(OutputStream::Stdout));
+        assert_eq!(common::async_wait(&task).await.code(), 7);
+        // On its controlling terminal, the child's session is hung up.
+        let (task, mut screen) = on_terminal(Popen::new("sh").arg("-i").env("PS1", "prompt$ "));
+        screen.expect("prompt$ ").await;
+        task.do_send(actix_popen::CloseReader);
+        let code = common::async_wait(&task).await;
+        assert!(!code.success(), "{code:?}");
+    });
+}
+
+#[test]
+fn close_stdin_on_a_terminal_types_ctrl_d() {
+    common::bounded(async {
+        for (typed, shown) in [("abc\n", "abc\r\n"), ("unfinished", "unfinished")] {
+            let (task, mut screen) = on_terminal(Popen::new("cat"));
+            type_in(&task, typed).await;
+            task.send(actix_popen::CloseStdin)
+                .await
+                .expect("the actor runs");
+            screen.expect(shown).await;
+            assert!(common::async_wait(&task).await.success(), "{typed:?}");
+        }
+    });
+}

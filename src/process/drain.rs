@@ -42,6 +42,7 @@ impl PopenProcess {
                 running.drain_closed = true;
             }
             reader.do_send(CloseReader);
+            self.hang_up_terminal(None);
             return;
         };
         ctx.run_later(left, move |act, ctx| {

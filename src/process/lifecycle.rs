@@ -41,8 +41,9 @@ pub(crate) struct Running {
     pub(crate) cancel: CancelState,
     /// The drain timeout closed the output.
     pub(crate) drain_closed: bool,
-    /// Our end of the child's pseudo-terminal, to resize it.
-    pub(crate) terminal: Option<OwnedFd>,
+    /// Our end of the child's pseudo-terminal, to resize it, and the
+    /// stream its output is read as.
+    pub(crate) terminal: Option<(OutputStream, OwnedFd)>,
 }
 
 /// The child's output, as the task reads it.
@@ -78,7 +79,7 @@ impl Running {
     pub(crate) fn new(
         reads: Vec<(OutputStream, OwnedFd)>,
         stdin: Option<OwnedFd>,
-        terminal: Option<OwnedFd>,
+        terminal: Option<(OutputStream, OwnedFd)>,
     ) -> Running {
         Running {
             output: Output::Unwatched(reads),

@@ -41,7 +41,7 @@ use crate::pipe_reader::{PipeReader, Stalls};
 use crate::shutdown;
 use crate::spawn::{InputFrom, Spawned};
 use crate::stdin::StdinQueue;
-use crate::supervisor::{Adopt, ProcessSupervisor, Settle};
+use crate::supervisor::{Adopt, Escalate, ProcessSupervisor, Settle};
 use crate::tracked::Tracked;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, SpawnError, Start};
@@ -162,6 +162,11 @@ pub struct PopenProcess {
     exited: Listeners<Exited>,
     /// Told of the child's stops and continues, once it runs.
     job_listeners: JobListeners,
+    /// The child's stdin is the pty (`InputFrom::Pty`): closing it means
+    /// typing Ctrl-D, and the writer goes when the terminal hangs up.
+    stdin_on_pty: bool,
+    /// What was typed at the pty last did not end a line.
+    pty_line_open: bool,
     waiters: Vec<oneshot::Sender<ReturnCode>>,
 }
 
@@ -179,6 +184,7 @@ impl PopenProcess {
             job_listeners,
             input,
         } = spec;
+        let stdin_on_pty = matches!(command.stdio.stdin(), InputFrom::Pty);
         let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe | InputFrom::Pty) {
             StdinQueue::piped()
         } else {
@@ -214,6 +220,8 @@ impl PopenProcess {
             started: Listeners::new(start_listeners),
             exited: Listeners::new(exit_listeners),
             job_listeners,
+            stdin_on_pty,
+            pty_line_open: false,
             waiters: Vec::new(),
         };
         if let Some(spawned) = spawned {
@@ -293,7 +301,7 @@ impl PopenProcess {
                     // The child reads EOF; it is not killed.
                     ctx.spawn(stdio::WhenDisconnected.map(|(), act, _ctx| {
                         log::debug!("{}: every handle dropped; closing its stdin", act.name);
-                        act.stdin.queue_close();
+                        act.close_stdin();
                     }));
                 }
                 Err(err) => log::error!("{}: cannot write to stdin: {err}", self.name),
@@ -407,6 +415,7 @@ impl PopenProcess {
             output_open = !matches!(running.output, Output::Done { .. });
         }
         self.maybe_finish();
+        self.end_cgroup_leftovers(ctx);
         if let Some(tracked) = &self.tracked {
             // A released task's child may exit (and be reaped) long after
             // the task ended.
@@ -415,6 +424,34 @@ impl PopenProcess {
         if let (Some(timeout), true) = (self.options.drain_timeout, output_open) {
             let (exited, stalled) = (Instant::now(), self.stalls.stalled());
             self.arm_drain_timeout(timeout, exited, stalled, ctx);
+        }
+    }
+
+    /// The child of a task in a cgroup of its own has exited while the task
+    /// goes on (its output is still open): what is left in the cgroup is
+    /// ended by the cancel's escalation, as systemd stops what is left of a
+    /// service whose main process exited (`KillMode=control-group`). The
+    /// task then ends with the child's own status once its output closes.
+    fn end_cgroup_leftovers(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.lifecycle, Lifecycle::Ended { .. }) {
+            return;
+        }
+        let Some(tracked) = &self.tracked else {
+            return;
+        };
+        if !tracked.cgroup_populated() {
+            return;
+        }
+        log::debug!(
+            "{}: the child exited; ending what is left in its cgroup",
+            self.name
+        );
+        if let Some(due) = tracked.begin(Signal::SIGTERM) {
+            ProcessSupervisor::get().do_send(Escalate {
+                task: tracked.clone(),
+                release: ctx.address().recipient(),
+                due,
+            });
         }
     }
 

@@ -8,7 +8,9 @@ use actix::WeakRecipient;
 
 use super::lifecycle::Lifecycle;
 use super::PopenProcess;
-use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, Resize, WriteStdin};
+use crate::messages::{
+    Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, Resize, WriteStdin,
+};
 use crate::ResizeError;
 
 impl Handler<WriteStdin> for PopenProcess {
@@ -17,6 +19,9 @@ impl Handler<WriteStdin> for PopenProcess {
     /// Queues the bytes for the child's stdin; resolves once they are all
     /// in the pipe.
     fn handle(&mut self, WriteStdin(data): WriteStdin, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(&last) = data.last() {
+            self.pty_line_open = last != b'\n';
+        }
         let done = self.stdin.write(data);
         Box::pin(async move {
             done.await.unwrap_or_else(|_| {
@@ -50,7 +55,27 @@ impl Handler<CloseStdin> for PopenProcess {
     /// Closes the child's stdin once every write queued before has been
     /// written: the child reads EOF.
     fn handle(&mut self, _msg: CloseStdin, _ctx: &mut Context<Self>) {
-        self.stdin.queue_close();
+        self.close_stdin();
+    }
+}
+
+impl PopenProcess {
+    /// Ends the child's input after what is queued: closes a pipe; on a
+    /// terminal (`InputFrom::Pty`), types Ctrl-D, twice when a line is
+    /// unfinished (the first one ends the line), which is how a terminal
+    /// says end of input; the terminal itself stays.
+    pub(super) fn close_stdin(&mut self) {
+        if self.stdin_on_pty {
+            let eof: &'static [u8] = if self.pty_line_open {
+                b"\x04\x04"
+            } else {
+                b"\x04"
+            };
+            self.pty_line_open = false;
+            drop(self.stdin.write(bytes::Bytes::from_static(eof)));
+        } else {
+            self.stdin.queue_close();
+        }
     }
 }
 
@@ -62,7 +87,7 @@ impl Handler<Resize> for PopenProcess {
         let Lifecycle::Running(running) = &self.lifecycle else {
             return Err(ResizeError::NoTerminal);
         };
-        let Some(terminal) = &running.terminal else {
+        let Some((_, terminal)) = &running.terminal else {
             return Err(ResizeError::NoTerminal);
         };
         crate::sys::pty::resize(terminal, msg.rows, msg.cols).map_err(ResizeError::Io)
@@ -82,8 +107,30 @@ impl Handler<CloseReader> for PopenProcess {
                 if let Some(reader) = running.reader() {
                     reader.do_send(CloseReader);
                 }
+                self.hang_up_terminal(None);
             }
             Lifecycle::Ended { .. } => {}
+        }
+    }
+}
+
+impl PopenProcess {
+    /// Our read end of the pty is being closed (all of the output, or
+    /// `stream`, the pty's): the task's other copies of the master go too
+    /// (the one kept to resize it, and the stdin writer of
+    /// [`InputFrom::Pty`](crate::InputFrom::Pty)), so that the terminal
+    /// hangs up (the child's writes fail with EIO, and its session gets
+    /// SIGHUP), as when a terminal window is closed.
+    pub(super) fn hang_up_terminal(&mut self, stream: Option<OutputStream>) {
+        let Lifecycle::Running(running) = &mut self.lifecycle else {
+            return;
+        };
+        let ours = matches!(&running.terminal, Some((pty, _)) if stream.is_none_or(|s| s == *pty));
+        if ours {
+            running.terminal = None;
+            if self.stdin_on_pty {
+                self.stdin.close();
+            }
         }
     }
 }
@@ -95,6 +142,7 @@ impl Handler<CloseStream> for PopenProcess {
         if let Some(reader) = self.running().and_then(|r| r.reader()) {
             reader.do_send(msg);
         }
+        self.hang_up_terminal(Some(msg.0));
     }
 }
 

@@ -120,11 +120,16 @@ impl Cgroup {
         self.procs.as_raw_fd()
     }
 
-    /// The pids in the cgroup now.
+    /// The pids in the cgroup now, those of the cgroups the task made in
+    /// it included.
     pub(crate) fn members(&self) -> Vec<u32> {
-        fs::read_to_string(self.path.join("cgroup.procs"))
-            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        let mut pids = Vec::new();
+        for dir in subtree(&self.path) {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+        }
+        pids
     }
 
     /// Whether a process is in the cgroup (`populated` of
@@ -165,10 +170,14 @@ impl Cgroup {
     /// # Errors
     /// EBUSY while a process is in it.
     pub(crate) fn remove(&self) -> io::Result<()> {
-        match fs::remove_dir(&self.path) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        // The cgroups the task made in it first, deepest first.
+        for dir in subtree(&self.path).into_iter().rev() {
+            match fs::remove_dir(&dir) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -193,6 +202,24 @@ impl Drop for Cgroup {
         }
         log::warn!("cgroup {} is still busy; left behind", self.path.display());
     }
+}
+
+/// `dir` and every cgroup under it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![dir.to_owned()];
+    let mut next = 0;
+    while next < dirs.len() {
+        if let Ok(entries) = fs::read_dir(&dirs[next]) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                    .map(|entry| entry.path()),
+            );
+        }
+        next += 1;
+    }
+    dirs
 }
 
 /// Between fork and exec: moves the calling process into the cgroup whose
