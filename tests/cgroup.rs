@@ -87,7 +87,10 @@ fn writable_cgroup2() -> Option<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let relative = own.lines().find_map(|line| line.strip_prefix("0::"))?;
     let dir = mount.join(relative.trim_start_matches('/'));
-    let probe = dir.join(format!("actix-popen-probe-{}", std::process::id()));
+    // One probe per call: the tests of this binary look at once.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!("actix-popen-probe-{}-{n}", std::process::id()));
     std::fs::create_dir(&probe).ok()?;
     let _ = std::fs::remove_dir(&probe);
     Some(dir)
