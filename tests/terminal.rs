@@ -28,13 +28,11 @@ impl Screen {
                 let seen: String = self.text.drain(..at + needle.len()).collect();
                 return seen;
             }
-            let next =
-                actix_rt::time::timeout(std::time::Duration::from_secs(10), self.chunks.next())
-                    .await;
+            let next = actix_rt::time::timeout(common::EVENT_TIMEOUT, self.chunks.next()).await;
             let Ok(next) = next else {
                 panic!(
                     "no {needle:?} within {:?}; after: {:?}",
-                    std::time::Duration::from_secs(10),
+                    common::EVENT_TIMEOUT,
                     self.text
                 );
             };
