@@ -122,26 +122,9 @@ fn rerun(args: &[&str], name: &str) {
         eprintln!("skipped: setpriv(1), to run {name} with other credentials, is missing");
         return;
     };
-    let me = std::env::current_exe().expect("the test binary");
-    let mut command = std::process::Command::new(setpriv);
-    command
-        .args(args)
-        .arg(me)
-        .args(["--exact", name, "--include-ignored", "--nocapture"]);
-    let output = common::cli::wait_bounded(
-        command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("setpriv runs"),
-        common::SOON,
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && text.contains("1 passed"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut wrapper = vec![setpriv];
+    wrapper.extend_from_slice(args);
+    common::cli::run_test_alone(&wrapper, name);
 }
 
 #[test]

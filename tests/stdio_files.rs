@@ -422,27 +422,7 @@ fn pass_fd_refuses_the_stdio_numbers_negative_numbers_duplicates_and_the_limit()
 fn pass_fd_never_lands_on_the_pipe_that_reports_a_failed_exec() {
     // In a process of its own, where the numbers the spawn takes are the
     // same each time: this test binary runs the check again alone.
-    let me = std::env::current_exe().expect("the test binary");
-    let output = common::cli::wait_bounded(
-        std::process::Command::new(me)
-            .args([
-                "--exact",
-                "pass_fd_collisions",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("the test binary runs"),
-        common::SOON,
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && text.contains("1 passed"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::cli::run_test_alone(&[], "pass_fd_collisions");
 }
 
 /// Run alone by the test above; ignored otherwise.

@@ -114,3 +114,33 @@ pub fn code(status: ExitStatus) -> i32 {
 pub fn stderr_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Runs this test binary's ignored test `name` alone, in a process of its
+/// own (under `wrapper`, a program with its arguments such as `setpriv`
+/// with other credentials, when given), within 20 s; fails
+/// unless it passed.
+pub fn run_test_alone(wrapper: &[&str], name: &str) {
+    let me = std::env::current_exe().expect("the test binary");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&me);
+            command
+        }
+        None => Command::new(&me),
+    };
+    command
+        .args(["--exact", name, "--include-ignored", "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = wait_bounded(
+        command.spawn().expect("the test binary runs"),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
