@@ -225,8 +225,9 @@ fn warn_of_held_outputs(tasks: &[Arc<Tracked>]) {
         if !pids.is_empty() {
             log::warn!(
                 "{}: its output is still held open by pids {pids:?}, outside its process \
-                 group; they are left running",
-                task.describe()
+                 group; {}",
+                task.describe(),
+                task.fate_of_holders()
             );
         }
     }

@@ -155,6 +155,16 @@ impl Tracked {
         escalating
     }
 
+    /// What becomes of the task's processes that hold its output once it
+    /// stops waiting for them, for a warning.
+    pub(crate) fn fate_of_holders(&self) -> &'static str {
+        if self.cgroup.is_some() {
+            "they are ended with its cgroup"
+        } else {
+            "they are left running"
+        }
+    }
+
     /// Whether the task has a cgroup with a process in it.
     pub(crate) fn cgroup_populated(&self) -> bool {
         self.cgroup

@@ -33,9 +33,13 @@ impl PopenProcess {
                     .map(|t| t.outputs.clone())
                     .unwrap_or_default(),
             );
+            let fate = self
+                .tracked
+                .as_ref()
+                .map_or("they are left running", |t| t.fate_of_holders());
             log::warn!(
                 "{}: output still open {timeout:?} after the exit (held by pids {holders:?}); \
-                 closing it: those processes are left running",
+                 closing it: {fate}",
                 self.name
             );
             if let Some(running) = self.running() {

@@ -404,8 +404,22 @@ impl Child {
     /// kernel). ESRCH is [`Delivery::Gone`], not an error.
     pub(crate) fn signal(&self, signal: crate::Signal, to: SignalTarget) -> io::Result<Delivery> {
         let number = signal.as_raw();
-        let inner = self.lock();
+        let mut inner = self.lock();
         let group = self.group && to == SignalTarget::Group;
+        let pidfd = inner.pidfd.as_ref().map(|pidfd| pidfd.as_raw_fd());
+        if let (Status::Running, false, Some(pidfd)) = (inner.status, group, pidfd) {
+            // An exited child the task has not looked at yet is a zombie,
+            // which a signal "reaches" to no effect: it is told as gone,
+            // and its exit is read now (without reaping it).
+            if let Ok(Some((code, mut usage))) =
+                wait_status(WaitTarget::Pidfd(pidfd), libc::WNOWAIT)
+            {
+                usage.wall_time = self.spawned.elapsed();
+                inner.usage = Some(usage);
+                inner.status = Status::Exited(code);
+                return Ok(Delivery::Gone);
+            }
+        }
         let result = match (inner.status, group, &inner.pidfd) {
             (Status::Reaped(_), _, _) => return Ok(Delivery::Gone),
             (_, true, _) => kill(-(self.pid as i32), number),
