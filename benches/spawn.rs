@@ -20,6 +20,8 @@
 //!    obeys SIGTERM (`sleep`) and one that ignores it (cancel timeout
 //!    100 ms), against the floor: a bare `kill()` to `waitpid()`.
 
+#[path = "../tests/common/cgroup.rs"]
+mod cgroup;
 mod common;
 
 use std::process::Command;
@@ -92,18 +94,7 @@ fn actor_runs_with(piped: bool, set: impl Fn(Popen) -> Popen + 'static) -> Durat
 /// A fresh directory under this process's own cgroup2 directory, if the
 /// host may make one.
 fn cgroup_parent() -> Option<std::path::PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
-    })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let relative = own.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let dir = mount
-        .join(relative.trim_start_matches('/'))
-        .join(format!("actix-popen-bench-{}", std::process::id()));
+    let dir = cgroup::writable_cgroup2()?.join(format!("actix-popen-bench-{}", std::process::id()));
     std::fs::create_dir(&dir).ok()?;
     Some(dir)
 }

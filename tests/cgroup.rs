@@ -21,7 +21,7 @@ struct Parent(PathBuf);
 
 impl Parent {
     fn new(name: &str) -> Option<Parent> {
-        let Some(base) = writable_cgroup2() else {
+        let Some(base) = common::cgroup::writable_cgroup2() else {
             assert!(
                 std::env::var_os("ACTIX_POPEN_REQUIRE_CGROUP").is_none(),
                 "ACTIX_POPEN_REQUIRE_CGROUP is set but no cgroup2 directory is writable here"
@@ -68,32 +68,6 @@ impl Drop for Parent {
         }
         let _ = std::fs::remove_dir(&self.0);
     }
-}
-
-/// `ACTIX_POPEN_CGROUP`, or this process's own cgroup in the cgroup2
-/// mount, if a directory can be made in it.
-fn writable_cgroup2() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("ACTIX_POPEN_CGROUP") {
-        return Some(dir.into());
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // "… mount-point … - cgroup2 …"
-    let mount = mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let relative = own.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let dir = mount.join(relative.trim_start_matches('/'));
-    // One probe per call: the tests of this binary look at once.
-    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = dir.join(format!("actix-popen-probe-{}-{n}", std::process::id()));
-    std::fs::create_dir(&probe).ok()?;
-    let _ = std::fs::remove_dir(&probe);
-    Some(dir)
 }
 
 /// Waits until `pid`, not a child of ours, is dead, without blocking the

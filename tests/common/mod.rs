@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod actors;
+pub mod cgroup;
 pub mod cli;
 pub mod fds;
 pub mod harness;
