@@ -11,7 +11,7 @@
 /// (-2) is also what a child killed by SIGINT from outside reports.
 /// When several apply, the first in this order wins: `Released`,
 /// `TimedOut` or `Cancelled` (whichever came first), `DrainTimedOut`,
-/// then how the child ended. The task's
+/// `OutOfMemory`, then how the child ended. The task's
 /// [lifecycle](crate::PopenProcess#lifecycle) says when each can happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -44,12 +44,26 @@ pub enum ExitCause {
     /// The cancel escalation gave up (the orphan warning was logged): the
     /// task was released without its child's exit or its output's end.
     Released,
+    /// The kernel's OOM killer killed a process of the task's cgroup
+    /// ([`Popen::cgroup`](crate::Popen::cgroup)): the child, or a process
+    /// it started, whose loss the child may have reported by an exit
+    /// status of its own (a `make` whose compiler was killed exits 2). Read
+    /// from `oom_kill` in the cgroup's `memory.events` (Linux 4.13) as the
+    /// task ends, so it needs the memory controller enabled for the cgroup
+    /// (as [`Popen::memory_max`](crate::Popen::memory_max) does); systemd
+    /// reports a unit's `oom-kill` result the same way. The return code is
+    /// still the child's (-9 if it was the one killed).
+    OutOfMemory,
 }
 
 impl ExitCause {
     /// Whether the child ended on its own, by exiting or by a signal from
-    /// outside, with its output read to the end.
+    /// outside (the OOM killer's included), with its output read to the
+    /// end.
     pub fn is_natural(self) -> bool {
-        matches!(self, ExitCause::Exited | ExitCause::Signaled)
+        matches!(
+            self,
+            ExitCause::Exited | ExitCause::Signaled | ExitCause::OutOfMemory
+        )
     }
 }

@@ -133,7 +133,7 @@ pub use messages::{
     Start, Started, Stopped, TakeValue, TryWait, WriteStdin,
 };
 pub use options::{
-    DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,
+    ExitType, DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,
     MAX_TIMEOUT, MAX_WINDOW,
 };
 pub use pipe_reader::PipeReader;

@@ -269,8 +269,11 @@ pub struct Start;
 ///
 /// 1. the child's process group (or the child alone, with
 ///    [`Popen::process_group(false)`](crate::Popen::process_group)) gets
-///    SIGTERM, then at once SIGCONT, so that a stopped process runs its
-///    SIGTERM handler (as systemd and shells do);
+///    the cancel signal, then at once SIGCONT, so that a stopped process
+///    runs its handler (as systemd and shells do). The cancel signal is
+///    SIGTERM, or SIGHUP for a task on a controlling terminal
+///    ([`Popen::terminal`](crate::Popen::terminal)), or what
+///    [`Popen::cancel_signal`](crate::Popen::cancel_signal) chose;
 /// 2. after the cancel timeout, every member of the group still alive gets
 ///    SIGKILL, even if the child itself obeyed the SIGTERM at once;
 /// 3. if the task has still not ended after another cancel timeout (at

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::Signal;
+
 /// portage's `AbstractPollTask._bufsize`: bytes asked for by each `read()`.
 pub const DEFAULT_BUFSIZE: usize = 4096;
 
@@ -36,6 +38,25 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// SIGKILL, and between SIGKILL and the orphan warning (there at least
 /// 0.5 s).
 pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// When a task with a cgroup of its own ([`Popen::cgroup`](crate::Popen::cgroup))
+/// counts as exited, for its [`Exited`](crate::Exited) event and every
+/// wait: systemd's `ExitType=` of a service. Set by
+/// [`Popen::exit_type`](crate::Popen::exit_type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExitType {
+    /// At the child's exit (once its output is done, as always): what is
+    /// left in the cgroup then is ended by the cancel escalation, as
+    /// systemd stops what is left of a service (`KillMode=control-group`).
+    #[default]
+    Main,
+    /// Once the cgroup is empty: the task goes on while any process the
+    /// child started is alive, even one that left its process group, and
+    /// nothing left is ended (systemd's `ExitType=cgroup`). The return
+    /// code is still the child's.
+    Cgroup,
+}
 
 /// How the task's output is read: the [`PipeReader`](crate::PipeReader)
 /// settings a [`Popen`](crate::Popen) carries.
@@ -97,6 +118,12 @@ pub(crate) struct TaskOptions {
     pub(crate) timeout: Option<Duration>,
     /// Cancel the task once every handle is dropped.
     pub(crate) kill_on_drop: bool,
+    /// The first signal of a cancel; `None` for the default (SIGHUP on a
+    /// controlling terminal, SIGTERM otherwise).
+    pub(crate) cancel_signal: Option<Signal>,
+    /// When the task counts as exited: at its child's exit, or once its
+    /// cgroup is empty.
+    pub(crate) exit_type: crate::ExitType,
 }
 
 impl Default for TaskOptions {
@@ -106,6 +133,8 @@ impl Default for TaskOptions {
             drain_timeout: None,
             timeout: None,
             kill_on_drop: false,
+            cancel_signal: None,
+            exit_type: crate::ExitType::Main,
         }
     }
 }

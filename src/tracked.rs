@@ -50,6 +50,9 @@ pub(crate) struct Tracked {
     /// The task's own cgroup, if it asked for one: every process in it is
     /// the task's, and is signalled with the child's group.
     cgroup: Option<Arc<Cgroup>>,
+    /// The first signal of the cancels it begins itself (the leftovers of
+    /// a contained task, a shutdown): the task's cancel signal.
+    cancel_signal: Signal,
 }
 
 impl Tracked {
@@ -59,6 +62,7 @@ impl Tracked {
         cancel_timeout: Duration,
         outputs: Vec<String>,
         cgroup: Option<Arc<Cgroup>>,
+        cancel_signal: Signal,
     ) -> Arc<Tracked> {
         Arc::new(Tracked {
             child,
@@ -69,6 +73,7 @@ impl Tracked {
             phase: Mutex::new(Phase::Idle),
             finished: AtomicBool::new(false),
             cgroup,
+            cancel_signal,
         })
     }
 
@@ -144,7 +149,7 @@ impl Tracked {
                     self.name,
                     cgroup.path().display()
                 );
-                self.begin(Signal::SIGTERM);
+                self.begin(self.cancel_signal);
             }
         }
         self.child.release(Hold::Task);
@@ -163,6 +168,17 @@ impl Tracked {
         } else {
             "they are left running"
         }
+    }
+
+    /// The task's cgroup, if it has one.
+    pub(crate) fn cgroup(&self) -> Option<&Arc<Cgroup>> {
+        self.cgroup.as_ref()
+    }
+
+    /// How many of the cgroup's processes the OOM killer killed; 0 without
+    /// a cgroup.
+    pub(crate) fn oom_kills(&self) -> u64 {
+        self.cgroup.as_ref().map_or(0, |cgroup| cgroup.oom_kills())
     }
 
     /// Whether the task has a cgroup with a process in it.
@@ -188,11 +204,11 @@ impl Tracked {
     }
 
     /// For a teardown, when nobody will end the task any more: it counts
-    /// as ended, and its escalation begins now with SIGTERM, or goes on
-    /// from where it is.
+    /// as ended, and its escalation begins now with the task's cancel
+    /// signal, or goes on from where it is.
     pub(crate) fn end_for_shutdown(&self) {
         self.finished.store(true, Ordering::SeqCst);
-        self.begin(Signal::SIGTERM);
+        self.begin(self.cancel_signal);
         self.child.release(Hold::Task);
     }
 

@@ -660,3 +660,43 @@ fn a_member_that_outlives_the_task_briefly_does_not_delay_the_reap() {
         assert!(!is_running(member), "the reap came before the member's end");
     });
 }
+
+/// `Popen::cancel_signal` is the first signal of a `Cancel`, of the run
+/// timeout and of `kill_on_drop`, each ending a `sleep` with it.
+#[test]
+fn a_chosen_cancel_signal_is_the_first_of_every_cancel() {
+    use actix_popen::{ExitCause, Signal as Sig};
+    common::bounded(async {
+        let sleep = |signal: Sig| {
+            Popen::new("sleep")
+                .arg("60")
+                .cancel_signal(signal)
+                .cancel_timeout(Duration::from_secs(60))
+        };
+
+        let task = sleep(Sig::SIGINT).start().expect("sleep starts");
+        task.send(Cancel).await.expect("the actor runs");
+        let code = common::async_wait(&task).await;
+        assert_eq!(code.signal(), Some(Sig::SIGINT.as_raw()));
+        assert_eq!(task.cause(), Some(ExitCause::Cancelled));
+
+        let task = sleep(Sig::SIGUSR1)
+            .timeout(Duration::from_millis(50))
+            .start()
+            .expect("sleep starts");
+        let code = common::async_wait(&task).await;
+        assert_eq!(code.signal(), Some(Sig::SIGUSR1.as_raw()));
+        assert_eq!(task.cause(), Some(ExitCause::TimedOut));
+
+        let (waiter, awaited) = Waiter::start_new();
+        let task = sleep(Sig::SIGHUP)
+            .kill_on_drop(true)
+            .exit_listener(waiter.recipient())
+            .start()
+            .expect("sleep starts");
+        drop(task);
+        let exited = common::event("Exited", awaited.exited).await.exited[0];
+        assert_eq!(exited.returncode.signal(), Some(Sig::SIGHUP.as_raw()));
+        assert_eq!(exited.cause, ExitCause::Cancelled);
+    });
+}

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use actix_popen::{Cancel, Popen, SpawnErrorKind};
+use actix_popen::{Cancel, ExitCause, ExitType, Popen, SpawnErrorKind};
 use common::actors::{ChunkSink, LineReader};
 
 /// A directory of this test's own under a writable cgroup2 directory,
@@ -318,5 +318,127 @@ fn a_leftover_holding_the_output_is_ended_once_the_child_exited() {
         assert_eq!(task.cause(), Some(actix_popen::ExitCause::Exited));
         assert!(await_dead(leftover).await);
         parent.await_empty().await;
+    });
+}
+
+/// With `ExitType::Cgroup` the task ends when its last process does: a
+/// daemon that left its group and closed the output runs to its end and
+/// is not killed; with the default (`ExitType::Main`) it is ended at the
+/// child's exit.
+#[test]
+fn with_exit_type_cgroup_the_task_ends_when_its_last_process_does() {
+    let Some(parent) = Parent::new("exit-type") else {
+        return;
+    };
+    common::bounded(async move {
+        let marks = tempfile::tempdir().expect("a temporary directory");
+        for (exit_type, naps) in [(ExitType::Cgroup, "0.3"), (ExitType::Main, "30")] {
+            let mark = marks.path().join(format!("{exit_type:?}"));
+            let script = format!(
+                "setsid sh -c 'sleep {naps}; echo done > {}' >/dev/null 2>&1 </dev/null & \
+                 echo $!; exit 3",
+                mark.display()
+            );
+            let (sink, chunks) = ChunkSink::start_new();
+            let task = Popen::new("sh")
+                .args(["-c", &script])
+                .cgroup(&parent.0)
+                .exit_type(exit_type)
+                .subscribe(sink.recipient())
+                .start()
+                .expect("sh starts");
+            let daemon = LineReader::new(chunks, common::SOON).next_pid().await;
+            assert_eq!(common::async_wait(&task).await.code(), 3);
+            assert_eq!(task.cause(), Some(ExitCause::Exited));
+            let finished = std::fs::read_to_string(&mark).ok();
+            match exit_type {
+                // Ended after the daemon: it had finished its work.
+                ExitType::Cgroup => {
+                    assert_eq!(finished.as_deref(), Some("done\n"));
+                    assert!(common::procs::is_dead(daemon));
+                }
+                _ => {
+                    assert_eq!(finished, None, "the daemon was not ended");
+                    assert!(await_dead(daemon).await);
+                }
+            }
+            parent.await_empty().await;
+        }
+    });
+}
+
+/// The output of a process left behind is read to its end with
+/// `ExitType::Cgroup` (the `Popen::exit_type` example); with the default,
+/// the leftover is ended before it writes.
+#[test]
+fn with_exit_type_cgroup_the_output_of_a_process_left_behind_is_read() {
+    let Some(parent) = Parent::new("exit-type-output") else {
+        return;
+    };
+    common::bounded(async move {
+        for (exit_type, expected) in [
+            (ExitType::Cgroup, "early\nlate\n"),
+            (ExitType::Main, "early\n"),
+        ] {
+            let done = Popen::new("sh")
+                .args(["-c", "(sleep 0.2; echo late) & echo early"])
+                .cgroup(&parent.0)
+                .exit_type(exit_type)
+                .output()
+                .await
+                .expect("sh runs");
+            assert_eq!(done.stdout, expected, "{exit_type:?}");
+            assert!(done.returncode.success());
+        }
+        parent.await_empty().await;
+    });
+}
+
+/// A cancel still ends every process of a task that waits for its cgroup,
+/// also after the child itself has exited.
+#[test]
+fn a_cancel_ends_a_task_waiting_for_its_cgroup() {
+    let Some(parent) = Parent::new("exit-type-cancel") else {
+        return;
+    };
+    common::bounded(async move {
+        let (sink, chunks) = ChunkSink::start_new();
+        let task = Popen::new("sh")
+            .args([
+                "-c",
+                "setsid sleep 60 >/dev/null 2>&1 </dev/null & echo $!; exit 0",
+            ])
+            .cgroup(&parent.0)
+            .exit_type(ExitType::Cgroup)
+            .subscribe(sink.recipient())
+            .start()
+            .expect("sh starts");
+        let daemon = LineReader::new(chunks, common::SOON).next_pid().await;
+        let sh = task.pid().expect("running") as i32;
+        // sh has exited (a zombie, kept for its status); the task waits.
+        common::procs::poll_until("sh exits", common::SOON, || {
+            common::procs::proc_stat(sh).is_some_and(|stat| stat.state == 'Z')
+        })
+        .await;
+        assert_eq!(task.try_wait(), None, "the task waits for the daemon");
+        task.send(Cancel).await.expect("the actor runs");
+        assert!(common::async_wait(&task).await.success(), "sh's own status");
+        assert_eq!(task.cause(), Some(ExitCause::Cancelled));
+        assert!(await_dead(daemon).await);
+        parent.await_empty().await;
+    });
+}
+
+#[test]
+fn exit_type_cgroup_needs_a_cgroup() {
+    common::bounded(async {
+        let err = Popen::new("true")
+            .exit_type(ExitType::Cgroup)
+            .start()
+            .expect_err("refused");
+        assert!(
+            matches!(err.kind(), SpawnErrorKind::InvalidConfig { reason } if reason.contains("cgroup()")),
+            "{err:?}"
+        );
     });
 }

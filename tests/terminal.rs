@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use actix_popen::{
-    OutputStream, Popen, ProcessHandle, Resize, ResizeError, SpawnErrorKind, WriteStdin,
+    Cancel, ExitCause, OutputStream, Popen, ProcessHandle, Resize, ResizeError, Signal,
+    SpawnErrorKind, WriteStdin,
 };
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -226,5 +229,25 @@ fn close_stdin_on_a_terminal_types_ctrl_d() {
             screen.expect(shown).await;
             assert!(common::async_wait(&task).await.success(), "{typed:?}");
         }
+    });
+}
+
+/// An interactive shell ignores SIGTERM: a terminal task's cancel hangs it
+/// up (SIGHUP) instead, so it ends by that, not by the SIGKILL that
+/// follows the cancel timeout.
+#[test]
+fn a_cancel_hangs_up_an_interactive_shell_at_once() {
+    common::bounded(async {
+        let (task, mut screen) = on_terminal(
+            Popen::new("sh")
+                .arg("-i")
+                .env("PS1", "prompt$ ")
+                .cancel_timeout(Duration::from_secs(5)),
+        );
+        screen.expect("prompt$ ").await;
+        task.send(Cancel).await.expect("the actor runs");
+        let code = common::async_wait(&task).await;
+        assert_eq!(code.signal(), Some(Signal::SIGHUP.as_raw()));
+        assert_eq!(task.cause(), Some(ExitCause::Cancelled));
     });
 }

@@ -20,7 +20,8 @@ impl Popen {
     /// privileged one moves itself to another cgroup (root may write any
     /// cgroup's `cgroup.procs`). So:
     /// * a cancel, a timeout and a System stop signal every process in the
-    ///   cgroup with the child's group (SIGTERM and SIGCONT, then SIGKILL
+    ///   cgroup with the child's group (the [cancel
+    ///   signal](Self::cancel_signal) and SIGCONT, then SIGKILL
     ///   after the cancel timeout, through `cgroup.kill` where the kernel
     ///   has it), each through a pidfd checked to be in the cgroup, never
     ///   a reused pid;
@@ -29,7 +30,13 @@ impl Popen {
     ///   way, as systemd ends what is left of a service whose main process
     ///   exited (`KillMode=control-group`); the task ends with the child's
     ///   own status;
-    /// * the cgroup is removed once empty.
+    /// * the cgroup is removed once empty;
+    /// * an OOM kill in it (`oom_kill` of `memory.events`, with the memory
+    ///   controller enabled) is reported as
+    ///   [`ExitCause::OutOfMemory`](crate::ExitCause::OutOfMemory).
+    ///
+    /// [`exit_type(ExitType::Cgroup)`](Self::exit_type) makes the task
+    /// wait for every process in it instead of ending what is left.
     ///
     /// It is the systemd and MuonTrap answer to what a process group cannot
     /// hold; see the README's "What is left behind". Joining costs std's
@@ -78,6 +85,49 @@ impl Popen {
     pub fn cpu_max(self, quota: Duration, period: Duration) -> Popen {
         let value = format!("{} {}", quota.as_micros(), period.as_micros());
         self.cgroup_limit("cpu.max", value)
+    }
+
+    /// When the task counts as exited (systemd's `ExitType=`):
+    /// [`ExitType::Main`](crate::ExitType::Main), the default, at its
+    /// child's exit, with what is left in its cgroup ended then; or
+    /// [`ExitType::Cgroup`](crate::ExitType::Cgroup), once its cgroup is
+    /// empty, with nothing left ended: for a command whose work goes on in
+    /// a process it left behind (a `make` that daemonizes a server it then
+    /// tests, a script that runs `cmd &` and exits).
+    ///
+    /// The wait is the `populated` flag of the cgroup's `cgroup.events`,
+    /// watched through the reactor (a change wakes it, as
+    /// [`cgroup(7)`](https://man7.org/linux/man-pages/man7/cgroups.7.html)
+    /// describes; nothing is polled). The exit event, every wait and the
+    /// job pool's slot wait for it; the return code is the child's; the
+    /// drain timeout ([`drain_timeout`](Self::drain_timeout)) counts from
+    /// the moment the cgroup is empty. A cancel or the run timeout still
+    /// ends every process in the cgroup.
+    ///
+    /// ```no_run
+    /// use actix_popen::{ExitType, Popen};
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // (`tests/cgroup.rs` runs this where a cgroup2 directory is writable.)
+    /// // The task ends when the background job does, not when sh exits.
+    /// let done = Popen::new("sh")
+    ///     .args(["-c", "(sleep 0.2; echo late) & echo early"])
+    ///     .cgroup("/sys/fs/cgroup/jobs")
+    ///     .exit_type(ExitType::Cgroup)
+    ///     .output()
+    ///     .await?;
+    /// assert_eq!(done.stdout, "early\nlate\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The start fails with
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig)
+    /// for `ExitType::Cgroup` without [`cgroup`](Self::cgroup).
+    pub fn exit_type(mut self, exit_type: crate::ExitType) -> Popen {
+        self.spec.options.exit_type = exit_type;
+        self
     }
 
     fn cgroup_limit(mut self, file: &'static str, value: String) -> Popen {

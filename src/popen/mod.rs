@@ -225,8 +225,9 @@ impl Popen {
 
     /// Bounds the task's run: `timeout` after the child was spawned (not
     /// counting a wait in the job pool), a task still running is cancelled
-    /// as by [`Cancel`](crate::Cancel) (SIGTERM and SIGCONT to its group,
-    /// SIGKILL after the cancel timeout), and ends with
+    /// as by [`Cancel`](crate::Cancel) (the [cancel
+    /// signal](Self::cancel_signal) and SIGCONT to its group, SIGKILL
+    /// after the cancel timeout), and ends with
     /// [`ExitCause::TimedOut`](crate::ExitCause::TimedOut) (Python's
     /// `subprocess.run(timeout=)`, Go's `exec.CommandContext` with a
     /// deadline; coreutils `timeout(1)`). A task whose child exited but
@@ -257,8 +258,9 @@ impl Popen {
 
     /// Whether the task is cancelled once every address of its actor is
     /// dropped (every [`ProcessHandle`], `Addr` and `Recipient` of it),
-    /// as by [`Cancel`](crate::Cancel): SIGTERM and SIGCONT to its group,
-    /// SIGKILL after the cancel timeout, and it ends with
+    /// as by [`Cancel`](crate::Cancel): the [cancel
+    /// signal](Self::cancel_signal) and SIGCONT to its group, SIGKILL
+    /// after the cancel timeout, and it ends with
     /// [`ExitCause::Cancelled`](crate::ExitCause::Cancelled). tokio's and
     /// process-wrap's `kill_on_drop`, which send SIGKILL at once.
     /// A [`submit`](Self::submit)ted task whose handles are all dropped
@@ -304,12 +306,43 @@ impl Popen {
         self
     }
 
-    /// Sets the grace between SIGTERM and SIGKILL on cancel, and between
+    /// Sets the grace between the [cancel signal](Self::cancel_signal)
+    /// (SIGTERM by default) and SIGKILL on cancel, and between
     /// SIGKILL and the orphan warning, there at least 0.5 s (portage's
     /// `_cancel_timeout`, 1 s by default). At most
     /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT); the start refuses more.
     pub fn cancel_timeout(mut self, timeout: Duration) -> Popen {
         self.spec.options.cancel_timeout = timeout;
+        self
+    }
+
+    /// Sets the first signal of a cancel, of the run timeout and of a
+    /// System stop, sent with SIGCONT before the SIGKILL that follows
+    /// after the cancel timeout (systemd's `KillSignal=`, erlexec's
+    /// `{kill, Cmd}`; Go's `Cmd.Cancel` sends SIGKILL at once). By default
+    /// SIGTERM (portage), and SIGHUP for a task on a controlling terminal
+    /// ([`terminal`](Self::terminal)), which is what the kernel sends its
+    /// session leader when a terminal hangs up: an interactive shell
+    /// ignores SIGTERM, but exits on SIGHUP, and bash passes it on to its
+    /// jobs first. A [`CancelWith`](crate::CancelWith) names its own.
+    ///
+    /// ```
+    /// use actix_popen::{AsyncWait, Cancel, Popen, Signal};
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let task = Popen::new("sleep")
+    ///     .arg("100")
+    ///     .cancel_signal(Signal::SIGINT)
+    ///     .start()?;
+    /// task.send(Cancel).await?;
+    /// let code = task.send(AsyncWait).await??;
+    /// assert_eq!(code.signal(), Some(Signal::SIGINT.as_raw()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cancel_signal(mut self, signal: crate::Signal) -> Popen {
+        self.spec.options.cancel_signal = Some(signal);
         self
     }
 

@@ -33,11 +33,14 @@ impl Popen {
     /// 4095 bytes is cut to that (canonical mode); the child, leading its
     /// session, is in an orphaned process group, so the kernel discards the
     /// SIGTSTP of a Ctrl-Z meant for it (a shell in it puts its jobs in
-    /// groups of their own, where Ctrl-Z works); and a cancel's SIGTERM is
-    /// ignored by an interactive shell, which is then SIGKILLed after the
-    /// cancel timeout, leaving its background jobs running unless the task
-    /// has a [`cgroup`](Self::cgroup) (or [`CloseReader`](crate::CloseReader)
-    /// hung it up first, which a shell passes on to its jobs).
+    /// groups of their own, where Ctrl-Z works).
+    ///
+    /// A cancel sends SIGHUP first, not SIGTERM (see
+    /// [`cancel_signal`](Self::cancel_signal)): what the kernel sends the
+    /// session leader when its terminal hangs up, and what an interactive
+    /// shell, which ignores SIGTERM, exits on. bash passes it on to its
+    /// jobs; dash does not, and its background jobs, in groups of their
+    /// own, outlive it unless the task has a [`cgroup`](Self::cgroup).
     ///
     /// ```
     /// use actix_popen::Popen;

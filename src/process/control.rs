@@ -52,7 +52,7 @@ impl Handler<Cancel> for PopenProcess {
     type Result = ();
 
     fn handle(&mut self, _msg: Cancel, ctx: &mut Context<Self>) {
-        self.cancel(Signal::SIGTERM, ExitCause::Cancelled, ctx);
+        self.cancel(self.cancel_signal, ExitCause::Cancelled, ctx);
     }
 }
 

@@ -44,6 +44,9 @@ pub(crate) struct Running {
     /// Our end of the child's pseudo-terminal, to resize it, and the
     /// stream its output is read as.
     pub(crate) terminal: Option<(OutputStream, OwnedFd)>,
+    /// No process is left in the task's cgroup, or the task does not wait
+    /// for that ([`ExitType::Cgroup`](crate::ExitType::Cgroup) does).
+    pub(crate) cgroup_empty: bool,
 }
 
 /// The child's output, as the task reads it.
@@ -80,6 +83,7 @@ impl Running {
         reads: Vec<(OutputStream, OwnedFd)>,
         stdin: Option<OwnedFd>,
         terminal: Option<(OutputStream, OwnedFd)>,
+        waits_for_cgroup: bool,
     ) -> Running {
         Running {
             output: Output::Unwatched(reads),
@@ -88,6 +92,7 @@ impl Running {
             cancel: CancelState::None,
             drain_closed: false,
             terminal,
+            cgroup_empty: !waits_for_cgroup,
         }
     }
 
@@ -99,7 +104,9 @@ impl Running {
         }
     }
 
-    /// The return code the task ends with, once its output is done, with
+    /// The return code the task ends with, once its output is done (and,
+    /// with [`ExitType::Cgroup`](crate::ExitType::Cgroup), its cgroup is
+    /// empty), with
     /// whether the output was read to its end and why the task ended: the
     /// child's status, or, for a released task whose child has not exited,
     /// SIGKILL's (it was sent SIGKILL, and is reaped whenever it exits).
@@ -107,6 +114,9 @@ impl Running {
         let Output::Done { complete } = self.output else {
             return None;
         };
+        if !self.cgroup_empty && self.cancel != CancelState::Released {
+            return None;
+        }
         let code = match (self.status, self.cancel) {
             (Some(code), _) => code,
             (None, CancelState::Released) => ReturnCode::from_raw(-Signal::SIGKILL.as_raw()),

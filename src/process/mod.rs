@@ -45,7 +45,7 @@ use crate::supervisor::{Adopt, Escalate, ProcessSupervisor, Settle};
 use crate::tracked::Tracked;
 #[cfg(doc)]
 use crate::{AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, SpawnError, Start};
-use crate::{ExitCause, ReturnCode, Signal, TaskId};
+use crate::{ExitCause, ExitType, ReturnCode, Signal, TaskId};
 use handle::Shared;
 use lifecycle::{Lifecycle, Output, Running};
 use listeners::Listeners;
@@ -100,7 +100,9 @@ use spec::Wiring;
 ///    [`Chunk`](crate::Chunk)s. The child's exit is seen as soon as its
 ///    pidfd is readable; the child is not reaped yet (see `sys/child.rs`).
 ///    The task ends when **both** the child's status is known **and** the
-///    output is done. The output is done when:
+///    output is done (and, with
+///    [`ExitType::Cgroup`](crate::ExitType::Cgroup), its cgroup is empty,
+///    which the drain timeout then counts from). The output is done when:
 ///    - every stream reached EOF: output a grandchild writes after the
 ///      child exited is still delivered (portage's `PopenProcess._start`);
 ///      [`Exited::output_complete`] is `true`;
@@ -167,6 +169,8 @@ pub struct PopenProcess {
     stdin_on_pty: bool,
     /// What was typed at the pty last did not end a line.
     pty_line_open: bool,
+    /// The first signal of a cancel ([`Popen::cancel_signal`]).
+    cancel_signal: Signal,
     waiters: Vec<oneshot::Sender<ReturnCode>>,
 }
 
@@ -185,6 +189,15 @@ impl PopenProcess {
             input,
         } = spec;
         let stdin_on_pty = matches!(command.stdio.stdin(), InputFrom::Pty);
+        // A terminal's hang-up sends its session leader SIGHUP.
+        let cancel_signal =
+            options
+                .cancel_signal
+                .unwrap_or(if command.settings.controlling_terminal.is_some() {
+                    Signal::SIGHUP
+                } else {
+                    Signal::SIGTERM
+                });
         let mut stdin = if matches!(command.stdio.stdin(), InputFrom::Pipe | InputFrom::Pty) {
             StdinQueue::piped()
         } else {
@@ -222,6 +235,7 @@ impl PopenProcess {
             job_listeners,
             stdin_on_pty,
             pty_line_open: false,
+            cancel_signal,
             waiters: Vec::new(),
         };
         if let Some(spawned) = spawned {
@@ -244,14 +258,15 @@ impl PopenProcess {
         let child = Arc::new(child);
         let pid = child.pid();
         let _ = self.shared.child.set(child.clone());
+        let waits_for_cgroup = self.options.exit_type == ExitType::Cgroup && cgroup.is_some();
         self.tracked = Some(track(
             &child,
             &self.name,
-            self.options.cancel_timeout,
+            (self.options.cancel_timeout, self.cancel_signal),
             outputs,
             cgroup,
         ));
-        self.lifecycle = Lifecycle::Running(Running::new(reads, stdin, terminal));
+        self.lifecycle = Lifecycle::Running(Running::new(reads, stdin, terminal, waits_for_cgroup));
         pid
     }
 
@@ -330,10 +345,11 @@ impl PopenProcess {
             // pool does not count), as Python's `subprocess.run(timeout=)`.
             ctx.run_later(timeout, |act, ctx| {
                 log::debug!("{}: run timeout; cancelling", act.name);
-                act.cancel(Signal::SIGTERM, ExitCause::TimedOut, ctx);
+                act.cancel(act.cancel_signal, ExitCause::TimedOut, ctx);
             });
         }
 
+        self.watch_cgroup(ctx);
         // The status is read, not reaped: see sys/child.rs.
         ctx.spawn(
             child
@@ -410,20 +426,69 @@ impl PopenProcess {
             );
         }
         let mut output_open = false;
+        let mut cgroup_empty = true;
         if let Some(running) = self.running() {
             running.status = Some(code);
             output_open = !matches!(running.output, Output::Done { .. });
+            cgroup_empty = running.cgroup_empty;
         }
         self.maybe_finish();
-        self.end_cgroup_leftovers(ctx);
+        if self.options.exit_type == ExitType::Main {
+            self.end_cgroup_leftovers(ctx);
+        }
         if let Some(tracked) = &self.tracked {
             // A released task's child may exit (and be reaped) long after
             // the task ended.
             shutdown::forget_if_reaped(tracked);
         }
-        if let (Some(timeout), true) = (self.options.drain_timeout, output_open) {
+        // With ExitType::Cgroup, from when the cgroup is empty.
+        if output_open && cgroup_empty {
+            self.arm_drain_timeout_now(ctx);
+        }
+    }
+
+    fn arm_drain_timeout_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timeout) = self.options.drain_timeout {
             let (exited, stalled) = (Instant::now(), self.stalls.stalled());
             self.arm_drain_timeout(timeout, exited, stalled, ctx);
+        }
+    }
+
+    /// With [`ExitType::Cgroup`]: watches the task's cgroup until it is
+    /// empty, which the task's end then waits for.
+    fn watch_cgroup(&mut self, ctx: &mut Context<Self>) {
+        let Some(cgroup) = self.tracked.as_ref().and_then(|t| t.cgroup().cloned()) else {
+            return;
+        };
+        if self.running().is_none_or(|r| r.cgroup_empty) {
+            return;
+        }
+        let watch = async move { cgroup.emptied().await };
+        ctx.spawn(watch.into_actor(self).map(|result, act, ctx| {
+            if let Err(err) = result {
+                // Not expected on a kernel with cgroup2; the task then ends
+                // as with ExitType::Main, but leaves the rest running.
+                log::error!(
+                    "{}: cannot watch its cgroup, so its end waits for the child only: {err}",
+                    act.name
+                );
+            }
+            act.cgroup_emptied(ctx);
+        }));
+    }
+
+    /// The task's cgroup is empty (with [`ExitType::Cgroup`]).
+    fn cgroup_emptied(&mut self, ctx: &mut Context<Self>) {
+        let Some(running) = self.running() else {
+            return;
+        };
+        running.cgroup_empty = true;
+        let exited = running.status.is_some();
+        let output_open = !matches!(running.output, Output::Done { .. });
+        log::debug!("{}: its cgroup is empty", self.name);
+        self.maybe_finish();
+        if exited && output_open {
+            self.arm_drain_timeout_now(ctx);
         }
     }
 
@@ -446,7 +511,7 @@ impl PopenProcess {
             "{}: the child exited; ending what is left in its cgroup",
             self.name
         );
-        if let Some(due) = tracked.begin(Signal::SIGTERM) {
+        if let Some(due) = tracked.begin(self.cancel_signal) {
             ProcessSupervisor::get().do_send(Escalate {
                 task: tracked.clone(),
                 release: ctx.address().recipient(),
@@ -477,6 +542,13 @@ impl PopenProcess {
 
     /// Ends the task (portage's `_unregister` then `_async_wait`).
     fn finish(&mut self, code: ReturnCode, output_complete: bool, cause: ExitCause) {
+        let cause = match &self.tracked {
+            // Read before the cgroup is removed (by `task_ended`).
+            Some(tracked) if cause.is_natural() && tracked.oom_kills() > 0 => {
+                ExitCause::OutOfMemory
+            }
+            _ => cause,
+        };
         self.lifecycle = Lifecycle::Ended { code };
         if !self.fed {
             self.stdin.close();
@@ -514,7 +586,7 @@ impl Actor for PopenProcess {
             // SIGKILL).
             ctx.spawn(stdio::WhenDisconnected.map(|(), act, ctx| {
                 log::debug!("{}: every handle dropped; cancelling it", act.name);
-                act.cancel(Signal::SIGTERM, ExitCause::Cancelled, ctx);
+                act.cancel(act.cancel_signal, ExitCause::Cancelled, ctx);
             }));
         }
         if matches!(self.lifecycle, Lifecycle::Running(_)) {
@@ -572,7 +644,7 @@ impl Drop for PopenProcess {
 fn track(
     child: &Arc<crate::sys::child::Child>,
     name: &str,
-    cancel_timeout: Duration,
+    (cancel_timeout, cancel_signal): (Duration, Signal),
     outputs: Vec<String>,
     cgroup: Option<Arc<crate::sys::cgroup::Cgroup>>,
 ) -> Arc<Tracked> {
@@ -582,6 +654,7 @@ fn track(
         cancel_timeout,
         outputs,
         cgroup,
+        cancel_signal,
     );
     shutdown::register(&tracked);
     ensure_supervisor();

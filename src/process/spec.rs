@@ -52,12 +52,16 @@ impl TaskSpec {
         let input_without_pipe = (self.input.is_some()
             && !matches!(self.command.stdio.stdin(), InputFrom::Pipe | InputFrom::Pty))
         .then(|| "input() needs the stdin to be a pipe, not another InputFrom".to_owned());
+        let exit_type_without_cgroup = (self.options.exit_type == crate::ExitType::Cgroup
+            && self.command.cgroup_parent.is_none())
+        .then(|| "exit_type(ExitType::Cgroup) needs cgroup()".to_owned());
         let reason = self
             .reader
             .invalid()
             .or_else(|| self.options.invalid())
             .or_else(|| self.command.invalid())
-            .or(input_without_pipe);
+            .or(input_without_pipe)
+            .or(exit_type_without_cgroup);
         if let Some(reason) = reason {
             return Err(SpawnError::new(
                 self.command.program_name(),

@@ -136,9 +136,41 @@ impl Cgroup {
     /// `cgroup.events`; zombies do not count).
     pub(crate) fn populated(&self) -> bool {
         match fs::read_to_string(self.path.join("cgroup.events")) {
-            Ok(events) => events.lines().any(|line| line.trim() == "populated 1"),
+            Ok(events) => populated(&events),
             Err(_) => !self.members().is_empty(),
         }
+    }
+
+    /// Resolves once no process is in the cgroup (zombies do not count):
+    /// `populated 0` in `cgroup.events`, read again each time the kernel
+    /// reports a change of the file (EPOLLPRI, through the reactor; the
+    /// kernel reports at most one change per 10 ms). Must run inside a
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// The file cannot be opened, read or watched.
+    pub(crate) async fn emptied(&self) -> io::Result<()> {
+        use tokio::io::Interest;
+        let events = fs::File::open(self.path.join("cgroup.events"))?;
+        let watched = super::reactor::watch(events, Interest::PRIORITY)?;
+        loop {
+            // Read after the readiness is cleared: a change in between
+            // sets it again, and the wait below returns at once.
+            if !populated(&read_at_start(watched.get_ref())?) {
+                return Ok(());
+            }
+            let mut ready = watched.ready(Interest::PRIORITY).await?;
+            ready.clear_ready();
+        }
+    }
+
+    /// How many processes of the cgroup (or of cgroups under it) the
+    /// kernel's OOM killer has killed: `oom_kill` of `memory.events`; 0
+    /// where the memory controller is not enabled (no such file).
+    pub(crate) fn oom_kills(&self) -> u64 {
+        fs::read_to_string(self.path.join("memory.events"))
+            .map(|events| counter(&events, "oom_kill"))
+            .unwrap_or(0)
     }
 
     /// Sends `signal` to every process in the cgroup; SIGKILL through
@@ -204,6 +236,30 @@ impl Drop for Cgroup {
     }
 }
 
+/// Whether a `cgroup.events` text says a process is in the cgroup.
+fn populated(events: &str) -> bool {
+    counter(events, "populated") > 0
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`cgroup.events`,
+/// `memory.events`: one `key value` per line); 0 if it is missing.
+fn counter(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The whole of a small kernfs file, read from its start (a read from 0
+/// also marks its change as seen, for the next EPOLLPRI).
+fn read_at_start(file: &fs::File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 256];
+    let n = file.read_at(&mut buf, 0)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// `dir` and every cgroup under it, parents before children.
 fn subtree(dir: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![dir.to_owned()];
@@ -232,4 +288,22 @@ pub(crate) fn join(procs: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_by_key() {
+        let memory = "low 0\nhigh 3\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(counter(memory, "oom_kill"), 1);
+        assert_eq!(counter(memory, "oom"), 2);
+        assert_eq!(counter(memory, "oom_group_kill"), 0);
+        assert_eq!(counter(memory, "missing"), 0);
+        assert_eq!(counter("", "oom_kill"), 0);
+        assert!(populated("populated 1\nfrozen 0\n"));
+        assert!(!populated("populated 0\nfrozen 0\n"));
+        assert!(!populated("frozen 1\n"));
+    }
 }

@@ -14,6 +14,7 @@ pub(crate) trait OwnsFd: AsRawFd {}
 
 impl OwnsFd for OwnedFd {}
 impl OwnsFd for Arc<OwnedFd> {}
+impl OwnsFd for std::fs::File {}
 
 /// Watches `fd` for `interest` on this thread's reactor.
 ///
