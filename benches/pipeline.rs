@@ -6,9 +6,13 @@
 //! ```
 //!
 //! 1. Throughput of `head -c N /dev/zero | cat | cat` run as a `Pipeline`
-//!    (the last stage's output read by an actor that discards it), as a
-//!    ratio of wall time against `sh -c 'head -c N /dev/zero | cat | cat'`
-//!    whose output this process reads with a plain blocking loop.
+//!    (the last stage's output read by an actor that discards it), as
+//!    ratios of wall time and of CPU time (user + system of the whole
+//!    process tree) against `sh -c 'head -c N /dev/zero | cat | cat'`
+//!    whose output this process reads with a plain blocking loop: once with
+//!    no intermediate stage observed (the stages joined by kernel pipes),
+//!    once with the middle stage's output subscribed to as well (relayed by
+//!    this process).
 //! 2. Backpressure: a child writes N bytes to a subscriber, on another
 //!    arbiter, that consumes 20 MB/s; this process's resident memory
 //!    growth is printed (the target is under 32 MiB).
@@ -22,8 +26,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_popen::{AsyncWait, Chunk, Pipeline, Popen};
 
-fn shell_pipeline(bytes: u64) -> Duration {
-    let started = Instant::now();
+fn shell_pipeline(bytes: u64) {
     let mut child = Command::new("sh")
         .args(["-c", &format!("head -c {bytes} /dev/zero | cat | cat")])
         .stdout(Stdio::piped())
@@ -41,20 +44,25 @@ fn shell_pipeline(bytes: u64) -> Duration {
     }
     assert!(child.wait().expect("wait").success());
     assert_eq!(total, bytes);
-    started.elapsed()
 }
 
-fn actor_pipeline(bytes: u64, bufsize: usize) -> Duration {
+/// `head | cat | cat` as a `Pipeline`, the last stage's output discarded by
+/// an actor; with `observed`, the middle stage's output is subscribed to as
+/// well (so this process relays it to the last stage).
+fn actor_pipeline(bytes: u64, bufsize: usize, observed: bool) {
     System::new().block_on(async move {
-        let started = Instant::now();
         let discard = common::Discard::default().start();
+        let mut middle = Popen::new("cat").bufsize(bufsize);
+        if observed {
+            middle = middle.subscribe(common::Discard::default().start().recipient());
+        }
         let pipeline = Pipeline::new()
             .stage(
                 Popen::new("head")
                     .args(["-c", &bytes.to_string(), "/dev/zero"])
                     .bufsize(bufsize),
             )
-            .stage(Popen::new("cat").bufsize(bufsize))
+            .stage(middle)
             .stage(
                 Popen::new("cat")
                     .bufsize(bufsize)
@@ -68,7 +76,7 @@ fn actor_pipeline(bytes: u64, bufsize: usize) -> Duration {
             .expect("actor")
             .expect("code");
         assert!(code.success());
-        started.elapsed()
+        assert_eq!(discard.send(common::Total).await.expect("total"), bytes);
     })
 }
 
@@ -141,21 +149,40 @@ fn slow_subscriber(bytes: u64, rate: f64) {
 
 fn main() {
     let bytes = common::bytes(1024);
+    let gib = bytes as f64 / f64::from(1 << 30);
     for bufsize in [4096, 65536] {
-        let mut shell = Vec::new();
-        let mut actors = Vec::new();
-        for _ in 0..3 {
-            shell.push(shell_pipeline(bytes));
-            actors.push(actor_pipeline(bytes, bufsize));
+        let runs = 5;
+        let (mut shell, mut linked, mut relayed) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            shell.push(common::timed(|| shell_pipeline(bytes)));
+            linked.push(common::timed(|| actor_pipeline(bytes, bufsize, false)));
+            relayed.push(common::timed(|| actor_pipeline(bytes, bufsize, true)));
         }
-        let (shell, actors) = (common::median(shell), common::median(actors));
+        let median = |runs: &[(Duration, Duration)]| {
+            (
+                common::median(runs.iter().map(|r| r.0).collect()),
+                common::median(runs.iter().map(|r| r.1).collect()),
+            )
+        };
+        let (shell, linked, relayed) = (median(&shell), median(&linked), median(&relayed));
         println!(
-            "pipeline head|cat|cat, {} MiB, bufsize {bufsize}: sh -c {:.3}s, Pipeline {:.3}s, ratio {:.2}x sh's wall time",
+            "pipeline head|cat|cat, {} MiB, bufsize {bufsize}, median of {runs}: sh -c {:.3}s wall, {:.2}s CPU per GiB",
             bytes >> 20,
-            shell.as_secs_f64(),
-            actors.as_secs_f64(),
-            actors.as_secs_f64() / shell.as_secs_f64()
+            shell.0.as_secs_f64(),
+            shell.1.as_secs_f64() / gib,
         );
+        for (what, run) in [
+            ("unobserved (kernel pipes)", linked),
+            ("middle stage observed", relayed),
+        ] {
+            println!(
+                "  Pipeline, {what}: {:.3}s wall, {:.2}s CPU per GiB: {:.2}x sh's wall time, {:.2}x its CPU",
+                run.0.as_secs_f64(),
+                run.1.as_secs_f64() / gib,
+                run.0.as_secs_f64() / shell.0.as_secs_f64(),
+                run.1.as_secs_f64() / shell.1.as_secs_f64(),
+            );
+        }
     }
     slow_subscriber(bytes, 20e6);
 }

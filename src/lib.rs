@@ -134,7 +134,7 @@ pub use messages::{
 };
 pub use options::{
     ExitType, DEFAULT_BUFSIZE, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WINDOW, MAX_BUFSIZE, MAX_COALESCE,
-    MAX_TIMEOUT, MAX_WINDOW,
+    MAX_PIPE_SIZE, MAX_TIMEOUT, MAX_WINDOW,
 };
 pub use pipe_reader::PipeReader;
 pub use pipeline::{

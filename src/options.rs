@@ -29,6 +29,10 @@ pub const MAX_COALESCE: usize = 1 << 30;
 /// to `coalesce` bytes, and the window pins that much more).
 pub const MAX_WINDOW: usize = 4096;
 
+/// The largest [`Popen::pipe_size`](crate::Popen::pipe_size): 2 GiB, the
+/// most `F_SETPIPE_SZ` takes (the kernel then needs that much memory).
+pub const MAX_PIPE_SIZE: usize = 1 << 31;
+
 /// The longest [`Popen::cancel_timeout`](crate::Popen::cancel_timeout) and
 /// [`Popen::drain_timeout`](crate::Popen::drain_timeout): 365 days (longer
 /// ones would overflow the clock arithmetic of the timers).

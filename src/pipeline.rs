@@ -1,12 +1,18 @@
 //! [`Pipeline`]: `a | b | c` built from [`PopenProcess`] actors.
 //!
-//! Each stage's stdout is read by its actor and fed, chunk by chunk, to the
-//! next stage's stdin by message. Backpressure holds end to end: a chunk's
+//! Where nobody observes a stage's stdout (no subscriber of it, no line
+//! subscriber, no EOF listener), the stage writes into one kernel pipe that
+//! the next stage reads, as a shell connects them: no byte passes through
+//! this process, and EOF, EPIPE and backpressure are the kernel's.
+//!
+//! Where a stage's stdout is observed, its actor reads it and feeds it,
+//! chunk by chunk, to its subscribers and to the next stage's stdin by
+//! message. Backpressure holds end to end: a chunk's
 //! credit (see [`Chunk`]) returns to the upstream reader only once the
 //! chunk is written into the downstream pipe, so a slow last stage slows
 //! every stage before it and memory stays flat.
 //!
-//! EOF and EPIPE cross each boundary as through a kernel pipe:
+//! EOF and EPIPE cross such a boundary as through a kernel pipe:
 //! * when a stage closes its stdout (or ends), the next stage's stdin is
 //!   closed at once, after everything the stage wrote: the next stage
 //!   reads EOF while the stage may still run;
@@ -26,6 +32,7 @@
 //!   stage's (bash's `PIPESTATUS`).
 
 use std::ops::Deref;
+use std::os::fd::OwnedFd;
 
 use actix::prelude::*;
 use actix::WeakAddr;
@@ -53,9 +60,19 @@ const PIPE_COALESCE: usize = 64 * 1024;
 /// piped, whatever its [`Popen`] says; merge its stderr into its stdout for
 /// `2>&1 |`). The first stage's stdin, the last stage's output and every
 /// stage's stderr are wired as their [`Popen`]s say: subscribe to the last
-/// stage to see the pipeline's output. A stage that feeds the next one
-/// coalesces what is ready into chunks of up to 64 KiB (see
-/// [`Popen::coalesce`]) unless its `Popen` sets its own.
+/// stage to see the pipeline's output.
+///
+/// Two stages are joined by one kernel pipe, as in a shell, unless the
+/// first one's stdout is observed ([`Popen::subscribe`],
+/// [`Popen::subscribe_stream`] of stdout, [`Popen::lines`]): then this
+/// process reads it, gives it to the subscribers and writes it to the next
+/// stage, coalescing what is ready into chunks of up to 64 KiB (see
+/// [`Popen::coalesce`]) unless the stage's `Popen` sets its own. A stage
+/// joined by a kernel pipe has no stdout to read, so a [`CloseStream`] or
+/// [`CloseReader`](crate::CloseReader) of its stdout does nothing, and a
+/// [`WriteStdin`](crate::WriteStdin) to the next stage fails with
+/// `NotConnected`, as for any task whose stdin is not a pipe of its own.
+/// [`Popen::pipe_size`] of a stage sizes the pipe to the next.
 ///
 /// ```
 /// use actix::Actor;
@@ -248,6 +265,27 @@ impl Pipeline {
         // would never handle).
         let context: Context<PipelineProcess> = Context::new();
         let pipeline = context.address();
+        // A stage whose stdout nobody observes writes into one kernel pipe
+        // that the next stage reads, as in a shell: no byte passes through
+        // this process. `reads[i]` and `writes[i]` join stage i to i + 1.
+        let mut reads: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
+        let mut writes: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
+        for (index, stage) in self.stages.iter().enumerate() {
+            let (read, write) = if index + 1 < count && !stage.observes(OutputStream::Stdout) {
+                let (read, write) =
+                    crate::sys::fd::pipe_sized(stage.pipe_size_set()).map_err(|err| {
+                        PipelineError::Spawn {
+                            stage: index,
+                            source: stage.spawn_error(err),
+                        }
+                    })?;
+                (Some(read), Some(write))
+            } else {
+                (None, None)
+            };
+            reads.push(read);
+            writes.push(write);
+        }
         let mut made: Vec<ProcessHandle> = Vec::with_capacity(count);
         for (index, popen) in self.stages.into_iter().enumerate().rev() {
             let mut popen = popen.exit_listener(pipeline.clone().recipient());
@@ -255,9 +293,17 @@ impl Pipeline {
                 popen = popen.timeout(timeout);
             }
             if index > 0 {
-                popen = popen.stdin(InputFrom::Pipe);
+                popen = match reads[index - 1].take() {
+                    Some(read) => popen.stdin(InputFrom::fd(read)),
+                    None => popen.stdin(InputFrom::Pipe),
+                };
             }
-            if let Some(next) = made.last() {
+            // Relayed by this process: the next stage is fed by message.
+            let mut relayed_to = None;
+            if let Some(write) = writes[index].take() {
+                popen = popen.stdout(OutputTo::fd(write));
+            } else if let Some(next) = made.last() {
+                relayed_to = Some(next.clone());
                 // What is ready goes on to the next stage in one write of up
                 // to 64 KiB, not one per read, unless the stage says
                 // otherwise.
@@ -279,7 +325,7 @@ impl Pipeline {
                 Ok(handle) => {
                     // And EPIPE the other way: when the next stage's child
                     // closes its stdin, this stage's output is closed.
-                    if let Some(next) = made.last() {
+                    if let Some(next) = relayed_to {
                         next.do_send(SetUpstream(
                             handle.addr().clone().recipient::<CloseStream>().downgrade(),
                         ));
@@ -531,9 +577,12 @@ impl Handler<Exited> for PipelineProcess {
 impl Handler<Cancel> for PipelineProcess {
     type Result = ();
 
-    /// Cancels every stage (see [`Cancel`]).
+    /// Cancels every stage (see [`Cancel`]), the last first: a stage is
+    /// signalled before the stage that feeds it, so none reads an EOF the
+    /// cancel caused and exits as if its input had ended (a stage joined
+    /// by a kernel pipe would see it at once).
     fn handle(&mut self, _msg: Cancel, _ctx: &mut Context<Self>) {
-        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
+        for stage in self.stages.iter().rev().filter_map(WeakAddr::upgrade) {
             stage.do_send(Cancel);
         }
     }
@@ -542,9 +591,10 @@ impl Handler<Cancel> for PipelineProcess {
 impl Handler<CancelWith> for PipelineProcess {
     type Result = ();
 
-    /// Cancels every stage with the same first signal (see [`CancelWith`]).
+    /// Cancels every stage with the same first signal (see [`CancelWith`]),
+    /// the last first, as [`Cancel`].
     fn handle(&mut self, msg: CancelWith, _ctx: &mut Context<Self>) {
-        for stage in self.stages.iter().filter_map(WeakAddr::upgrade) {
+        for stage in self.stages.iter().rev().filter_map(WeakAddr::upgrade) {
             stage.do_send(msg);
         }
     }

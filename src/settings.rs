@@ -54,6 +54,11 @@ impl Host {
     pub(crate) fn can_set_groups(&self) -> bool {
         self.can(CAP_SETGID)
     }
+
+    /// Whether a pipe may be made larger than `pipe-max-size`.
+    pub(crate) fn can_exceed_pipe_max_size(&self) -> bool {
+        self.can(CAP_SYS_RESOURCE)
+    }
 }
 
 /// The effective capabilities of this process, from /proc/self/status;

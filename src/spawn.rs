@@ -11,11 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use crate::messages::OutputStream;
+use crate::options::MAX_PIPE_SIZE;
 use crate::settings::Host;
 use crate::sys::cgroup::Cgroup;
 use crate::sys::child::Child;
 use crate::sys::exec::{ChildSettings, Hook, Steps};
-use crate::sys::fd::pipe;
+use crate::sys::fd::pipe_sized;
 use crate::sys::pty::open_pty;
 use crate::{SpawnError, SpawnErrorKind};
 
@@ -275,6 +276,10 @@ pub(crate) struct SpawnSpec {
     /// The pseudo-terminal's window size, `(rows, columns)`, and echo.
     pub(crate) window_size: Option<(u16, u16)>,
     pub(crate) echo: Option<bool>,
+    /// The room of each pipe made for the child, in bytes
+    /// ([`Popen::pipe_size`](crate::Popen::pipe_size)); `None` for the
+    /// kernel's default.
+    pub(crate) pipe_size: Option<usize>,
 }
 
 impl SpawnSpec {
@@ -297,6 +302,7 @@ impl SpawnSpec {
             cgroup_limits: Vec::new(),
             window_size: None,
             echo: None,
+            pipe_size: None,
         }
     }
 
@@ -321,6 +327,14 @@ impl SpawnSpec {
         if (self.window_size.is_some() || self.echo.is_some()) && !pty_output {
             return Some("window_size and echo need a pty (OutputTo::Pty)".to_owned());
         }
+        if let Some(size) = self
+            .pipe_size
+            .filter(|&size| size == 0 || size > MAX_PIPE_SIZE)
+        {
+            return Some(format!(
+                "pipe_size must be from 1 to {MAX_PIPE_SIZE} bytes, not {size}"
+            ));
+        }
         if let Some((file, _)) = self.cgroup_limits.first() {
             if self.cgroup_parent.is_none() {
                 return Some(format!("the {file} limit needs Popen::cgroup"));
@@ -340,6 +354,18 @@ impl SpawnSpec {
     /// What of the child's settings the host lacks the privilege for, if
     /// anything: `(setting, what it needs)`.
     pub(crate) fn not_permitted(&self) -> Option<(String, String)> {
+        if let Some(size) = self.pipe_size {
+            let max = crate::sys::fd::pipe_max_size();
+            if max.is_some_and(|max| size > max) && !Host::current().can_exceed_pipe_max_size() {
+                return Some((
+                    format!("pipe_size {size}"),
+                    format!(
+                        "CAP_SYS_RESOURCE above /proc/sys/fs/pipe-max-size ({} bytes)",
+                        max.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
         if self.settings.is_empty() {
             return None;
         }
@@ -584,7 +610,7 @@ impl SpawnSpec {
             InputFrom::Inherit => Stdio::inherit(),
             InputFrom::Null => Stdio::null(),
             InputFrom::Pipe => {
-                let (read, write) = pipe().map_err(io_err)?;
+                let (read, write) = pipe_sized(self.pipe_size).map_err(io_err)?;
                 stdin = Some(write);
                 Stdio::from(read)
             }
@@ -617,7 +643,7 @@ impl SpawnSpec {
         let mut output = |to: OutputTo, stream: OutputStream, reads: &mut Vec<_>| {
             let fd = match to {
                 OutputTo::Pipe => {
-                    let (read, write) = pipe().map_err(io_err)?;
+                    let (read, write) = pipe_sized(self.pipe_size).map_err(io_err)?;
                     reads.push((stream, read));
                     link(&write);
                     write
@@ -748,7 +774,7 @@ impl SpawnSpec {
         })
     }
 
-    fn classify(&self, source: io::Error) -> SpawnError {
+    pub(crate) fn classify(&self, source: io::Error) -> SpawnError {
         use nix::libc;
         let errno = source.raw_os_error();
         let unsupported = source.kind() == io::ErrorKind::Unsupported;

@@ -69,9 +69,48 @@ async fn pipestatus(pipeline: &PipelineHandle) -> Vec<ReturnCode> {
         .collect()
 }
 
-/// Starts `stages` with a collector on the last one's stdout; returns the
+/// Both ways two stages are joined: by one kernel pipe (nobody observes
+/// the first one's stdout) or relayed by this process (a subscriber
+/// observes it, here one that discards what it gets).
+const LINKS: [Link; 2] = [Link::Kernel, Link::Relayed];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Link {
+    Kernel,
+    Relayed,
+}
+
+impl Link {
+    /// `stage` as a stage that is not the last, joined to the next so.
+    fn apply(self, stage: Popen) -> Popen {
+        match self {
+            Link::Kernel => stage,
+            Link::Relayed => {
+                let (sink, _discarded) = ChunkSink::start_new();
+                stage.subscribe_stream(OutputStream::Stdout, sink.recipient())
+            }
+        }
+    }
+}
+
+/// Starts `stages` with a collector on the last one's stdout, once joined
+/// by kernel pipes and once relayed, and checks both ran alike; returns the
 /// collected stdout, the pipeline's code and every stage's.
 async fn run(stages: Vec<Popen>, pipefail: bool) -> (Vec<u8>, ReturnCode, Vec<ReturnCode>) {
+    let kernel = run_linked(stages.clone(), pipefail, Link::Kernel).await;
+    let relayed = run_linked(stages, pipefail, Link::Relayed).await;
+    assert_eq!(kernel.0.len(), relayed.0.len(), "output lengths differ");
+    assert!(kernel.0 == relayed.0, "the outputs differ");
+    assert_eq!(kernel.1, relayed.1, "the return codes differ");
+    assert_eq!(kernel.2, relayed.2, "the PIPESTATUS differ");
+    kernel
+}
+
+async fn run_linked(
+    stages: Vec<Popen>,
+    pipefail: bool,
+    link: Link,
+) -> (Vec<u8>, ReturnCode, Vec<ReturnCode>) {
     let collector = Collector::start_default();
     let mut pipeline = Pipeline::new().pipefail(pipefail);
     let last = stages.len() - 1;
@@ -79,7 +118,7 @@ async fn run(stages: Vec<Popen>, pipefail: bool) -> (Vec<u8>, ReturnCode, Vec<Re
         pipeline = pipeline.stage(if index == last {
             stage.subscribe(collector.clone().recipient())
         } else {
-            stage
+            link.apply(stage)
         });
     }
     let pipeline = pipeline.start().expect("cannot start the pipeline");
@@ -368,46 +407,48 @@ fn writes_to_the_first_stage_flow_through_the_pipeline() {
 #[test]
 fn cancel_ends_every_stage_and_leaves_nothing() {
     common::bounded(async {
-        let (sink, mut chunks) = ChunkSink::start_new();
-        let pipeline = Pipeline::new()
-            .stage(sh("echo started; exec sleep 1000"))
-            .stage(Popen::new("cat"))
-            .stage(Popen::new("cat").subscribe(sink.recipient()))
-            .start()
-            .expect("cannot start the pipeline");
-        let leftovers = Leftovers::pipeline(&pipeline);
-        let stages: Vec<(i32, u64)> = leftovers.groups().to_vec();
+        for link in LINKS {
+            let (sink, mut chunks) = ChunkSink::start_new();
+            let pipeline = Pipeline::new()
+                .stage(link.apply(sh("echo started; exec sleep 1000")))
+                .stage(link.apply(Popen::new("cat")))
+                .stage(Popen::new("cat").subscribe(sink.recipient()))
+                .start()
+                .expect("cannot start the pipeline");
+            let leftovers = Leftovers::pipeline(&pipeline);
+            let stages: Vec<(i32, u64)> = leftovers.groups().to_vec();
 
-        // The line went through both cats: every stage runs.
-        let seen = await_output(&mut chunks, b"started\n", SOON).await;
-        assert_eq!(seen, b"started\n");
-        assert_eq!(
-            pipeline.send(PipeStatus).await.expect("actor gone"),
-            vec![None, None, None]
-        );
+            // The line went through both cats: every stage runs.
+            let seen = await_output(&mut chunks, b"started\n", SOON).await;
+            assert_eq!(seen, b"started\n");
+            assert_eq!(
+                pipeline.send(PipeStatus).await.expect("actor gone"),
+                vec![None, None, None]
+            );
 
-        pipeline.do_send(Cancel);
-        let code = wait(&pipeline).await;
+            pipeline.do_send(Cancel);
+            let code = wait(&pipeline).await;
 
-        assert_eq!(code, ReturnCode::from_raw(-15));
-        assert_eq!(pipestatus(&pipeline).await, codes(&[-15, -15, -15]));
-        for (stage, handle) in pipeline.stages().iter().enumerate() {
-            assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
-        }
-        // Reaped (a moment after the exit event, once the supervisor saw each
-        // group empty): not alive, not a zombie.
-        for &(pid, _) in &stages {
-            common::await_gone(pid as u32).await;
-        }
-        for (stage, &(pid, starttime)) in stages.iter().enumerate() {
-            if let Some(stat) = proc_stat(pid) {
-                assert_ne!(
-                    stat.starttime, starttime,
-                    "stage {stage} (pid {pid}) is still there: {stat:?}"
-                );
+            assert_eq!(code, ReturnCode::from_raw(-15));
+            assert_eq!(pipestatus(&pipeline).await, codes(&[-15, -15, -15]));
+            for (stage, handle) in pipeline.stages().iter().enumerate() {
+                assert_eq!(handle.pid(), None, "stage {stage} was not reaped");
             }
+            // Reaped (a moment after the exit event, once the supervisor saw each
+            // group empty): not alive, not a zombie.
+            for &(pid, _) in &stages {
+                common::await_gone(pid as u32).await;
+            }
+            for (stage, &(pid, starttime)) in stages.iter().enumerate() {
+                if let Some(stat) = proc_stat(pid) {
+                    assert_ne!(
+                        stat.starttime, starttime,
+                        "stage {stage} (pid {pid}) is still there: {stat:?}"
+                    );
+                }
+            }
+            assert_eq!(leftovers.live(), Vec::<i32>::new());
         }
-        assert_eq!(leftovers.live(), Vec::<i32>::new());
     });
 }
 
@@ -512,24 +553,26 @@ fn a_stage_closing_its_stdout_gives_the_next_eof_at_once() {
     common::bounded(async {
         // The first stage closes its stdout and goes on running; `cat` ends
         // only once it reads EOF, which `sh -c 'a | cat'` gives it at once.
-        let collector = Collector::start_default();
-        let pipeline = Pipeline::new()
-            .stage(sh("echo hi; exec >&-; exec sleep 1000"))
-            .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
-            .start()
-            .expect("start");
-        let _leftovers = Leftovers::pipeline(&pipeline);
-        let cat = pipeline.stages()[1].clone();
-        let code = common::wait(&cat, SOON).await;
-        assert_eq!(code, ReturnCode::from_raw(0));
-        assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
-        assert_eq!(
-            pipeline.stages()[0].try_wait(),
-            None,
-            "the first stage still runs: the EOF came from its close, not its exit"
-        );
-        pipeline.do_send(Cancel);
-        wait(&pipeline).await;
+        for link in LINKS {
+            let collector = Collector::start_default();
+            let pipeline = Pipeline::new()
+                .stage(link.apply(sh("echo hi; exec >&-; exec sleep 1000")))
+                .stage(Popen::new("cat").subscribe(collector.clone().recipient()))
+                .start()
+                .expect("start");
+            let _leftovers = Leftovers::pipeline(&pipeline);
+            let cat = pipeline.stages()[1].clone();
+            let code = common::wait(&cat, SOON).await;
+            assert_eq!(code, ReturnCode::from_raw(0));
+            assert_eq!(&collector.send(GetValue).await.unwrap().stdout[..], b"hi\n");
+            assert_eq!(
+                pipeline.stages()[0].try_wait(),
+                None,
+                "the first stage still runs: the EOF came from its close, not its exit ({link:?})"
+            );
+            pipeline.do_send(Cancel);
+            wait(&pipeline).await;
+        }
     });
 }
 
@@ -539,24 +582,30 @@ fn a_stage_closing_its_stdin_gets_its_upstream_epipe_at_once() {
         // The second stage closes its stdin and goes on running; `yes` must
         // die of SIGPIPE on its next write, as in `sh -c 'yes | ...'`, rather
         // than write into the void until the second stage exits.
-        let (sink, mut chunks) = ChunkSink::start_new();
-        let pipeline = Pipeline::new()
-            .stage(Popen::new("yes"))
-            .stage(sh("exec <&-; echo closed; exec sleep 1000").subscribe(sink.recipient()))
-            .start()
-            .expect("start");
-        let _leftovers = Leftovers::pipeline(&pipeline);
-        await_output(&mut chunks, b"closed\n", SOON).await;
-        let yes = pipeline.stages()[0].clone();
-        let code = common::wait(&yes, SOON).await;
-        assert_eq!(code, ReturnCode::from_raw(-13), "yes died of SIGPIPE");
-        assert_eq!(
-            pipeline.stages()[1].try_wait(),
-            None,
-            "the reader still runs"
-        );
-        pipeline.do_send(Cancel);
-        wait(&pipeline).await;
+        for link in LINKS {
+            let (sink, mut chunks) = ChunkSink::start_new();
+            let pipeline = Pipeline::new()
+                .stage(link.apply(Popen::new("yes")))
+                .stage(sh("exec <&-; echo closed; exec sleep 1000").subscribe(sink.recipient()))
+                .start()
+                .expect("start");
+            let _leftovers = Leftovers::pipeline(&pipeline);
+            await_output(&mut chunks, b"closed\n", SOON).await;
+            let yes = pipeline.stages()[0].clone();
+            let code = common::wait(&yes, SOON).await;
+            assert_eq!(
+                code,
+                ReturnCode::from_raw(-13),
+                "yes died of SIGPIPE ({link:?})"
+            );
+            assert_eq!(
+                pipeline.stages()[1].try_wait(),
+                None,
+                "the reader still runs"
+            );
+            pipeline.do_send(Cancel);
+            wait(&pipeline).await;
+        }
     });
 }
 
@@ -596,28 +645,32 @@ fn a_closed_downstream_closes_only_the_upstream_stdout() {
     common::bounded(async {
         // `yes`-like writer that survives EPIPE and then writes to stderr: in
         // `sh`, its stderr goes on after its stdout broke.
-        let collector = Collector::start_default();
-        let pipeline = Pipeline::new()
-            .stage(
-                sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
-                    .subscribe_stream(OutputStream::Stderr, collector.clone().recipient()),
-            )
-            .stage(
-                Popen::new("head")
-                    .arg("-n1")
-                    .stdout(actix_popen::OutputTo::Null),
-            )
-            .start()
-            .expect("start");
-        let _leftovers = Leftovers::pipeline(&pipeline);
-        wait(&pipeline).await;
-        assert_eq!(pipestatus(&pipeline).await, codes(&[4, 0]));
-        let stderr = collector.send(GetValue).await.unwrap().stderr;
-        assert!(
-            stderr.ends_with(b"EPIPE seen\n"),
-            "the upstream's stderr was closed with its stdout: {:?}",
-            String::from_utf8_lossy(&stderr)
-        );
+        for link in LINKS {
+            let collector = Collector::start_default();
+            let pipeline = Pipeline::new()
+                .stage(
+                    link.apply(
+                        sh("trap '' PIPE; while echo y; do :; done; echo 'EPIPE seen' >&2; exit 4")
+                            .subscribe_stream(OutputStream::Stderr, collector.clone().recipient()),
+                    ),
+                )
+                .stage(
+                    Popen::new("head")
+                        .arg("-n1")
+                        .stdout(actix_popen::OutputTo::Null),
+                )
+                .start()
+                .expect("start");
+            let _leftovers = Leftovers::pipeline(&pipeline);
+            wait(&pipeline).await;
+            assert_eq!(pipestatus(&pipeline).await, codes(&[4, 0]));
+            let stderr = collector.send(GetValue).await.unwrap().stderr;
+            assert!(
+                stderr.ends_with(b"EPIPE seen\n"),
+                "the upstream's stderr was closed with its stdout ({link:?}): {:?}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
     });
 }
 
@@ -635,32 +688,35 @@ fn a_stage_ending_while_its_child_still_reads_loses_no_byte() {
             file.display()
         );
         let (expected, _) = shell_output("sh", "seq 1 300000");
-        // The first stage writes only once told to, after the second ended.
-        let pipeline = Pipeline::new()
-            .stage(sh("read go; exec seq 1 300000").stdin(InputFrom::Pipe))
-            .stage(sh(&script))
-            .start()
-            .expect("start");
-        let _leftovers = Leftovers::pipeline(&pipeline);
-        let second = pipeline.stages()[1].clone();
-        assert_eq!(common::wait(&second, SOON).await, ReturnCode::from_raw(0));
-        let first = &pipeline.stages()[0];
-        common::within(
-            "the go",
-            first.send(WriteStdin(bytes::Bytes::from_static(b"go\n"))),
-        )
-        .await
-        .expect("actor")
-        .expect("write");
-        first.do_send(CloseStdin);
-        assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
-        assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0]));
-        // The background cat ends at the EOF; nothing tells us when.
-        common::procs::poll_until("the whole file", SOON, || {
-            fs::read(&file).is_ok_and(|got| got.len() == expected.len())
-        })
-        .await;
-        assert_eq!(fs::read(&file).expect("read"), expected);
+        for link in LINKS {
+            let _ = fs::remove_file(&file);
+            // The first stage writes only once told to, after the second ended.
+            let pipeline = Pipeline::new()
+                .stage(link.apply(sh("read go; exec seq 1 300000").stdin(InputFrom::Pipe)))
+                .stage(sh(&script))
+                .start()
+                .expect("start");
+            let _leftovers = Leftovers::pipeline(&pipeline);
+            let second = pipeline.stages()[1].clone();
+            assert_eq!(common::wait(&second, SOON).await, ReturnCode::from_raw(0));
+            let first = &pipeline.stages()[0];
+            common::within(
+                "the go",
+                first.send(WriteStdin(bytes::Bytes::from_static(b"go\n"))),
+            )
+            .await
+            .expect("actor")
+            .expect("write");
+            first.do_send(CloseStdin);
+            assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+            assert_eq!(pipestatus(&pipeline).await, codes(&[0, 0]));
+            // The background cat ends at the EOF; nothing tells us when.
+            common::procs::poll_until("the whole file", SOON, || {
+                fs::read(&file).is_ok_and(|got| got.len() == expected.len())
+            })
+            .await;
+            assert!(fs::read(&file).expect("read") == expected, "{link:?}");
+        }
     });
 }
 

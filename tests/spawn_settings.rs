@@ -317,6 +317,17 @@ fn unprivileged_refusals() {
                 "CAP_SYS_RESOURCE"
             );
         }
+        let pipe_max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .expect("pipe-max-size")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(needs(Popen::new("true").pipe_size(pipe_max + 1)).starts_with("CAP_SYS_RESOURCE"));
+        assert!(Popen::new("true")
+            .pipe_size(pipe_max)
+            .status()
+            .await
+            .is_ok());
         // What it may do still runs.
         let code = Popen::new("true")
             .uid(NOBODY)

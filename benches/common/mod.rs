@@ -22,6 +22,31 @@ pub fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// CPU time so far of this process and of every child it has reaped (and
+/// the children they reaped), user + system: a delta around a run is the
+/// CPU of the whole process tree it ran.
+pub fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let used = |who| {
+        getrusage(who).map_or(Duration::ZERO, |usage| {
+            let (user, system) = (usage.user_time(), usage.system_time());
+            let micros = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+            };
+            micros(user) + micros(system)
+        })
+    };
+    used(UsageWho::RUSAGE_SELF) + used(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// Runs `run`, returning its wall time and the CPU time of the process
+/// tree it ran (see [`cpu_time`]).
+pub fn timed(run: impl FnOnce()) -> (Duration, Duration) {
+    let (wall, cpu) = (std::time::Instant::now(), cpu_time());
+    run();
+    (wall.elapsed(), cpu_time().saturating_sub(cpu))
+}
+
 /// This process's resident memory, in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -180,6 +180,46 @@ impl Popen {
         self
     }
 
+    /// Sets the room, in bytes, of each pipe made for the child: its piped
+    /// stdin, stdout and stderr and, in a [`Pipeline`](crate::Pipeline),
+    /// the kernel pipe from this stage to the next (Python's `pipesize`;
+    /// `F_SETPIPE_SZ`, fcntl(2), Linux 2.6.35). The kernel's default is
+    /// 64 KiB; it rounds the size up to a power of two pages. A larger pipe
+    /// lets a fast writer run further ahead of its reader, with fewer
+    /// wake-ups per byte (BENCHMARKS.md §1 measures sizes from 64 KiB to
+    /// 1 MiB). Pair it with [`bufsize`](Self::bufsize), so that each read
+    /// may take what the pipe holds.
+    ///
+    /// ```
+    /// use actix_popen::Popen;
+    ///
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let done = Popen::new("head")
+    ///     .args(["-c", "1000000", "/dev/zero"])
+    ///     .pipe_size(1 << 20)
+    ///     .bufsize(1 << 20)
+    ///     .output()
+    ///     .await?;
+    /// assert_eq!(done.stdout.len(), 1_000_000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The start fails with
+    /// [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig)
+    /// for 0 or more than [`MAX_PIPE_SIZE`](crate::MAX_PIPE_SIZE); with
+    /// [`SpawnErrorKind::NotPermitted`](crate::SpawnErrorKind::NotPermitted)
+    /// above `/proc/sys/fs/pipe-max-size` (1 MiB by default) without
+    /// CAP_SYS_RESOURCE; and with [`SpawnErrorKind::Io`](crate::SpawnErrorKind::Io)
+    /// when the kernel refuses it at the spawn (the user's pipes already
+    /// hold `/proc/sys/fs/pipe-user-pages-hard` pages). Nothing is spawned.
+    pub fn pipe_size(mut self, bytes: usize) -> Popen {
+        self.spec.command.pipe_size = Some(bytes);
+        self
+    }
+
     /// Sets the most bytes each `read()` asks for (portage's `_bufsize`,
     /// 4096 by default), from 1 to [`MAX_BUFSIZE`](crate::MAX_BUFSIZE); the start refuses
     /// other values with [`SpawnErrorKind::InvalidConfig`](crate::SpawnErrorKind::InvalidConfig).
@@ -694,6 +734,27 @@ impl Popen {
         let handle = self.prepare()?;
         ProcessSupervisor::get().do_send(Enqueue(Box::new(handle.clone().queued(kill_on_drop))));
         Ok(handle)
+    }
+
+    /// Whether anyone but the task itself sees `stream`: a subscriber of
+    /// it, a line subscriber, an EOF listener.
+    pub(crate) fn observes(&self, stream: OutputStream) -> bool {
+        self.spec
+            .subscribers
+            .iter()
+            .any(|(only, _)| only.is_none_or(|s| s == stream))
+            || !self.spec.line_subscribers.is_empty()
+            || self.spec.eof_listeners.iter().any(|(s, _)| *s == stream)
+    }
+
+    /// [`pipe_size`](Self::pipe_size), if set.
+    pub(crate) fn pipe_size_set(&self) -> Option<usize> {
+        self.spec.command.pipe_size
+    }
+
+    /// `err`, met while preparing this task's spawn, as its spawn error.
+    pub(crate) fn spawn_error(&self, err: std::io::Error) -> SpawnError {
+        self.spec.command.classify(err)
     }
 
     /// Whether the task is cancelled once its last handle is dropped.

@@ -15,6 +15,38 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
+/// [`pipe`], with room for `size` bytes if given (`F_SETPIPE_SZ`,
+/// fcntl(2), Linux 2.6.35; the kernel rounds it up to a power of two
+/// pages).
+///
+/// # Errors
+/// The pipe cannot be made, or the kernel refuses the size (above
+/// `/proc/sys/fs/pipe-max-size` without CAP_SYS_RESOURCE, or beyond the
+/// user's pipe pages, `pipe-user-pages-hard`): said so, with the size.
+pub(crate) fn pipe_sized(size: Option<usize>) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe()?;
+    if let Some(size) = size {
+        let asked = nix::libc::c_int::try_from(size).unwrap_or(nix::libc::c_int::MAX);
+        fcntl(&write, FcntlArg::F_SETPIPE_SZ(asked)).map_err(|err| {
+            io::Error::new(
+                io::Error::from(err).kind(),
+                format!("cannot make a pipe of {size} bytes (F_SETPIPE_SZ): {err}"),
+            )
+        })?;
+    }
+    Ok((read, write))
+}
+
+/// The largest pipe an unprivileged process may ask for
+/// (`/proc/sys/fs/pipe-max-size`), if it can be read.
+pub(crate) fn pipe_max_size() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Puts `fd` in non-blocking mode.
 ///
 /// This changes the open file description, so it is only done on our own
