@@ -79,34 +79,43 @@ fn main() {
     let popen = cli::popen_bin();
     let gib = bytes as f64 / (1u64 << 30) as f64;
     let mib = bytes >> 20;
-    for bufsize in [65536usize, 4096] {
-        let relay = |tail: &str| {
-            format!(
-                "{} --bufsize {bufsize} head -c {bytes} /dev/zero{tail}",
-                popen.display()
-            )
-        };
+    // (bufsize, pipe size): portage's and cat's read sizes on the kernel's
+    // 64 KiB pipe, then larger pipes read whole.
+    let configs: [(usize, Option<usize>); 4] = [
+        (65536, None),
+        (4096, None),
+        (262144, Some(262144)),
+        (1048576, Some(1048576)),
+    ];
+    for (bufsize, pipe_size) in configs {
+        let mut options = vec!["--bufsize".to_owned(), bufsize.to_string()];
+        if let Some(size) = pipe_size {
+            options.extend(["--pipe-size".to_owned(), size.to_string()]);
+        }
+        let label = format!("popen {}, {mib} MiB", options.join(" "));
         // To /dev/null: popen writes it at once, on its event loop.
+        let mut args = options.clone();
+        args.extend(["head", "-c", &bytes.to_string(), "/dev/zero"].map(str::to_owned));
         compare(
-            &format!("popen --bufsize {bufsize}, {mib} MiB to /dev/null (head | cat)"),
+            &format!("{label} to /dev/null (head | cat)"),
             &format!("head -c {bytes} /dev/zero | cat > /dev/null"),
             popen,
-            &[
-                "--bufsize".to_owned(),
-                bufsize.to_string(),
-                "head".to_owned(),
-                "-c".to_owned(),
-                bytes.to_string(),
-                "/dev/zero".to_owned(),
-            ],
+            &args,
             gib,
         );
         // To a pipe: popen's writing thread, whose reader may stall.
         compare(
-            &format!("popen --bufsize {bufsize}, {mib} MiB into | cat (head | cat | cat)"),
+            &format!("{label} into | cat (head | cat | cat)"),
             &format!("head -c {bytes} /dev/zero | cat | cat > /dev/null"),
             std::path::Path::new("sh"),
-            &["-c".to_owned(), relay(" | cat > /dev/null")],
+            &[
+                "-c".to_owned(),
+                format!(
+                    "{} {} head -c {bytes} /dev/zero | cat > /dev/null",
+                    popen.display(),
+                    options.join(" ")
+                ),
+            ],
             gib,
         );
     }

@@ -33,6 +33,12 @@ pub(crate) trait Kill: Send + Sync + 'static {
     fn group_alive(&self, groups: &mut Groups) -> bool;
     /// Whether the task has ended (or nobody will end it any more).
     fn task_finished(&self) -> bool;
+    /// Whether a process is left in the task's cgroup, if it has one:
+    /// after SIGKILL (`cgroup.kill`) they go within moments, and the
+    /// cgroup can be removed only then.
+    fn contained_alive(&self) -> bool {
+        false
+    }
     /// Names the task in log messages.
     fn describe(&self) -> String;
     /// Names what is still alive, for the orphan warning.
@@ -150,8 +156,14 @@ pub(crate) fn step(
             }
             Phase::Killed(deadline) => {
                 if target.task_finished() && target.leader_exited() {
-                    *phase = Phase::Done;
-                    continue;
+                    if !target.contained_alive() {
+                        *phase = Phase::Done;
+                        continue;
+                    }
+                    if now < deadline {
+                        // The cgroup empties within moments of cgroup.kill.
+                        return Next::Wait(deadline.min(now + SETTLE_RECHECK_FIRST));
+                    }
                 }
                 if now < deadline {
                     return Next::Wait(deadline);

@@ -372,7 +372,10 @@ impl SendSignal {
         }
     }
 
-    /// As [`to_group`](Self::to_group): where a cancel's signals go.
+    /// As [`to_group`](Self::to_group): the child's process group. A
+    /// cancel's signals reach that far and, for a task with a
+    /// [`cgroup`](crate::Popen::cgroup), every other process of the cgroup
+    /// too; this does not (use [`CancelWith`] for that).
     pub fn new(signal: Signal) -> SendSignal {
         SendSignal::to_group(signal)
     }

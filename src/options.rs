@@ -53,6 +53,9 @@ pub enum ExitType {
     /// At the child's exit (once its output is done, as always): what is
     /// left in the cgroup then is ended by the cancel escalation, as
     /// systemd stops what is left of a service (`KillMode=control-group`).
+    /// The exit event does not wait for that: a leftover that ignores the
+    /// cancel signal lives until its SIGKILL, a cancel timeout later. Use
+    /// `Cgroup` to be told only once every process is gone.
     #[default]
     Main,
     /// Once the cgroup is empty: the task goes on while any process the

@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, ReaderFinished};
 use crate::sys::fd::{read_buf, set_nonblocking, Read};
@@ -104,6 +105,8 @@ pub struct PipeReader {
     pumps: Vec<Option<(OutputStream, SpawnHandle)>>,
     /// An input was closed before its EOF.
     cut_short: bool,
+    /// Each input's request to end once it has read what is ready.
+    drains: Vec<Arc<Drain>>,
     open: usize,
     finished: bool,
 }
@@ -131,6 +134,7 @@ impl PipeReader {
             stalls: Arc::new(Stalls::default()),
             pumps: Vec::new(),
             cut_short: false,
+            drains: Vec::new(),
             open: 0,
             finished: false,
         }
@@ -274,7 +278,10 @@ impl Actor for PipeReader {
                         .filter(|(only, _)| only.is_none_or(|only| only == stream))
                         .map(|(_, recipient)| recipient.clone())
                         .collect();
+                    let drain = Arc::new(Drain::default());
+                    self.drains.push(drain.clone());
                     let input = Input {
+                        drain,
                         task: self.task,
                         stream,
                         fd,
@@ -333,6 +340,33 @@ impl Handler<CloseStream> for PipeReader {
     }
 }
 
+/// Tells a reader to read what its inputs hold now and then close them,
+/// unfinished, without waiting for their EOF: a cancelled task's
+/// terminal, whose child has exited, is hung up so, while a process left
+/// behind still holds it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseWhenDrained;
+
+impl Handler<CloseWhenDrained> for PipeReader {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CloseWhenDrained, _ctx: &mut Context<Self>) {
+        for drain in &self.drains {
+            drain.requested.store(true, Ordering::SeqCst);
+            // A permit if the pump is not waiting now: it looks next time.
+            drain.wake.notify_one();
+        }
+    }
+}
+
+/// An input's [`CloseWhenDrained`].
+#[derive(Debug, Default)]
+struct Drain {
+    requested: AtomicBool,
+    wake: Notify,
+}
+
 impl Handler<CloseReader> for PipeReader {
     type Result = ();
 
@@ -354,6 +388,8 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 
 /// One input being read.
 struct Input {
+    /// End at the first empty read once requested.
+    drain: Arc<Drain>,
     task: TaskId,
     stream: OutputStream,
     fd: AsyncFd<OwnedFd>,
@@ -425,7 +461,18 @@ impl Input {
             return None;
         }
         loop {
-            let mut guard = match self.fd.readable().await {
+            if self.drain.requested.load(Ordering::SeqCst) {
+                return self.read_ready(buf);
+            }
+            let readable = self.fd.readable();
+            let woken = self.drain.wake.notified();
+            futures::pin_mut!(readable, woken);
+            let ready = match futures::future::select(readable, woken).await {
+                futures::future::Either::Left((ready, _)) => ready,
+                // Asked to drain: read what is ready, above.
+                futures::future::Either::Right(((), _)) => continue,
+            };
+            let mut guard = match ready {
                 Ok(guard) => guard,
                 Err(err) => {
                     log::error!("pipe reader: waiting on {:?}: {err}", self.stream);
@@ -438,27 +485,15 @@ impl Input {
             // hang-up keeps the fd ready until the read sees EOF.
             match read_buf(guard.get_inner(), buf, self.bufsize) {
                 Ok(Read::Data(_)) => {
-                    // Gather what is ready until the pipe is empty (EAGAIN)
-                    // or the chunk is full; a read never asks for more than
-                    // `bufsize`, nor for more than the chunk has room for.
-                    while buf.len() < self.coalesce {
-                        let room = (self.coalesce - buf.len()).min(self.bufsize);
-                        match read_buf(guard.get_inner(), buf, room) {
-                            Ok(Read::Data(_)) => {}
-                            Ok(Read::WouldBlock) => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Ok(Read::Eof) => {
-                                self.eof = true;
-                                break;
-                            }
-                            Err(err) => {
-                                log::error!("pipe reader: reading {:?}: {err}", self.stream);
-                                self.eof = true;
-                                self.failed = true;
-                                break;
-                            }
+                    match gather(guard.get_inner(), buf, self.coalesce, self.bufsize) {
+                        Gathered::Full => {}
+                        Gathered::Empty => guard.clear_ready(),
+                        Gathered::Eof => self.eof = true,
+                        Gathered::Failed(err) => {
+                            // (`fail`, with the fd still borrowed.)
+                            log::error!("pipe reader: reading {:?}: {err}", self.stream);
+                            self.eof = true;
+                            self.failed = true;
                         }
                     }
                     return Some(buf.split().freeze());
@@ -478,6 +513,57 @@ impl Input {
             }
         }
     }
+}
+
+impl Input {
+    /// A read failed (logged): the input ends, before its EOF.
+    fn fail(&mut self, err: io::Error) {
+        log::error!("pipe reader: reading {:?}: {err}", self.stream);
+        self.eof = true;
+        self.failed = true;
+    }
+
+    /// For [`CloseWhenDrained`]: what the input holds now, up to one
+    /// chunk, or `None` once it is empty or at EOF. Once it is empty, the
+    /// input ends, before its EOF.
+    fn read_ready(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        match gather(self.fd.get_ref(), buf, self.coalesce, self.bufsize) {
+            Gathered::Full => {}
+            Gathered::Empty => {
+                self.eof = true;
+                self.failed = true;
+            }
+            Gathered::Eof => self.eof = true,
+            Gathered::Failed(err) => self.fail(err),
+        }
+        (!buf.is_empty()).then(|| buf.split().freeze())
+    }
+}
+
+/// How [`gather`] stopped.
+enum Gathered {
+    /// The chunk holds `coalesce` bytes.
+    Full,
+    /// The pipe is empty now (EAGAIN).
+    Empty,
+    Eof,
+    Failed(io::Error),
+}
+
+/// Appends to `buf` what `fd` holds, until the pipe is empty or the chunk
+/// holds `coalesce` bytes; a read never asks for more than `bufsize`, nor
+/// for more than the chunk has room for.
+fn gather(fd: &OwnedFd, buf: &mut BytesMut, coalesce: usize, bufsize: usize) -> Gathered {
+    while buf.len() < coalesce {
+        let room = (coalesce - buf.len()).min(bufsize);
+        match read_buf(fd, buf, room) {
+            Ok(Read::Data(_)) => {}
+            Ok(Read::WouldBlock) => return Gathered::Empty,
+            Ok(Read::Eof) => return Gathered::Eof,
+            Err(err) => return Gathered::Failed(err),
+        }
+    }
+    Gathered::Full
 }
 
 /// How long reading has waited for credit: the time during which at least

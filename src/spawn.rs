@@ -325,7 +325,10 @@ impl SpawnSpec {
             );
         }
         if (self.window_size.is_some() || self.echo.is_some()) && !pty_output {
-            return Some("window_size and echo need a pty (OutputTo::Pty)".to_owned());
+            return Some(
+                "terminal(), window_size() and echo() need a stream on a pty (OutputTo::Pty)"
+                    .to_owned(),
+            );
         }
         if let Some(size) = self
             .pipe_size
@@ -743,6 +746,9 @@ impl SpawnSpec {
             command
                 .spawn()
                 .map_err(|source| match steps.as_ref().and_then(Steps::failed) {
+                    Some(step) if step == crate::sys::exec::JOIN_CGROUP => {
+                        self.join_error(cgroup.as_deref(), source)
+                    }
                     Some(step) => SpawnError::new(
                         self.program_name(),
                         SpawnErrorKind::ChildSetup {
@@ -772,6 +778,35 @@ impl SpawnSpec {
             terminal,
             cgroup,
         })
+    }
+
+    /// The child could not join its cgroup: a [`SpawnErrorKind::Cgroup`]
+    /// naming the cgroup's `cgroup.procs`, with the usual cause when the
+    /// kernel refused the move.
+    fn join_error(&self, cgroup: Option<&Cgroup>, source: io::Error) -> SpawnError {
+        let path = cgroup.map_or_else(PathBuf::new, |c| c.path().join("cgroup.procs"));
+        let refused = matches!(
+            source.raw_os_error(),
+            Some(nix::libc::EACCES | nix::libc::EPERM)
+        );
+        let source = match refused {
+            true => io::Error::new(
+                source.kind(),
+                format!(
+                    "{source}: the host may make the cgroup but not move a process into it; \
+                     cgroup v2 needs write access to cgroup.procs of the common ancestor of \
+                     the host's cgroup and this one (cgroup(7), delegation containment)"
+                ),
+            ),
+            false => source,
+        };
+        SpawnError::new(
+            self.program_name(),
+            SpawnErrorKind::Cgroup {
+                path,
+                source: Arc::new(source),
+            },
+        )
     }
 
     pub(crate) fn classify(&self, source: io::Error) -> SpawnError {

@@ -10,7 +10,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::escalation::{begin, step, Kill, Next, Phase};
-use crate::sys::cgroup::Cgroup;
+use crate::sys::cgroup::{Cgroup, Skip};
 use crate::sys::child::{Child, Delivery, Hold};
 use crate::sys::proc::Groups;
 use crate::{Signal, SignalTarget};
@@ -222,9 +222,15 @@ impl Kill for Tracked {
     fn send_signal(&self, signal: Signal) -> io::Result<Delivery> {
         let delivery = self.child.signal(signal, SignalTarget::Group);
         match &self.cgroup {
-            // Every process of the task's, also those that left its group.
+            // Every other process of the task's, those that left its group:
+            // each process gets the signal once (a second SIGINT is a
+            // forced quit to many programs).
             Some(cgroup) => {
-                let reached = cgroup.signal(signal.as_raw()) > 0;
+                let skip = match self.child.leads_group() {
+                    true => Skip::Group(self.child.pid()),
+                    false => Skip::Process(self.child.pid()),
+                };
+                let reached = cgroup.signal(signal.as_raw(), skip) > 0;
                 match delivery {
                     Ok(Delivery::Gone) if reached => Ok(Delivery::Sent),
                     other => other,
@@ -249,6 +255,10 @@ impl Kill for Tracked {
 
     fn task_finished(&self) -> bool {
         self.finished.load(Ordering::SeqCst)
+    }
+
+    fn contained_alive(&self) -> bool {
+        self.cgroup_populated()
     }
 
     fn describe(&self) -> String {

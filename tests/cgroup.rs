@@ -249,10 +249,22 @@ fn limits_are_set_where_the_controller_is_enabled_and_refused_where_not() {
                 let err = popen.start().expect_err("no controller");
                 match err.kind() {
                     SpawnErrorKind::Cgroup { path, source } => {
-                        assert!(path.ends_with(file), "{path:?}");
+                        // Named by the directory given, which stays.
+                        assert_eq!(path, &parent.0);
                         let text = source.to_string();
-                        assert!(text.contains("controller is not enabled"), "{text}");
-                        assert!(text.contains("cgroup.subtree_control"), "{text}");
+                        let available =
+                            std::fs::read_to_string(parent.0.join("cgroup.controllers"))
+                                .unwrap_or_default()
+                                .split_whitespace()
+                                .any(|c| c == controller);
+                        // The advice fits the machine: enable it where it
+                        // is available, else say it is not.
+                        let (advice, file) = match available {
+                            true => ("controller is not enabled", "cgroup.subtree_control"),
+                            false => ("controller is not available", "cgroup.controllers"),
+                        };
+                        assert!(text.contains(advice), "{text}");
+                        assert!(text.contains(file), "{text}");
                     }
                     other => panic!("not a Cgroup error: {other:?}"),
                 }
@@ -440,5 +452,166 @@ fn exit_type_cgroup_needs_a_cgroup() {
             matches!(err.kind(), SpawnErrorKind::InvalidConfig { reason } if reason.contains("cgroup()")),
             "{err:?}"
         );
+    });
+}
+
+/// Counts the real-time signals it gets, each instance queued apart (a
+/// standard signal sent twice may merge): blocks SIGRTMIN+1, says it is
+/// ready, waits for one, waits 0.5 s more, and prints how many came. As
+/// `child`, it first starts itself as a `leftover` in a session of its own.
+const COUNT_SIGNALS: &str = r#"
+import os, signal, subprocess, sys, time
+rt = signal.SIGRTMIN + 1
+signal.pthread_sigmask(signal.SIG_BLOCK, [rt])
+role = sys.argv[1]
+if role == "child":
+    subprocess.Popen([sys.executable, "-c", SCRIPT, "leftover"], start_new_session=True)
+print("ready", role, flush=True)
+count = 0
+if signal.sigtimedwait([rt], 30) is not None:
+    count = 1
+    time.sleep(0.5)
+    while signal.sigtimedwait([rt], 0) is not None:
+        count += 1
+print(role, count, flush=True)
+"#;
+
+/// A cancel with a cgroup reaches each process once: the child through its
+/// group, a process that left the group through the cgroup, neither twice
+/// (a second SIGINT is a forced quit to many programs).
+#[test]
+fn a_contained_cancel_signals_each_process_once() {
+    let Some(parent) = Parent::new("once") else {
+        return;
+    };
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("")
+        .status()
+        .is_err()
+    {
+        eprintln!("skipped: python3, which counts the signals, is missing");
+        return;
+    }
+    common::bounded(async move {
+        let script = format!("SCRIPT = {COUNT_SIGNALS:?}\n{COUNT_SIGNALS}");
+        let (sink, chunks) = ChunkSink::start_new();
+        let task = Popen::new("python3")
+            .args(["-c", &script, "child"])
+            .cgroup(&parent.0)
+            // No SIGKILL before both have counted, however slow the machine.
+            .cancel_timeout(Duration::from_secs(60))
+            .subscribe(sink.recipient())
+            .start()
+            .expect("python3 starts");
+        let mut lines = LineReader::new(chunks, common::SOON);
+        let mut ready = vec![lines.next().await, lines.next().await];
+        ready.sort();
+        assert_eq!(ready, ["ready child", "ready leftover"]);
+        let rt = actix_popen::Signal::from_raw(nix::libc::SIGRTMIN() + 1).expect("a signal");
+        task.send(actix_popen::CancelWith(rt))
+            .await
+            .expect("the actor runs");
+        let mut counts = vec![lines.next().await, lines.next().await];
+        counts.sort();
+        assert_eq!(counts, ["child 1", "leftover 1"]);
+        common::async_wait(&task).await;
+        parent.await_empty().await;
+    });
+}
+
+/// A leftover that ignores SIGTERM is SIGKILLed after the cancel timeout,
+/// and its cgroup is removed once empty, while the task's handle is still
+/// held (it was left until the handle went).
+#[test]
+fn the_cgroup_is_removed_after_a_sigkill_while_the_handle_lives() {
+    let Some(parent) = Parent::new("after-kill") else {
+        return;
+    };
+    common::bounded(async move {
+        let script = "setsid sh -c 'trap \"\" TERM; exec sleep 100' >/dev/null 2>&1 & sleep 0.2";
+        for cancel in [false, true] {
+            let task = Popen::new("sh")
+                .args(["-c", script])
+                .cgroup(&parent.0)
+                .cancel_timeout(Duration::from_millis(200))
+                .start()
+                .expect("sh starts");
+            if cancel {
+                task.send(Cancel).await.expect("the actor runs");
+            }
+            common::async_wait(&task).await;
+            parent.await_empty().await;
+            drop(task);
+        }
+    });
+}
+
+/// Where the test below tells its rerun which directory to use.
+fn join_probe_note(host: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("actix-popen-cgroup-join-{host}"))
+}
+
+/// A host that may make a cgroup but not move a process into it (the
+/// directory is its own, the common ancestor's `cgroup.procs` is not) gets
+/// a `Cgroup` error naming the cgroup and the cause, not a bare errno.
+/// Needs root, to rerun this binary as nobody under setpriv(1).
+#[test]
+fn a_cgroup_the_host_cannot_move_into_is_a_cgroup_error() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("ACTIX_POPEN_REQUIRE_ROOT").is_none(),
+            "ACTIX_POPEN_REQUIRE_ROOT is set but the tests do not run as root"
+        );
+        eprintln!("skipped: running the host as nobody needs root");
+        return;
+    }
+    let Some(parent) = Parent::new("join") else {
+        return;
+    };
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&parent.0, nobody, None).expect("chown");
+    let note = join_probe_note(std::process::id());
+    std::fs::write(&note, parent.0.as_os_str().as_encoded_bytes()).expect("note");
+    common::cli::rerun_under_setpriv(
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ],
+        "join_refused",
+    );
+    let _ = std::fs::remove_file(&note);
+}
+
+/// Run by the test above as nobody; ignored otherwise.
+#[test]
+#[ignore = "run as nobody by a_cgroup_the_host_cannot_move_into_is_a_cgroup_error"]
+fn join_refused() {
+    let note = join_probe_note(nix::unistd::getppid().as_raw() as u32);
+    let dir = PathBuf::from(std::fs::read_to_string(note).expect("the directory to use"));
+    common::bounded(async move {
+        let err = Popen::new("true")
+            .cgroup(&dir)
+            .start()
+            .expect_err("the move is refused");
+        match err.kind() {
+            SpawnErrorKind::Cgroup { path, source } => {
+                assert!(
+                    path.starts_with(&dir) && path.ends_with("cgroup.procs"),
+                    "{path:?}"
+                );
+                assert!(source.to_string().contains("common ancestor"), "{source}");
+            }
+            other => panic!("not a Cgroup error: {other:?}"),
+        }
+        // Nothing was left: the cgroup made for it is gone.
+        let left = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count();
+        assert_eq!(left, 0);
     });
 }

@@ -28,6 +28,19 @@ fn large_output_is_byte_exact_at_any_bufsize() {
         assert_eq!(code(out.status), 0);
         assert_eq!(out.stdout.len(), 300_000, "bufsize {bufsize}");
     }
+    // With larger pipes for the child, and reads as large.
+    let out = run(&[
+        "--pipe-size",
+        "1048576",
+        "--bufsize",
+        "1048576",
+        "head",
+        "-c",
+        "3000000",
+        "/dev/urandom",
+    ]);
+    assert_eq!(code(out.status), 0);
+    assert_eq!(out.stdout.len(), 3_000_000, "pipe size 1 MiB");
     // Known content, to check the order of chunks.
     let out = run(&["--bufsize", "7", "seq", "1", "20000"]);
     let expected = Command::new("seq")
@@ -87,6 +100,8 @@ fn bad_usage_prints_usage_and_exits_2() {
         &["--bogus", "true"][..],
         &["--bufsize", "x", "true"],
         &["--bufsize", "0", "true"],
+        &["--pipe-size", "0", "true"],
+        &["--pipe-size", "lots", "true"],
         &["--timeout", "soon", "true"],
         &["--cancel-timeout", "-1", "true"],
         &[],

@@ -107,24 +107,8 @@ fn uid_without_groups_inner() {
     });
 }
 
-/// Runs the ignored test `name` of this binary under `setpriv` with
-/// `args`, and fails unless it passed. Without setpriv(1), says so in one
-/// line and passes, unless the run requires root (and so setpriv).
 fn rerun(args: &[&str], name: &str) {
-    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-    else {
-        assert!(
-            std::env::var_os("ACTIX_POPEN_REQUIRE_ROOT").is_none(),
-            "ACTIX_POPEN_REQUIRE_ROOT is set but setpriv(1) is missing"
-        );
-        eprintln!("skipped: setpriv(1), to run {name} with other credentials, is missing");
-        return;
-    };
-    let mut wrapper = vec![setpriv];
-    wrapper.extend_from_slice(args);
-    common::cli::run_test_alone(&wrapper, name);
+    common::cli::rerun_under_setpriv(args, name);
 }
 
 #[test]

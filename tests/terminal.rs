@@ -232,22 +232,49 @@ fn close_stdin_on_a_terminal_types_ctrl_d() {
     });
 }
 
+/// `sh -i` on a terminal, at its first prompt (`prompt$ `).
+async fn interactive_shell(cancel_timeout: Duration) -> (ProcessHandle, Screen) {
+    let (task, mut screen) = on_terminal(
+        Popen::new("sh")
+            .arg("-i")
+            .env("PS1", "prompt$ ")
+            .cancel_timeout(cancel_timeout),
+    );
+    screen.expect("prompt$ ").await;
+    (task, screen)
+}
+
 /// An interactive shell ignores SIGTERM: a terminal task's cancel hangs it
 /// up (SIGHUP) instead, so it ends by that, not by the SIGKILL that
 /// follows the cancel timeout.
 #[test]
 fn a_cancel_hangs_up_an_interactive_shell_at_once() {
     common::bounded(async {
-        let (task, mut screen) = on_terminal(
-            Popen::new("sh")
-                .arg("-i")
-                .env("PS1", "prompt$ ")
-                .cancel_timeout(Duration::from_secs(5)),
-        );
-        screen.expect("prompt$ ").await;
+        let (task, _screen) = interactive_shell(Duration::from_secs(5)).await;
         task.send(Cancel).await.expect("the actor runs");
         let code = common::async_wait(&task).await;
         assert_eq!(code.signal(), Some(Signal::SIGHUP.as_raw()));
+        assert_eq!(task.cause(), Some(ExitCause::Cancelled));
+    });
+}
+
+/// A background job left behind by a cancelled shell (no cgroup: it
+/// survives) holds the terminal; the task hangs it up once the shell is
+/// gone, and ends as cancelled, instead of waiting for the escalation to
+/// give up and release it.
+#[test]
+fn a_cancelled_shell_ends_though_its_background_job_holds_the_terminal() {
+    common::bounded(async {
+        let (task, mut screen) = interactive_shell(Duration::from_secs(5)).await;
+        // (The echo of what is typed shows `bg=$((0))`, not `bg=0`.)
+        type_in(&task, "sleep 100 & echo bg=$((0))$!\n").await;
+        screen.expect("bg=0").await;
+        let line = screen.expect("\r\n").await;
+        let job: i32 = line.trim().parse().expect("the job's pid");
+        let _reap = common::procs::KillOnDrop::new(job);
+        screen.expect("prompt$ ").await;
+        task.send(Cancel).await.expect("the actor runs");
+        common::async_wait(&task).await;
         assert_eq!(task.cause(), Some(ExitCause::Cancelled));
     });
 }

@@ -65,6 +65,11 @@ struct Args {
     /// Bytes asked for by each read() of the child's output.
     #[arg(long, default_value_t = 4096, value_name = "N", value_parser = parse_bufsize)]
     bufsize: usize,
+    /// Room, in bytes, of the pipes made for the child (F_SETPIPE_SZ; the
+    /// kernel's default is 65536, and a size above
+    /// /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE).
+    #[arg(long, value_name = "N", value_parser = parse_pipe_size)]
+    pipe_size: Option<usize>,
     /// Cancel the child after DURATION (seconds, or with a unit s, m, h,
     /// d, as timeout(1)); 0 means no timeout.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
@@ -105,6 +110,16 @@ fn parse_bufsize(text: &str) -> Result<usize, String> {
         _ => Err(format!(
             "`{text}` is not a whole number of bytes from 1 to {}",
             actix_popen::MAX_BUFSIZE
+        )),
+    }
+}
+
+fn parse_pipe_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=actix_popen::MAX_PIPE_SIZE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a whole number of bytes from 1 to {}",
+            actix_popen::MAX_PIPE_SIZE
         )),
     }
 }
@@ -247,6 +262,9 @@ async fn run(args: Args, handled: signals::Handled) -> io::Result<Ending> {
         .exit_listener(relay.clone().recipient());
     if let Some(timeout) = args.drain_timeout {
         popen = popen.drain_timeout(timeout);
+    }
+    if let Some(size) = args.pipe_size {
+        popen = popen.pipe_size(size);
     }
     if args.pty {
         popen = popen.pty();

@@ -90,6 +90,9 @@ impl PopenProcess {
                         due,
                     });
                 }
+                if running.status.is_some() {
+                    self.hang_up_after_cancel();
+                }
             }
             // Cancelled before the child ever ran (portage's
             // `_was_cancelled`): start listeners still hear of it.

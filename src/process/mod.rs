@@ -47,7 +47,7 @@ use crate::tracked::Tracked;
 use crate::{AsyncWait, Cancel, Chunk, CloseReader, CloseStdin, SpawnError, Start};
 use crate::{ExitCause, ExitType, ReturnCode, Signal, TaskId};
 use handle::Shared;
-use lifecycle::{Lifecycle, Output, Running};
+use lifecycle::{CancelState, Lifecycle, Output, Running};
 use listeners::Listeners;
 use spec::Wiring;
 
@@ -433,6 +433,7 @@ impl PopenProcess {
             cgroup_empty = running.cgroup_empty;
         }
         self.maybe_finish();
+        self.hang_up_after_cancel();
         if self.options.exit_type == ExitType::Main {
             self.end_cgroup_leftovers(ctx);
         }
@@ -445,6 +446,24 @@ impl PopenProcess {
         if output_open && cgroup_empty {
             self.arm_drain_timeout_now(ctx);
         }
+    }
+
+    /// A cancelled task on a pseudo-terminal whose child has exited hangs
+    /// its terminal up once what it holds is read, as a terminal window
+    /// closes when its shell is gone: a background job left behind (without
+    /// a cgroup, it survives) would otherwise hold it open until the
+    /// escalation gives up.
+    pub(super) fn hang_up_after_cancel(&mut self) {
+        let Some(running) = self.running() else {
+            return;
+        };
+        if running.terminal.is_none() || !matches!(running.cancel, CancelState::Escalating(_)) {
+            return;
+        }
+        if let Some(reader) = running.reader() {
+            reader.do_send(crate::pipe_reader::CloseWhenDrained);
+        }
+        self.hang_up_terminal(None);
     }
 
     fn arm_drain_timeout_now(&mut self, ctx: &mut Context<Self>) {

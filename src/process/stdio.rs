@@ -20,7 +20,9 @@ impl Handler<WriteStdin> for PopenProcess {
     /// in the pipe.
     fn handle(&mut self, WriteStdin(data): WriteStdin, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(&last) = data.last() {
-            self.pty_line_open = last != b'\n';
+            // A terminal ends a line at Enter, which xterm.js and most
+            // emulators send as `\r` (the pty's ICRNL makes it `\n`).
+            self.pty_line_open = !matches!(last, b'\n' | b'\r');
         }
         let done = self.stdin.write(data);
         Box::pin(async move {

@@ -11,6 +11,7 @@
 //! (Linux 5.14) SIGKILLs every member at once, new forks included;
 //! without it each member gets SIGKILL the same way as the other signals.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -31,6 +32,16 @@ pub(crate) struct Cgroup {
     path: PathBuf,
     /// Its `cgroup.procs`, open for the child to join (write "0").
     procs: OwnedFd,
+}
+
+/// Who [`Cgroup::signal`] leaves out, as signalled already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skip {
+    Nothing,
+    /// This process.
+    Process(u32),
+    /// The members of this process group.
+    Group(u32),
 }
 
 /// Why a task's cgroup could not be made: the path, and what went wrong.
@@ -76,8 +87,9 @@ impl Cgroup {
         let cgroup = Cgroup { path, procs };
         for (file, value) in limits {
             cgroup.set(file, value).map_err(|err| {
-                // Empty: its drop removes it at once.
-                (cgroup.path.join(file), err)
+                // Named by its parent: the new cgroup, empty, is removed
+                // at once by its drop.
+                (parent.to_owned(), err)
             })?;
         }
         Ok(cgroup)
@@ -98,14 +110,21 @@ impl Cgroup {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let controller = file.split('.').next().unwrap_or(file);
                 let parent = self.path.parent().unwrap_or(&self.path);
-                Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
+                let available = fs::read_to_string(parent.join("cgroup.controllers"))
+                    .is_ok_and(|list| list.split_whitespace().any(|c| c == controller));
+                let why = match available {
+                    true => format!(
                         "the {controller} controller is not enabled for this cgroup: \
                          add +{controller} to {}",
                         parent.join("cgroup.subtree_control").display()
                     ),
-                ))
+                    false => format!(
+                        "the {controller} controller is not available here (it is not in \
+                         {}; on a hybrid setup it may be bound to a cgroup v1 hierarchy)",
+                        parent.join("cgroup.controllers").display()
+                    ),
+                };
+                Err(io::Error::new(io::ErrorKind::Unsupported, why))
             }
             other => other,
         }
@@ -173,25 +192,52 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Sends `signal` to every process in the cgroup; SIGKILL through
-    /// `cgroup.kill` where the kernel has it. Returns how many were
-    /// signalled one by one.
-    pub(crate) fn signal(&self, signal: i32) -> usize {
+    /// Sends `signal` once to every process in the cgroup but `skip`:
+    /// the process group or the one process the caller signalled already
+    /// (see [`Skip`]); SIGKILL through `cgroup.kill` where the kernel has
+    /// it. Returns how many were signalled one by one.
+    ///
+    /// The members are listed, pinned by pidfds, and listed again: only a
+    /// pid in both listings is signalled, so a pid reused by a stranger in
+    /// between is not. Processes forked meanwhile are found by the next
+    /// round, until one finds nobody new (as systemd's `cg_kill`), at most
+    /// a few rounds: a fork bomb is left to `cgroup.kill`.
+    pub(crate) fn signal(&self, signal: i32, skip: Skip) -> usize {
         if signal == nix::libc::SIGKILL && fs::write(self.path.join("cgroup.kill"), "1").is_ok() {
             return 0;
         }
+        const ROUNDS: usize = 8;
+        let mut seen: HashSet<u32> = HashSet::new();
         let mut sent = 0;
-        for pid in self.members() {
-            let Ok(pidfd) = pidfd_open(pid) else {
-                continue;
-            };
-            // Still a member once the pidfd pins it: the pid was not
-            // reused by a stranger in between.
-            if !self.members().contains(&pid) {
-                continue;
+        for _ in 0..ROUNDS {
+            let new: Vec<u32> = self
+                .members()
+                .into_iter()
+                .filter(|pid| seen.insert(*pid))
+                .collect();
+            if new.is_empty() {
+                break;
             }
-            if pidfd_send_signal(pidfd.as_raw_fd(), signal).is_ok() {
-                sent += 1;
+            let pinned: Vec<(u32, OwnedFd)> = new
+                .into_iter()
+                .filter_map(|pid| pidfd_open(pid).ok().map(|pidfd| (pid, pidfd)))
+                .collect();
+            let still: HashSet<u32> = self.members().into_iter().collect();
+            for (pid, pidfd) in pinned {
+                if !still.contains(&pid) {
+                    continue;
+                }
+                let skipped = match skip {
+                    Skip::Nothing => false,
+                    Skip::Process(skipped) => pid == skipped,
+                    Skip::Group(group) => {
+                        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+                            .is_ok_and(|pgid| pgid.as_raw() as u32 == group)
+                    }
+                };
+                if !skipped && pidfd_send_signal(pidfd.as_raw_fd(), signal).is_ok() {
+                    sent += 1;
+                }
             }
         }
         sent
@@ -218,7 +264,7 @@ impl Drop for Cgroup {
     /// (briefly waited for: SIGKILLed processes leave within moments).
     fn drop(&mut self) {
         if self.populated() {
-            self.signal(nix::libc::SIGKILL);
+            self.signal(nix::libc::SIGKILL, Skip::Nothing);
         }
         for _ in 0..50 {
             match self.remove() {

@@ -197,6 +197,10 @@ pub(crate) fn current_nice() -> Option<i32> {
     (nice != -1 || nix::errno::Errno::last_raw() == 0).then_some(nice)
 }
 
+/// The step that moves the child into its task's cgroup, as a failed
+/// step is named.
+pub(crate) const JOIN_CGROUP: &str = "joining the task's cgroup";
+
 /// Has the child spawned from `command` make `settings` between fork and
 /// exec. `drop_groups`: with a uid set and no groups given, empty the
 /// supplementary groups before the setuid (as std does for a root host),
@@ -208,7 +212,7 @@ pub(crate) fn settings_at_exec(
     drop_groups: bool,
     steps: &mut Steps,
 ) {
-    let cgroup_step = steps.add("joining the task's cgroup".to_owned());
+    let cgroup_step = steps.add(JOIN_CGROUP.to_owned());
     let setsid_step = steps.add("setsid".to_owned());
     let ctty_step = steps.add("TIOCSCTTY (the controlling terminal)".to_owned());
     let rlimits: Vec<(Resource, u64, u64, Report)> = settings

@@ -144,3 +144,23 @@ pub fn run_test_alone(wrapper: &[&str], name: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Runs the ignored test `name` of this binary under `setpriv` with
+/// `args`, and fails unless it passed. Without setpriv(1), says so in one
+/// line and passes, unless the run requires root (and so setpriv).
+pub fn rerun_under_setpriv(args: &[&str], name: &str) {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        assert!(
+            std::env::var_os("ACTIX_POPEN_REQUIRE_ROOT").is_none(),
+            "ACTIX_POPEN_REQUIRE_ROOT is set but setpriv(1) is missing"
+        );
+        eprintln!("skipped: setpriv(1), to run {name} with other credentials, is missing");
+        return;
+    };
+    let mut wrapper = vec![setpriv];
+    wrapper.extend_from_slice(args);
+    run_test_alone(&wrapper, name);
+}

@@ -392,3 +392,25 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// SIGKILLs `pid`, a process the test left behind (not a child of ours),
+/// when dropped, if it is still the process that was there (same start
+/// time).
+pub struct KillOnDrop(i32, Option<u64>);
+
+impl KillOnDrop {
+    pub fn new(pid: i32) -> KillOnDrop {
+        KillOnDrop(pid, proc_stat(pid).map(|stat| stat.starttime))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.1.is_some() && proc_stat(self.0).map(|stat| stat.starttime) == self.1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
