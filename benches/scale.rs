@@ -13,6 +13,9 @@
 //! 2. All N cancelled at once: time from the first `Cancel` to the last
 //!    `Exited`, and whether the time per child stays flat as N grows
 //!    (quadratic work would not).
+//!    With the N children up, the cost of one more spawn: 100 `start()`s
+//!    of `true`, and 100 `tokio::process` spawns as the peer's figure, at
+//!    N = 100, N / 10 and N, to show whether it stays flat.
 //! 3. Soak: 20,000 `true` children, 200 at a time through the job pool; fds,
 //!    threads and RSS after the first and the last thousand.
 
@@ -100,6 +103,8 @@ async fn concurrent(children: usize) {
         count("/proc/self/fd"),
     );
 
+    spawn_cost_while_running(children).await;
+
     let cancelling = Instant::now();
     for process in &handles {
         process.do_send(Cancel);
@@ -119,6 +124,52 @@ async fn concurrent(children: usize) {
         "cancelled all {children} at once: {:.3}s, {:.1} µs per child; fds {fds_before} before, {} after",
         cancelled.as_secs_f64(),
         cancelled.as_secs_f64() * 1e6 / children as f64,
+        count("/proc/self/fd"),
+    );
+}
+
+/// The time `start()` takes, per spawn, with `running` children up: 100
+/// spawns of `true` (stdio to /dev/null), and as many with
+/// `tokio::process` in the same state, for the peer's figure.
+async fn spawn_cost_while_running(running: usize) {
+    const SPAWNS: u32 = 100;
+    let mut ours = Duration::ZERO;
+    let mut handles = Vec::new();
+    for _ in 0..SPAWNS {
+        let started = Instant::now();
+        let task = Popen::new("true")
+            .stdin(actix_popen::InputFrom::Null)
+            .stdout(OutputTo::Null)
+            .stderr(OutputTo::Null)
+            .start()
+            .expect("spawn");
+        ours += started.elapsed();
+        handles.push(task);
+    }
+    for task in handles {
+        task.send(AsyncWait).await.expect("actor").expect("code");
+    }
+    let mut tokio = Duration::ZERO;
+    let mut children = Vec::new();
+    for _ in 0..SPAWNS {
+        let started = Instant::now();
+        let child = tokio::process::Command::new("true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        tokio += started.elapsed();
+        children.push(child);
+    }
+    for mut child in children {
+        child.wait().await.expect("wait");
+    }
+    println!(
+        "spawn cost with {running} children running: {:.0} µs per start() (tokio::process {:.0} µs, {:.2}x), fds {}",
+        ours.as_secs_f64() * 1e6 / f64::from(SPAWNS),
+        tokio.as_secs_f64() * 1e6 / f64::from(SPAWNS),
+        ours.as_secs_f64() / tokio.as_secs_f64(),
         count("/proc/self/fd"),
     );
 }
@@ -186,7 +237,7 @@ fn main() {
         println!("limits allow {children} concurrent children, not {wanted}");
     }
     System::new().block_on(async move {
-        for n in [children / 10, children] {
+        for n in [100.min(children), children / 10, children] {
             if n > 0 {
                 concurrent(n).await;
             }

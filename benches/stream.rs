@@ -12,7 +12,7 @@ mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_popen::{AsyncWait, Popen};
@@ -24,8 +24,7 @@ fn head(bytes: u64) -> Command {
     command
 }
 
-fn std_loop(bytes: u64, bufsize: usize) -> Duration {
-    let started = Instant::now();
+fn std_loop(bytes: u64, bufsize: usize) {
     let mut child = head(bytes).stdout(Stdio::piped()).spawn().expect("head");
     let mut out = child.stdout.take().expect("piped");
     let mut buf = vec![0u8; bufsize];
@@ -39,16 +38,14 @@ fn std_loop(bytes: u64, bufsize: usize) -> Duration {
     }
     assert!(child.wait().expect("wait").success());
     assert_eq!(total, bytes);
-    started.elapsed()
 }
 
-fn tokio_loop(bytes: u64, bufsize: usize) -> Duration {
+fn tokio_loop(bytes: u64, bufsize: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let started = Instant::now();
         let mut child = tokio::process::Command::from(head(bytes))
             .stdout(Stdio::piped())
             .spawn()
@@ -65,13 +62,11 @@ fn tokio_loop(bytes: u64, bufsize: usize) -> Duration {
         }
         assert!(child.wait().await.expect("wait").success());
         assert_eq!(total, bytes);
-        started.elapsed()
     })
 }
 
-fn actor(bytes: u64, bufsize: usize) -> Duration {
+fn actor(bytes: u64, bufsize: usize) {
     System::new().block_on(async move {
-        let started = Instant::now();
         let discard = common::Discard::default().start();
         let process = Popen::new("head")
             .args(["-c", &bytes.to_string(), "/dev/zero"])
@@ -82,37 +77,48 @@ fn actor(bytes: u64, bufsize: usize) -> Duration {
         let code = process.send(AsyncWait).await.expect("actor").expect("code");
         assert!(code.success());
         assert_eq!(discard.send(common::Total).await.expect("total"), bytes);
-        started.elapsed()
     })
 }
 
 fn main() {
     let bytes = common::bytes(1024);
+    let gib = bytes as f64 / f64::from(1 << 30);
     let runs = 5;
     for bufsize in [4096, 65536] {
-        let (mut std_times, mut tokio_times, mut actor_times) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut std_runs, mut tokio_runs, mut actor_runs) = (Vec::new(), Vec::new(), Vec::new());
         // Interleaved, so that noise from the shared machine hits all three.
         for _ in 0..runs {
-            std_times.push(std_loop(bytes, bufsize));
-            tokio_times.push(tokio_loop(bytes, bufsize));
-            actor_times.push(actor(bytes, bufsize));
+            std_runs.push(common::timed(|| std_loop(bytes, bufsize)));
+            tokio_runs.push(common::timed(|| tokio_loop(bytes, bufsize)));
+            actor_runs.push(common::timed(|| actor(bytes, bufsize)));
         }
-        let (s, t, a) = (
-            common::median(std_times),
-            common::median(tokio_times),
-            common::median(actor_times),
-        );
-        let gib_s = |d: Duration| bytes as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
+        let median = |runs: &[(Duration, Duration)]| {
+            (
+                common::median(runs.iter().map(|r| r.0).collect()),
+                common::median(runs.iter().map(|r| r.1).collect()),
+            )
+        };
+        let (s, t, a) = (median(&std_runs), median(&tokio_runs), median(&actor_runs));
+        let show = |(wall, cpu): (Duration, Duration)| {
+            format!(
+                "{:.2} GiB/s, {:.2} CPU s/GiB",
+                gib / wall.as_secs_f64(),
+                cpu.as_secs_f64() / gib
+            )
+        };
         println!(
-            "stream {} MiB, bufsize {bufsize}: std {:.2} GiB/s, tokio {:.2} GiB/s, actors {:.2} GiB/s; \
-             actors/std throughput {:.2}x, actors/tokio {:.2}x",
+            "stream {} MiB, bufsize {bufsize}: std {}; tokio {}; actors {}",
             bytes >> 20,
-            gib_s(s),
-            gib_s(t),
-            gib_s(a),
-            s.as_secs_f64() / a.as_secs_f64(),
-            t.as_secs_f64() / a.as_secs_f64(),
+            show(s),
+            show(t),
+            show(a),
+        );
+        println!(
+            "  actors/std: throughput {:.2}x, CPU {:.2}x; actors/tokio: throughput {:.2}x, CPU {:.2}x",
+            s.0.as_secs_f64() / a.0.as_secs_f64(),
+            a.1.as_secs_f64() / s.1.as_secs_f64(),
+            t.0.as_secs_f64() / a.0.as_secs_f64(),
+            a.1.as_secs_f64() / t.1.as_secs_f64(),
         );
     }
 }
