@@ -156,12 +156,13 @@ pub(crate) fn step(
             }
             Phase::Killed(deadline) => {
                 if target.task_finished() && target.leader_exited() {
-                    if !target.contained_alive() {
+                    // Over once the killed are gone, not only signalled (a
+                    // shutdown returns then): they go within moments.
+                    if !target.contained_alive() && !target.group_alive(groups) {
                         *phase = Phase::Done;
                         continue;
                     }
                     if now < deadline {
-                        // The cgroup empties within moments of cgroup.kill.
                         return Next::Wait(deadline.min(now + SETTLE_RECHECK_FIRST));
                     }
                 }

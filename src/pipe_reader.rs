@@ -38,8 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::messages::{Chunk, CloseReader, CloseStdin, CloseStream, OutputStream, ReaderFinished};
-use crate::sys::fd::{read_buf, set_nonblocking, Read};
+use crate::messages::{Chunk, CloseReader, CloseStream, OutputStream, ReaderFinished};
+use crate::sys::fd::{read_buf, set_nonblocking, tee_once, Read, Teed};
 use crate::sys::reactor::watch;
 use crate::TaskId;
 
@@ -99,7 +99,9 @@ pub struct PipeReader {
     subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
     finish_listeners: Vec<Recipient<ReaderFinished>>,
     finish_channels: Vec<oneshot::Sender<bool>>,
-    eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+    /// Pipes that get a copy of a stream's bytes by `tee(2)` before they
+    /// are read (a pipeline's next stage).
+    tees: Vec<(OutputStream, OwnedFd)>,
     stalls: Arc<Stalls>,
     /// Each input's pump while it runs, to close one stream alone.
     pumps: Vec<Option<(OutputStream, SpawnHandle)>>,
@@ -130,7 +132,7 @@ impl PipeReader {
             subscribers: Vec::new(),
             finish_listeners: Vec::new(),
             finish_channels: Vec::new(),
-            eof_listeners: Vec::new(),
+            tees: Vec::new(),
             stalls: Arc::new(Stalls::default()),
             pumps: Vec::new(),
             cut_short: false,
@@ -218,16 +220,14 @@ impl PipeReader {
         self
     }
 
-    /// Sends [`CloseStdin`] to `recipient` once the inputs tagged `stream`
-    /// reach EOF, after their last chunk: in a pipeline, the next stage
-    /// reads EOF as soon as this one closed its output, as through a
-    /// kernel pipe.
-    pub(crate) fn on_eof(
-        mut self,
-        stream: OutputStream,
-        recipient: Recipient<CloseStdin>,
-    ) -> PipeReader {
-        self.eof_listeners.push((stream, recipient));
+    /// Copies the bytes of the input tagged `stream` into the pipe `sink`
+    /// by `tee(2)`, before reading them, so that they reach it without
+    /// passing through this process: a pipeline's next stage when this
+    /// stage's output is observed. The input must be a pipe. The sink is
+    /// closed when the input ends; when the sink's reader is gone (EPIPE),
+    /// the input is closed, so that its writer gets EPIPE too.
+    pub(crate) fn tee(mut self, stream: OutputStream, sink: OwnedFd) -> PipeReader {
+        self.tees.push((stream, sink));
         self
     }
 
@@ -269,8 +269,22 @@ impl Actor for PipeReader {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         for (stream, fd) in std::mem::take(&mut self.inputs) {
-            match register(fd) {
-                Ok(fd) => {
+            let tee = self
+                .tees
+                .iter()
+                .position(|(s, _)| *s == stream)
+                .map(|at| self.tees.swap_remove(at).1);
+            let watched = register(fd).and_then(|fd| {
+                let tee = tee
+                    .map(|sink| {
+                        set_nonblocking(sink.as_fd())?;
+                        watch(sink, tokio::io::Interest::WRITABLE)
+                    })
+                    .transpose()?;
+                Ok((fd, tee))
+            });
+            match watched {
+                Ok((fd, tee)) => {
                     self.open += 1;
                     let subscribers: Vec<Recipient<Chunk>> = self
                         .subscribers
@@ -282,6 +296,7 @@ impl Actor for PipeReader {
                     self.drains.push(drain.clone());
                     let input = Input {
                         drain,
+                        tee,
                         task: self.task,
                         stream,
                         fd,
@@ -292,12 +307,6 @@ impl Actor for PipeReader {
                         credit: Arc::new(Semaphore::new(self.window)),
                         stalls: self.stalls.clone(),
                         subscribers,
-                        eof_listeners: self
-                            .eof_listeners
-                            .iter()
-                            .filter(|(only, _)| *only == stream)
-                            .map(|(_, recipient)| recipient.clone())
-                            .collect(),
                     };
                     let index = self.pumps.len();
                     let pump = ctx.spawn(input.pump().into_actor(self).map(
@@ -390,6 +399,8 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 struct Input {
     /// End at the first empty read once requested.
     drain: Arc<Drain>,
+    /// Where each byte is copied by `tee(2)` before it is read.
+    tee: Option<AsyncFd<OwnedFd>>,
     task: TaskId,
     stream: OutputStream,
     fd: AsyncFd<OwnedFd>,
@@ -403,20 +414,14 @@ struct Input {
     credit: Arc<Semaphore>,
     stalls: Arc<Stalls>,
     subscribers: Vec<Recipient<Chunk>>,
-    eof_listeners: Vec<Recipient<CloseStdin>>,
 }
 
 impl Input {
-    /// Reads until EOF, sending each chunk to every subscriber, then
-    /// [`CloseStdin`] to the EOF listeners (after the last chunk, in the
-    /// same mailbox order). Dropped early (by [`CloseReader`]), it tells
-    /// them nothing. Returns whether the input reached its EOF (rather
-    /// than a read error).
+    /// Reads until EOF, sending each chunk to every subscriber. Returns
+    /// whether the input reached its EOF (rather than a read error, or a
+    /// close before it).
     async fn pump(mut self) -> bool {
         self.forward().await;
-        for listener in &self.eof_listeners {
-            listener.do_send(CloseStdin);
-        }
         !self.failed
     }
 
@@ -459,6 +464,9 @@ impl Input {
     async fn read(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
         if self.eof {
             return None;
+        }
+        if self.tee.is_some() {
+            return self.read_teed(buf).await;
         }
         loop {
             if self.drain.requested.load(Ordering::SeqCst) {
@@ -515,7 +523,106 @@ impl Input {
     }
 }
 
+/// What a teed input waits for before it tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    /// Bytes in the input.
+    Source,
+    /// Room in the sink.
+    Sink,
+}
+
 impl Input {
+    /// [`read`](Self::read) for an input with a sink: each byte is first
+    /// copied into the sink by `tee(2)`, then read, so that the sink gets
+    /// every byte, in order, at the kernel's pace, and the subscribers the
+    /// same bytes as chunks. Waits for bytes in the input or room in the
+    /// sink, whichever stopped it.
+    async fn read_teed(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        let mut wait = Wait::Nothing;
+        loop {
+            let room = (self.coalesce - buf.len()).min(self.bufsize);
+            let teed = match (wait, &self.tee) {
+                (_, None) => return None,
+                (Wait::Nothing, Some(sink)) => tee_once(self.fd.get_ref(), sink.get_ref(), room),
+                // A wait ends with a try; if it finds the same as before,
+                // the readiness was stale: it is cleared, and waited for
+                // again.
+                (Wait::Source, Some(sink)) => {
+                    let Ok(mut ready) = self.fd.readable().await else {
+                        return self.end_teed(buf, true);
+                    };
+                    match ready.try_io(|fd| match tee_once(fd.get_ref(), sink.get_ref(), room) {
+                        Ok(Teed::SourceEmpty) => Err(io::ErrorKind::WouldBlock.into()),
+                        other => other,
+                    }) {
+                        Ok(teed) => teed,
+                        Err(_empty) => continue,
+                    }
+                }
+                (Wait::Sink, Some(sink)) => {
+                    let Ok(mut ready) = sink.writable().await else {
+                        return self.end_teed(buf, true);
+                    };
+                    match ready.try_io(|sink| {
+                        match tee_once(self.fd.get_ref(), sink.get_ref(), room) {
+                            Ok(Teed::SinkFull) => Err(io::ErrorKind::WouldBlock.into()),
+                            other => other,
+                        }
+                    }) {
+                        Ok(teed) => teed,
+                        Err(_full) => continue,
+                    }
+                }
+            };
+            wait = Wait::Nothing;
+            match teed {
+                Ok(Teed::Bytes(n)) => {
+                    // Those bytes are in the input: take exactly them.
+                    let want = buf.len() + n;
+                    while buf.len() < want {
+                        match read_buf(self.fd.get_ref(), buf, want - buf.len()) {
+                            Ok(Read::Data(_)) => {}
+                            // Not expected: what was teed is there to read.
+                            Ok(_) => return self.end_teed(buf, true),
+                            Err(err) => {
+                                log::error!("pipe reader: reading {:?}: {err}", self.stream);
+                                return self.end_teed(buf, true);
+                            }
+                        }
+                    }
+                    if buf.len() >= self.coalesce {
+                        return Some(buf.split().freeze());
+                    }
+                }
+                Ok(Teed::Eof) => return self.end_teed(buf, false),
+                Ok(Teed::SinkGone) => return self.end_teed(buf, true),
+                Ok(Teed::SourceEmpty) | Ok(Teed::SinkFull) if !buf.is_empty() => {
+                    return Some(buf.split().freeze());
+                }
+                Ok(Teed::SourceEmpty) => wait = Wait::Source,
+                Ok(Teed::SinkFull) => wait = Wait::Sink,
+                Err(err) => {
+                    log::error!(
+                        "pipe reader: copying {:?} to the next stage: {err}",
+                        self.stream
+                    );
+                    return self.end_teed(buf, true);
+                }
+            }
+        }
+    }
+
+    /// A teed input ends (at EOF, or `cut` short): the sink is closed, so
+    /// its reader sees EOF after every byte; what was read comes last.
+    fn end_teed(&mut self, buf: &mut BytesMut, cut: bool) -> Option<Bytes> {
+        self.tee = None;
+        self.eof = true;
+        self.failed |= cut;
+        (!buf.is_empty()).then(|| buf.split().freeze())
+    }
+
     /// A read failed (logged): the input ends, before its EOF.
     fn fail(&mut self, err: io::Error) {
         log::error!("pipe reader: reading {:?}: {err}", self.stream);

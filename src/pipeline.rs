@@ -1,28 +1,19 @@
 //! [`Pipeline`]: `a | b | c` built from [`PopenProcess`] actors.
 //!
-//! Where nobody observes a stage's stdout (no subscriber of it, no line
-//! subscriber, no EOF listener), the stage writes into one kernel pipe that
-//! the next stage reads, as a shell connects them: no byte passes through
-//! this process, and EOF, EPIPE and backpressure are the kernel's.
-//!
-//! Where a stage's stdout is observed, its actor reads it and feeds it,
-//! chunk by chunk, to its subscribers and to the next stage's stdin by
-//! message. Backpressure holds end to end: a chunk's
-//! credit (see [`Chunk`]) returns to the upstream reader only once the
-//! chunk is written into the downstream pipe, so a slow last stage slows
-//! every stage before it and memory stays flat.
-//!
-//! EOF and EPIPE cross such a boundary as through a kernel pipe:
-//! * when a stage closes its stdout (or ends), the next stage's stdin is
-//!   closed at once, after everything the stage wrote: the next stage
-//!   reads EOF while the stage may still run;
-//! * when nothing holds a stage's stdin any more (its child closed it, or
-//!   ended, with no process of its own still reading it), the previous
-//!   stage's stdout (only: its stderr goes on) is closed at once, so its
-//!   next write fails with EPIPE (or SIGPIPE kills it), as in a shell, and
-//!   nothing more is read from it only to be thrown away;
-//! * a stage that ends while a process it started still reads its stdin
-//!   keeps being fed, as through a kernel pipe.
+//! Two stages are joined by one kernel pipe, as a shell joins them, so EOF,
+//! EPIPE and backpressure cross each boundary as in a shell, and a stage
+//! that ends while a process it started still reads its stdin keeps
+//! being fed.
+//! * Where nobody observes a stage's stdout (no subscriber of it, no line
+//!   subscriber), the stage writes into that pipe itself: no byte passes
+//!   through this process.
+//! * Where a stage's stdout is observed, the stage writes into a pipe of
+//!   its own, which its actor reads. Each byte is first copied into the
+//!   pipe to the next stage by `tee(2)`, which shares the pages instead
+//!   of copying them, then read and given to the subscribers as
+//!   [`Chunk`]s. Backpressure holds both ways: a full pipe to the next
+//!   stage, or subscribers with no credit left (see [`Chunk`]), stop the
+//!   reading, and the stage waits.
 //!
 //! The [`PipelineProcess`] actor watches every stage:
 //! * [`Cancel`] cancels every stage, [`CancelWith`] with its own first signal;
@@ -39,17 +30,14 @@ use actix::WeakAddr;
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 
-use crate::messages::CloseStream;
-use crate::messages::{
-    AsyncWait, Cancel, CancelWith, Chunk, CloseStdin, Exited, OutputStream, Start,
-};
-use crate::process::{PopenProcess, ProcessHandle, Queued, SetUpstream};
+use crate::messages::{AsyncWait, Cancel, CancelWith, CloseStdin, Exited, OutputStream, Start};
+use crate::process::{PopenProcess, ProcessHandle, Queued};
 use crate::spawn::{InputFrom, OutputTo};
 use crate::supervisor::{Enqueue, Job, ProcessSupervisor};
 use crate::{ExitCause, Popen, ReturnCode, SpawnError, SpawnErrorKind, TaskId, WaitError};
 
-/// The chunk size a stage gathers for the next one unless its [`Popen`]
-/// sets [`coalesce`](Popen::coalesce).
+/// The chunk size an observed stage gathers for its subscribers unless
+/// its [`Popen`] sets [`coalesce`](Popen::coalesce).
 const PIPE_COALESCE: usize = 64 * 1024;
 
 /// A description of a pipeline of processes, `a | b | c`. It is `Clone`,
@@ -62,16 +50,18 @@ const PIPE_COALESCE: usize = 64 * 1024;
 /// stage's stderr are wired as their [`Popen`]s say: subscribe to the last
 /// stage to see the pipeline's output.
 ///
-/// Two stages are joined by one kernel pipe, as in a shell, unless the
-/// first one's stdout is observed ([`Popen::subscribe`],
-/// [`Popen::subscribe_stream`] of stdout, [`Popen::lines`]): then this
-/// process reads it, gives it to the subscribers and writes it to the next
-/// stage, coalescing what is ready into chunks of up to 64 KiB (see
-/// [`Popen::coalesce`]) unless the stage's `Popen` sets its own. A stage
-/// joined by a kernel pipe has no stdout to read, so a [`CloseStream`] or
-/// [`CloseReader`](crate::CloseReader) of its stdout does nothing, and a
-/// [`WriteStdin`](crate::WriteStdin) to the next stage fails with
-/// `NotConnected`, as for any task whose stdin is not a pipe of its own.
+/// Two stages are joined by one kernel pipe, as in a shell (see the
+/// module's docs). When the first one's stdout is observed
+/// ([`Popen::subscribe`], [`Popen::subscribe_stream`] of stdout,
+/// [`Popen::lines`]), this process also reads what goes through, after
+/// copying it into that pipe by `tee(2)`, and gives it to the subscribers
+/// in chunks of up to 64 KiB (see [`Popen::coalesce`]) unless the stage's
+/// `Popen` sets its own. A [`CloseStream`](crate::CloseStream) or
+/// [`CloseReader`](crate::CloseReader) of such a stage's stdout closes it
+/// for the next stage too (it reads EOF, the stage gets EPIPE); on a stage
+/// that nobody observes it does nothing. Every stage but the first reads a
+/// kernel pipe, not a pipe of the task's, so a
+/// [`WriteStdin`](crate::WriteStdin) to it fails with `NotConnected`.
 /// [`Popen::pipe_size`] of a stage sizes the pipe to the next.
 ///
 /// ```
@@ -265,13 +255,17 @@ impl Pipeline {
         // would never handle).
         let context: Context<PipelineProcess> = Context::new();
         let pipeline = context.address();
-        // A stage whose stdout nobody observes writes into one kernel pipe
-        // that the next stage reads, as in a shell: no byte passes through
-        // this process. `reads[i]` and `writes[i]` join stage i to i + 1.
+        // Every stage writes into one kernel pipe that the next stage
+        // reads, as in a shell. Where nobody observes a stage's stdout, the
+        // stage writes into it itself and no byte passes through this
+        // process; where its stdout is observed, this process reads it and
+        // copies each byte into the pipe first by tee(2), which shares the
+        // pages rather than copying them. `reads[i]` and `writes[i]` join
+        // stage i to i + 1.
         let mut reads: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
         let mut writes: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
         for (index, stage) in self.stages.iter().enumerate() {
-            let (read, write) = if index + 1 < count && !stage.observes(OutputStream::Stdout) {
+            let (read, write) = if index + 1 < count {
                 let (read, write) =
                     crate::sys::fd::pipe_sized(stage.pipe_size_set()).map_err(|err| {
                         PipelineError::Spawn {
@@ -292,46 +286,24 @@ impl Pipeline {
             if let Some(timeout) = self.timeout {
                 popen = popen.timeout(timeout);
             }
-            if index > 0 {
-                popen = match reads[index - 1].take() {
-                    Some(read) => popen.stdin(InputFrom::fd(read)),
-                    None => popen.stdin(InputFrom::Pipe),
+            if let Some(read) = index.checked_sub(1).and_then(|before| reads[before].take()) {
+                popen = popen.stdin(InputFrom::fd(read));
+            }
+            if let Some(write) = writes[index].take() {
+                popen = if popen.observes(OutputStream::Stdout) {
+                    // What is ready reaches the subscribers in chunks of up
+                    // to 64 KiB, not one per read, unless the stage says
+                    // otherwise.
+                    popen
+                        .coalesce_unless_set(PIPE_COALESCE)
+                        .stdout(OutputTo::Pipe)
+                        .tee_stdout(write)
+                } else {
+                    popen.stdout(OutputTo::fd(write))
                 };
             }
-            // Relayed by this process: the next stage is fed by message.
-            let mut relayed_to = None;
-            if let Some(write) = writes[index].take() {
-                popen = popen.stdout(OutputTo::fd(write));
-            } else if let Some(next) = made.last() {
-                relayed_to = Some(next.clone());
-                // What is ready goes on to the next stage in one write of up
-                // to 64 KiB, not one per read, unless the stage says
-                // otherwise.
-                popen = popen
-                    .coalesce_unless_set(PIPE_COALESCE)
-                    .stdout(OutputTo::Pipe)
-                    .subscribe_stream(
-                        OutputStream::Stdout,
-                        next.addr().clone().recipient::<Chunk>(),
-                    )
-                    // EOF crosses at once: the next stage's stdin closes as
-                    // soon as this stage's stdout does, not when it exits.
-                    .on_eof(
-                        OutputStream::Stdout,
-                        next.addr().clone().recipient::<CloseStdin>(),
-                    );
-            }
             match make(popen) {
-                Ok(handle) => {
-                    // And EPIPE the other way: when the next stage's child
-                    // closes its stdin, this stage's output is closed.
-                    if let Some(next) = relayed_to {
-                        next.do_send(SetUpstream(
-                            handle.addr().clone().recipient::<CloseStream>().downgrade(),
-                        ));
-                    }
-                    made.push(handle);
-                }
+                Ok(handle) => made.push(handle),
                 Err(source) => {
                     for handle in &made {
                         handle.do_send(Cancel);

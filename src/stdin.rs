@@ -18,9 +18,7 @@
 //! A child that closes its stdin (or exits, with no other process holding
 //! it) is noticed at once, even with no write pending: the write end then
 //! reports an error (EPOLLERR) to the reactor. Every later write fails with
-//! EPIPE, and the [`Hangup`] hears of it: in a pipeline, the stage upstream
-//! has its output closed, so its next write fails as through a kernel
-//! pipe instead of feeding a reader that is gone.
+//! EPIPE.
 //!
 //! A child that exited (or closed its stdin) makes the next write fail
 //! with EPIPE, returned as an error value. The kernel also raises SIGPIPE
@@ -33,15 +31,11 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
-use std::sync::{Arc, Mutex};
 
-use actix::WeakRecipient;
 use futures::future::Either;
 use futures::StreamExt;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-
-use crate::messages::{CloseStream, OutputStream};
 
 use crate::sys::fd::set_nonblocking;
 use crate::sys::reactor::watch;
@@ -59,51 +53,6 @@ pub(crate) enum Request {
     Close,
 }
 
-/// Who is told when the child's end of its stdin goes away: in a
-/// pipeline, the stage upstream, whose output is then closed. Held weakly,
-/// so that it does not keep the upstream stage's actor connected (its own
-/// stdin closes once its handles are dropped).
-#[derive(Debug, Default)]
-pub(crate) struct Hangup(Mutex<HangupState>);
-
-#[derive(Debug, Default)]
-struct HangupState {
-    upstream: Option<WeakRecipient<CloseStream>>,
-    happened: bool,
-}
-
-impl Hangup {
-    fn state(&self) -> std::sync::MutexGuard<'_, HangupState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Tells `upstream` (now, if the hang-up already happened).
-    pub(crate) fn set_upstream(&self, upstream: WeakRecipient<CloseStream>) {
-        let mut state = self.state();
-        if state.happened {
-            tell(&upstream);
-        } else {
-            state.upstream = Some(upstream);
-        }
-    }
-
-    fn happened(&self) {
-        let mut state = self.state();
-        state.happened = true;
-        if let Some(upstream) = state.upstream.take() {
-            tell(&upstream);
-        }
-    }
-}
-
-/// Closes the upstream stage's stdout (only: its stderr goes on), if its
-/// actor is still there.
-fn tell(upstream: &WeakRecipient<CloseStream>) {
-    if let Some(upstream) = upstream.upgrade() {
-        upstream.do_send(CloseStream(OutputStream::Stdout));
-    }
-}
-
 /// The actor's side of the queue.
 #[derive(Debug)]
 pub(crate) struct StdinQueue {
@@ -113,7 +62,6 @@ pub(crate) struct StdinQueue {
     rx: Option<mpsc::UnboundedReceiver<Request>>,
     /// Whether there was a pipe, since closed.
     closed: bool,
-    pub(crate) hangup: Arc<Hangup>,
 }
 
 impl StdinQueue {
@@ -123,7 +71,6 @@ impl StdinQueue {
             tx: None,
             rx: None,
             closed: false,
-            hangup: Arc::default(),
         }
     }
 
@@ -135,7 +82,6 @@ impl StdinQueue {
             tx: Some(tx),
             rx: Some(rx),
             closed: false,
-            hangup: Arc::default(),
         }
     }
 
@@ -167,7 +113,7 @@ impl StdinQueue {
         let registered = set_nonblocking(fd.as_fd())
             .and_then(|()| watch(fd, Interest::WRITABLE | Interest::ERROR));
         match registered {
-            Ok(fd) => Ok(drain(fd, rx, self.hangup.clone())),
+            Ok(fd) => Ok(drain(fd, rx)),
             Err(err) => {
                 self.close();
                 Err(err)
@@ -257,12 +203,8 @@ impl StdinQueue {
 ///
 /// While the pipe is whole, a hang-up (the child's end closed: the write
 /// end reports an error) is watched for beside the queue, so that it is
-/// noticed, and `hangup` told, with no write pending.
-async fn drain(
-    fd: AsyncFd<OwnedFd>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    hangup: Arc<Hangup>,
-) {
+/// noticed with no write pending.
+async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut broken: Option<io::ErrorKind> = None;
     loop {
         let request = if broken.is_some() {
@@ -274,7 +216,6 @@ async fn drain(
                 Either::Left((request, _)) => request,
                 Either::Right(_) => {
                     broken = Some(io::ErrorKind::BrokenPipe);
-                    hangup.happened();
                     continue;
                 }
             }
@@ -291,7 +232,6 @@ async fn drain(
                 if let Err(err) = &result {
                     if broken.is_none() {
                         broken = Some(err.kind());
-                        hangup.happened();
                     }
                 }
                 drop(keep);

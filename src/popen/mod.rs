@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::Recipient;
 use bytes::Bytes;
 
-use crate::messages::{Chunk, CloseStdin, Exited, OutputStream, Started};
+use crate::messages::{Chunk, Exited, OutputStream, Started};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::process::{JobListeners, PopenProcess, ProcessHandle, TaskSpec};
 use crate::spawn::{InputFrom, OutputTo, SpawnSpec};
@@ -79,11 +79,11 @@ impl Popen {
                 options: TaskOptions::default(),
                 subscribers: Vec::new(),
                 line_subscribers: Vec::new(),
-                eof_listeners: Vec::new(),
                 start_listeners: Vec::new(),
                 exit_listeners: Vec::new(),
                 job_listeners: JobListeners::default(),
                 input: None,
+                tee: None,
             },
         }
     }
@@ -737,14 +737,21 @@ impl Popen {
     }
 
     /// Whether anyone but the task itself sees `stream`: a subscriber of
-    /// it, a line subscriber, an EOF listener.
+    /// it, a line subscriber.
     pub(crate) fn observes(&self, stream: OutputStream) -> bool {
         self.spec
             .subscribers
             .iter()
             .any(|(only, _)| only.is_none_or(|s| s == stream))
             || !self.spec.line_subscribers.is_empty()
-            || self.spec.eof_listeners.iter().any(|(s, _)| *s == stream)
+    }
+
+    /// Copies the child's stdout into the pipe `sink` by `tee(2)` as it is
+    /// read (a pipeline's next stage, when this stage's output is
+    /// observed).
+    pub(crate) fn tee_stdout(mut self, sink: std::os::fd::OwnedFd) -> Popen {
+        self.spec.tee = Some((OutputStream::Stdout, std::sync::Arc::new(sink)));
+        self
     }
 
     /// [`pipe_size`](Self::pipe_size), if set.
@@ -769,16 +776,5 @@ impl Popen {
         } else {
             self
         }
-    }
-
-    /// Closes `recipient`'s stdin when `stream` reaches EOF (a pipeline's
-    /// next stage).
-    pub(crate) fn on_eof(
-        mut self,
-        stream: OutputStream,
-        recipient: Recipient<CloseStdin>,
-    ) -> Popen {
-        self.spec.eof_listeners.push((stream, recipient));
-        self
     }
 }

@@ -32,7 +32,6 @@ use futures::channel::oneshot;
 pub use handle::ProcessHandle;
 pub(crate) use handle::Queued;
 pub(crate) use spec::{JobListeners, TaskSpec};
-pub(crate) use stdio::SetUpstream;
 
 use crate::lines::{LineFramer, Overflow, DEFAULT_LINE_MAX};
 use crate::messages::{Exited, OutputStream, Started};
@@ -157,8 +156,6 @@ pub struct PopenProcess {
     stdin: StdinQueue,
     /// When the reader waited for credit (slow subscribers).
     stalls: Arc<Stalls>,
-    /// A pipeline stage fed by an upstream stage (see `SetUpstream`).
-    fed: bool,
     torn_down: bool,
     started: Listeners<Started>,
     exited: Listeners<Exited>,
@@ -182,11 +179,11 @@ impl PopenProcess {
             options,
             subscribers,
             line_subscribers,
-            eof_listeners,
             start_listeners,
             exit_listeners,
             job_listeners,
             input,
+            tee,
         } = spec;
         let stdin_on_pty = matches!(command.stdio.stdin(), InputFrom::Pty);
         // A terminal's hang-up sends its session leader SIGHUP.
@@ -222,13 +219,12 @@ impl PopenProcess {
             wiring: Some(Wiring {
                 subscribers,
                 line_subscribers,
-                eof_listeners,
+                tee,
             }),
             shared: Shared::new(),
             tracked: None,
             stdin,
             stalls: Arc::new(Stalls::default()),
-            fed: false,
             torn_down: false,
             started: Listeners::new(start_listeners),
             exited: Listeners::new(exit_listeners),
@@ -391,8 +387,13 @@ impl PopenProcess {
                     None => reader.subscribe(subscriber),
                 };
             }
-            for (stream, listener) in wiring.eof_listeners {
-                reader = reader.on_eof(stream, listener);
+            if let Some((stream, sink)) = wiring.tee {
+                // Ours alone (the pipeline made it for this task); a copy
+                // only if a clone of the description holds it too.
+                match Arc::try_unwrap(sink).or_else(|shared| shared.try_clone()) {
+                    Ok(sink) => reader = reader.tee(stream, sink),
+                    Err(err) => log::error!("{}: cannot copy its output on: {err}", self.name),
+                }
             }
             for lines in wiring.line_subscribers {
                 // Its own framer per subscriber, flushed (the last,
@@ -569,9 +570,7 @@ impl PopenProcess {
             _ => cause,
         };
         self.lifecycle = Lifecycle::Ended { code };
-        if !self.fed {
-            self.stdin.close();
-        }
+        self.stdin.close();
         if let Some(tracked) = &self.tracked {
             let escalating = tracked.task_ended();
             shutdown::forget_if_reaped(tracked);

@@ -1,10 +1,13 @@
 //! What a task is made of ([`TaskSpec`], built by
 //! [`Popen`](crate::Popen)) and its one validation.
 
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
 use actix::Recipient;
 use bytes::Bytes;
 
-use crate::messages::{Chunk, CloseStdin, Continued, Exited, OutputStream, Started, Stopped};
+use crate::messages::{Chunk, Continued, Exited, OutputStream, Started, Stopped};
 use crate::options::{ReaderOptions, TaskOptions};
 use crate::spawn::{InputFrom, SpawnSpec};
 use crate::{Line, SpawnError, SpawnErrorKind};
@@ -19,15 +22,15 @@ pub(crate) struct TaskSpec {
     /// Sent the output's lines, by a framer the task starts with its
     /// reader (`Popen::lines`).
     pub(crate) line_subscribers: Vec<Recipient<Line>>,
-    /// Told with `CloseStdin` when a stream reaches EOF (a pipeline's next
-    /// stage).
-    pub(crate) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
     pub(crate) start_listeners: Vec<Recipient<Started>>,
     pub(crate) exit_listeners: Vec<Recipient<Exited>>,
     /// Told of the child's stops and continues.
     pub(crate) job_listeners: JobListeners,
     /// Written to the child's stdin, which is then closed.
     pub(crate) input: Option<Bytes>,
+    /// A pipe that gets a copy of a stream by `tee(2)` (a pipeline's next
+    /// stage, when this stage's output is observed).
+    pub(crate) tee: Option<(OutputStream, Arc<OwnedFd>)>,
 }
 
 /// Who is told of the child's stops and continues.
@@ -83,5 +86,5 @@ impl TaskSpec {
 pub(super) struct Wiring {
     pub(super) subscribers: Vec<(Option<OutputStream>, Recipient<Chunk>)>,
     pub(super) line_subscribers: Vec<Recipient<Line>>,
-    pub(super) eof_listeners: Vec<(OutputStream, Recipient<CloseStdin>)>,
+    pub(super) tee: Option<(OutputStream, Arc<OwnedFd>)>,
 }

@@ -4,7 +4,6 @@
 use std::io;
 
 use actix::prelude::*;
-use actix::WeakRecipient;
 
 use super::lifecycle::Lifecycle;
 use super::PopenProcess;
@@ -145,26 +144,6 @@ impl Handler<CloseStream> for PopenProcess {
             reader.do_send(msg);
         }
         self.hang_up_terminal(Some(msg.0));
-    }
-}
-
-/// Tells a pipeline stage which stage feeds its stdin: when the child's
-/// end of its stdin goes away, that stage's output is closed (see
-/// `stdin.rs`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SetUpstream(pub(crate) WeakRecipient<CloseStream>);
-
-impl Handler<SetUpstream> for PopenProcess {
-    type Result = ();
-
-    /// From now on the stdin stays open after the task ends, for as long
-    /// as the upstream stage feeds it and something holds its read end (a
-    /// background process of this stage may still read it, as through a
-    /// kernel pipe): it closes at the upstream's EOF or at the hang-up.
-    fn handle(&mut self, SetUpstream(upstream): SetUpstream, _ctx: &mut Context<Self>) {
-        self.fed = true;
-        self.stdin.hangup.set_upstream(upstream);
     }
 }
 

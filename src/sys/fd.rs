@@ -1,7 +1,7 @@
 //! Pipes, non-blocking mode and the single `read()` portage calls `_read_buf`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use bytes::BytesMut;
@@ -295,4 +295,62 @@ mod tests {
         let err = read_buf(&Bad, &mut BytesMut::new(), 16).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(nix::libc::EBADF));
     }
+}
+
+/// What one [`tee_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Teed {
+    /// This many bytes were duplicated into the sink; they are still in
+    /// the source, to be read.
+    Bytes(usize),
+    /// The source is empty and has no writer left.
+    Eof,
+    /// The source is empty now.
+    SourceEmpty,
+    /// The sink is full now (the source holds bytes).
+    SinkFull,
+    /// The sink has no reader left (EPIPE).
+    SinkGone,
+}
+
+/// Duplicates up to `len` bytes from the pipe `source` into the pipe
+/// `sink` without consuming them (`tee(2)`, Linux 2.6.17), never blocking
+/// (`SPLICE_F_NONBLOCK`). The pages are shared, not copied.
+///
+/// # Errors
+/// Any error but EAGAIN, EPIPE and EINTR (retried).
+pub(crate) fn tee_once(source: &impl AsFd, sink: &impl AsFd, len: usize) -> io::Result<Teed> {
+    use nix::fcntl::{tee, SpliceFFlags};
+    loop {
+        return match tee(source, sink, len, SpliceFFlags::SPLICE_F_NONBLOCK) {
+            Ok(0) => Ok(Teed::Eof),
+            Ok(n) => Ok(Teed::Bytes(n)),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE) => Ok(Teed::SinkGone),
+            // Either end may be why: the source's fill says which.
+            Err(Errno::EAGAIN) => match bytes_in_pipe(source)? {
+                0 => Ok(Teed::SourceEmpty),
+                _ => Ok(Teed::SinkFull),
+            },
+            Err(errno) => Err(errno.into()),
+        };
+    }
+}
+
+/// How many bytes the pipe `fd` holds (`FIONREAD`).
+fn bytes_in_pipe(fd: &impl AsFd) -> io::Result<usize> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points to
+    // `n`, alive for the call; the fd is borrowed, so open.
+    let res = unsafe {
+        nix::libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            nix::libc::FIONREAD,
+            &mut n as *mut nix::libc::c_int,
+        )
+    };
+    if res < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
