@@ -296,6 +296,7 @@ impl Actor for PipeReader {
                     self.drains.push(drain.clone());
                     let input = Input {
                         drain,
+                        sigpipe_ignored: crate::sys::sigpipe::ignored(),
                         tee,
                         task: self.task,
                         stream,
@@ -401,6 +402,9 @@ struct Input {
     drain: Arc<Drain>,
     /// Where each byte is copied by `tee(2)` before it is read.
     tee: Option<AsyncFd<OwnedFd>>,
+    /// Whether SIGPIPE was ignored when the input started (a `tee` into a
+    /// sink with no reader then needs no guard).
+    sigpipe_ignored: bool,
     task: TaskId,
     stream: OutputStream,
     fd: AsyncFd<OwnedFd>,
@@ -545,7 +549,12 @@ impl Input {
             let room = (self.coalesce - buf.len()).min(self.bufsize);
             let teed = match (wait, &self.tee) {
                 (_, None) => return None,
-                (Wait::Nothing, Some(sink)) => tee_once(self.fd.get_ref(), sink.get_ref(), room),
+                (Wait::Nothing, Some(sink)) => tee_once(
+                    self.fd.get_ref(),
+                    sink.get_ref(),
+                    room,
+                    self.sigpipe_ignored,
+                ),
                 // A wait ends with a try; if it finds the same as before,
                 // the readiness was stale: it is cleared, and waited for
                 // again.
@@ -553,20 +562,33 @@ impl Input {
                     let Ok(mut ready) = self.fd.readable().await else {
                         return self.end_teed(buf, true);
                     };
-                    match ready.try_io(|fd| match tee_once(fd.get_ref(), sink.get_ref(), room) {
-                        Ok(Teed::SourceEmpty) => Err(io::ErrorKind::WouldBlock.into()),
-                        other => other,
+                    match ready.try_io(|fd| {
+                        match tee_once(fd.get_ref(), sink.get_ref(), room, self.sigpipe_ignored) {
+                            Ok(Teed::SourceEmpty) => Err(io::ErrorKind::WouldBlock.into()),
+                            other => other,
+                        }
                     }) {
                         Ok(teed) => teed,
                         Err(_empty) => continue,
                     }
                 }
                 (Wait::Sink, Some(sink)) => {
-                    let Ok(mut ready) = sink.writable().await else {
+                    // The next stage is slow: what waits was written, and is
+                    // only being taken slowly, as with slow subscribers (the
+                    // drain timeout does not count it).
+                    self.stalls.begin();
+                    let ready = sink.writable().await;
+                    self.stalls.end();
+                    let Ok(mut ready) = ready else {
                         return self.end_teed(buf, true);
                     };
                     match ready.try_io(|sink| {
-                        match tee_once(self.fd.get_ref(), sink.get_ref(), room) {
+                        match tee_once(
+                            self.fd.get_ref(),
+                            sink.get_ref(),
+                            room,
+                            self.sigpipe_ignored,
+                        ) {
                             Ok(Teed::SinkFull) => Err(io::ErrorKind::WouldBlock.into()),
                             other => other,
                         }

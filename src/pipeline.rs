@@ -51,7 +51,11 @@ const PIPE_COALESCE: usize = 64 * 1024;
 /// stage to see the pipeline's output.
 ///
 /// Two stages are joined by one kernel pipe, as in a shell (see the
-/// module's docs). When the first one's stdout is observed
+/// module's docs). An observed stage is `stage | tee … | next` in a shell:
+/// its output has the room of two pipes (its own and the one to the next
+/// stage), so it may finish writing where, unobserved, it would have been
+/// killed by SIGPIPE; and if the next stage reads nothing, its subscribers
+/// see nothing either. When the first one's stdout is observed
 /// ([`Popen::subscribe`], [`Popen::subscribe_stream`] of stdout,
 /// [`Popen::lines`]), this process also reads what goes through, after
 /// copying it into that pipe by `tee(2)`, and gives it to the subscribers
@@ -264,6 +268,14 @@ impl Pipeline {
         // stage i to i + 1.
         let mut reads: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
         let mut writes: Vec<Option<OwnedFd>> = Vec::with_capacity(count);
+        // A stage's own errors first (a `pipe_size` out of range or not
+        // permitted), before a pipe is made with its settings.
+        for (index, stage) in self.stages.iter().enumerate() {
+            stage.validate().map_err(|source| PipelineError::Spawn {
+                stage: index,
+                source,
+            })?;
+        }
         for (index, stage) in self.stages.iter().enumerate() {
             let (read, write) = if index + 1 < count {
                 let (read, write) =
@@ -550,9 +562,12 @@ impl Handler<Cancel> for PipelineProcess {
     type Result = ();
 
     /// Cancels every stage (see [`Cancel`]), the last first: a stage is
-    /// signalled before the stage that feeds it, so none reads an EOF the
-    /// cancel caused and exits as if its input had ended (a stage joined
-    /// by a kernel pipe would see it at once).
+    /// signalled before the stage that feeds it, so that one that obeys
+    /// the signal does not first read an EOF the cancel caused and exit as
+    /// if its input had ended. A stage that ignores or handles the signal
+    /// may still do so; its cause is [`ExitCause::Cancelled`] whatever its
+    /// status. A stage still writing when the stage after it dies may die
+    /// of SIGPIPE before its own signal, as in a shell.
     fn handle(&mut self, _msg: Cancel, _ctx: &mut Context<Self>) {
         for stage in self.stages.iter().rev().filter_map(WeakAddr::upgrade) {
             stage.do_send(Cancel);

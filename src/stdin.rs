@@ -21,10 +21,9 @@
 //! EPIPE.
 //!
 //! A child that exited (or closed its stdin) makes the next write fail
-//! with EPIPE, returned as an error value. The kernel also raises SIGPIPE
-//! for that write; Rust programs ignore SIGPIPE from their start (std sets
-//! it to `SIG_IGN` before `main`), so the host survives. A host written in
-//! another language must ignore SIGPIPE itself before writing to a child.
+//! with EPIPE, returned as an error value. The SIGPIPE the kernel raises
+//! for that write never reaches the host, whatever its disposition (see
+//! `sys/sigpipe.rs`).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -250,7 +249,13 @@ async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
-        match guard.try_io(|inner| Ok(nix::unistd::write(inner.get_ref(), data)?)) {
+        let ignored = crate::sys::sigpipe::ignored();
+        let write = |inner: &AsyncFd<OwnedFd>| {
+            Ok(crate::sys::sigpipe::guarded(ignored, || {
+                nix::unistd::write(inner.get_ref(), data)
+            })?)
+        };
+        match guard.try_io(write) {
             Ok(Ok(n)) => data = &data[n..],
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(err)) => return Err(err),

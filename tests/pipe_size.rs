@@ -99,3 +99,26 @@ fn sizes_out_of_range_are_refused() {
         }
     });
 }
+
+/// In a pipeline, a stage's `pipe_size` error is the stage's own (as for a
+/// single task), not the failure of the pipe made to the next stage.
+#[test]
+fn a_stage_size_out_of_range_is_refused_as_its_own_error() {
+    common::bounded(async {
+        let err = Pipeline::new()
+            .stage(Popen::new("true").pipe_size(MAX_PIPE_SIZE + 1))
+            .stage(Popen::new("cat"))
+            .start()
+            .expect_err("refused");
+        match err {
+            actix_popen::PipelineError::Spawn { stage, source } => {
+                assert_eq!(stage, 0);
+                assert!(
+                    matches!(source.kind(), SpawnErrorKind::InvalidConfig { reason } if reason.contains("pipe_size")),
+                    "{source:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}

@@ -779,3 +779,31 @@ fn a_pipeline_timeout_ends_the_stages_still_running() {
         assert_eq!(exited.returncode, ReturnCode::from_raw(-15));
     });
 }
+
+/// An observed stage's drain timeout does not cut what a slow next stage
+/// has yet to take: waiting for room in the pipe to it counts as the
+/// consumer's slowness, as with slow subscribers (it cut the next stage's
+/// input at 64 KiB, with every status 0).
+#[test]
+fn a_slow_next_stage_is_not_cut_by_an_observed_stages_drain_timeout() {
+    common::bounded(async {
+        let collector = Collector::start_default();
+        let (sink, _seen) = ChunkSink::start_new();
+        let pipeline = Pipeline::new()
+            .stage(
+                // Less than the two pipes hold: `head` exits at once, and
+                // the rest waits for room in the pipe to the next stage.
+                Popen::new("head")
+                    .args(["-c", "120000", "/dev/zero"])
+                    .drain_timeout(std::time::Duration::from_millis(100))
+                    .subscribe(sink.recipient()),
+            )
+            .stage(sh("sleep 1; wc -c").subscribe(collector.clone().recipient()))
+            .start()
+            .expect("start");
+        let _leftovers = Leftovers::pipeline(&pipeline);
+        assert_eq!(wait(&pipeline).await, ReturnCode::from_raw(0));
+        let out = collector.send(GetValue).await.expect("collector").stdout;
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "120000");
+    });
+}

@@ -213,8 +213,10 @@ impl Popen {
     /// [`SpawnErrorKind::NotPermitted`](crate::SpawnErrorKind::NotPermitted)
     /// above `/proc/sys/fs/pipe-max-size` (1 MiB by default) without
     /// CAP_SYS_RESOURCE; and with [`SpawnErrorKind::Io`](crate::SpawnErrorKind::Io)
-    /// when the kernel refuses it at the spawn (the user's pipes already
-    /// hold `/proc/sys/fs/pipe-user-pages-hard` pages). Nothing is spawned.
+    /// when the kernel refuses it at the spawn: an unprivileged user's
+    /// pipes already hold `/proc/sys/fs/pipe-user-pages-soft` pages (16,384
+    /// pages, 64 MiB, by default; every pipe counts, stderr's included).
+    /// Nothing is spawned.
     pub fn pipe_size(mut self, bytes: usize) -> Popen {
         self.spec.command.pipe_size = Some(bytes);
         self
@@ -752,6 +754,15 @@ impl Popen {
     pub(crate) fn tee_stdout(mut self, sink: std::os::fd::OwnedFd) -> Popen {
         self.spec.tee = Some((OutputStream::Stdout, std::sync::Arc::new(sink)));
         self
+    }
+
+    /// Checks the description as a start would, without starting.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start) for an invalid description or a setting
+    /// the host may not make.
+    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        self.spec.validate()
     }
 
     /// [`pipe_size`](Self::pipe_size), if set.

@@ -315,14 +315,24 @@ pub(crate) enum Teed {
 
 /// Duplicates up to `len` bytes from the pipe `source` into the pipe
 /// `sink` without consuming them (`tee(2)`, Linux 2.6.17), never blocking
-/// (`SPLICE_F_NONBLOCK`). The pages are shared, not copied.
+/// (`SPLICE_F_NONBLOCK`). The pages are shared, not copied. An EPIPE
+/// raises no SIGPIPE in the host (see `sigpipe.rs`; `sigpipe_ignored` is
+/// what [`super::sigpipe::ignored`] found).
 ///
 /// # Errors
 /// Any error but EAGAIN, EPIPE and EINTR (retried).
-pub(crate) fn tee_once(source: &impl AsFd, sink: &impl AsFd, len: usize) -> io::Result<Teed> {
+pub(crate) fn tee_once(
+    source: &impl AsFd,
+    sink: &impl AsFd,
+    len: usize,
+    sigpipe_ignored: bool,
+) -> io::Result<Teed> {
     use nix::fcntl::{tee, SpliceFFlags};
     loop {
-        return match tee(source, sink, len, SpliceFFlags::SPLICE_F_NONBLOCK) {
+        let teed = super::sigpipe::guarded(sigpipe_ignored, || {
+            tee(source, sink, len, SpliceFFlags::SPLICE_F_NONBLOCK)
+        });
+        return match teed {
             Ok(0) => Ok(Teed::Eof),
             Ok(n) => Ok(Teed::Bytes(n)),
             Err(Errno::EINTR) => continue,

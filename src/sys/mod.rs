@@ -11,3 +11,4 @@ pub(crate) mod proc;
 pub(crate) mod pty;
 pub(crate) mod reactor;
 pub(crate) mod signals;
+pub(crate) mod sigpipe;
