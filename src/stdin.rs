@@ -204,6 +204,8 @@ impl StdinQueue {
 /// end reports an error) is watched for beside the queue, so that it is
 /// noticed with no write pending.
 async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // Read once per pipe, not per write (see `sys/sigpipe.rs`).
+    let sigpipe_ignored = crate::sys::sigpipe::ignored();
     let mut broken: Option<io::ErrorKind> = None;
     loop {
         let request = if broken.is_some() {
@@ -226,7 +228,7 @@ async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
             Request::Write { data, done, keep } => {
                 let result = match broken {
                     Some(kind) => Err(io::Error::new(kind, "the child's stdin is closed")),
-                    None => write_all(&fd, &data).await,
+                    None => write_all(&fd, &data, sigpipe_ignored).await,
                 };
                 if let Err(err) = &result {
                     if broken.is_none() {
@@ -246,10 +248,16 @@ async fn drain(fd: AsyncFd<OwnedFd>, mut rx: mpsc::UnboundedReceiver<Request>) {
     // receiver is dropped (their senders see a cancelled oneshot).
 }
 
-async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+/// Writes all of `data`; `sigpipe_ignored` as [`crate::sys::sigpipe::ignored`]
+/// found it when the pipe was attached.
+async fn write_all(
+    fd: &AsyncFd<OwnedFd>,
+    mut data: &[u8],
+    sigpipe_ignored: bool,
+) -> io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
-        let ignored = crate::sys::sigpipe::ignored();
+        let ignored = sigpipe_ignored;
         let write = |inner: &AsyncFd<OwnedFd>| {
             Ok(crate::sys::sigpipe::guarded(ignored, || {
                 nix::unistd::write(inner.get_ref(), data)

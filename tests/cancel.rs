@@ -667,20 +667,20 @@ fn a_member_that_outlives_the_task_briefly_does_not_delay_the_reap() {
 fn a_chosen_cancel_signal_is_the_first_of_every_cancel() {
     use actix_popen::{ExitCause, Signal as Sig};
     common::bounded(async {
-        let sleep = |signal: Sig| {
+        let sleeping = |signal: Sig| {
             Popen::new("sleep")
                 .arg("60")
                 .cancel_signal(signal)
                 .cancel_timeout(Duration::from_secs(60))
         };
 
-        let task = sleep(Sig::SIGINT).start().expect("sleep starts");
+        let task = sleeping(Sig::SIGINT).start().expect("sleep starts");
         task.send(Cancel).await.expect("the actor runs");
         let code = common::async_wait(&task).await;
         assert_eq!(code.signal(), Some(Sig::SIGINT.as_raw()));
         assert_eq!(task.cause(), Some(ExitCause::Cancelled));
 
-        let task = sleep(Sig::SIGUSR1)
+        let task = sleeping(Sig::SIGUSR1)
             .timeout(Duration::from_millis(50))
             .start()
             .expect("sleep starts");
@@ -689,7 +689,7 @@ fn a_chosen_cancel_signal_is_the_first_of_every_cancel() {
         assert_eq!(task.cause(), Some(ExitCause::TimedOut));
 
         let (waiter, awaited) = Waiter::start_new();
-        let task = sleep(Sig::SIGHUP)
+        let task = sleeping(Sig::SIGHUP)
             .kill_on_drop(true)
             .exit_listener(waiter.recipient())
             .start()

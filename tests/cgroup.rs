@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,13 +59,31 @@ impl Parent {
 }
 
 impl Drop for Parent {
+    /// What a failed test left is killed, and each cgroup removed once its
+    /// `cgroup.events` says it is empty (a change wakes `poll` with
+    /// POLLPRI), within 5 s.
     fn drop(&mut self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         for child in self.children() {
             let _ = std::fs::write(child.join("cgroup.kill"), "1");
+            let Ok(events) = std::fs::File::open(child.join("cgroup.events")) else {
+                continue;
+            };
             let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(&child).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+            while std::fs::read_to_string(child.join("cgroup.events"))
+                .is_ok_and(|text| text.contains("populated 1"))
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+                let mut fds = [PollFd::new(events.as_fd(), PollFlags::POLLPRI)];
+                if left == PollTimeout::ZERO || poll(&mut fds, left).is_err() {
+                    break;
+                }
+                // Marks the change as seen, for the next poll.
+                let _ = std::io::Read::read(&mut &events, &mut [0u8; 64]);
+                let _ = std::io::Seek::rewind(&mut &events);
             }
+            let _ = std::fs::remove_dir(&child);
         }
         let _ = std::fs::remove_dir(&self.0);
     }

@@ -5,7 +5,9 @@
 //! tools do, to die quietly on a closed stdout), and a host in another
 //! language has it by default. The library's own writes into a child's
 //! pipes (its stdin, a pipeline's next stage) go through [`guarded`], so
-//! that they fail with EPIPE and never kill the host.
+//! that they fail with EPIPE and never kill the host. The disposition is
+//! read once per pipe, when the library starts writing into it: a host
+//! that restores SIGPIPE's default later does so for its next children.
 
 use nix::errno::Errno;
 use nix::libc;
