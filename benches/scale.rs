@@ -13,9 +13,12 @@
 //! 2. All N cancelled at once: time from the first `Cancel` to the last
 //!    `Exited`, and whether the time per child stays flat as N grows
 //!    (quadratic work would not).
-//!    With the N children up, the cost of one more spawn: 100 `start()`s
-//!    of `true`, and 100 `tokio::process` spawns as the peer's figure, at
-//!    N = 100, N / 10 and N, to show whether it stays flat.
+//!    With the N children up, the cost of one more child, wall and CPU:
+//!    200 sequential spawn-to-exit runs of `/bin/true` made by the crate's
+//!    own spawn (the default, `close_fds(true)`), 200 through std's
+//!    `posix_spawn` (`close_fds(false)`), and 200 with `tokio::process` as
+//!    the peer's figure, at N = 100, N / 10 and N, to show whether it
+//!    stays flat.
 //! 3. Soak: 20,000 `true` children, 200 at a time through the job pool; fds,
 //!    threads and RSS after the first and the last thousand.
 
@@ -128,49 +131,57 @@ async fn concurrent(children: usize) {
     );
 }
 
-/// The time `start()` takes, per spawn, with `running` children up: 100
-/// spawns of `true` (stdio to /dev/null), and as many with
-/// `tokio::process` in the same state, for the peer's figure.
+/// The cost of one more child with `running` children up: 200 sequential
+/// spawn-to-exit runs of `/bin/true` (stdio to /dev/null; each started,
+/// then awaited) made by the crate's own spawn (the default,
+/// `close_fds(true)`), as many through std's `posix_spawn`
+/// (`close_fds(false)`), and as many with `tokio::process` in the same
+/// state, for the peer's figure. Wall time per run, and the CPU of the
+/// whole process tree per run.
 async fn spawn_cost_while_running(running: usize) {
-    const SPAWNS: u32 = 100;
-    let mut ours = Duration::ZERO;
-    let mut handles = Vec::new();
-    for _ in 0..SPAWNS {
-        let started = Instant::now();
-        let task = Popen::new("true")
-            .stdin(actix_popen::InputFrom::Null)
-            .stdout(OutputTo::Null)
-            .stderr(OutputTo::Null)
-            .start()
-            .expect("spawn");
-        ours += started.elapsed();
-        handles.push(task);
+    const RUNS: u32 = 200;
+    async fn ours(close_fds: bool) -> (Duration, Duration) {
+        let (wall, cpu) = (Instant::now(), common::cpu_time());
+        for _ in 0..RUNS {
+            let task = Popen::new("/bin/true")
+                .stdin(actix_popen::InputFrom::Null)
+                .stdout(OutputTo::Null)
+                .stderr(OutputTo::Null)
+                .close_fds(close_fds)
+                .start()
+                .expect("spawn");
+            task.send(AsyncWait).await.expect("actor").expect("code");
+        }
+        (wall.elapsed(), common::cpu_time().saturating_sub(cpu))
     }
-    for task in handles {
-        task.send(AsyncWait).await.expect("actor").expect("code");
-    }
-    let mut tokio = Duration::ZERO;
-    let mut children = Vec::new();
-    for _ in 0..SPAWNS {
-        let started = Instant::now();
-        let child = tokio::process::Command::new("true")
+    let (clone, clone_cpu) = ours(true).await;
+    let (std, std_cpu) = ours(false).await;
+    let (wall, cpu) = (Instant::now(), common::cpu_time());
+    for _ in 0..RUNS {
+        let status = tokio::process::Command::new("/bin/true")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .status()
+            .await
             .expect("spawn");
-        tokio += started.elapsed();
-        children.push(child);
+        assert!(status.success());
     }
-    for mut child in children {
-        child.wait().await.expect("wait");
-    }
+    let (tokio, tokio_cpu) = (wall.elapsed(), common::cpu_time().saturating_sub(cpu));
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(RUNS);
     println!(
-        "spawn cost with {running} children running: {:.0} µs per start() (tokio::process {:.0} µs, {:.2}x), fds {}",
-        ours.as_secs_f64() * 1e6 / f64::from(SPAWNS),
-        tokio.as_secs_f64() * 1e6 / f64::from(SPAWNS),
-        ours.as_secs_f64() / tokio.as_secs_f64(),
+        "one more child with {running} running (fds {}), spawn-to-exit µs, wall / CPU: \
+         ours {:.0} / {:.0} (through std's posix_spawn {:.0} / {:.0}), tokio::process {:.0} / {:.0}; \
+         ours vs tokio {:.2}x wall, {:.2}x CPU",
         count("/proc/self/fd"),
+        micros(clone),
+        micros(clone_cpu),
+        micros(std),
+        micros(std_cpu),
+        micros(tokio),
+        micros(tokio_cpu),
+        clone.as_secs_f64() / tokio.as_secs_f64(),
+        clone_cpu.as_secs_f64() / tokio_cpu.as_secs_f64(),
     );
 }
 

@@ -6,14 +6,14 @@
 //! ```
 //!
 //! 1. 1000 sequential runs of `/bin/true`: `std::process::Command::status`,
-//!    `tokio::process::Command::status`, and `Popen::start` + `AsyncWait`
-//!    (output inherited, as the other two; and with both streams piped).
+//!    `tokio::process::Command::status` and, piped, `output()`, and
+//!    `Popen::start` + `AsyncWait` (output inherited, against `status`;
+//!    and with both streams piped, against `output`).
 //! 2. What the signal reset of `Popen::restore_signals` costs: the same
 //!    piped runs with it off, and with it on from a thread that blocks a
-//!    signal (which forces std's fork path).
-//! 3. What the spawn settings cost: `arg0` (which keeps std's posix_spawn
-//!    path) and a `umask` (which, as every setting the child makes for
-//!    itself between fork and exec, takes the fork path), piped.
+//!    signal (through std, that forced its fork path).
+//! 3. What the spawn settings cost: `arg0` and a `umask` (through std, a
+//!    setting the child makes for itself forced the fork path), piped.
 //! 4. What containment costs: the same runs, each in a cgroup of its own
 //!    (`Popen::cgroup`), where a cgroup2 directory is writable.
 //! 5. Cancel latency, `Cancel` sent to `Exited` received, for a child that
@@ -48,12 +48,17 @@ fn std_status() -> Duration {
     started.elapsed()
 }
 
-fn tokio_status() -> Duration {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Runs `runs` on a tokio current-thread runtime of its own.
+fn on_tokio(runs: impl std::future::Future<Output = Duration>) -> Duration {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async {
+        .expect("runtime")
+        .block_on(runs)
+}
+
+fn tokio_status() -> Duration {
+    on_tokio(async {
         let started = Instant::now();
         for _ in 0..RUNS {
             let status = tokio::process::Command::new("/bin/true")
@@ -61,6 +66,24 @@ fn tokio_status() -> Duration {
                 .await
                 .expect("true");
             assert!(status.success());
+        }
+        started.elapsed()
+    })
+}
+
+/// The piped peer: `tokio::process::Command::output()`, which pipes
+/// stdout and stderr, reads both to their end and waits, as a piped task
+/// does.
+fn tokio_output() -> Duration {
+    on_tokio(async {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            let output = tokio::process::Command::new("/bin/true")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("true");
+            assert!(output.status.success());
         }
         started.elapsed()
     })
@@ -176,28 +199,33 @@ fn bare_kill() -> Duration {
 }
 
 fn main() {
-    let (mut s, mut t, mut a, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut s, mut t, mut to, mut a, mut p) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         s.push(std_status());
         t.push(tokio_status());
+        to.push(tokio_output());
         a.push(actor_status(false));
         p.push(actor_status(true));
     }
-    let (s, t, a, p) = (
+    let (s, t, to, a, p) = (
         common::median(s),
         common::median(t),
+        common::median(to),
         common::median(a),
         common::median(p),
     );
     println!(
-        "spawn-to-exit of /bin/true, {RUNS} sequential runs: std {:.0}/s, tokio {:.0}/s, \
-         actors {:.0}/s (inherited output), {:.0}/s (piped); actor time / tokio time {:.2}x (inherited), {:.2}x (piped)",
+        "spawn-to-exit of /bin/true, {RUNS} sequential runs: std {:.0}/s, tokio {:.0}/s (status), \
+         {:.0}/s (output, piped), actors {:.0}/s (inherited output), {:.0}/s (piped); \
+         actor time / tokio time {:.2}x (inherited, vs status), {:.2}x (piped, vs output)",
         per_second(RUNS, s),
         per_second(RUNS, t),
+        per_second(RUNS, to),
         per_second(RUNS, a),
         per_second(RUNS, p),
         a.as_secs_f64() / t.as_secs_f64(),
-        p.as_secs_f64() / t.as_secs_f64(),
+        p.as_secs_f64() / to.as_secs_f64(),
     );
     let (mut off, mut dirty) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -215,16 +243,16 @@ fn main() {
     }
     let (off, dirty) = (common::median(off), common::median(dirty));
     println!(
-        "restore_signals, piped: off {:.0}/s; on, clean thread (posix_spawn) {:.0}/s = {:.2}x the time of off; \
-         on, thread blocking SIGUSR1 (fork + reset) {:.0}/s = {:.2}x",
+        "restore_signals, piped: off {:.0}/s; on, clean thread {:.0}/s = {:.2}x the time of off; \
+         on, thread blocking SIGUSR1 {:.0}/s = {:.2}x",
         per_second(RUNS, off),
         per_second(RUNS, p),
         p.as_secs_f64() / off.as_secs_f64(),
         per_second(RUNS, dirty),
         dirty.as_secs_f64() / off.as_secs_f64(),
     );
-    // Spawn settings: arg0 keeps std's posix_spawn path, a umask (as every
-    // setting the child makes for itself) takes the fork path.
+    // Spawn settings: arg0, and a umask (a setting the child makes for
+    // itself).
     let (mut plain, mut arg0, mut umask) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         plain.push(actor_runs_with(true, |popen| popen));
@@ -237,8 +265,8 @@ fn main() {
         common::median(umask),
     );
     println!(
-        "spawn settings, piped: none {:.0}/s; arg0 (posix_spawn) {:.0}/s = {:.2}x the time of none; \
-         umask (fork path) {:.0}/s = {:.2}x",
+        "spawn settings, piped: none {:.0}/s; arg0 {:.0}/s = {:.2}x the time of none; \
+         umask {:.0}/s = {:.2}x",
         per_second(RUNS, plain),
         per_second(RUNS, arg0),
         arg0.as_secs_f64() / plain.as_secs_f64(),

@@ -118,9 +118,8 @@ pub enum SpawnErrorKind {
         source: Arc<io::Error>,
     },
     /// The running kernel lacks something the spawn needs: pidfds
-    /// (`pidfd_open`, Linux 5.3), `waitid` on a pidfd (Linux 5.4), or, for
-    /// [`Popen::close_fds`](crate::Popen::close_fds), `close_range` with
-    /// `CLOSE_RANGE_CLOEXEC` (Linux 5.11). Nothing was left running.
+    /// (`pidfd_open`, Linux 5.3) or `waitid` on a pidfd (Linux 5.4).
+    /// Nothing was left running.
     #[error("{source}")]
     Unsupported {
         /// What is missing, and the Linux version that has it.

@@ -74,10 +74,12 @@
 //! | `spawn(pre_exec=)`                        | [`Popen::pre_exec`]                                |
 //!
 //! # Platform
-//! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4;
-//! [`Popen::close_fds`] needs 5.11): the crate does not build elsewhere
-//! rather than misbehave, and on an older kernel a spawn fails with
-//! [`SpawnErrorKind::Unsupported`] rather than report a wrong status.
+//! Linux 5.4 or later only (pidfds, 5.3, and `waitid` on a pidfd, 5.4):
+//! the crate does not build elsewhere rather than misbehave, and on an
+//! older kernel a spawn fails with [`SpawnErrorKind::Unsupported`] rather
+//! than report a wrong status. A spawn whose cost does not grow with the
+//! fds the host holds needs Linux 5.9 (`close_range`; see
+//! [`Popen::close_fds`]); before, children are spawned through std.
 //!
 //! The host must not reap children it did not spawn (`waitpid(-1)`): that
 //! frees their pids while we may still signal them, and before Linux 6.15

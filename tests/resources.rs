@@ -92,8 +92,9 @@ fn close_fds_closes_even_the_hosts_inheritable_fds() {
 }
 
 async fn close_fds_body() {
-    // An fd opened the careless way, without close-on-exec: std passes it
-    // on, Python's close_fds (and `Popen::close_fds`) does not.
+    // An fd opened the careless way, without close-on-exec: std (and
+    // `close_fds(false)`) passes it on, Python's close_fds (and the default
+    // `Popen::close_fds(true)`) does not.
     let leaked = std::fs::File::open("/dev/null").unwrap();
     let leaked = nix::unistd::dup(&leaked).unwrap();
     let number = std::os::fd::AsRawFd::as_raw_fd(&leaked) as u32;
@@ -106,12 +107,13 @@ async fn close_fds_body() {
         fds.sort();
         fds
     };
-    let plain = listed(Popen::new("ls").arg("/proc/self/fd")).await;
+    let plain = listed(Popen::new("ls").arg("/proc/self/fd").close_fds(false)).await;
     assert!(
         plain.contains(&number),
         "std passes fd {number} on: {plain:?}"
     );
     for popen in [
+        Popen::new("ls").arg("/proc/self/fd"),
         Popen::new("ls").arg("/proc/self/fd").close_fds(true),
         Popen::new("ls").arg("/proc/self/fd").close_fds(true).pty(),
     ] {

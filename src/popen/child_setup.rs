@@ -18,8 +18,10 @@ impl Popen {
     /// the same `child_fd` is refused at the start, not merged. It survives
     /// [`close_fds`](Self::close_fds).
     ///
-    /// The fds are moved into place between fork and exec, which costs
-    /// std's `posix_spawn` path (see BENCHMARKS.md).
+    /// The fds are moved into place by the child before its exec. Up to
+    /// 235 fds go through the crate's own spawn (see
+    /// [`close_fds`](Self::close_fds)); more are passed through std's
+    /// fork path.
     ///
     /// ```
     /// use std::io::Read;
@@ -71,8 +73,10 @@ impl Popen {
     /// for the output is owned by `uid`.
     ///
     /// Like every setting up to [`pre_exec`](Self::pre_exec), it is made
-    /// by the child between fork and exec, which costs std's `posix_spawn`
-    /// path (see BENCHMARKS.md, §2). The child sets, in order: its
+    /// by the child before its exec (with
+    /// [`close_fds(false)`](Self::close_fds), that moves the spawn from
+    /// std's `posix_spawn` to its fork path; BENCHMARKS.md, §2). The child
+    /// sets, in order: its
     /// [`cgroup`](Self::cgroup), a new session and its controlling
     /// terminal, the resource limits, the nice value, the umask, the
     /// supplementary groups, the gid, the uid, the parent-death signal,
@@ -202,8 +206,7 @@ impl Popen {
 
     /// Sets the child's `argv[0]`, what it sees as its own name (std's
     /// `CommandExt::arg0`, Go's `Args[0]`, Python's `executable` the other
-    /// way round); the program run is still [`Popen::new`]'s. Keeps std's
-    /// `posix_spawn` path.
+    /// way round); the program run is still [`Popen::new`]'s.
     ///
     /// # Errors
     /// The start fails with
@@ -222,7 +225,10 @@ impl Popen {
     /// naming the hook (`pre_exec hook 2` for the second added), and
     /// nothing runs; only the error's errno crosses the fork (std passes
     /// nothing else; an error without one arrives as EINVAL). Hooks run in
-    /// the order they were added. It costs std's `posix_spawn` path.
+    /// the order they were added. A task with a hook is spawned through
+    /// std's fork path (the hook runs in a copy of the host), not the
+    /// crate's own spawn: its cost grows with the fds the host holds (see
+    /// [`close_fds`](Self::close_fds)).
     ///
     /// The hook is an `Fn`, not std's `FnMut`: a `Popen` is `Clone` and can
     /// be started many times, so every clone shares the hook.

@@ -39,8 +39,8 @@ impl Popen {
     /// wait for every process in it instead of ending what is left.
     ///
     /// It is the systemd and MuonTrap answer to what a process group cannot
-    /// hold; see the README's "What is left behind". Joining costs std's
-    /// `posix_spawn` path.
+    /// hold; see the README's "What is left behind". The child joins it
+    /// before its exec.
     ///
     /// # Errors
     /// The start fails with
@@ -161,8 +161,7 @@ impl Popen {
     /// anyway); a short-lived `std::thread` does not. The kernel also
     /// clears the setting when the child executes a set-user-ID or
     /// set-group-ID program, and when its credentials change, so it is
-    /// made after [`uid`](Self::uid) and [`gid`](Self::gid). It costs std's
-    /// `posix_spawn` path.
+    /// made after [`uid`](Self::uid) and [`gid`](Self::gid).
     ///
     /// ```
     /// use actix_popen::{Popen, Signal};

@@ -399,14 +399,35 @@ impl Popen {
         self
     }
 
-    /// Whether the child gets no fd but 0, 1 and 2 even of those the host
-    /// opened without close-on-exec (Python's `close_fds=True`, which
-    /// portage relies on). `false` by default: every fd this crate opens is
-    /// close-on-exec anyway, and closing the rest costs std's fast
-    /// `posix_spawn` path (a `pre_exec` step forces fork and exec; see
-    /// BENCHMARKS.md). It needs Linux 5.11 (`close_range` with
-    /// `CLOSE_RANGE_CLOEXEC`); on an older kernel the spawn fails with
-    /// [`SpawnErrorKind::Unsupported`](crate::SpawnErrorKind::Unsupported) and nothing runs.
+    /// Whether the child gets no fd but 0, 1, 2 and those given it
+    /// ([`pass_fd`](Self::pass_fd)), not even those the host opened
+    /// without close-on-exec. `true` by default, as Python's
+    /// `close_fds=True`, which portage relies on.
+    ///
+    /// With `true`, the crate spawns the child itself, and the cost of a
+    /// spawn does not grow with the number of fds the host holds (two per
+    /// running child): a child is made by `clone(CLONE_VM | CLONE_VFORK |
+    /// CLONE_FILES)` as `posix_spawn` makes one, then takes a fd table of
+    /// its own holding only its fds (`close_range` with
+    /// `CLOSE_RANGE_UNSHARE`, Linux 5.9), which they reach through a
+    /// socket (`SCM_RIGHTS`). With 9,900 children running, a spawn costs
+    /// 0.21× what `tokio::process`'s costs (BENCHMARKS.md, "Spawn cost").
+    /// The child is the host's as any other: same working directory,
+    /// umask, limits, credentials and namespaces as the host at the spawn.
+    /// A task with a [`pre_exec`](Self::pre_exec) hook, or on a kernel
+    /// before 5.9, is spawned through std's `Command` instead, its fds
+    /// marked close-on-exec in the child (one `close_range` from Linux
+    /// 5.11, else each fd listed in `/proc/self/fd`).
+    ///
+    /// With `false`, the child also inherits the host's fds opened without
+    /// close-on-exec (as with `std::process::Command`), such as a make
+    /// jobserver's; the spawn is then std's `posix_spawn`, whose cost
+    /// grows with the host's fds.
+    ///
+    /// Either way the program is found as glibc's `execvp` finds it, in
+    /// the child's PATH; through the crate's spawn, a file without `#!`
+    /// fails with ENOEXEC (as with `posix_spawnp`, Go and Python) instead
+    /// of being run by `/bin/sh`.
     pub fn close_fds(mut self, enabled: bool) -> Popen {
         self.spec.command.close_fds = enabled;
         self
@@ -419,13 +440,15 @@ impl Popen {
     /// it, a child spawned from a thread that blocks SIGTERM would ignore
     /// [`Cancel`](crate::Cancel) until the SIGKILL.
     ///
-    /// The reset costs only its check (one `pthread_sigmask` and one
-    /// `sigaction` query per signal) when the spawning thread blocks no
-    /// signal and the host ignores none but SIGPIPE (std resets SIGPIPE
-    /// itself): the spawn then stays on std's `posix_spawn` path.
-    /// Otherwise it adds a step between fork and exec, which forces std's
-    /// fork path (see BENCHMARKS.md). With `false`, the child inherits
-    /// both, as with `std::process::Command`.
+    /// Through the crate's own spawn (the default; see
+    /// [`close_fds`](Self::close_fds)) the reset is one of the child's
+    /// steps, which resets every signal handler anyway. Through std
+    /// (`close_fds(false)`, hooks), it costs only its check when the
+    /// spawning thread blocks no signal and the host ignores none but
+    /// SIGPIPE; otherwise it adds a step between fork and exec, which
+    /// forces std's fork path (see BENCHMARKS.md). With `false`, the child
+    /// inherits both (but SIGPIPE, which std resets too), as with
+    /// `std::process::Command`.
     pub fn restore_signals(mut self, enabled: bool) -> Popen {
         self.spec.command.restore_signals = enabled;
         self

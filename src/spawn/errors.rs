@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::SpawnSpec;
 use crate::sys::cgroup::Cgroup;
+use crate::sys::exec::Step;
 use crate::{SpawnError, SpawnErrorKind};
 
 /// Whether `dir` is a directory the host may enter.
@@ -43,6 +44,53 @@ impl SpawnSpec {
                 source: Arc::new(source),
             },
         )
+    }
+
+    /// The error of a spawn that failed at `step` (`None`: at the exec,
+    /// or at a step of std's own), with `source`.
+    pub(super) fn step_error(
+        &self,
+        step: Option<Step>,
+        source: io::Error,
+        cgroup: Option<&Cgroup>,
+    ) -> SpawnError {
+        match step {
+            Some(Step::JoinCgroup) => self.join_error(cgroup, source),
+            Some(step) => SpawnError::new(
+                self.program_name(),
+                SpawnErrorKind::ChildSetup {
+                    step: self.step_name(step),
+                    source: Arc::new(source),
+                },
+            ),
+            None => self.classify(source),
+        }
+    }
+
+    /// A step between fork and exec as [`SpawnErrorKind::ChildSetup`]
+    /// names it: `setuid 65534`, `pre_exec hook 2`.
+    pub(crate) fn step_name(&self, step: Step) -> String {
+        let settings = &self.settings;
+        match step {
+            Step::JoinCgroup => crate::sys::exec::JOIN_CGROUP.to_owned(),
+            Step::Setsid => "setsid".to_owned(),
+            Step::ControllingTerminal => "TIOCSCTTY (the controlling terminal)".to_owned(),
+            Step::Rlimit(index) => match settings.rlimits.get(usize::from(index)) {
+                Some((limit, soft, hard)) => format!("rlimit {limit} ({soft}, {hard})"),
+                None => "rlimit".to_owned(),
+            },
+            Step::Nice => format!("nice {}", settings.nice.unwrap_or(0)),
+            Step::Groups => "setgroups".to_owned(),
+            Step::Gid => format!("setgid {}", settings.gid.unwrap_or(0)),
+            Step::Uid => format!("setuid {}", settings.uid.unwrap_or(0)),
+            Step::ParentDeathSignal => "parent_death_signal".to_owned(),
+            Step::PassFd(fd) => format!("pass_fd to fd {fd}"),
+            Step::Hook(index) => format!("pre_exec hook {}", usize::from(index) + 1),
+            Step::UnshareFds => "taking its fds (close_range, SCM_RIGHTS)".to_owned(),
+            Step::Signals => "emptying the signal mask".to_owned(),
+            Step::ProcessGroup => "setpgid (a process group of its own)".to_owned(),
+            Step::MoveFd(fd) => format!("installing fd {fd}"),
+        }
     }
 
     pub(crate) fn classify(&self, source: io::Error) -> SpawnError {

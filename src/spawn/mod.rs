@@ -6,6 +6,8 @@
 mod checks;
 mod errors;
 mod stdio;
+mod with_clone;
+mod with_std;
 
 pub(crate) use stdio::Stdio3;
 pub use stdio::{InputFrom, OutputTo};
@@ -14,21 +16,31 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use crate::messages::OutputStream;
 use crate::settings::Host;
 use crate::sys::cgroup::Cgroup;
 use crate::sys::child::Child;
-use crate::sys::exec::{ChildSettings, Hook, Steps};
+use crate::sys::exec::{ChildSettings, Hook};
 use crate::sys::fd::pipe_sized;
 use crate::sys::pty::open_pty;
+use crate::sys::spawn::Outcome;
 use crate::{SpawnError, SpawnErrorKind};
 
 /// What the host keeps open for a spawn that passes fds, and the moves the
 /// child makes, `(copy, number)`.
 type PassedFds = (Vec<OwnedFd>, Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>);
+
+/// One of the child's fds 0, 1 and 2, as the spawn makes it.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The host's own fd at that number.
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    Fd(OwnedFd),
+}
 
 /// A child just spawned, with our ends of its pipes.
 pub(crate) struct Spawned {
@@ -91,7 +103,7 @@ impl SpawnSpec {
             current_dir: None,
             stdio: Stdio3::default(),
             process_group: true,
-            close_fds: false,
+            close_fds: true,
             restore_signals: true,
             extra_fds: Vec::new(),
             settings: ChildSettings::default(),
@@ -188,15 +200,10 @@ impl SpawnSpec {
         Ok((keep, moves))
     }
 
-    /// Spawns the child: a std `Command` built afresh (so the description
-    /// stays reusable), with our own close-on-exec pipes and pty. Returns
-    /// the child, our read ends and our end of its stdin, non-blocking mode
-    /// still unset.
-    ///
-    /// `process_group(0)` keeps std on its `posix_spawn` fast path; a
-    /// `pre_exec` step (which forces the fork path) is added only for
-    /// `close_fds(true)`, and for the signal reset when the spawning thread
-    /// is not clean (see `sys/signals.rs`).
+    /// Spawns the child, with our own close-on-exec pipes and pty: made by
+    /// our own clone when it can (`with_clone.rs`), else by std's
+    /// `Command` (`with_std.rs`). Returns the child, our read ends and our
+    /// end of its stdin, non-blocking mode still unset.
     ///
     /// The caller validated the task first ([`TaskSpec::validate`](crate::process::TaskSpec::validate),
     /// at the start or the prepare), once.
@@ -205,35 +212,6 @@ impl SpawnSpec {
         // children behind our back.
         crate::sys::signals::restore_sigchld();
         let io_err = |source: io::Error| self.classify(source);
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
-        if self.env_clear {
-            command.env_clear();
-        }
-        for (key, value) in &self.env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
-        if let Some(arg0) = &self.arg0 {
-            std::os::unix::process::CommandExt::arg0(&mut command, arg0);
-        }
-        // A new session makes the child lead a new group; a setpgid before
-        // it would make the setsid fail (EPERM).
-        if self.process_group && !self.settings.setsid {
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        }
-        if self.close_fds {
-            crate::sys::fd::close_range_works().map_err(io_err)?;
-            crate::sys::fd::close_fds_at_exec(&mut command);
-        }
-        if self.restore_signals && !crate::sys::signals::host_is_clean() {
-            crate::sys::signals::reset_at_exec(&mut command);
-        }
         // One pseudo-terminal for every stream on it, opened first, sized
         // and set up before the child exists.
         let uses_pty = matches!(self.stdio.stdin(), InputFrom::Pty)
@@ -254,24 +232,24 @@ impl SpawnSpec {
             pty = Some((Some(master), slave));
         }
         let mut stdin = None;
-        command.stdin(match self.stdio.stdin() {
+        let stdin_end = match self.stdio.stdin() {
             InputFrom::Pty => match &pty {
                 Some((Some(master), slave)) => {
                     stdin = Some(master.try_clone().map_err(io_err)?);
-                    Stdio::from(slave.try_clone().map_err(io_err)?)
+                    End::Fd(slave.try_clone().map_err(io_err)?)
                 }
-                _ => Stdio::null(),
+                _ => End::Null,
             },
-            InputFrom::Inherit => Stdio::inherit(),
-            InputFrom::Null => Stdio::null(),
+            InputFrom::Inherit => End::Inherit,
+            InputFrom::Null => End::Null,
             InputFrom::Pipe => {
                 let (read, write) = pipe_sized(self.pipe_size).map_err(io_err)?;
                 stdin = Some(write);
-                Stdio::from(read)
+                End::Fd(read)
             }
-            InputFrom::File(path) => Stdio::from(self.open_file(0, &path, None)?),
-            InputFrom::Fd(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
-        });
+            InputFrom::File(path) => End::Fd(self.open_file(0, &path, None)?),
+            InputFrom::Fd(fd) => End::Fd(fd.try_clone().map_err(io_err)?),
+        };
 
         let mut reads = Vec::new();
         // What the child's piped output ends link to in /proc.
@@ -323,26 +301,24 @@ impl SpawnSpec {
             Ok::<_, SpawnError>(Some(fd))
         };
         let stdout_fd = output(self.stdio.stdout(), OutputStream::Stdout, &mut reads)?;
-        let stderr_stdio = match self.stdio.stderr() {
+        let stderr_end = match self.stdio.stderr() {
             OutputTo::MergeIntoStdout => match &stdout_fd {
-                Some(fd) => Stdio::from(fd.try_clone().map_err(io_err)?),
-                None => Stdio::null(),
+                Some(fd) => End::Fd(fd.try_clone().map_err(io_err)?),
+                None => End::Null,
             },
             to => match output(to, OutputStream::Stderr, &mut reads)? {
-                Some(fd) => Stdio::from(fd),
-                None => Stdio::null(),
+                Some(fd) => End::Fd(fd),
+                None => End::Null,
             },
         };
-        command.stderr(stderr_stdio);
-        command.stdout(match stdout_fd {
-            Some(fd) => Stdio::from(fd),
-            None => Stdio::null(),
-        });
-        // Our steps between fork and exec, named, so that a failed one is
-        // reported as itself, not by its errno alone. The fds to pass come
-        // first: the report pipe must not be at a chosen number either.
-        // Kept open until the spawn returns: the copies the child's fds
-        // are made from, and the chosen numbers held.
+        let stdout_end = match stdout_fd {
+            Some(fd) => End::Fd(fd),
+            None => End::Null,
+        };
+        // For a spawn from the host: the fds to pass come first, so that
+        // nothing it opens is at a chosen number. Kept open until the spawn
+        // returns: the copies the child's fds are made from, and the chosen
+        // numbers held.
         let (_held, moves) = self.pass_fds()?;
         // After the fds to pass, so that its fd is at no chosen number.
         let cgroup = match &self.cgroup_parent {
@@ -361,61 +337,37 @@ impl SpawnSpec {
         };
         let mut settings = self.settings.clone();
         settings.join_cgroup = cgroup.as_ref().map(|cgroup| cgroup.procs_fd());
-        let mut steps = None;
-        if !(moves.is_empty() && settings.is_empty() && self.hooks.is_empty()) {
-            let report = steps.insert(Steps::new().map_err(io_err)?);
-            if !moves.is_empty() {
-                crate::sys::exec::pass_fds_at_exec(&mut command, moves, report);
-            }
-            if !settings.is_empty() {
-                let drop_groups = self.settings.uid.is_some()
-                    && self.settings.groups.is_none()
-                    && Host::current().can_set_groups();
-                if settings.controlling_terminal.is_some() {
-                    // The child's first stream on the pty.
-                    settings.controlling_terminal = if matches!(self.stdio.stdin(), InputFrom::Pty)
-                    {
-                        Some(0)
-                    } else if matches!(self.stdio.stdout(), OutputTo::Pty) {
-                        Some(1)
-                    } else {
-                        Some(2)
-                    };
-                }
-                crate::sys::exec::settings_at_exec(
-                    &mut command,
-                    std::mem::take(&mut settings),
-                    drop_groups,
-                    report,
-                );
-            }
-            for (index, hook) in self.hooks.iter().enumerate() {
-                let name = format!("pre_exec hook {}", index + 1);
-                crate::sys::exec::hook_at_exec(&mut command, hook.clone(), name, report);
-            }
+        if settings.controlling_terminal.is_some() {
+            // The child's first stream on the pty.
+            settings.controlling_terminal = if matches!(self.stdio.stdin(), InputFrom::Pty) {
+                Some(0)
+            } else if matches!(self.stdio.stdout(), OutputTo::Pty) {
+                Some(1)
+            } else {
+                Some(2)
+            };
         }
-        let spawned =
-            command
-                .spawn()
-                .map_err(|source| match steps.as_ref().and_then(Steps::failed) {
-                    Some(step) if step == crate::sys::exec::JOIN_CGROUP => {
-                        self.join_error(cgroup.as_deref(), source)
-                    }
-                    Some(step) => SpawnError::new(
-                        self.program_name(),
-                        SpawnErrorKind::ChildSetup {
-                            step: step.to_owned(),
-                            source: Arc::new(source),
-                        },
-                    ),
-                    None => self.classify(source),
-                })?;
-        drop(steps);
-        // Dropping the command closes our copies of the child's ends, so
-        // EOF arrives when the child (and its children) close theirs.
-        drop(command);
+        // With a uid and no groups, the host's supplementary groups are
+        // not kept (as std does for a root host).
+        let drop_groups = self.settings.uid.is_some()
+            && self.settings.groups.is_none()
+            && Host::current().can_set_groups();
+        let ends = [stdin_end, stdout_end, stderr_end];
+        let by_clone = match self.clone_can() {
+            true => self.spawn_with_clone(&ends, &settings, drop_groups)?,
+            false => None,
+        };
+        let pid = match by_clone {
+            Some(Outcome::Spawned(pid)) => pid,
+            Some(Outcome::Failed { step, error }) => {
+                return Err(self.step_error(step, error, cgroup.as_deref()));
+            }
+            None => self.spawn_with_std(ends, moves, settings, drop_groups, cgroup.as_deref())?,
+        };
+        // Our copies of the child's ends are closed (the spawn took them),
+        // so EOF arrives when the child (and its children) close theirs.
         drop(pty);
-        let child = Child::new(spawned.id(), self.own_group()).map_err(io_err)?;
+        let child = Child::new(pid, self.own_group()).map_err(io_err)?;
         log::debug!(
             "spawned {:?} {:?} as pid {}",
             self.program,

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 use nix::libc;
-use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::stat::{umask, Mode};
-use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
+use nix::sys::resource::Resource;
 
 use crate::Rlimit;
 
@@ -43,6 +41,46 @@ pub(crate) struct ChildSettings {
 }
 
 impl ChildSettings {
+    /// The resource limits as the child sets them, and the supplementary
+    /// groups it sets (`drop_groups`: none, when a uid is set without
+    /// groups), made before the spawn for [`Applied`] to borrow.
+    /// The settings as [`apply`] reads them, borrowing the lists made by
+    /// [`lists`](Self::lists); `host` is the pid the child's parent-death
+    /// check expects as its parent.
+    pub(crate) fn applied<'a>(
+        &self,
+        rlimits: &'a [Limit],
+        groups: Option<&'a [libc::gid_t]>,
+        host: i32,
+    ) -> Applied<'a> {
+        Applied {
+            join_cgroup: self.join_cgroup,
+            setsid: self.setsid,
+            controlling_terminal: self.controlling_terminal,
+            rlimits,
+            nice: self.nice,
+            umask: self.umask,
+            groups,
+            gid: self.gid,
+            uid: self.uid,
+            parent_death_signal: self.parent_death_signal.map(|signal| (signal, host)),
+        }
+    }
+
+    pub(crate) fn lists(&self, drop_groups: bool) -> (Vec<Limit>, Option<Vec<libc::gid_t>>) {
+        let rlimits = self
+            .rlimits
+            .iter()
+            .map(|&(limit, soft, hard)| Limit::new(limit, soft, hard))
+            .collect();
+        let groups = match &self.groups {
+            Some(groups) => Some(groups.clone()),
+            None if drop_groups => Some(Vec::new()),
+            None => None,
+        };
+        (rlimits, groups)
+    }
+
     /// Whether there is nothing to set (the spawn may then stay on std's
     /// `posix_spawn` path).
     pub(crate) fn is_empty(&self) -> bool {
@@ -61,13 +99,88 @@ impl std::fmt::Debug for Hook {
     }
 }
 
-/// The steps of ours the child runs between fork and exec, named, with a
-/// close-on-exec pipe through which the child says which one failed: std
-/// passes the host only the errno of a failed step or exec, which could
-/// not tell a hook's ENOENT from a program not found.
+/// One of our steps between fork and exec, as the child reports its
+/// failure: the host names it ([`SpawnSpec::step_name`](crate::spawn::SpawnSpec::step_name)),
+/// since an errno alone could not tell a hook's ENOENT from a program not
+/// found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    JoinCgroup,
+    Setsid,
+    ControllingTerminal,
+    /// The index of the limit among the task's own.
+    Rlimit(u16),
+    Nice,
+    Groups,
+    Gid,
+    Uid,
+    ParentDeathSignal,
+    /// The child's fd number.
+    PassFd(u16),
+    /// The index of the caller's hook.
+    Hook(u16),
+    /// Making a fd table of its own, of the fds it is given (see
+    /// `sys/spawn.rs`).
+    UnshareFds,
+    /// Taking on the host's signal state: an empty mask, no ignored signal.
+    Signals,
+    /// Joining the child's own process group.
+    ProcessGroup,
+    /// Installing a stream or a passed fd at its number.
+    MoveFd(u16),
+}
+
+impl Step {
+    /// The step as four bytes: its kind, then its index.
+    pub(crate) fn encode(self) -> u32 {
+        let (kind, index) = match self {
+            Step::JoinCgroup => (1, 0),
+            Step::Setsid => (2, 0),
+            Step::ControllingTerminal => (3, 0),
+            Step::Rlimit(i) => (4, i),
+            Step::Nice => (5, 0),
+            Step::Groups => (6, 0),
+            Step::Gid => (7, 0),
+            Step::Uid => (8, 0),
+            Step::ParentDeathSignal => (9, 0),
+            Step::PassFd(i) => (10, i),
+            Step::Hook(i) => (11, i),
+            Step::UnshareFds => (12, 0),
+            Step::Signals => (14, 0),
+            Step::ProcessGroup => (15, 0),
+            Step::MoveFd(i) => (16, i),
+        };
+        (kind << 16) | u32::from(index)
+    }
+
+    /// The step [`encode`](Self::encode) gave, if any.
+    pub(crate) fn decode(code: u32) -> Option<Step> {
+        let index = (code & 0xffff) as u16;
+        Some(match code >> 16 {
+            1 => Step::JoinCgroup,
+            2 => Step::Setsid,
+            3 => Step::ControllingTerminal,
+            4 => Step::Rlimit(index),
+            5 => Step::Nice,
+            6 => Step::Groups,
+            7 => Step::Gid,
+            8 => Step::Uid,
+            9 => Step::ParentDeathSignal,
+            10 => Step::PassFd(index),
+            11 => Step::Hook(index),
+            12 => Step::UnshareFds,
+            14 => Step::Signals,
+            15 => Step::ProcessGroup,
+            16 => Step::MoveFd(index),
+            _ => return None,
+        })
+    }
+}
+
+/// A close-on-exec pipe through which the child says which of our steps
+/// failed (std passes the host only the errno of a failed step or exec).
 #[derive(Debug)]
 pub(crate) struct Steps {
-    names: Vec<String>,
     read: OwnedFd,
     write: OwnedFd,
 }
@@ -77,30 +190,21 @@ impl Steps {
     /// The pipe could not be made.
     pub(crate) fn new() -> io::Result<Steps> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        Ok(Steps {
-            names: Vec::new(),
-            read,
-            write,
-        })
+        Ok(Steps { read, write })
     }
 
-    /// Names the next step; returns how the child reports its failure.
-    fn add(&mut self, name: String) -> Report {
-        self.names.push(name);
+    /// How the child reports a failed step.
+    fn report(&self) -> Report {
         Report {
             fd: self.write.as_raw_fd(),
-            step: u16::try_from(self.names.len() - 1).unwrap_or(u16::MAX),
         }
     }
 
     /// The step the child reported failed, once the spawn failed.
-    pub(crate) fn failed(&self) -> Option<&str> {
-        let mut buf = [0u8; 2];
+    pub(crate) fn failed(&self) -> Option<Step> {
+        let mut buf = [0u8; 4];
         match nix::unistd::read(&self.read, &mut buf) {
-            Ok(2) => self
-                .names
-                .get(usize::from(u16::from_ne_bytes(buf)))
-                .map(String::as_str),
+            Ok(4) => Step::decode(u32::from_ne_bytes(buf)),
             _ => None,
         }
     }
@@ -110,16 +214,15 @@ impl Steps {
 #[derive(Debug, Clone, Copy)]
 struct Report {
     fd: RawFd,
-    step: u16,
 }
 
 impl Report {
-    /// In the child: says this step failed, and passes `result` on.
-    fn on<T>(self, result: Result<T, impl Into<io::Error>>) -> io::Result<T> {
+    /// In the child: says `step` failed, and passes `result` on.
+    fn on<T>(self, step: Step, result: Result<T, impl Into<io::Error>>) -> io::Result<T> {
         result.map_err(|err| {
-            let bytes = self.step.to_ne_bytes();
+            let bytes = step.encode().to_ne_bytes();
             // SAFETY: write(2) is async-signal-safe; `bytes` lives for the
-            // call. Two bytes into an empty pipe never block nor split.
+            // call. Four bytes into an empty pipe never block nor split.
             let _ = unsafe { libc::write(self.fd, bytes.as_ptr().cast(), bytes.len()) };
             err.into()
         })
@@ -132,25 +235,15 @@ impl Report {
 /// the host until the spawn returns, and must differ from every `to`, and
 /// nothing the spawn opens may be at a `to` (see `SpawnSpec::pass_fds`).
 /// This forces std's fork path.
-pub(crate) fn pass_fds_at_exec(
-    command: &mut Command,
-    moves: Vec<(RawFd, RawFd)>,
-    steps: &mut Steps,
-) {
-    let moves: Vec<(RawFd, RawFd, Report)> = moves
-        .into_iter()
-        .map(|(from, to)| (from, to, steps.add(format!("pass_fd to fd {to}"))))
-        .collect();
+pub(crate) fn pass_fds_at_exec(command: &mut Command, moves: Vec<(RawFd, RawFd)>, steps: &Steps) {
+    let report = steps.report();
     let step = move || -> io::Result<()> {
-        for &(from, to, report) in &moves {
+        for &(from, to) in &moves {
             // SAFETY: dup2 is async-signal-safe and takes integers; onto
             // `to` it closes whatever the child had there, its own copy.
             let res = unsafe { libc::dup2(from, to) };
-            report.on(if res < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            })?;
+            let step = Step::PassFd(u16::try_from(to).unwrap_or(u16::MAX));
+            report.on(step, errno_if(res < 0))?;
         }
         Ok(())
     };
@@ -159,6 +252,14 @@ pub(crate) fn pass_fds_at_exec(
     // which are async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(command, step);
+    }
+}
+
+/// `Err(errno)` if `failed`: for the raw calls that return -1 and set it.
+pub(crate) fn errno_if(failed: bool) -> io::Result<()> {
+    match failed {
+        true => Err(io::Error::last_os_error()),
+        false => Ok(()),
     }
 }
 
@@ -201,100 +302,134 @@ pub(crate) fn current_nice() -> Option<i32> {
 /// step is named.
 pub(crate) const JOIN_CGROUP: &str = "joining the task's cgroup";
 
+/// A resource limit as the child sets it: `setrlimit(resource, soft,
+/// hard)`. Laid out in C order so that the spawner reads a list of them
+/// from its request as it is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub(crate) resource: u32,
+    /// Zero: the layout has no padding, so the list is sent as bytes.
+    pub(crate) pad: u32,
+    pub(crate) soft: u64,
+    pub(crate) hard: u64,
+}
+
+impl Limit {
+    pub(crate) fn new(limit: Rlimit, soft: u64, hard: u64) -> Limit {
+        Limit {
+            resource: resource(limit) as u32,
+            pad: 0,
+            soft,
+            hard,
+        }
+    }
+}
+
+/// What the child sets for itself, borrowed from memory made before the
+/// fork: [`apply`] reads it in the child, where nothing may be allocated.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Applied<'a> {
+    pub(crate) join_cgroup: Option<RawFd>,
+    pub(crate) setsid: bool,
+    pub(crate) controlling_terminal: Option<RawFd>,
+    pub(crate) rlimits: &'a [Limit],
+    pub(crate) nice: Option<i32>,
+    pub(crate) umask: Option<u32>,
+    /// `Some(&[])` empties the supplementary groups.
+    pub(crate) groups: Option<&'a [libc::gid_t]>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    /// `(signal, host pid)`.
+    pub(crate) parent_death_signal: Option<(i32, i32)>,
+}
+
+/// In the child, between fork and exec: makes the settings of `applied`
+/// in the order [`ChildSettings`] gives.
+///
+/// # Errors
+/// The step that failed, with its errno.
+pub(crate) fn apply(applied: &Applied<'_>) -> Result<(), (Step, io::Error)> {
+    let check = |step: Step, failed: bool| errno_if(failed).map_err(|err| (step, err));
+    // SAFETY (every call below): plain async-signal-safe syscalls taking
+    // integers or pointers into `applied`, which outlives the call.
+    // setgroups, setgid and setuid reach only this thread: the child has
+    // no other one for glibc's setxid broadcast.
+    unsafe {
+        if let Some(procs) = applied.join_cgroup {
+            super::cgroup::join(procs).map_err(|err| (Step::JoinCgroup, err))?;
+        }
+        if applied.setsid {
+            check(Step::Setsid, libc::setsid() < 0)?;
+        }
+        if let Some(fd) = applied.controlling_terminal {
+            super::pty::make_controlling(fd).map_err(|err| (Step::ControllingTerminal, err))?;
+        }
+        for (index, limit) in applied.rlimits.iter().enumerate() {
+            let value = libc::rlimit {
+                rlim_cur: limit.soft,
+                rlim_max: limit.hard,
+            };
+            let step = Step::Rlimit(u16::try_from(index).unwrap_or(u16::MAX));
+            check(step, libc::setrlimit(limit.resource as _, &value) < 0)?;
+        }
+        if let Some(nice) = applied.nice {
+            check(
+                Step::Nice,
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice) < 0,
+            )?;
+        }
+        if let Some(mask) = applied.umask {
+            libc::umask(mask as libc::mode_t);
+        }
+        if let Some(groups) = applied.groups {
+            check(
+                Step::Groups,
+                libc::setgroups(groups.len(), groups.as_ptr()) < 0,
+            )?;
+        }
+        if let Some(gid) = applied.gid {
+            check(Step::Gid, libc::setgid(gid) < 0)?;
+        }
+        if let Some(uid) = applied.uid {
+            check(Step::Uid, libc::setuid(uid) < 0)?;
+        }
+        if let Some((signal, host)) = applied.parent_death_signal {
+            let res = libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong);
+            check(Step::ParentDeathSignal, res < 0)?;
+            // The host died between the fork and the prctl: the signal it
+            // would have sent, now.
+            if libc::getppid() != host {
+                libc::kill(libc::getpid(), signal);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Has the child spawned from `command` make `settings` between fork and
-/// exec. `drop_groups`: with a uid set and no groups given, empty the
-/// supplementary groups before the setuid (as std does for a root host),
-/// so that a child meant to run as another user keeps none of the host's.
-/// This forces std's fork path.
+/// exec (see [`apply`]). `drop_groups`: with a uid set and no groups
+/// given, empty the supplementary groups before the setuid (as std does
+/// for a root host), so that a child meant to run as another user keeps
+/// none of the host's. This forces std's fork path.
 pub(crate) fn settings_at_exec(
     command: &mut Command,
     settings: ChildSettings,
     drop_groups: bool,
-    steps: &mut Steps,
+    steps: &Steps,
 ) {
-    let cgroup_step = steps.add(JOIN_CGROUP.to_owned());
-    let setsid_step = steps.add("setsid".to_owned());
-    let ctty_step = steps.add("TIOCSCTTY (the controlling terminal)".to_owned());
-    let rlimits: Vec<(Resource, u64, u64, Report)> = settings
-        .rlimits
-        .iter()
-        .map(|&(limit, soft, hard)| {
-            let report = steps.add(format!("rlimit {limit} ({soft}, {hard})"));
-            (resource(limit), soft, hard, report)
-        })
-        .collect();
-    let nice_step = steps.add(format!("nice {}", settings.nice.unwrap_or(0)));
-    let groups: Option<Vec<Gid>> = match &settings.groups {
-        Some(groups) => Some(groups.iter().map(|&g| Gid::from_raw(g)).collect()),
-        None if drop_groups => Some(Vec::new()),
-        None => None,
-    };
-    let groups_step = steps.add("setgroups".to_owned());
-    let gid_step = steps.add(format!("setgid {}", settings.gid.unwrap_or(0)));
-    let uid_step = steps.add(format!("setuid {}", settings.uid.unwrap_or(0)));
-    let death_step = steps.add("parent_death_signal".to_owned());
+    let report = steps.report();
+    let (rlimits, groups) = settings.lists(drop_groups);
     // The host, as the child's parent: if the child's parent is another
     // process once the parent-death signal is set, the host died before.
     let host = nix::unistd::getpid().as_raw();
     let step = move || -> io::Result<()> {
-        if let Some(procs) = settings.join_cgroup {
-            cgroup_step.on(super::cgroup::join(procs))?;
-        }
-        if settings.setsid {
-            setsid_step.on(setsid())?;
-        }
-        if let Some(fd) = settings.controlling_terminal {
-            ctty_step.on(super::pty::make_controlling(fd))?;
-        }
-        for &(resource, soft, hard, report) in &rlimits {
-            report.on(setrlimit(resource, soft, hard))?;
-        }
-        if let Some(nice) = settings.nice {
-            // SAFETY: a plain syscall taking integers.
-            let res = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-            nice_step.on(if res < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            })?;
-        }
-        if let Some(mask) = settings.umask {
-            umask(Mode::from_bits_truncate(mask));
-        }
-        if let Some(groups) = &groups {
-            groups_step.on(setgroups(groups))?;
-        }
-        if let Some(gid) = settings.gid {
-            gid_step.on(setgid(Gid::from_raw(gid)))?;
-        }
-        if let Some(uid) = settings.uid {
-            uid_step.on(setuid(Uid::from_raw(uid)))?;
-        }
-        if let Some(signal) = settings.parent_death_signal {
-            // SAFETY: plain syscalls taking integers.
-            let res = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) };
-            death_step.on(if res < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            })?;
-            // The host died between the fork and the prctl: the signal it
-            // would have sent, now.
-            // SAFETY: plain syscalls taking integers.
-            unsafe {
-                if libc::getppid() != host {
-                    libc::kill(libc::getpid(), signal);
-                }
-            }
-        }
-        Ok(())
+        let applied = settings.applied(&rlimits, groups.as_deref(), host);
+        apply(&applied).or_else(|(step, err)| report.on(step, Err(err)))
     };
     // SAFETY: the closure runs in the child between fork and exec. It reads
     // memory allocated before the fork (no allocation, no lock) and makes
-    // only async-signal-safe calls: setsid, setrlimit, setpriority, umask,
-    // setgroups, setgid and setuid (in a child with one thread, glibc's
-    // setxid broadcast has no other thread to reach), prctl, getppid,
-    // getpid, kill and write.
+    // only async-signal-safe calls (see `apply`) and write.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(command, step);
     }
@@ -302,12 +437,13 @@ pub(crate) fn settings_at_exec(
 
 /// Has the child spawned from `command` run `hook` between fork and exec,
 /// after every step added before. This forces std's fork path.
-pub(crate) fn hook_at_exec(command: &mut Command, hook: Hook, name: String, steps: &mut Steps) {
-    let report = steps.add(name);
+pub(crate) fn hook_at_exec(command: &mut Command, hook: Hook, index: usize, steps: &Steps) {
+    let report = steps.report();
+    let step = Step::Hook(u16::try_from(index).unwrap_or(u16::MAX));
     // SAFETY: the caller of `Popen::pre_exec` promised that the hook is
     // safe to run between fork and exec (it is an `unsafe fn` stating what
     // the hook may do); the closure calls it, then at most write(2).
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, move || report.on((hook.0)()));
+        std::os::unix::process::CommandExt::pre_exec(command, move || report.on(step, (hook.0)()));
     }
 }

@@ -59,45 +59,61 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks, in the parent, that `close_range` with `CLOSE_RANGE_CLOEXEC`
-/// works (Linux 5.11), on a range no fd can be in.
-///
-/// # Errors
-/// [`io::ErrorKind::Unsupported`], naming the kernel version needed.
-pub(crate) fn close_range_works() -> io::Result<()> {
-    let beyond = u32::MAX - 1;
-    // SAFETY: close_range on a range holding no open fd changes nothing;
-    // it takes integers only.
-    let res = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            beyond,
-            beyond,
-            nix::libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if res < 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "close_fds needs close_range with CLOSE_RANGE_CLOEXEC, Linux 5.11 or later: {}",
-                io::Error::last_os_error()
-            ),
-        ));
-    }
-    Ok(())
+/// Whether `close_range` with `CLOSE_RANGE_CLOEXEC` works (Linux 5.11),
+/// checked once on a range no fd can be in.
+fn close_range_cloexec_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let beyond = u32::MAX - 1;
+        // SAFETY: close_range on a range holding no open fd changes
+        // nothing; it takes integers only.
+        let res = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_close_range,
+                beyond,
+                beyond,
+                nix::libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        res == 0
+    })
 }
 
 /// Has the child spawned from `command` mark every fd from 3 on
 /// close-on-exec between fork and exec, so that exec closes them
 /// (`close_fds`). This forces std's fork path.
-pub(crate) fn close_fds_at_exec(command: &mut std::process::Command) {
-    // SAFETY: the closure runs in the child between fork and exec, after
-    // std installed fds 0, 1 and 2; it makes one syscall, which is
-    // async-signal-safe, and touches no memory.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, cloexec_from_3);
+///
+/// With `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11), one syscall; on
+/// an older kernel, the child lists its fds from `/proc/self/fd` (opened
+/// here, before the fork) with raw `getdents64` calls and marks each, as
+/// Python's `subprocess` does.
+///
+/// # Errors
+/// Without `close_range`, `/proc/self/fd` could not be opened.
+pub(crate) fn close_fds_at_exec(command: &mut std::process::Command) -> io::Result<()> {
+    if close_range_cloexec_works() {
+        // SAFETY: the closure runs in the child between fork and exec,
+        // after std installed fds 0, 1 and 2; it makes one syscall, which
+        // is async-signal-safe, and touches no memory.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(command, cloexec_from_3);
+        }
+        return Ok(());
     }
+    let dir: OwnedFd = std::fs::File::open("/proc/self/fd")?.into();
+    let listing = dir.as_raw_fd();
+    let step = move || {
+        // Keeps the directory open in the host until the command goes.
+        let _ = &dir;
+        cloexec_listed(listing)
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it
+    // makes raw lseek, getdents64 and fcntl calls into a buffer on its
+    // stack, all async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, step);
+    }
+    Ok(())
 }
 
 /// Between fork and exec: marks every fd from 3 on close-on-exec, so exec
@@ -119,6 +135,84 @@ fn cloexec_from_3() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Between fork and exec, without `close_range`: marks close-on-exec every
+/// fd from 3 on that `listing` (an fd of `/proc/self/fd`, whose listing is
+/// the calling process's, the child's after the fork) names.
+///
+/// # Errors
+/// `getdents64` failed.
+fn cloexec_listed(listing: RawFd) -> io::Result<()> {
+    use nix::libc;
+    // Aligned for the `linux_dirent64` records the kernel writes.
+    #[repr(C, align(8))]
+    struct Buffer([u8; 4096]);
+    let mut buf = Buffer([0; 4096]);
+    // SAFETY: raw syscalls on our own fd and this frame's buffer; each
+    // record is read within the length the kernel returned.
+    unsafe {
+        if libc::lseek(listing, 0, libc::SEEK_SET) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        loop {
+            let len = libc::syscall(
+                libc::SYS_getdents64,
+                listing,
+                buf.0.as_mut_ptr(),
+                buf.0.len(),
+            );
+            if len < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            let mut at = 0usize;
+            while at + 19 < len as usize {
+                // d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+                let record = buf.0.as_ptr().add(at);
+                let reclen = usize::from(u16::from_ne_bytes([*record.add(16), *record.add(17)]));
+                if reclen == 0 {
+                    break;
+                }
+                let mut fd: i32 = 0;
+                let mut digits = 0;
+                let mut name = record.add(19);
+                while (*name).is_ascii_digit() && digits < 10 {
+                    fd = fd * 10 + i32::from(*name - b'0');
+                    digits += 1;
+                    name = name.add(1);
+                }
+                if digits > 0 && *name == 0 && fd >= 3 && fd != listing {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                at += reclen;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod close_fds_tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_marks_every_fd_from_3_close_on_exec() {
+        // In this process, on fds of its own: an fd left inheritable is
+        // marked, as the child's would be.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let inheritable = nix::unistd::dup(&write).expect("dup");
+        let flags =
+            |fd: &OwnedFd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).expect("flags");
+        assert_eq!(flags(&inheritable) & nix::libc::FD_CLOEXEC, 0);
+        let dir: OwnedFd = std::fs::File::open("/proc/self/fd")
+            .expect("listing")
+            .into();
+        cloexec_listed(dir.as_raw_fd()).expect("listed");
+        assert_ne!(flags(&inheritable) & nix::libc::FD_CLOEXEC, 0);
+        drop((read, write));
+    }
 }
 
 /// How a file the host creates for a child's output is made, as if the

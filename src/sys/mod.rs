@@ -12,3 +12,4 @@ pub(crate) mod pty;
 pub(crate) mod reactor;
 pub(crate) mod signals;
 pub(crate) mod sigpipe;
+pub(crate) mod spawn;

@@ -49,12 +49,18 @@ pub fn on_own_thread<T: Send + 'static>(
     }
 }
 
-/// Opens the first runtime of the process, whose fds (tokio's signal
-/// socket pair) live as long as the process, so that they are not counted
-/// as a test's leak.
+/// Opens the first runtime of the process and makes its first spawn,
+/// whose fds (tokio's signal socket pair, the socket pair the library's
+/// spawns pass fds through) live as long as the process, so that they
+/// are not counted as a test's leak.
 pub fn warm_up() {
     static WARM_UP: Once = Once::new();
-    WARM_UP.call_once(|| drop(System::new()));
+    WARM_UP.call_once(|| {
+        System::new().block_on(async {
+            let status = actix_popen::Popen::new("true").status().await;
+            assert!(status.is_ok(), "the first spawn failed: {status:?}");
+        })
+    });
 }
 
 /// Runs `test` on a thread of its own (which owns its System), failing if
