@@ -182,3 +182,188 @@ fn the_program_is_searched_in_the_childs_path_as_execvp_does() {
         std::fs::remove_dir_all(&root).unwrap();
     });
 }
+
+#[test]
+fn a_spawn_with_credentials_does_not_hang_while_another_thread_changes_its_own() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("needs root (uid and gid settings): skipped");
+        return;
+    }
+    alone(|| async {
+        // glibc's setgid in one host thread signals every thread and waits
+        // for each; a child sharing the host's memory must not take part.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let changer = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    nix::unistd::setgid(nix::unistd::getgid()).unwrap();
+                }
+            }
+        });
+        let arbiters: Vec<actix::ArbiterHandle> =
+            (0..3).map(|_| actix::Arbiter::new().handle()).collect();
+        let mut runs = Vec::new();
+        for (a, arbiter) in arbiters.iter().enumerate() {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            arbiter.spawn(async move {
+                let mut ok = 0;
+                for i in 0..150 {
+                    let done = Popen::new("echo")
+                        .arg(format!("{a}-{i}"))
+                        .uid(0)
+                        .gid(0)
+                        .output()
+                        .await;
+                    if done.is_ok_and(|d| d.stdout == format!("{a}-{i}\n").as_bytes()) {
+                        ok += 1;
+                    }
+                }
+                let _ = tx.send(ok);
+            });
+            runs.push(rx);
+        }
+        let mut ok = 0;
+        for run in runs {
+            ok += actix::clock::timeout(Duration::from_secs(120), run)
+                .await
+                .expect("the spawns hung")
+                .expect("the arbiter ran");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        changer.join().unwrap();
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        assert_eq!(ok, 450);
+    });
+}
+
+#[test]
+fn a_forked_process_spawns_with_fds_of_its_own() {
+    alone(|| async {
+        run(Popen::new("true")).await;
+        // The datagram sockets this process holds: its spawns' socket pair
+        // (`/proc/net/unix` gives each socket's type; 0002 is SOCK_DGRAM).
+        let sockets = || -> Vec<String> {
+            let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+            let datagram: Vec<String> = table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let inode = fields.get(6)?;
+                    (fields.get(4) == Some(&"0002")).then(|| format!("socket:[{inode}]"))
+                })
+                .collect();
+            common::fds::open_fds()
+                .into_values()
+                .filter(|target| datagram.contains(target))
+                .collect()
+        };
+        let ours = sockets();
+        // Both processes spawn at once after the fork, started together;
+        // each child must get its own process's pipes, through a socket
+        // pair of its own process.
+        let spawn_many = |who: &'static str| async move {
+            let mut wrong = 0;
+            for i in 0..300 {
+                let want = format!("{who}-{i}\n");
+                match Popen::new("echo").arg(format!("{who}-{i}")).output().await {
+                    Ok(done) if done.stdout == want.as_bytes() => {}
+                    _ => wrong += 1,
+                }
+            }
+            wrong
+        };
+        let (ready_read, ready_write) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child runs a System of its own and spawns; it ends
+        // with _exit, running nothing of the parent's state.
+        let pid = unsafe { nix::libc::fork() };
+        if pid == 0 {
+            // On a thread of its own: this one is inside the parent's
+            // runtime, copied by the fork. A panic exits 101, not 0.
+            let child = std::thread::spawn(move || {
+                actix::System::new().block_on(async move {
+                    nix::unistd::write(&ready_write, b"r").unwrap();
+                    let wrong = spawn_many("child").await;
+                    // Exit 100: the forked process still spawns through
+                    // the parent's socket pair.
+                    let shared = sockets().iter().any(|socket| ours.contains(socket));
+                    if shared {
+                        100
+                    } else {
+                        wrong.min(99)
+                    }
+                })
+            });
+            let code = child.join().unwrap_or(101);
+            // SAFETY: ends the forked child at once.
+            unsafe { nix::libc::_exit(code) };
+        }
+        drop(ready_write);
+        let mut byte = [0u8; 1];
+        nix::unistd::read(&ready_read, &mut byte).unwrap();
+        let wrong = spawn_many("parent").await;
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(wrong, 0, "the parent's children got wrong output");
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0),
+            "exit 100: the forked process spawns through its parent's sockets; \
+             else the number of its children that got wrong output"
+        );
+    });
+}
+
+#[test]
+fn an_inherited_stream_the_host_closed_is_closed_in_the_child() {
+    alone(|| async {
+        use std::os::fd::AsRawFd;
+        // The host closes its stdin and stdout (kept aside, put back after).
+        let stdin = nix::unistd::dup(std::io::stdin()).unwrap();
+        let stdout = nix::unistd::dup(std::io::stdout()).unwrap();
+        // SAFETY: fd 0 is put back below.
+        unsafe { nix::libc::close(0) };
+        let probe = "[ -e /proc/self/fd/0 ] && echo stdin open || echo stdin closed";
+        let done = Popen::new("sh")
+            .args(["-c", probe])
+            .stdin(actix_popen::InputFrom::Inherit)
+            .output()
+            .await;
+        // SAFETY: fd 1 is put back below.
+        unsafe { nix::libc::close(1) };
+        let quiet = Popen::new("sh")
+            .args([
+                "-c",
+                "[ -e /proc/self/fd/1 ] && echo stdout open >&2 || echo stdout closed >&2",
+            ])
+            .stdin(actix_popen::InputFrom::Null)
+            .stdout(actix_popen::OutputTo::Inherit)
+            .output()
+            .await;
+        // SAFETY: plain dup2 onto the numbers closed above.
+        unsafe {
+            assert!(nix::libc::dup2(stdin.as_raw_fd(), 0) == 0);
+            assert!(nix::libc::dup2(stdout.as_raw_fd(), 1) == 1);
+        }
+        let done = done.expect("spawned with the host's stdin closed");
+        assert_eq!(text(&done), "stdin closed\n");
+        let quiet = quiet.expect("spawned with the host's stdout closed");
+        assert_eq!(String::from_utf8_lossy(&quiet.stderr), "stdout closed\n");
+    });
+}
+
+#[test]
+fn a_null_stdin_is_read_only() {
+    alone(|| async {
+        let done = run(Popen::new("sh")
+            .args([
+                "-c",
+                "{ echo x >&0; } 2>/dev/null && echo wrote || echo refused",
+            ])
+            .stdin(actix_popen::InputFrom::Null))
+        .await;
+        assert_eq!(text(&done), "refused\n");
+    });
+}

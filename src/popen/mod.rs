@@ -410,24 +410,27 @@ impl Popen {
     /// CLONE_FILES)` as `posix_spawn` makes one, then takes a fd table of
     /// its own holding only its fds (`close_range` with
     /// `CLOSE_RANGE_UNSHARE`, Linux 5.9), which they reach through a
-    /// socket (`SCM_RIGHTS`). With 9,900 children running, a spawn costs
-    /// 0.21× what `tokio::process`'s costs (BENCHMARKS.md, "Spawn cost").
+    /// socket (`SCM_RIGHTS`). With 9,900 children running, a spawn-to-exit
+    /// takes 0.11× the time of `tokio::process`'s (BENCHMARKS.md §7).
     /// The child is the host's as any other: same working directory,
     /// umask, limits, credentials and namespaces as the host at the spawn.
-    /// A task with a [`pre_exec`](Self::pre_exec) hook, or on a kernel
-    /// before 5.9, is spawned through std's `Command` instead, its fds
-    /// marked close-on-exec in the child (one `close_range` from Linux
-    /// 5.11, else each fd listed in `/proc/self/fd`).
+    /// A task with a [`pre_exec`](Self::pre_exec) hook or a
+    /// [`cgroup`](Self::cgroup) of its own, or on a kernel before 5.9, is
+    /// spawned through std's `Command` instead, its fds marked
+    /// close-on-exec in the child (one `close_range` from Linux 5.11, else
+    /// each fd listed in `/proc/self/fd`).
     ///
     /// With `false`, the child also inherits the host's fds opened without
     /// close-on-exec (as with `std::process::Command`), such as a make
-    /// jobserver's; the spawn is then std's `posix_spawn`, whose cost
-    /// grows with the host's fds.
+    /// jobserver's; the spawn is then std's, whose cost grows with the
+    /// host's fds: `posix_spawn`, or std's fork path when the child has a
+    /// setting to make ([`uid`](Self::uid), [`umask`](Self::umask), …),
+    /// where glibc's `execvp` runs a file without `#!` with `/bin/sh`.
     ///
     /// Either way the program is found as glibc's `execvp` finds it, in
-    /// the child's PATH; through the crate's spawn, a file without `#!`
-    /// fails with ENOEXEC (as with `posix_spawnp`, Go and Python) instead
-    /// of being run by `/bin/sh`.
+    /// the child's PATH; through the crate's spawn (and `posix_spawn`), a
+    /// file without `#!` fails with ENOEXEC (as with Go and Python)
+    /// instead of being run by `/bin/sh`.
     pub fn close_fds(mut self, enabled: bool) -> Popen {
         self.spec.command.close_fds = enabled;
         self

@@ -35,7 +35,9 @@ type PassedFds = (Vec<OwnedFd>, Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>);
 /// One of the child's fds 0, 1 and 2, as the spawn makes it.
 #[derive(Debug)]
 pub(crate) enum End {
-    /// The host's own fd at that number.
+    /// The host's own fd at that number, as std's `Stdio::inherit`: none
+    /// if the host has none there, or one that is close-on-exec (the
+    /// library's own, when the host had closed its fd).
     Inherit,
     /// `/dev/null`.
     Null,
@@ -274,7 +276,12 @@ impl SpawnSpec {
             slave.try_clone()
         };
         let mut output = |to: OutputTo, stream: OutputStream, reads: &mut Vec<_>| {
-            let fd = match to {
+            let fd = match (to, stream) {
+                // The host's own: nothing to make (see `End::Inherit`).
+                (OutputTo::Inherit, _) => return Ok(End::Inherit),
+                (to, _) => to,
+            };
+            let fd = match fd {
                 OutputTo::Pipe => {
                     let (read, write) = pipe_sized(self.pipe_size).map_err(io_err)?;
                     reads.push((stream, read));
@@ -286,34 +293,30 @@ impl SpawnSpec {
                     link(&slave);
                     slave
                 }
-                OutputTo::Inherit => match stream {
-                    OutputStream::Stdout => io::stdout().as_fd().try_clone_to_owned(),
-                    OutputStream::Stderr => io::stderr().as_fd().try_clone_to_owned(),
-                }
-                .map_err(io_err)?,
                 OutputTo::File { path, append } => {
                     let fd = if stream == OutputStream::Stdout { 1 } else { 2 };
                     self.open_file(fd, &path, Some(append))?
                 }
                 OutputTo::Fd(fd) => fd.try_clone().map_err(io_err)?,
-                OutputTo::Null | OutputTo::MergeIntoStdout => return Ok(None),
+                OutputTo::Inherit | OutputTo::Null | OutputTo::MergeIntoStdout => {
+                    return Ok(End::Null)
+                }
             };
-            Ok::<_, SpawnError>(Some(fd))
+            Ok::<_, SpawnError>(End::Fd(fd))
         };
-        let stdout_fd = output(self.stdio.stdout(), OutputStream::Stdout, &mut reads)?;
+        let stdout_end = output(self.stdio.stdout(), OutputStream::Stdout, &mut reads)?;
         let stderr_end = match self.stdio.stderr() {
-            OutputTo::MergeIntoStdout => match &stdout_fd {
-                Some(fd) => End::Fd(fd.try_clone().map_err(io_err)?),
-                None => End::Null,
+            OutputTo::MergeIntoStdout => match &stdout_end {
+                End::Fd(fd) => End::Fd(fd.try_clone().map_err(io_err)?),
+                End::Null => End::Null,
+                // The host's stdout, if the child would inherit one: open
+                // and not close-on-exec (else no stream, as /dev/null).
+                End::Inherit => match crate::sys::fd::inheritable(1) {
+                    Some(fd) => End::Fd(fd),
+                    None => End::Null,
+                },
             },
-            to => match output(to, OutputStream::Stderr, &mut reads)? {
-                Some(fd) => End::Fd(fd),
-                None => End::Null,
-            },
-        };
-        let stdout_end = match stdout_fd {
-            Some(fd) => End::Fd(fd),
-            None => End::Null,
+            to => output(to, OutputStream::Stderr, &mut reads)?,
         };
         // For a spawn from the host: the fds to pass come first, so that
         // nothing it opens is at a chosen number. Kept open until the spawn
@@ -362,7 +365,9 @@ impl SpawnSpec {
             Some(Outcome::Failed { step, error }) => {
                 return Err(self.step_error(step, error, cgroup.as_deref()));
             }
-            None => self.spawn_with_std(ends, moves, settings, drop_groups, cgroup.as_deref())?,
+            Some(Outcome::NotSent) | None => {
+                self.spawn_with_std(ends, moves, settings, drop_groups, cgroup.as_deref())?
+            }
         };
         // Our copies of the child's ends are closed (the spawn took them),
         // so EOF arrives when the child (and its children) close theirs.

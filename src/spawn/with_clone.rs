@@ -61,11 +61,15 @@ impl SpawnSpec {
     /// Whether our clone can make this child: it gets no fd of the host's
     /// but those given (`close_fds`), runs no code of the caller's
     /// (hooks, which std's fork path runs in a copy of the host's memory,
-    /// not in the host's own), and passes no more fds than one message
-    /// carries; and the kernel has `close_range` (Linux 5.9).
+    /// not in the host's own), joins no cgroup of its own (a move into a
+    /// cgroup applies the cgroup's memory policy, `cpuset.mems`, to the
+    /// mover's memory, which a child made with CLONE_VM shares with the
+    /// host), and passes no more fds than one message carries; and the
+    /// kernel has `close_range` (Linux 5.9).
     pub(super) fn clone_can(&self) -> bool {
         self.close_fds
             && self.hooks.is_empty()
+            && self.cgroup_parent.is_none()
             && self.extra_fds.len() + 5 <= MAX_FDS
             && crate::sys::spawn::supported()
     }
@@ -138,35 +142,29 @@ impl SpawnSpec {
             },
             None => None,
         };
-        // As std does, for each spawn that needs it.
-        let null = match ends.iter().any(|end| matches!(end, End::Null)) {
-            true => Some(
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                    .map(OwnedFd::from)
-                    .map_err(io_err)?,
-            ),
-            false => None,
-        };
-        // The host's own fds 0, 1 and 2 that the child inherits, copied
-        // (one the host has closed stays closed in the child).
-        let mut inherited: [Option<OwnedFd>; 3] = [None, None, None];
+        // As std does, for each stream that needs it: read-only for
+        // stdin, write-only for an output.
+        let mut nulls: [Option<OwnedFd>; 3] = [None, None, None];
         for (target, end) in ends.iter().enumerate() {
-            if matches!(end, End::Inherit) {
-                // SAFETY: fd 0, 1 or 2 is only duplicated, if it is open.
-                let host = unsafe { BorrowedFd::borrow_raw(target as i32) };
-                inherited[target] = crate::sys::fd::dup_from(host, 3).ok();
+            if matches!(end, End::Null) {
+                let null = std::fs::OpenOptions::new()
+                    .read(target == 0)
+                    .write(target != 0)
+                    .open("/dev/null")
+                    .map_err(io_err)?;
+                nulls[target] = Some(null.into());
             }
         }
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + self.extra_fds.len());
         let mut moves = Vec::with_capacity(3 + self.extra_fds.len());
         for (target, end) in ends.iter().enumerate() {
-            let fd = match (end, &inherited[target], &null) {
-                (End::Fd(fd), _, _) => fd.as_fd(),
-                (End::Null, _, Some(null)) => null.as_fd(),
-                (End::Inherit, Some(copy), _) => copy.as_fd(),
+            let fd = match (end, &nulls[target]) {
+                (End::Fd(fd), _) => fd.as_fd(),
+                (End::Null, Some(null)) => null.as_fd(),
+                // An inherited stream is the host's fd at that number,
+                // which the child keeps from the host's table (as a
+                // close-on-exec one, or none, it is closed at the exec, as
+                // with std).
                 _ => continue,
             };
             moves.push(Move {
@@ -213,6 +211,9 @@ impl SpawnSpec {
                 ..settings.applied(&rlimits, groups.as_deref(), std::process::id() as i32)
             },
         };
-        crate::sys::spawn::spawn(&plan).map(Some).map_err(io_err)
+        match crate::sys::spawn::spawn(&plan).map_err(io_err)? {
+            Outcome::NotSent => Ok(None),
+            outcome => Ok(Some(outcome)),
+        }
     }
 }

@@ -328,8 +328,11 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
 /// `cgroup.procs` is open as `procs` (writing "0" names the writer).
 pub(crate) fn join(procs: RawFd) -> io::Result<()> {
     let zero = b"0";
-    // SAFETY: write(2) is async-signal-safe; `zero` lives for the call.
-    let res = unsafe { nix::libc::write(procs, zero.as_ptr().cast(), zero.len()) };
+    // SAFETY: the raw write(2) syscall (not glibc's wrapper, a
+    // cancellation point that touches the calling thread's state, which a
+    // child made with CLONE_VM shares with a host thread); `zero` lives for
+    // the call.
+    let res = unsafe { nix::libc::syscall(nix::libc::SYS_write, procs, zero.as_ptr(), zero.len()) };
     if res < 0 {
         return Err(io::Error::last_os_error());
     }

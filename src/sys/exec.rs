@@ -353,8 +353,11 @@ pub(crate) fn apply(applied: &Applied<'_>) -> Result<(), (Step, io::Error)> {
     let check = |step: Step, failed: bool| errno_if(failed).map_err(|err| (step, err));
     // SAFETY (every call below): plain async-signal-safe syscalls taking
     // integers or pointers into `applied`, which outlives the call.
-    // setgroups, setgid and setuid reach only this thread: the child has
-    // no other one for glibc's setxid broadcast.
+    // setgroups, setgid and setuid are the raw syscalls, which change this
+    // process alone: glibc's wrappers would run its setxid broadcast over
+    // the host's threads, whose memory a child made with CLONE_VM shares,
+    // taking the host's locks and signalling the host's threads
+    // (`sys/spawn.rs`).
     unsafe {
         if let Some(procs) = applied.join_cgroup {
             super::cgroup::join(procs).map_err(|err| (Step::JoinCgroup, err))?;
@@ -385,14 +388,14 @@ pub(crate) fn apply(applied: &Applied<'_>) -> Result<(), (Step, io::Error)> {
         if let Some(groups) = applied.groups {
             check(
                 Step::Groups,
-                libc::setgroups(groups.len(), groups.as_ptr()) < 0,
+                libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0,
             )?;
         }
         if let Some(gid) = applied.gid {
-            check(Step::Gid, libc::setgid(gid) < 0)?;
+            check(Step::Gid, libc::syscall(libc::SYS_setgid, gid) < 0)?;
         }
         if let Some(uid) = applied.uid {
-            check(Step::Uid, libc::setuid(uid) < 0)?;
+            check(Step::Uid, libc::syscall(libc::SYS_setuid, uid) < 0)?;
         }
         if let Some((signal, host)) = applied.parent_death_signal {
             let res = libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong);

@@ -59,6 +59,18 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// A copy of the host's fd `fd` as a child would inherit it: `None` if it
+/// is closed or close-on-exec.
+pub(crate) fn inheritable(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: a query taking an integer.
+    let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
+    if flags < 0 || flags & nix::libc::FD_CLOEXEC != 0 {
+        return None;
+    }
+    // SAFETY: open (checked above) for the time of the copy.
+    dup_from(unsafe { BorrowedFd::borrow_raw(fd) }, 3).ok()
+}
+
 /// Whether `close_range` with `CLOSE_RANGE_CLOEXEC` works (Linux 5.11),
 /// checked once on a range no fd can be in.
 fn close_range_cloexec_works() -> bool {
@@ -84,12 +96,13 @@ fn close_range_cloexec_works() -> bool {
 /// (`close_fds`). This forces std's fork path.
 ///
 /// With `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11), one syscall; on
-/// an older kernel, the child lists its fds from `/proc/self/fd` (opened
-/// here, before the fork) with raw `getdents64` calls and marks each, as
-/// Python's `subprocess` does.
+/// an older kernel, the child lists its own fds from `/proc/self/fd`
+/// (opened in the child) with raw `getdents64` calls and marks each, as
+/// Python's `subprocess` does; without /proc, every number below its
+/// `RLIMIT_NOFILE`.
 ///
 /// # Errors
-/// Without `close_range`, `/proc/self/fd` could not be opened.
+/// None today; kept for the callers' `?`.
 pub(crate) fn close_fds_at_exec(command: &mut std::process::Command) -> io::Result<()> {
     if close_range_cloexec_works() {
         // SAFETY: the closure runs in the child between fork and exec,
@@ -100,20 +113,45 @@ pub(crate) fn close_fds_at_exec(command: &mut std::process::Command) -> io::Resu
         }
         return Ok(());
     }
-    let dir: OwnedFd = std::fs::File::open("/proc/self/fd")?.into();
-    let listing = dir.as_raw_fd();
-    let step = move || {
-        // Keeps the directory open in the host until the command goes.
-        let _ = &dir;
-        cloexec_listed(listing)
-    };
-    // SAFETY: the closure runs in the child between fork and exec; it
-    // makes raw lseek, getdents64 and fcntl calls into a buffer on its
-    // stack, all async-signal-safe, and allocates nothing.
+    // SAFETY: the closure runs in the child between fork and exec; see
+    // `cloexec_own_fds`.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, step);
+        std::os::unix::process::CommandExt::pre_exec(command, cloexec_own_fds);
     }
     Ok(())
+}
+
+/// Between fork and exec, without `close_range`: marks every fd of the
+/// calling process from 3 on close-on-exec, as its own `/proc/self/fd`
+/// lists them, or, without /proc, every number below its `RLIMIT_NOFILE`.
+///
+/// # Errors
+/// `getdents64` failed.
+fn cloexec_own_fds() -> io::Result<()> {
+    {
+        use nix::libc;
+        // SAFETY: raw syscalls on a static path and integers.
+        unsafe {
+            let listing = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c"/proc/self/fd".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            ) as RawFd;
+            if listing >= 0 {
+                let listed = cloexec_listed(listing);
+                libc::close(listing);
+                return listed;
+            }
+            let mut limit = std::mem::zeroed::<libc::rlimit>();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            let last = RawFd::try_from(limit.rlim_cur).unwrap_or(RawFd::MAX);
+            for fd in 3..last {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Between fork and exec: marks every fd from 3 on close-on-exec, so exec
@@ -138,8 +176,8 @@ fn cloexec_from_3() -> io::Result<()> {
 }
 
 /// Between fork and exec, without `close_range`: marks close-on-exec every
-/// fd from 3 on that `listing` (an fd of `/proc/self/fd`, whose listing is
-/// the calling process's, the child's after the fork) names.
+/// fd from 3 on that `listing` (an fd of `/proc/self/fd` opened by the
+/// calling process, so that it lists that process's own table) names.
 ///
 /// # Errors
 /// `getdents64` failed.
@@ -211,6 +249,40 @@ mod close_fds_tests {
             .into();
         cloexec_listed(dir.as_raw_fd()).expect("listed");
         assert_ne!(flags(&inheritable) & nix::libc::FD_CLOEXEC, 0);
+        drop((read, write));
+    }
+
+    #[test]
+    fn a_forked_child_marks_its_own_fds_not_the_hosts() {
+        // An fd the host closes right after the fork stays open in the
+        // child: the child's listing must still find it.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let inheritable = nix::unistd::dup(&write).expect("dup");
+        let number = inheritable.as_raw_fd();
+        // SAFETY: the child makes only raw syscalls, then _exit.
+        let pid = unsafe { nix::libc::fork() };
+        if pid == 0 {
+            // SAFETY: in the forked child: async-signal-safe calls only.
+            unsafe {
+                let _ = cloexec_own_fds();
+                let flags = nix::libc::fcntl(number, nix::libc::F_GETFD);
+                nix::libc::_exit(if flags & nix::libc::FD_CLOEXEC != 0 {
+                    0
+                } else {
+                    1
+                });
+            }
+        }
+        drop(inheritable);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        assert_eq!(
+            status.ok(),
+            Some(nix::sys::wait::WaitStatus::Exited(
+                nix::unistd::Pid::from_raw(pid),
+                0
+            )),
+            "the child's fd {number} was left inheritable"
+        );
         drop((read, write));
     }
 }

@@ -4,7 +4,8 @@
 //! A fork, `vfork` or `posix_spawn` copies the caller's whole fd table
 //! into the child, and exec then walks it to close the close-on-exec fds.
 //! With two fds or more per running child, the 10,000th spawn from a host
-//! costs several times the first (BENCHMARKS.md, "Spawn cost"). Here the
+//! costs several times the first (BENCHMARKS.md §7, "The cost of one more
+//! child as children accumulate"). Here the
 //! child is made with `clone(CLONE_VM | CLONE_VFORK | CLONE_FILES)`: it
 //! shares the host's memory until it execs, as glibc's `posix_spawn` does,
 //! and at first its fd table too, so nothing is copied. Its first step is
@@ -19,22 +20,30 @@
 //! The child is a plain child of the spawning thread, exactly as with
 //! `posix_spawn`: same working directory, umask, limits, credentials,
 //! namespaces and cgroup as the host at that moment, watched and reaped by
-//! pidfd. It gets no fd of the host's but those it is given (as with
-//! `close_fds`). While it shares the host's memory it allocates nothing,
-//! takes no lock, and resets every signal handler before it unblocks any
-//! signal, so no host code runs in it.
+//! pidfd. It gets no fd of the host's but 0, 1 and 2 (those it inherits)
+//! and those it is given (as with `close_fds`). While it shares the
+//! host's memory it allocates nothing and takes no lock: its calls are
+//! raw syscalls, or glibc's that are no more (never glibc's `setuid` and
+//! kin, whose setxid broadcast would reach the host's threads). Every
+//! signal is blocked in the spawning thread across the clone, glibc's own
+//! too, and the child resets every handler before it unblocks any, so no
+//! host code runs in it. A task that joins a cgroup of its own is spawned
+//! through std instead: the move into a cgroup applies the cgroup's memory
+//! policy to the mover's memory, which here would be the host's.
 //!
 //! The process keeps one socket pair and the child's stack (two fds and
 //! 256 KiB of address space), made at its first spawn, while the host
 //! holds few fds, so that the socket's end stays low; spawns from several
 //! threads take turns with them, each for the time the child takes to
-//! exec (about 0.3 ms; BENCHMARKS.md).
+//! exec (about 0.3 ms; BENCHMARKS.md). A `fork()` of the host takes the
+//! same lock, and the forked process makes a kit of its own at its first
+//! spawn.
 
+use std::cell::UnsafeCell;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::Mutex;
 
 use nix::libc;
 
@@ -89,14 +98,18 @@ pub(crate) enum Outcome {
         step: Option<Step>,
         error: io::Error,
     },
+    /// Nothing was tried: the fds could not be sent (the user's fds in
+    /// flight are over its limit); the caller spawns through std.
+    NotSent,
 }
 
-/// What one thread keeps for its spawns: the socket pair the fds travel
+/// What the process keeps for its spawns: the socket pair the fds travel
 /// through, and the child's stack.
 struct Kit {
     /// The host's end, which sends.
     send: OwnedFd,
-    /// The child's end, at the lowest number this thread could give it.
+    /// The child's end: at 3 or above (the child keeps the host's 0, 1 and
+    /// 2 below it), as low as it could be when made.
     receive: OwnedFd,
     stack: *mut u8,
 }
@@ -117,8 +130,11 @@ impl Kit {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: both fds were just made and are owned by no one else.
-        let (send, receive) =
+        let (send, mut receive) =
             unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        if receive.as_raw_fd() < 3 {
+            receive = super::fd::dup_from(receive.as_fd(), 3)?;
+        }
         // SAFETY: a fresh anonymous private mapping.
         let stack = unsafe {
             libc::mmap(
@@ -133,6 +149,10 @@ impl Kit {
         if stack == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // A guard page at the bottom: an overflow faults instead of
+        // writing over the host's memory.
+        // SAFETY: the lowest page of the mapping just made.
+        unsafe { libc::mprotect(stack, page_size(), libc::PROT_NONE) };
         Ok(Kit {
             send,
             receive,
@@ -183,13 +203,82 @@ impl Drop for Kit {
     }
 }
 
-// SAFETY: the stack is a private mapping that only the spawn holding the
-// kit (behind `KIT`'s mutex) uses, from whichever thread.
-unsafe impl Send for Kit {}
+fn page_size() -> usize {
+    // SAFETY: sysconf takes an integer.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
+}
 
 /// The process's kit, made at its first spawn (while the host has few fds,
-/// so that the socket's end is low) and kept: spawns take turns with it.
-static KIT: Mutex<Option<Kit>> = Mutex::new(None);
+/// so that the socket's end is low) and kept: spawns take turns with it,
+/// behind a pthread mutex that a `fork()` of the host also takes
+/// (`pthread_atfork`), so that a forked process never inherits it locked
+/// mid-spawn, and drops its copy of the kit: parent and child sharing one
+/// socket would receive each other's fds.
+struct KitLock {
+    mutex: UnsafeCell<libc::pthread_mutex_t>,
+    kit: UnsafeCell<Option<Kit>>,
+}
+
+// SAFETY: `kit` is only reached with `mutex` held (see `KitGuard`), or in
+// the atfork handlers, which hold it too.
+unsafe impl Sync for KitLock {}
+
+static KIT: KitLock = KitLock {
+    mutex: UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER),
+    kit: UnsafeCell::new(None),
+};
+
+/// The kit, locked.
+struct KitGuard;
+
+impl KitGuard {
+    fn lock() -> KitGuard {
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        AT_FORK.call_once(|| {
+            // SAFETY: registers three handlers that take and release the
+            // mutex (and, in a forked child, drop the kit).
+            unsafe {
+                libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(in_forked_child))
+            };
+        });
+        // SAFETY: a mutex initialized statically, never moved.
+        unsafe { libc::pthread_mutex_lock(KIT.mutex.get()) };
+        KitGuard
+    }
+
+    fn kit(&mut self) -> &mut Option<Kit> {
+        // SAFETY: the mutex is held while the guard lives.
+        unsafe { &mut *KIT.kit.get() }
+    }
+}
+
+impl Drop for KitGuard {
+    fn drop(&mut self) {
+        // SAFETY: held by this guard.
+        unsafe { libc::pthread_mutex_unlock(KIT.mutex.get()) };
+    }
+}
+
+extern "C" fn before_fork() {
+    // SAFETY: as in `KitGuard::lock`; released by the two handlers below.
+    unsafe { libc::pthread_mutex_lock(KIT.mutex.get()) };
+}
+
+extern "C" fn after_fork() {
+    // SAFETY: taken by `before_fork` in this thread.
+    unsafe { libc::pthread_mutex_unlock(KIT.mutex.get()) };
+}
+
+extern "C" fn in_forked_child() {
+    // SAFETY: the mutex is held (taken by `before_fork` in the thread
+    // that forked, the child's only one). The child's copies of the kit's
+    // fds and stack are its own to close and unmap; nothing is allocated.
+    unsafe {
+        *KIT.kit.get() = None;
+        libc::pthread_mutex_unlock(KIT.mutex.get());
+    }
+}
 
 /// A control buffer for one `SCM_RIGHTS` message of up to [`MAX_FDS`]
 /// fds, aligned as `cmsghdr` needs.
@@ -281,7 +370,15 @@ unsafe fn receive(
     // macros walk what it filled.
     unsafe {
         let n = loop {
-            let n = libc::recvmsg(socket, &mut msg, flags | libc::MSG_CMSG_CLOEXEC);
+            // The raw syscall: glibc's wrapper is a cancellation point,
+            // which touches the calling thread's state (shared with a host
+            // thread in the child).
+            let n = libc::syscall(
+                libc::SYS_recvmsg,
+                socket,
+                ptr::addr_of_mut!(msg),
+                flags | libc::MSG_CMSG_CLOEXEC,
+            );
             if n >= 0 || *libc::__errno_location() != libc::EINTR {
                 break n;
             }
@@ -330,7 +427,7 @@ struct Shared<'a> {
     /// The child's end of the socket.
     receive: RawFd,
     /// The mask to restore when `restore_signals` is off.
-    thread_mask: libc::sigset_t,
+    thread_mask: u64,
     /// The child's scratch: the fds received and their copies.
     fds: [RawFd; MAX_FDS],
     copies: [RawFd; MAX_FDS],
@@ -354,15 +451,22 @@ pub(crate) fn spawn(plan: &Plan<'_>) -> io::Result<Outcome> {
             format!("at most {MAX_FDS} fds may be passed to a child"),
         ));
     }
-    let mut kit = KIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if kit.is_none() {
-        *kit = Some(Kit::new()?);
+    let mut guard = KitGuard::lock();
+    let slot = guard.kit();
+    if slot.is_none() {
+        *slot = Some(Kit::new()?);
     }
-    let Some(kit) = kit.as_mut() else {
+    let Some(kit) = slot.as_mut() else {
         return Err(io::Error::other("no spawn kit"));
     };
     kit.lower();
-    send(kit.send.as_raw_fd(), plan.fds)?;
+    match send(kit.send.as_raw_fd(), plan.fds) {
+        Ok(()) => {}
+        // The user's fds in flight in unix sockets are over its
+        // RLIMIT_NOFILE: std's spawn needs none.
+        Err(err) if err.raw_os_error() == Some(libc::ETOOMANYREFS) => return Ok(Outcome::NotSent),
+        Err(err) => return Err(err),
+    }
     let outcome = clone_child(kit, plan);
     kit.drain();
     outcome
@@ -371,15 +475,10 @@ pub(crate) fn spawn(plan: &Plan<'_>) -> io::Result<Outcome> {
 /// The clone itself, with every signal blocked in this thread meanwhile
 /// (the child resets the handlers before it unblocks any).
 fn clone_child(kit: &Kit, plan: &Plan<'_>) -> io::Result<Outcome> {
-    // SAFETY: sigset_t is plain data, filled by sigfillset and
-    // pthread_sigmask.
-    let mut all = unsafe { std::mem::zeroed::<libc::sigset_t>() };
-    let mut thread_mask = unsafe { std::mem::zeroed::<libc::sigset_t>() };
-    // SAFETY: valid pointers to this frame's sets.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut thread_mask);
-    }
+    // Every signal, glibc's own two (32 and 33, which its sigfillset and
+    // pthread_sigmask leave out) too.
+    let mut thread_mask = 0u64;
+    signal_mask(Some(&!0u64), Some(&mut thread_mask));
     let mut shared = Shared {
         plan,
         receive: kit.receive.as_raw_fd(),
@@ -402,8 +501,7 @@ fn clone_child(kit: &Kit, plan: &Plan<'_>) -> io::Result<Outcome> {
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: restores this thread's own mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &thread_mask, ptr::null_mut()) };
+    signal_mask(Some(&thread_mask), None);
     if pid < 0 {
         return Err(clone_error);
     }
@@ -424,6 +522,33 @@ fn clone_child(kit: &Kit, plan: &Plan<'_>) -> io::Result<Outcome> {
         step: Step::decode(step),
         error: io::Error::from_raw_os_error(errno),
     })
+}
+
+/// Sets this thread's signal mask to `set` (if given) with the raw
+/// syscall, and reads the one before into `old`: the kernel's 64-bit set,
+/// which glibc's own signals are not kept out of.
+fn signal_mask(set: Option<&u64>, old: Option<&mut u64>) {
+    // SAFETY: rt_sigprocmask reads and writes 8 bytes at the pointers
+    // given, or none for a null one.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            set.map_or(ptr::null(), |s| s as *const u64),
+            old.map_or(ptr::null_mut(), |o| o as *mut u64),
+            std::mem::size_of::<u64>(),
+        );
+    }
+}
+
+/// The kernel's `struct sigaction` (x86-64 and arm64 alike), for the raw
+/// syscall, which glibc's own signals are not kept out of.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
 }
 
 /// Records in `shared` that `step` failed with `errno`, and ends the child.
@@ -452,14 +577,17 @@ fn errno() -> i32 {
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     let shared = arg.cast::<Shared<'_>>();
     // SAFETY (the whole body): `arg` is the host's `Shared`, untouched by
-    // the host until this child exits or execs (vfork); every call is
-    // async-signal-safe and allocates nothing; no signal is delivered
-    // before the mask is set at the end, and by then no handler is left.
+    // the host until this child exits or execs (vfork); every call is a
+    // raw syscall or an async-signal-safe one that takes no lock, and
+    // nothing is allocated; every signal stays blocked until the mask is
+    // set at the end, and by then no handler of the host's is left.
     unsafe {
         let plan = (*shared).plan;
         let receive = (*shared).receive;
         let step = |step: Step| step.encode();
-        // A table of our own, of the fds below the socket's end only.
+        // A table of our own, of the fds up to the socket's end only; and
+        // of those, only 0, 1 and 2 (the host's, for the streams the child
+        // inherits) and the socket's end.
         if libc::syscall(
             libc::SYS_close_range,
             (receive + 1) as u32,
@@ -469,11 +597,31 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         {
             fail(shared, step(Step::UnshareFds), errno());
         }
+        if receive > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (receive - 1) as u32, 0u32);
+        }
         // No host code may run here: each handler back to the default,
         // and each ignored signal too unless the caller keeps them.
         for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..libc::SIGRTMIN()).contains(&sig)
-            {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if (32..libc::SIGRTMIN()).contains(&sig) {
+                // glibc's own (thread cancel, setxid), which its sigaction
+                // refuses: to the default by the raw syscall.
+                let default = KernelSigaction {
+                    handler: 0,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    ptr::addr_of!(default),
+                    ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
                 continue;
             }
             let mut old = std::mem::zeroed::<libc::sigaction>();
@@ -516,38 +664,43 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(shared, 0, errno());
             }
         }
-        // None of the host's fds copied below the socket's end reaches the
-        // exec (close_fds); the received ones are close-on-exec already.
-        for fd in 3..receive {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-        // Each fd to its number: first a copy of each at a number no move
-        // targets (a copy that lands on one is left there, close-on-exec,
-        // for its move to replace), so that no move overwrites an fd a
-        // later one still needs. The copies stay as low as they can: the
-        // fd limit may be low.
+        // Each fd to its number. One that sits where a move puts another
+        // is first copied to a number no move targets (the lowest such:
+        // the fd limit may be low), so that no move overwrites an fd a
+        // later one still needs.
         let moves = plan.moves;
         let targeted = |fd: RawFd| moves.iter().any(|m| m.target == fd);
         for (i, m) in moves.iter().enumerate() {
-            let copy = loop {
-                let copy = libc::fcntl(fds[m.fd], libc::F_DUPFD_CLOEXEC, 3);
-                if copy < 0 {
-                    let err = errno();
-                    let told = if err == libc::EMFILE {
-                        0
-                    } else {
-                        step(Step::MoveFd(m.target as u16))
-                    };
-                    fail(shared, told, err);
-                }
-                if !targeted(copy) {
-                    break copy;
-                }
-            };
-            (*shared).copies[i] = copy;
+            let mut source = fds[m.fd];
+            if targeted(source) && source != m.target {
+                source = loop {
+                    let copy = libc::fcntl(fds[m.fd], libc::F_DUPFD_CLOEXEC, 3);
+                    if copy < 0 {
+                        let err = errno();
+                        let told = match err {
+                            libc::EMFILE => 0,
+                            _ => step(Step::MoveFd(m.target as u16)),
+                        };
+                        fail(shared, told, err);
+                    }
+                    // One on a target is left there, close-on-exec, for
+                    // its move to replace.
+                    if !targeted(copy) {
+                        break copy;
+                    }
+                };
+            }
+            (*shared).copies[i] = source;
         }
         for (i, m) in moves.iter().enumerate() {
-            if libc::dup2((*shared).copies[i], m.target) < 0 {
+            let source = (*shared).copies[i];
+            // In place already: only its close-on-exec flag goes (dup2
+            // onto itself would keep it).
+            let res = match source == m.target {
+                true => libc::fcntl(source, libc::F_SETFD, 0),
+                false => libc::dup2(source, m.target),
+            };
+            if res < 0 {
                 fail(shared, step(Step::MoveFd(m.target as u16)), errno());
             }
         }
@@ -561,13 +714,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 err.raw_os_error().unwrap_or(libc::EIO),
             );
         }
-        let mut mask = (*shared).thread_mask;
-        if plan.restore_signals {
-            libc::sigemptyset(&mut mask);
-        }
-        if libc::sigprocmask(libc::SIG_SETMASK, &mask, ptr::null_mut()) < 0 {
-            fail(shared, step(Step::Signals), errno());
-        }
+        let mask = match plan.restore_signals {
+            true => 0,
+            false => (*shared).thread_mask,
+        };
+        signal_mask(Some(&mask), None);
         exec(shared, plan)
     }
 }
