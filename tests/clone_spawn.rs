@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_popen::{CompletedProcess, Popen, RunError, SpawnErrorKind};
-use common::harness::{lock, run_system};
+use common::harness::{lock, on_own_thread, run_system, HANG};
 
 /// Every test here changes process-wide state.
 static ALONE: Mutex<()> = Mutex::new(());
@@ -118,6 +118,25 @@ fn a_spawn_leaves_the_spawning_thread_sharing_its_processs_fds() {
             "the main thread does not see fd {fd} of the spawning thread"
         );
     });
+}
+
+/// The datagram sockets this process holds, by fd: its spawns' socket
+/// pair (`/proc/net/unix` gives each socket's type; 0002 is SOCK_DGRAM).
+fn datagram_sockets() -> std::collections::BTreeMap<u64, String> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let datagram: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode = fields.get(6)?;
+            (fields.get(4) == Some(&"0002")).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    common::fds::open_fds()
+        .into_iter()
+        .filter(|(_, target)| datagram.contains(target))
+        .collect()
 }
 
 /// Writes an executable (or not) script at `path`.
@@ -243,24 +262,7 @@ fn a_spawn_with_credentials_does_not_hang_while_another_thread_changes_its_own()
 fn a_forked_process_spawns_with_fds_of_its_own() {
     alone(|| async {
         run(Popen::new("true")).await;
-        // The datagram sockets this process holds: its spawns' socket pair
-        // (`/proc/net/unix` gives each socket's type; 0002 is SOCK_DGRAM).
-        let sockets = || -> Vec<String> {
-            let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-            let datagram: Vec<String> = table
-                .lines()
-                .skip(1)
-                .filter_map(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let inode = fields.get(6)?;
-                    (fields.get(4) == Some(&"0002")).then(|| format!("socket:[{inode}]"))
-                })
-                .collect();
-            common::fds::open_fds()
-                .into_values()
-                .filter(|target| datagram.contains(target))
-                .collect()
-        };
+        let sockets = || -> Vec<String> { datagram_sockets().into_values().collect() };
         let ours = sockets();
         // Both processes spawn at once after the fork, started together;
         // each child must get its own process's pipes, through a socket
@@ -366,4 +368,82 @@ fn a_null_stdin_is_read_only() {
         .await;
         assert_eq!(text(&done), "refused\n");
     });
+}
+
+extern "C" fn on_alarm(_: nix::libc::c_int) {}
+
+#[test]
+fn a_failed_spawn_interrupted_by_signals_leaves_no_zombie() {
+    alone(|| async {
+        // A host whose signal handlers do not restart syscalls, under a
+        // stream of signals: the reaping of a child that failed before its
+        // exec is interrupted, and must be tried again.
+        // SAFETY: a handler that does nothing, without SA_RESTART; the
+        // timer is stopped and the disposition put back before the end.
+        unsafe {
+            let mut action = std::mem::zeroed::<nix::libc::sigaction>();
+            action.sa_sigaction = on_alarm as *const () as usize;
+            nix::libc::sigaction(nix::libc::SIGALRM, &action, std::ptr::null_mut());
+            let every = nix::libc::timeval {
+                tv_sec: 0,
+                tv_usec: 20,
+            };
+            let timer = nix::libc::itimerval {
+                it_interval: every,
+                it_value: every,
+            };
+            nix::libc::setitimer(nix::libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+        }
+        let mut failed = 0;
+        for _ in 0..3000 {
+            if Popen::new("/nonexistent").status().await.is_err() {
+                failed += 1;
+            }
+        }
+        // SAFETY: stops the timer, drops a pending SIGALRM, then restores
+        // the default disposition.
+        unsafe {
+            let zero = std::mem::zeroed::<nix::libc::itimerval>();
+            nix::libc::setitimer(nix::libc::ITIMER_REAL, &zero, std::ptr::null_mut());
+            nix::libc::signal(nix::libc::SIGALRM, nix::libc::SIG_IGN);
+            nix::libc::signal(nix::libc::SIGALRM, nix::libc::SIG_DFL);
+        }
+        assert_eq!(failed, 3000);
+        // The harness fails on a zombie of ours left behind.
+    });
+}
+
+#[test]
+fn a_host_that_replaces_the_spawn_sockets_still_spawns() {
+    let _guard = lock(&ALONE);
+    common::harness::warm_up();
+    // The library's socket pair, replaced by /dev/null as a host restoring
+    // its stdio with dup2 would.
+    let replaced: Vec<i32> = datagram_sockets().into_keys().map(|fd| fd as i32).collect();
+    assert_eq!(replaced.len(), 2, "the spawn socket pair: {replaced:?}");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    for &fd in &replaced {
+        // SAFETY: dup2 onto the library's fd numbers, as the host would.
+        unsafe { nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    let out = on_own_thread(HANG, || {
+        actix::System::new().block_on(async {
+            Popen::new("echo")
+                .arg("still")
+                .output()
+                .await
+                .map(|done| done.stdout)
+        })
+    });
+    // The numbers are /dev/null now, the host's: left open.
+    for &fd in &replaced {
+        assert_eq!(
+            std::fs::read_link(format!("/proc/self/fd/{fd}")).ok(),
+            Some(std::path::PathBuf::from("/dev/null")),
+            "fd {fd} was closed or reused by the library"
+        );
+    }
+    assert_eq!(out.expect("spawned").as_ref(), b"still\n");
+    let left = common::procs::our_children();
+    assert!(left.is_empty(), "children of ours left behind: {left:?}");
 }

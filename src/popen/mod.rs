@@ -414,11 +414,14 @@ impl Popen {
     /// takes 0.11× the time of `tokio::process`'s (BENCHMARKS.md §7).
     /// The child is the host's as any other: same working directory,
     /// umask, limits, credentials and namespaces as the host at the spawn.
-    /// A task with a [`pre_exec`](Self::pre_exec) hook or a
-    /// [`cgroup`](Self::cgroup) of its own, or on a kernel before 5.9, is
-    /// spawned through std's `Command` instead, its fds marked
-    /// close-on-exec in the child (one `close_range` from Linux 5.11, else
-    /// each fd listed in `/proc/self/fd`).
+    /// A task with a [`pre_exec`](Self::pre_exec) hook, a
+    /// [`cgroup`](Self::cgroup) of its own or more than 235 fds to pass, or
+    /// on a kernel before 5.9 (or one whose sandbox refuses
+    /// `CLOSE_RANGE_UNSHARE`, or when the user's fds in flight in unix
+    /// sockets are over its limit), is spawned through std's `Command`
+    /// instead, its fds marked close-on-exec in the child (one
+    /// `close_range` from Linux 5.11, else each fd listed in
+    /// `/proc/self/fd`).
     ///
     /// With `false`, the child also inherits the host's fds opened without
     /// close-on-exec (as with `std::process::Command`), such as a make

@@ -318,10 +318,12 @@ impl SpawnSpec {
             },
             to => output(to, OutputStream::Stderr, &mut reads)?,
         };
-        // For a spawn from the host: the fds to pass come first, so that
-        // nothing it opens is at a chosen number. Kept open until the spawn
-        // returns: the copies the child's fds are made from, and the chosen
-        // numbers held.
+        // For a spawn through std: the chosen numbers still free are held
+        // before the cgroup's fd and std's own report pipe are opened, so
+        // that neither lands on one (the stdio ends opened above are
+        // installed by std before the moves). Kept open until the spawn
+        // returns: the copies the child's fds are made from, and the
+        // chosen numbers held.
         let (_held, moves) = self.pass_fds()?;
         // After the fds to pass, so that its fd is at no chosen number.
         let cgroup = match &self.cgroup_parent {

@@ -31,9 +31,12 @@
 //! through std instead: the move into a cgroup applies the cgroup's memory
 //! policy to the mover's memory, which here would be the host's.
 //!
-//! The process keeps one socket pair and the child's stack (two fds and
-//! 256 KiB of address space), made at its first spawn, while the host
-//! holds few fds, so that the socket's end stays low; spawns from several
+//! The process keeps one socket pair and the child's stack (two fds, never
+//! at 0, 1 or 2, and 256 KiB of address space), made at its first spawn:
+//! the copy the child makes grows with the socket end's number, which is
+//! the lowest free one then, and is moved lower at a later spawn when a
+//! number below 64 is free. A kit whose fds the host closed or replaced is
+//! made again. Spawns from several
 //! threads take turns with them, each for the time the child takes to
 //! exec (about 0.3 ms; BENCHMARKS.md). A `fork()` of the host takes the
 //! same lock, and the forked process makes a kit of its own at its first
@@ -42,7 +45,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use nix::libc;
@@ -130,8 +133,13 @@ impl Kit {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: both fds were just made and are owned by no one else.
-        let (send, mut receive) =
+        let (mut send, mut receive) =
             unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // Neither end at 0, 1 or 2, which a host that closed its stdio
+        // gets back at its next open or dup2.
+        if send.as_raw_fd() < 3 {
+            send = super::fd::dup_from(send.as_fd(), 3)?;
+        }
         if receive.as_raw_fd() < 3 {
             receive = super::fd::dup_from(receive.as_fd(), 3)?;
         }
@@ -171,6 +179,20 @@ impl Kit {
             if lower.as_raw_fd() < self.receive.as_raw_fd() {
                 self.receive = lower;
             }
+        }
+    }
+
+    /// Lets go of the kit's fd numbers without closing them (the host
+    /// closed or replaced them: they are not ours any more).
+    fn forget_fds(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the fds are moved out of the kit, then leaked as raw
+        // numbers; the stack is unmapped as `drop` would.
+        unsafe {
+            let send = ptr::read(&this.send);
+            let receive = ptr::read(&this.receive);
+            let _ = (send.into_raw_fd(), receive.into_raw_fd());
+            libc::munmap(this.stack.cast(), STACK);
         }
     }
 
@@ -414,6 +436,9 @@ unsafe fn receive(
 /// process's other threads.
 pub(crate) fn supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if UNSHARE_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
     *SUPPORTED.get_or_init(|| {
         let beyond = u32::MAX - 1;
         // SAFETY: close_range on a range holding no fd changes nothing.
@@ -453,24 +478,62 @@ pub(crate) fn spawn(plan: &Plan<'_>) -> io::Result<Outcome> {
     }
     let mut guard = KitGuard::lock();
     let slot = guard.kit();
-    if slot.is_none() {
-        *slot = Some(Kit::new()?);
+    // Twice at most: a kit whose fds the host closed or replaced (a dup2
+    // over them) is made again.
+    for _ in 0..2 {
+        if slot.is_none() {
+            *slot = Some(Kit::new()?);
+        }
+        let Some(kit) = slot.as_mut() else {
+            return Err(io::Error::other("no spawn kit"));
+        };
+        kit.lower();
+        match send(kit.send.as_raw_fd(), plan.fds) {
+            Ok(()) => {}
+            // The user's fds in flight in unix sockets are over its
+            // RLIMIT_NOFILE: std's spawn needs none.
+            Err(err) if err.raw_os_error() == Some(libc::ETOOMANYREFS) => {
+                return Ok(Outcome::NotSent)
+            }
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EBADF | libc::ENOTSOCK | libc::ECONNREFUSED | libc::EPIPE)
+                ) =>
+            {
+                // Forget the kit without closing its numbers: they may be
+                // the host's now.
+                if let Some(kit) = slot.take() {
+                    kit.forget_fds();
+                }
+                continue;
+            }
+            Err(err) => return Err(err),
+        }
+        let outcome = clone_child(kit, plan);
+        kit.drain();
+        // The kernel refuses CLOSE_RANGE_UNSHARE (a sandbox's filter):
+        // nothing ran; std spawns this child and every later one.
+        if let Ok(Outcome::Failed {
+            step: Some(Step::UnshareFds),
+            error,
+        }) = &outcome
+        {
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::EINVAL | libc::EPERM | libc::ENOSYS)
+            ) {
+                UNSHARE_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Outcome::NotSent);
+            }
+        }
+        return outcome;
     }
-    let Some(kit) = slot.as_mut() else {
-        return Err(io::Error::other("no spawn kit"));
-    };
-    kit.lower();
-    match send(kit.send.as_raw_fd(), plan.fds) {
-        Ok(()) => {}
-        // The user's fds in flight in unix sockets are over its
-        // RLIMIT_NOFILE: std's spawn needs none.
-        Err(err) if err.raw_os_error() == Some(libc::ETOOMANYREFS) => return Ok(Outcome::NotSent),
-        Err(err) => return Err(err),
-    }
-    let outcome = clone_child(kit, plan);
-    kit.drain();
-    outcome
+    Ok(Outcome::NotSent)
 }
+
+/// Set once the kernel refused the child's `CLOSE_RANGE_UNSHARE`.
+static UNSHARE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The clone itself, with every signal blocked in this thread meanwhile
 /// (the child resets the handlers before it unblocks any).
@@ -517,7 +580,11 @@ fn clone_child(kit: &Kit, plan: &Plan<'_>) -> io::Result<Outcome> {
         return Ok(Outcome::Spawned(pid as u32));
     }
     // It exited (127) before its exec: reap it.
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    // Its exit may still be under way (the vfork wait ends before it is a
+    // zombie): a signal interrupting the wait is no reason to leave it.
+    while let Err(nix::errno::Errno::EINTR) =
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+    {}
     Ok(Outcome::Failed {
         step: Step::decode(step),
         error: io::Error::from_raw_os_error(errno),
